@@ -1,0 +1,113 @@
+//! # convnet-optim: optimizers
+//!
+//! Each optimizer updates the parameters of a model in place from the
+//! gradients of the last backward pass:
+//!
+//! ```text
+//! for each parameter p with gradient g (in the model's fixed order):
+//!     p := update(p, g, state)
+//! ```
+//!
+//! - [`Adam`]: Keras' defaults and formulation (lr 1e-3, beta1 0.9, beta2 0.999,
+//!   epsilon 1e-7, bias correction folded into the step size), with optional
+//!   decoupled weight decay ([`Adam::adamw`], Keras' `AdamW`).
+//! - [`Sgd`]: plain, with momentum, or Nesterov momentum (Keras' formulation).
+//!
+//! The state (step count and moment buffers) can be exported and restored with
+//! [`Optimizer::state`] / [`Optimizer::load_state`], which is what an exact resume
+//! needs.
+//!
+//! ```
+//! use convnet_optim::{Adam, Optimizer};
+//! use convnet_tensor::ModelSpec;
+//! let mut model = ModelSpec::small().build::<f32>(&[1, 28, 28], 10, 0).unwrap();
+//! let mut adam = Adam::new(1e-3);
+//! // ... forward, loss, backward ...
+//! adam.step(&mut model.params_mut()).unwrap();
+//! assert_eq!(adam.state().step, 1);
+//! ```
+
+mod adam;
+mod sgd;
+
+pub use adam::Adam;
+pub use sgd::Sgd;
+
+use convnet_tensor::ndarray::ArrayD;
+use convnet_tensor::{Element, ParamMut};
+use thiserror::Error;
+
+/// Errors of the optimizers.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum OptimError {
+    /// The parameters handed to `step` do not match the optimizer's state
+    /// (a different model, or a state saved for another model).
+    #[error("optimizer state mismatch: {0}")]
+    StateMismatch(String),
+    /// A hyper-parameter is out of range.
+    #[error("invalid optimizer setting: {0}")]
+    Config(String),
+}
+
+/// A snapshot of an optimizer's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState<T> {
+    /// Number of steps taken.
+    pub step: u64,
+    /// Named buffers (`"m"`, `"v"`, `"velocity"`), each with one array per
+    /// parameter in the model's order.
+    pub slots: Vec<(String, Vec<ArrayD<T>>)>,
+}
+
+/// The optimizer contract.
+pub trait Optimizer<T: Element> {
+    /// One update of every parameter from its gradient.
+    fn step(&mut self, params: &mut [ParamMut<'_, T>]) -> Result<(), OptimError>;
+    /// The learning rate.
+    fn learning_rate(&self) -> f64;
+    /// Changes the learning rate (schedules, reduce-on-plateau).
+    fn set_learning_rate(&mut self, lr: f64);
+    /// A copy of the state.
+    fn state(&self) -> OptimizerState<T>;
+    /// Restores a state from [`Optimizer::state`].
+    fn load_state(&mut self, state: OptimizerState<T>) -> Result<(), OptimError>;
+}
+
+/// Creates zero buffers matching `params` if `slot` is empty; checks shapes otherwise.
+pub(crate) fn ensure_slot<T: Element>(
+    slot: &mut Vec<ArrayD<T>>,
+    params: &[ParamMut<'_, T>],
+    name: &str,
+) -> Result<(), OptimError> {
+    if slot.is_empty() {
+        slot.extend(params.iter().map(|p| ArrayD::zeros(p.value.raw_dim())));
+        return Ok(());
+    }
+    if slot.len() != params.len() {
+        return Err(OptimError::StateMismatch(format!(
+            "{name}: {} buffers for {} parameters",
+            slot.len(),
+            params.len()
+        )));
+    }
+    for (i, (buffer, p)) in slot.iter().zip(params).enumerate() {
+        if buffer.shape() != p.value.shape() {
+            return Err(OptimError::StateMismatch(format!(
+                "{name}[{i}]: shape {:?}, parameter shape {:?}",
+                buffer.shape(),
+                p.value.shape()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes the slot called `name` out of a state.
+pub(crate) fn take_slot<T>(state: &mut OptimizerState<T>, name: &str) -> Result<Vec<ArrayD<T>>, OptimError> {
+    let position = state
+        .slots
+        .iter()
+        .position(|(slot_name, _)| slot_name == name)
+        .ok_or_else(|| OptimError::StateMismatch(format!("the state has no `{name}` buffers")))?;
+    Ok(state.slots.swap_remove(position).1)
+}

@@ -1,0 +1,246 @@
+//! Dense (fully connected) layer.
+//!
+//! ## Math and shapes
+//!
+//! ```text
+//! y = x W^T + b        x: (N, in)   W: (out, in)   b: (out,)   y: (N, out)
+//! y[n, o] = b[o] + sum_i W[o, i] * x[n, i]
+//! ```
+//!
+//! The weight layout `(out, in)` is PyTorch's `nn.Linear` (Keras stores the
+//! transpose, `(in, out)`).
+//!
+//! ## Backward
+//!
+//! In the forward pass this was `y[n, o] += W[o, i] * x[n, i]`, so
+//!
+//! - `dW[o, i] += dy[n, o] * x[n, i]`, i.e. `dW = dY^T X` `(out, in)`,
+//! - `dx[n, i] += dy[n, o] * W[o, i]`, i.e. `dX = dY W` `(N, in)`,
+//! - `db[o] += dy[n, o]`, summed over the batch.
+//!
+//! Each is one GEMM over the whole batch; `matrixmultiply` runs single-threaded,
+//! so the order of the sums over `n` is fixed and the result is independent of
+//! the thread count.
+//!
+//! ```
+//! use convnet_tensor::{Dense, Layer, Mode};
+//! use convnet_tensor::ndarray::{array, Array2};
+//! let mut dense = Dense::<f64>::new(2, 2).unwrap();
+//! dense.weight_mut().assign(&array![[1.0, 2.0], [3.0, 4.0]].into_dyn());
+//! dense.bias_mut().assign(&array![0.5, -0.5].into_dyn());
+//! let x = array![[1.0, 1.0]].into_dyn();
+//! let mut y = Array2::<f64>::zeros((1, 2)).into_dyn();
+//! dense.forward(x.view(), y.view_mut(), Mode::Eval);
+//! assert_eq!(y, array![[3.5, 6.5]].into_dyn()); // [1+2+0.5, 3+4-0.5]
+//! ```
+
+use crate::gemm::{gemm, gemm_naive, Trans};
+use crate::layer::{expect_rank, slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
+use crate::Element;
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+
+/// A fully connected layer `y = x W^T + b`.
+#[derive(Debug)]
+pub struct Dense<T: Element> {
+    in_features: usize,
+    out_features: usize,
+    /// `(out, in)`
+    weight: ArrayD<T>,
+    /// `(out,)`
+    bias: ArrayD<T>,
+    grad_weight: ArrayD<T>,
+    grad_bias: ArrayD<T>,
+}
+
+impl<T: Element> Dense<T> {
+    /// A dense layer with zero weights.
+    pub fn new(in_features: usize, out_features: usize) -> crate::Result<Self> {
+        if in_features == 0 || out_features == 0 {
+            return Err(crate::TensorError::Config(format!(
+                "dense needs positive sizes, got {in_features} -> {out_features}"
+            )));
+        }
+        Ok(Dense {
+            in_features,
+            out_features,
+            weight: zeros(&[out_features, in_features]),
+            bias: zeros(&[out_features]),
+            grad_weight: zeros(&[out_features, in_features]),
+            grad_bias: zeros(&[out_features]),
+        })
+    }
+
+    /// Mutable weights `(out, in)`.
+    pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
+        &mut self.weight
+    }
+
+    /// Mutable bias `(out,)`.
+    pub fn bias_mut(&mut self) -> &mut ArrayD<T> {
+        &mut self.bias
+    }
+}
+
+impl<T: Element> Layer<T> for Dense<T> {
+    fn kind(&self) -> &'static str {
+        "dense"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} units", self.out_features)
+    }
+
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
+        expect_rank(input_shape, 1, "a flat (features,)")
+            .map_err(|message| format!("{message}; put a flatten layer before it"))?;
+        if input_shape[0] != self.in_features {
+            return Err(format!("expects {} input features, got {}", self.in_features, input_shape[0]));
+        }
+        Ok(vec![self.out_features])
+    }
+
+    fn forward_flops(&self, _input_shape: &[usize]) -> u64 {
+        2 * (self.in_features * self.out_features) as u64
+    }
+
+    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {
+        let batch = input.shape()[0];
+        let (fan_in, fan_out) = (self.in_features, self.out_features);
+        let output = slice_mut(&mut output);
+        // y (N, out) = x (N, in) * W^T (in, out)
+        gemm(
+            Trans::No,
+            Trans::Yes,
+            batch,
+            fan_out,
+            fan_in,
+            T::one(),
+            slice(&input),
+            fan_in,
+            self.weight.as_slice().expect("contiguous"),
+            fan_in,
+            T::zero(),
+            output,
+            fan_out,
+        );
+        let bias = self.bias.as_slice().expect("contiguous");
+        for row in output.chunks_mut(fan_out) {
+            for (value, &b) in row.iter_mut().zip(bias) {
+                *value += b;
+            }
+        }
+    }
+
+    fn backward(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        _output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        let batch = input.shape()[0];
+        let (fan_in, fan_out) = (self.in_features, self.out_features);
+        let dy = slice(&grad_output);
+        // dW (out, in) = dY^T (out, N) * X (N, in)
+        gemm(
+            Trans::Yes,
+            Trans::No,
+            fan_out,
+            fan_in,
+            batch,
+            T::one(),
+            dy,
+            fan_out,
+            slice(&input),
+            fan_in,
+            T::zero(),
+            self.grad_weight.as_slice_mut().expect("contiguous"),
+            fan_in,
+        );
+        // db[o] = sum_n dy[n, o]
+        let grad_bias = self.grad_bias.as_slice_mut().expect("contiguous");
+        grad_bias.fill(T::zero());
+        for row in dy.chunks(fan_out) {
+            for (db, &value) in grad_bias.iter_mut().zip(row) {
+                *db += value;
+            }
+        }
+        if let Some(mut grad_input) = grad_input {
+            // dX (N, in) = dY (N, out) * W (out, in)
+            gemm(
+                Trans::No,
+                Trans::No,
+                batch,
+                fan_in,
+                fan_out,
+                T::one(),
+                dy,
+                fan_out,
+                self.weight.as_slice().expect("contiguous"),
+                fan_in,
+                T::zero(),
+                slice_mut(&mut grad_input),
+                fan_in,
+            );
+        }
+    }
+
+    fn params(&self) -> Vec<Param<'_, T>> {
+        vec![
+            Param { name: "weight", value: &self.weight, grad: &self.grad_weight },
+            Param { name: "bias", value: &self.bias, grad: &self.grad_bias },
+        ]
+    }
+
+    fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        vec![
+            ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight },
+            ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias },
+        ]
+    }
+}
+
+/// Plain twin of the dense forward: `y = x W^T + b` by direct loops.
+pub fn dense_forward_naive<T: Element>(
+    batch: usize,
+    fan_in: usize,
+    fan_out: usize,
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    y: &mut [T],
+) {
+    for n in 0..batch {
+        for o in 0..fan_out {
+            let mut sum = b[o];
+            for i in 0..fan_in {
+                sum += w[o * fan_in + i] * x[n * fan_in + i];
+            }
+            y[n * fan_out + o] = sum;
+        }
+    }
+}
+
+/// Plain twin of the dense backward.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward_naive<T: Element>(
+    batch: usize,
+    fan_in: usize,
+    fan_out: usize,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    dx: &mut [T],
+) {
+    // The naive GEMM twin spelled as the three products of the module docs.
+    gemm_naive(Trans::Yes, Trans::No, fan_out, fan_in, batch, T::one(), dy, fan_out, x, fan_in, T::zero(), dw, fan_in);
+    gemm_naive(Trans::No, Trans::No, batch, fan_in, fan_out, T::one(), dy, fan_out, w, fan_in, T::zero(), dx, fan_in);
+    db.fill(T::zero());
+    for n in 0..batch {
+        for o in 0..fan_out {
+            db[o] += dy[n * fan_out + o];
+        }
+    }
+}

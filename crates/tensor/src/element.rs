@@ -1,0 +1,106 @@
+//! The element type: one small trait carries `f32` (training) and `f64` (gradient
+//! checks) through the same kernels, so the checks exercise production code.
+
+use ndarray::{NdFloat, ScalarOperand};
+use std::fmt::{Debug, Display};
+
+/// A floating-point element the kernels can run on: `f32` or `f64`.
+///
+/// Besides ordinary arithmetic (from [`NdFloat`]) it names the one routine that
+/// differs by type, the general matrix multiply, with `matrixmultiply`'s contract:
+///
+/// `C := alpha * A * B + beta * C`, where `A` is `m x k`, `B` is `k x n` and `C` is
+/// `m x n`, and each matrix is addressed by a row stride and a column stride in
+/// elements (`A[i][j]` lives at `a + i * rsa + j * csa`). Transposing a matrix is
+/// therefore free: swap its two strides. If `beta` is zero, `C` is not read.
+pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + Sync + 'static {
+    /// `"f32"` or `"f64"`, for messages.
+    const NAME: &'static str;
+
+    /// Converts from `f64` (rounding to nearest for `f32`).
+    fn from_f64(value: f64) -> Self;
+
+    /// Converts to `f64` (exactly).
+    fn to_f64(self) -> f64;
+
+    /// The raw GEMM; prefer the bounds-checked [`crate::gemm::gemm`].
+    ///
+    /// # Safety
+    /// Every element addressed by the dimensions and strides must lie inside the
+    /// allocations `a`, `b` and `c`, and `c` must not alias `a` or `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Element for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+impl Element for f64 {
+    const NAME: &'static str = "f64";
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}

@@ -1,0 +1,167 @@
+//! The layer contract: what every layer, built-in or your own, implements.
+//!
+//! A layer is a function `y = f(x; params)` on a batch. The model container
+//! owns the activation buffers and hands each layer views of them:
+//!
+//! - [`Layer::forward`] reads `input` `(N, ...in_shape)` and overwrites `output`
+//!   `(N, ...out_shape)`, where `out_shape = output_shape(in_shape)`.
+//! - [`Layer::backward`] receives the same `input` and `output` again plus
+//!   `grad_output = dL/dy` and must
+//!   1. *overwrite* (not accumulate) every parameter gradient with `dL/dparam`
+//!      for this batch, and
+//!   2. if `grad_input` is `Some`, overwrite it with `dL/dx`.
+//!
+//! Overwriting instead of accumulating means there is no `zero_grad` to forget.
+//! `grad_input` is `None` for the first layer of a model, whose input gradient
+//! nobody needs (for the first convolution that saves a whole GEMM and col2im).
+//!
+//! Views are always in standard (row-major, contiguous) layout when they come
+//! from [`crate::Sequential`] or [`crate::gradcheck`]; a layer may rely on that.
+//!
+//! ## Kinks
+//!
+//! Piecewise-linear layers (ReLU, max-pooling) make discrete decisions: which
+//! inputs are positive, which element of a window wins. A numerical gradient is
+//! only meaningful if a small perturbation does not change those decisions.
+//! [`Layer::record_kinks`] reports the decisions of the last forward pass so that
+//! [`crate::gradcheck`] can notice when `f(x+h)` and `f(x-h)` took different
+//! branches and skip that element instead of reporting a false failure.
+
+use crate::Element;
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+
+/// Whether a forward pass is for training or for evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: stochastic layers (dropout) are active. `seed` identifies the
+    /// step; layers derive every random draw from it, so the same seed gives the
+    /// same masks regardless of threads.
+    Train {
+        /// Seed of this step (the model mixes in the layer index).
+        seed: u64,
+    },
+    /// Evaluation / inference: dropout is the identity.
+    Eval,
+}
+
+/// A read-only view of one parameter and its gradient.
+#[derive(Debug)]
+pub struct Param<'a, T> {
+    /// `"weight"` or `"bias"`.
+    pub name: &'static str,
+    /// The parameter.
+    pub value: &'a ArrayD<T>,
+    /// Its gradient from the last backward pass.
+    pub grad: &'a ArrayD<T>,
+}
+
+/// A mutable view of one parameter and its gradient.
+#[derive(Debug)]
+pub struct ParamMut<'a, T> {
+    /// `"weight"` or `"bias"`.
+    pub name: &'static str,
+    /// The parameter.
+    pub value: &'a mut ArrayD<T>,
+    /// Its gradient from the last backward pass.
+    pub grad: &'a mut ArrayD<T>,
+}
+
+/// Collects the discrete decisions a forward pass made (see the module docs).
+/// Two forward passes took the same branches iff they record the same sequence.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KinkRecorder {
+    hash: u64,
+    count: u64,
+}
+
+impl KinkRecorder {
+    /// Records one decision (a sign, an arg-max index, ...).
+    pub fn record(&mut self, decision: u64) {
+        self.hash = crate::rng::mix(self.hash ^ crate::rng::mix(decision.wrapping_add(self.count)));
+        self.count += 1;
+    }
+
+    /// A fingerprint of everything recorded so far.
+    pub fn fingerprint(&self) -> (u64, u64) {
+        (self.hash, self.count)
+    }
+}
+
+/// A layer with a hand-written forward and backward pass. See the module docs
+/// for the exact contract.
+pub trait Layer<T: Element>: Send + Sync {
+    /// The layer's kind, e.g. `"conv2d"`.
+    fn kind(&self) -> &'static str;
+
+    /// The per-sample output shape for a per-sample input shape (without the
+    /// batch dimension), or a message saying why the layer cannot take it.
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String>;
+
+    /// `output := f(input)`. Shapes: `input` is `(N, ...in_shape)`, `output`
+    /// is `(N, ...output_shape(in_shape))`.
+    fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, mode: Mode);
+
+    /// Overwrites the parameter gradients and, if asked, `grad_input` (same shape
+    /// as `input`) from `grad_output` (same shape as `output`). `input` and
+    /// `output` are those of the most recent forward pass.
+    fn backward(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    );
+
+    /// The parameters with their gradients, in a fixed order (weight, then bias).
+    fn params(&self) -> Vec<Param<'_, T>> {
+        Vec::new()
+    }
+
+    /// Mutable access to the parameters and gradients, same order as [`Layer::params`].
+    fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        Vec::new()
+    }
+
+    /// Records the discrete decisions of the most recent forward pass (see the
+    /// module docs). Smooth layers record nothing.
+    fn record_kinks(&self, _input: ArrayViewD<'_, T>, _recorder: &mut KinkRecorder) {}
+
+    /// Multiply-adds per sample of the forward pass, times two (FLOPs), for an
+    /// input of `input_shape`. Used by summaries and benchmarks.
+    fn forward_flops(&self, _input_shape: &[usize]) -> u64 {
+        0
+    }
+
+    /// A short description of the options, e.g. `"32 filters, 3x3, stride 1, valid"`.
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// Returns the contiguous slice of a view in standard layout.
+///
+/// # Panics
+/// If the view is not contiguous and row-major: the layer contract guarantees it
+/// is, so this is a bug in the caller.
+pub(crate) fn slice<'a, T>(view: &'a ArrayViewD<'_, T>) -> &'a [T] {
+    view.as_slice().expect("layer input must be contiguous and row-major")
+}
+
+/// Mutable twin of [`slice`].
+pub(crate) fn slice_mut<'a, T>(view: &'a mut ArrayViewMutD<'_, T>) -> &'a mut [T] {
+    view.as_slice_mut().expect("layer output must be contiguous and row-major")
+}
+
+/// Shape check helper for layers: the per-sample shape must have `rank` axes.
+pub(crate) fn expect_rank(input_shape: &[usize], rank: usize, what: &str) -> Result<(), String> {
+    if input_shape.len() == rank {
+        Ok(())
+    } else {
+        Err(format!("expects {what} input, got shape {input_shape:?}"))
+    }
+}
+
+/// Zero-initialised parameter tensor.
+pub(crate) fn zeros<T: Element>(shape: &[usize]) -> ArrayD<T> {
+    ArrayD::zeros(ndarray::IxDyn(shape))
+}

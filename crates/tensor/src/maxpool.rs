@@ -1,0 +1,222 @@
+//! 2-D max-pooling.
+//!
+//! ## Math and shapes
+//!
+//! Input `(N, C, H, W)`, output `(N, C, OH, OW)` (sizes from [`Padding`]):
+//!
+//! ```text
+//! y[n, c, i, j] = max over (ki, kj) in the window of x[n, c, i*s + ki - pt, j*s + kj - pl]
+//! ```
+//!
+//! Positions in the padding are not candidates (as in Keras: padding never wins,
+//! even against negative inputs). Each channel is pooled separately.
+//!
+//! The forward pass records, for every output element, the flat index
+//! `ih * W + iw` of the winning input in its channel plane (`argmax`, 4 bytes
+//! per output; no masks the size of the input).
+//!
+//! **Ties** go to the first position in row-major window order (top-left first):
+//! the comparison is a strict `>`, so a later equal value never displaces an
+//! earlier one. PyTorch does the same.
+//!
+//! ## Backward
+//!
+//! In the forward pass this was `y = x[argmax]`, so now
+//! `dx[argmax] += dy`: each output gradient goes, whole, to the one input that
+//! won its window, and every other input of the window gets nothing. (A gradient
+//! of 1/4 to each of the four inputs of a 2x2 window would be the gradient of
+//! *average* pooling: wrong here.) Overlapping windows (stride < pool) can route
+//! several gradients to the same input; they add.
+//!
+//! ```
+//! use convnet_tensor::{Layer, MaxPool2d, Mode, Padding};
+//! use convnet_tensor::ndarray::{Array4, ArrayD, IxDyn};
+//! let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap();
+//! // one 2x4 plane: windows [1 5; 3 5] (a tie at 5) and [2 0; 7 -1]
+//! let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 4]), vec![1.0f64, 5., 2., 0., 3., 5., 7., -1.]).unwrap();
+//! let mut y = ArrayD::zeros(IxDyn(&[1, 1, 1, 2]));
+//! pool.forward(x.view(), y.view_mut(), Mode::Eval);
+//! assert_eq!(y.as_slice().unwrap(), &[5.0, 7.0]);
+//! let dy = ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 2]), vec![10.0, 20.0]).unwrap();
+//! let mut dx = ArrayD::zeros(IxDyn(&[1, 1, 2, 4]));
+//! pool.backward(x.view(), y.view(), dy.view(), Some(dx.view_mut()));
+//! // the tie went to the first 5 (row 0), the 7 took the second gradient
+//! assert_eq!(dx.as_slice().unwrap(), &[0.0, 10., 0., 0., 0., 0., 20., 0.]);
+//! ```
+
+use crate::conv::ConvGeometry;
+use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
+use crate::{Element, Padding};
+use ndarray::{ArrayViewD, ArrayViewMutD};
+use rayon::prelude::*;
+
+/// A max-pooling layer; see the module docs.
+#[derive(Debug)]
+pub struct MaxPool2d {
+    pool: (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+    /// `(N, C, OH, OW)` flat indices `ih * W + iw` of the winners of the last forward.
+    argmax: Vec<u32>,
+}
+
+impl MaxPool2d {
+    /// A pooling layer with window `pool` and `stride` (Keras' default stride is
+    /// the pool size).
+    pub fn new(pool: (usize, usize), stride: (usize, usize), padding: Padding) -> crate::Result<Self> {
+        if pool.0 == 0 || pool.1 == 0 || stride.0 == 0 || stride.1 == 0 {
+            return Err(crate::TensorError::Config(format!(
+                "max-pooling needs positive sizes, got pool {pool:?}, stride {stride:?}"
+            )));
+        }
+        Ok(MaxPool2d { pool, stride, padding, argmax: Vec::new() })
+    }
+
+    fn geometry(&self, shape: &[usize]) -> Option<ConvGeometry> {
+        // a pooling window is a one-channel convolution window, applied per channel
+        ConvGeometry::new(1, shape[shape.len() - 2], shape[shape.len() - 1], self.pool, self.stride, self.padding)
+    }
+
+    /// The arg-max indices recorded by the last forward pass, `(N, C, OH, OW)`.
+    pub fn argmax(&self) -> &[u32] {
+        &self.argmax
+    }
+}
+
+/// Pools one channel plane: `plane` is `(H, W)`, `out` and `argmax` are `(OH, OW)`.
+fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+    for i in 0..geom.out_h {
+        // the window's rows, clipped to the image (padding is never a candidate)
+        let row_first = (i * geom.stride_h).saturating_sub(geom.pad_top);
+        let row_end = (i * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
+        for j in 0..geom.out_w {
+            let col_first = (j * geom.stride_w).saturating_sub(geom.pad_left);
+            let col_end = (j * geom.stride_w + geom.kernel_w).saturating_sub(geom.pad_left).min(geom.in_w);
+            let mut best_index = row_first * geom.in_w + col_first;
+            let mut best = plane[best_index];
+            for ih in row_first..row_end {
+                for iw in col_first..col_end {
+                    let value = plane[ih * geom.in_w + iw];
+                    // strict '>': ties keep the first index; NaN never wins
+                    if value > best {
+                        best = value;
+                        best_index = ih * geom.in_w + iw;
+                    }
+                }
+            }
+            out[i * geom.out_w + j] = best;
+            argmax[i * geom.out_w + j] = best_index as u32;
+        }
+    }
+}
+
+impl<T: Element> Layer<T> for MaxPool2d {
+    fn kind(&self) -> &'static str {
+        "maxpool2d"
+    }
+
+    fn describe(&self) -> String {
+        format!("{}x{}, stride {}, {}", self.pool.0, self.pool.1, self.stride.0, self.padding.as_str())
+    }
+
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
+        expect_rank(input_shape, 3, "a (C, H, W)")?;
+        if input_shape[1] * input_shape[2] > u32::MAX as usize {
+            return Err("input plane too large".into());
+        }
+        let geom = self.geometry(input_shape).ok_or_else(|| {
+            format!(
+                "a {}x{} input is smaller than the {}x{} pool (valid padding)",
+                input_shape[1], input_shape[2], self.pool.0, self.pool.1
+            )
+        })?;
+        Ok(vec![input_shape[0], geom.out_h, geom.out_w])
+    }
+
+    fn forward_flops(&self, input_shape: &[usize]) -> u64 {
+        // comparisons, not multiply-adds; counted as one op per window element
+        self.geometry(input_shape)
+            .map(|geom| (input_shape[0] * geom.out_pixels() * self.pool.0 * self.pool.1) as u64)
+            .unwrap_or(0)
+    }
+
+    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {
+        let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
+        let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
+        let output = slice_mut(&mut output);
+        self.argmax.resize(output.len(), 0);
+        // one task per (image, channel) plane
+        slice(&input)
+            .par_chunks(in_plane)
+            .zip(output.par_chunks_mut(out_plane))
+            .zip(self.argmax.par_chunks_mut(out_plane))
+            .for_each(|((plane, out), argmax)| pool_plane(&geom, plane, out, argmax));
+    }
+
+    fn backward(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        _output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        let Some(mut grad_input) = grad_input else { return };
+        let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
+        let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
+        slice_mut(&mut grad_input)
+            .par_chunks_mut(in_plane)
+            .zip(slice(&grad_output).par_chunks(out_plane))
+            .zip(self.argmax.par_chunks(out_plane))
+            .for_each(|((dx, dy), argmax)| {
+                dx.fill(T::zero());
+                // in the forward pass this was `y = x[argmax]`, so now `dx[argmax] += dy`
+                for (&winner, &gradient) in argmax.iter().zip(dy) {
+                    dx[winner as usize] += gradient;
+                }
+            });
+    }
+
+    fn record_kinks(&self, _input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
+        for &winner in &self.argmax {
+            recorder.record(winner as u64);
+        }
+    }
+}
+
+/// Plain twin of the max-pool forward and backward for one batch: recomputes
+/// every window from the definition. `input` is `(N*C, H, W)` planes.
+/// Returns `(output, grad_input)` for a given `grad_output`.
+pub fn maxpool_naive<T: Element>(
+    geom: &ConvGeometry,
+    planes: usize,
+    input: &[T],
+    grad_output: &[T],
+) -> (Vec<T>, Vec<T>) {
+    let mut output = vec![T::zero(); planes * geom.out_pixels()];
+    let mut grad_input = vec![T::zero(); planes * geom.in_h * geom.in_w];
+    for p in 0..planes {
+        for i in 0..geom.out_h {
+            for j in 0..geom.out_w {
+                let mut best: Option<(T, usize)> = None;
+                for ki in 0..geom.kernel_h {
+                    for kj in 0..geom.kernel_w {
+                        let ih = (i * geom.stride_h + ki) as isize - geom.pad_top as isize;
+                        let iw = (j * geom.stride_w + kj) as isize - geom.pad_left as isize;
+                        if ih < 0 || iw < 0 || ih >= geom.in_h as isize || iw >= geom.in_w as isize {
+                            continue;
+                        }
+                        let index = (p * geom.in_h + ih as usize) * geom.in_w + iw as usize;
+                        if best.is_none_or(|(value, _)| input[index] > value) {
+                            best = Some((input[index], index));
+                        }
+                    }
+                }
+                let (value, index) = best.expect("every window holds an input");
+                let out_index = (p * geom.out_h + i) * geom.out_w + j;
+                output[out_index] = value;
+                grad_input[index] += grad_output[out_index];
+            }
+        }
+    }
+    (output, grad_input)
+}

@@ -1,0 +1,272 @@
+//! The [`Sequential`] model: an ordered list of layers and the buffers between
+//! them.
+//!
+//! ## Buffers
+//!
+//! For `L` layers the model owns `L + 1` activation buffers: `activations[0]` is
+//! a copy of the batch, `activations[i + 1]` the output of layer `i`; buffer `i`
+//! has shape `(N, ...shapes[i])`. Backward needs only two gradient buffers, used
+//! in turn: layer `i` reads `dL/d(output of i)` from one and writes
+//! `dL/d(input of i)` into the other. Buffers grow on the first batch and are
+//! reused afterwards (a smaller last batch uses a prefix), so a training loop
+//! allocates nothing per step.
+//!
+//! ## A training step
+//!
+//! ```
+//! use convnet_tensor::{Mode, ModelSpec, SoftmaxCrossEntropy};
+//! use convnet_tensor::ndarray::{ArrayD, IxDyn};
+//! let mut model = ModelSpec::small().build::<f32>(&[1, 28, 28], 10, 7).unwrap();
+//! let images = ArrayD::<f32>::zeros(IxDyn(&[4, 1, 28, 28]));
+//! let labels = [0, 1, 2, 3];
+//! let mut loss_fn = SoftmaxCrossEntropy::new();
+//! let logits = model.forward(images.view(), Mode::Train { seed: 1 }).unwrap();
+//! let loss = loss_fn.forward(logits, &labels).unwrap();
+//! assert!((loss - 10f32.ln()).abs() < 0.1); // ~ln(classes) at initialisation
+//! model.backward(loss_fn.grad_logits().view()).unwrap();
+//! // ... then an optimizer step over model.params_mut()
+//! ```
+
+use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
+use crate::{Element, Result, TensorError};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+
+/// An ordered list of layers, each feeding the next.
+pub struct Sequential<T: Element> {
+    layers: Vec<Box<dyn Layer<T>>>,
+    /// `shapes[i]`: per-sample input shape of layer `i`; `shapes[L]`: the output.
+    shapes: Vec<Vec<usize>>,
+    /// `activations[i]`: `(N, ...shapes[i])`, see the module docs.
+    activations: Vec<Vec<T>>,
+    /// The two gradient buffers used in turn by backward.
+    grad_buffers: [Vec<T>; 2],
+    /// Batch size of the last forward pass (0 before the first).
+    batch: usize,
+}
+
+impl<T: Element> std::fmt::Debug for Sequential<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequential")
+            .field("layers", &self.layers.iter().map(|l| l.kind()).collect::<Vec<_>>())
+            .field("shapes", &self.shapes)
+            .finish()
+    }
+}
+
+/// View of the first `N * prod(shape)` elements of `buffer` as `(N, ...shape)`.
+fn view<'a, T>(buffer: &'a [T], batch: usize, shape: &[usize]) -> ArrayViewD<'a, T> {
+    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
+    let len = dims.iter().product();
+    ArrayViewD::from_shape(IxDyn(&dims), &buffer[..len]).expect("buffer sized by the model")
+}
+
+fn view_mut<'a, T>(buffer: &'a mut [T], batch: usize, shape: &[usize]) -> ArrayViewMutD<'a, T> {
+    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
+    let len = dims.iter().product();
+    ArrayViewMutD::from_shape(IxDyn(&dims), &mut buffer[..len]).expect("buffer sized by the model")
+}
+
+/// Grows `buffer` to at least `len` elements (never shrinks: reuse).
+fn ensure_len<T: Element>(buffer: &mut Vec<T>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, T::zero());
+    }
+}
+
+impl<T: Element> Sequential<T> {
+    /// An empty model for per-sample inputs of `input_shape`, e.g. `[3, 224, 224]`.
+    pub fn new(input_shape: Vec<usize>) -> Result<Self> {
+        if input_shape.is_empty() || input_shape.contains(&0) {
+            return Err(TensorError::Config(format!(
+                "input shape must be non-empty and positive, got {input_shape:?}"
+            )));
+        }
+        Ok(Sequential {
+            layers: Vec::new(),
+            shapes: vec![input_shape],
+            activations: vec![Vec::new()],
+            grad_buffers: [Vec::new(), Vec::new()],
+            batch: 0,
+        })
+    }
+
+    /// Appends a layer, checking that it accepts the current output shape.
+    pub fn push(&mut self, layer: Box<dyn Layer<T>>) -> Result<()> {
+        let index = self.layers.len();
+        let output = layer.output_shape(self.output_shape()).map_err(|message| TensorError::Shape {
+            index,
+            kind: layer.kind().into(),
+            message,
+        })?;
+        if output.is_empty() || output.contains(&0) {
+            return Err(TensorError::Shape {
+                index,
+                kind: layer.kind().into(),
+                message: format!("produces an empty output {output:?}"),
+            });
+        }
+        self.layers.push(layer);
+        self.shapes.push(output);
+        self.activations.push(Vec::new());
+        Ok(())
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.shapes[0]
+    }
+
+    /// Per-sample output shape.
+    pub fn output_shape(&self) -> &[usize] {
+        self.shapes.last().expect("at least the input shape")
+    }
+
+    /// Per-sample shapes: `shapes()[i]` is the input of layer `i`, the last one the output.
+    pub fn shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Box<dyn Layer<T>>] {
+        &self.layers
+    }
+
+    /// The layers, mutably.
+    pub fn layers_mut(&mut self) -> &mut [Box<dyn Layer<T>>] {
+        &mut self.layers
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.value.len()).sum()
+    }
+
+    /// Forward FLOPs per sample (2 per multiply-add).
+    pub fn forward_flops(&self) -> u64 {
+        self.layers.iter().zip(&self.shapes).map(|(layer, shape)| layer.forward_flops(shape)).sum()
+    }
+
+    /// Runs the batch `input` `(N, ...input_shape)` through every layer and
+    /// returns the output `(N, ...output_shape)`, which stays valid until the next
+    /// forward. In [`Mode::Train`], layer `i` gets the seed `derive(seed, i)`.
+    pub fn forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode) -> Result<ArrayViewD<'_, T>> {
+        let (batch, sample_shape) =
+            input.shape().split_first().ok_or_else(|| TensorError::Mismatch("empty input shape".into()))?;
+        if sample_shape != self.shapes[0].as_slice() {
+            return Err(TensorError::Mismatch(format!(
+                "the model expects inputs of shape (N, {}), got {:?}",
+                self.shapes[0].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                input.shape()
+            )));
+        }
+        let batch = *batch;
+        self.batch = batch;
+        for (buffer, shape) in self.activations.iter_mut().zip(&self.shapes) {
+            ensure_len(buffer, batch * shape.iter().product::<usize>());
+        }
+        let input_len = input.len();
+        match input.as_slice() {
+            Some(values) => self.activations[0][..input_len].copy_from_slice(values),
+            None => {
+                for (dst, &src) in self.activations[0].iter_mut().zip(input.iter()) {
+                    *dst = src;
+                }
+            }
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let (before, after) = self.activations.split_at_mut(i + 1);
+            let layer_mode = match mode {
+                Mode::Train { seed } => Mode::Train { seed: crate::rng::derive(seed, i as u64) },
+                Mode::Eval => Mode::Eval,
+            };
+            layer.forward(
+                view(&before[i], batch, &self.shapes[i]),
+                view_mut(&mut after[0], batch, &self.shapes[i + 1]),
+                layer_mode,
+            );
+        }
+        Ok(self.output())
+    }
+
+    /// The output of the last forward pass.
+    pub fn output(&self) -> ArrayViewD<'_, T> {
+        let last = self.layers.len();
+        view(&self.activations[last], self.batch, &self.shapes[last])
+    }
+
+    /// Backpropagates `grad_output` (`dL/d output`, same shape as the last
+    /// output) through every layer, overwriting every parameter gradient.
+    /// The gradient with respect to the model's input is not computed (the first
+    /// layer is told it is not needed).
+    pub fn backward(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<()> {
+        self.backward_impl(grad_output, false).map(|_| ())
+    }
+
+    /// Like [`Sequential::backward`], and also returns `dL/d input`.
+    pub fn backward_with_input_grad(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+        let grad_input = self.backward_impl(grad_output, true)?;
+        Ok(grad_input.expect("asked for the input gradient"))
+    }
+
+    fn backward_impl(&mut self, grad_output: ArrayViewD<'_, T>, want_input_grad: bool) -> Result<Option<ArrayD<T>>> {
+        let last = self.layers.len();
+        let expected: Vec<usize> = std::iter::once(self.batch).chain(self.shapes[last].iter().copied()).collect();
+        if self.batch == 0 || grad_output.shape() != expected.as_slice() {
+            return Err(TensorError::Mismatch(format!(
+                "backward expects a gradient of shape {expected:?} (the last forward's output), got {:?}",
+                grad_output.shape()
+            )));
+        }
+        let batch = self.batch;
+        let max_len = self.shapes.iter().map(|s| batch * s.iter().product::<usize>()).max().unwrap_or(0);
+        let [mut read, mut write] = std::mem::take(&mut self.grad_buffers);
+        ensure_len(&mut read, max_len);
+        ensure_len(&mut write, max_len);
+        let grad_output = grad_output.as_standard_layout();
+        for i in (0..last).rev() {
+            let want = i > 0 || want_input_grad;
+            let grad_out_view =
+                if i + 1 == last { grad_output.view() } else { view(&read, batch, &self.shapes[i + 1]) };
+            self.layers[i].backward(
+                view(&self.activations[i], batch, &self.shapes[i]),
+                view(&self.activations[i + 1], batch, &self.shapes[i + 1]),
+                grad_out_view,
+                want.then(|| view_mut(&mut write, batch, &self.shapes[i])),
+            );
+            std::mem::swap(&mut read, &mut write);
+        }
+        // after the last swap, `read` holds dL/d(input of layer 0)
+        let grad_input = (want_input_grad && last > 0).then(|| view(&read, batch, &self.shapes[0]).to_owned());
+        self.grad_buffers = [read, write];
+        Ok(grad_input)
+    }
+
+    /// Every parameter with its gradient, in layer order (weight before bias).
+    pub fn params(&self) -> Vec<Param<'_, T>> {
+        self.layers.iter().flat_map(|layer| layer.params()).collect()
+    }
+
+    /// Mutable parameters and gradients, in the order of [`Sequential::params`].
+    pub fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        self.layers.iter_mut().flat_map(|layer| layer.params_mut()).collect()
+    }
+
+    /// Parameter names `"{layer index}.{weight|bias}"`, in the order of
+    /// [`Sequential::params`] (PyTorch's `state_dict` names for an equivalent
+    /// `nn.Sequential`).
+    pub fn param_names(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, layer)| layer.params().into_iter().map(move |p| format!("{i}.{}", p.name)))
+            .collect()
+    }
+
+    /// Records the discrete decisions (ReLU signs, pooling winners) of the last
+    /// forward pass of every layer; see [`crate::layer`].
+    pub fn record_kinks(&self, recorder: &mut KinkRecorder) {
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.record_kinks(view(&self.activations[i], self.batch, &self.shapes[i]), recorder);
+        }
+    }
+}
