@@ -183,6 +183,8 @@ pub struct TensorReport {
     pub worst: Option<Worst>,
     /// Largest relative error over the checked elements.
     pub max_rel_error: f64,
+    /// Largest absolute error over the checked elements.
+    pub max_abs_error: f64,
     allow_zero: bool,
 }
 
@@ -249,7 +251,7 @@ impl fmt::Display for GradCheckReport {
                 t.skipped_kinks,
                 t.max_abs_analytic.max(t.max_abs_numeric),
                 t.max_rel_error,
-                t.worst.as_ref().map_or(0.0, |w| w.abs_error),
+                t.max_abs_error,
                 t.band().to_string(),
             )?;
             if t.failures > 0 {
@@ -304,6 +306,7 @@ fn run_check(probe: &mut dyn Probe, config: &GradCheckConfig) -> Result<GradChec
             max_abs_numeric: 0.0,
             worst: None,
             max_rel_error: 0.0,
+            max_abs_error: 0.0,
             allow_zero: config.allow_zero_gradients,
         };
         let mut worst_excess = f64::NEG_INFINITY;
@@ -327,6 +330,7 @@ fn run_check(probe: &mut dyn Probe, config: &GradCheckConfig) -> Result<GradChec
             report.max_abs_analytic = report.max_abs_analytic.max(analytic.abs());
             report.max_abs_numeric = report.max_abs_numeric.max(numeric.abs());
             report.max_rel_error = report.max_rel_error.max(rel_error);
+            report.max_abs_error = report.max_abs_error.max(abs_error);
             // NaN counts as a failure
             if excess.is_nan() || excess > 0.0 {
                 report.failures += 1;

@@ -1,0 +1,228 @@
+//! Forward passes against hand-computed cases, optimizers against their closed
+//! forms, a tiny model that learns, and bit-for-bit reproducibility across
+//! thread counts.
+
+mod common;
+
+use common::{random_tensor, rng, with_threads};
+use convnet::optim::{Adam, Optimizer, Sgd};
+use convnet::tensor::ndarray::{array, ArrayD, IxDyn};
+use convnet::tensor::{Conv2d, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Sequential, SoftmaxCrossEntropy};
+
+#[test]
+fn conv_4x4_input_through_a_known_2x2_kernel() {
+    let mut conv = Conv2d::<f64>::new(1, 1, (2, 2), (1, 1), Padding::Valid).unwrap();
+    conv.weight_mut().assign(&array![[[[1.0, 2.0], [3.0, 4.0]]]].into_dyn());
+    conv.bias_mut().fill(1.0);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 4]), (1..=16).map(f64::from).collect()).unwrap();
+    let mut y = ArrayD::zeros(IxDyn(&[1, 1, 3, 3]));
+    conv.forward(x.view(), y.view_mut(), Mode::Eval);
+    // y[i][j] = 1 + x[i][j] + 2 x[i][j+1] + 3 x[i+1][j] + 4 x[i+1][j+1]
+    // top-left: 1 + 1 + 4 + 15 + 24 = 45; each step right adds 10, each step down 40
+    let expected = [45.0, 55.0, 65.0, 85.0, 95.0, 105.0, 125.0, 135.0, 145.0];
+    assert_eq!(y.as_slice().unwrap(), &expected);
+}
+
+#[test]
+fn conv_same_padding_puts_the_odd_extra_at_the_end() {
+    // 4 wide, kernel 2, stride 1, same: total padding 1, all of it on the right.
+    let mut conv = Conv2d::<f64>::new(1, 1, (1, 2), (1, 1), Padding::Same).unwrap();
+    conv.weight_mut().assign(&array![[[[1.0, 10.0]]]].into_dyn());
+    let x = array![[[[1.0, 2.0, 3.0, 4.0]]]].into_dyn();
+    let mut y = ArrayD::zeros(IxDyn(&[1, 1, 1, 4]));
+    conv.forward(x.view(), y.view_mut(), Mode::Eval);
+    // y[j] = x[j] + 10 x[j+1], with x[4] = 0 (padding on the right, as in Keras)
+    assert_eq!(y.as_slice().unwrap(), &[21.0, 32.0, 43.0, 4.0]);
+}
+
+#[test]
+fn strided_conv_reads_every_other_pixel() {
+    let mut conv = Conv2d::<f64>::new(1, 1, (1, 1), (2, 2), Padding::Valid).unwrap();
+    conv.weight_mut().fill(1.0);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 3, 3]), (0..9).map(f64::from).collect()).unwrap();
+    let mut y = ArrayD::zeros(IxDyn(&[1, 1, 2, 2]));
+    conv.forward(x.view(), y.view_mut(), Mode::Eval);
+    assert_eq!(y.as_slice().unwrap(), &[0.0, 2.0, 6.0, 8.0]);
+}
+
+#[test]
+fn maxpool_same_padding_never_picks_the_padding() {
+    // all-negative input: if padding (0) could win, the output would be 0
+    let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Same).unwrap();
+    let x = array![[[[-1.0, -2.0, -3.0]]]].into_dyn();
+    let mut y = ArrayD::zeros(IxDyn(&[1, 1, 1, 2]));
+    Layer::<f64>::forward(&mut pool, x.view(), y.view_mut(), Mode::Eval);
+    assert_eq!(y.as_slice().unwrap(), &[-1.0, -3.0]);
+}
+
+#[test]
+fn softmax_cross_entropy_of_huge_logits_is_finite() {
+    let mut loss_fn = SoftmaxCrossEntropy::<f32>::new();
+    let logits = array![[1e4f32, 0.0, -1e4], [0.0, 1e4, 1e4]].into_dyn();
+    let loss = loss_fn.forward(logits.view(), &[1, 2]).unwrap();
+    // sample 0: logsumexp = 1e4, minus z[1] = 0 -> 1e4; sample 1: ln 2 -> mean (1e4 + ln 2)/2
+    assert!((loss - (1e4 + 2f32.ln()) / 2.0).abs() < 1e-2, "{loss}");
+    assert!(loss_fn.grad_logits().iter().all(|g| g.is_finite()));
+    assert!(loss_fn.forward(logits.view(), &[3, 0]).is_err(), "label 3 of 3 classes is rejected");
+}
+
+#[test]
+fn baseline_preset_matches_the_keras_parameter_count_and_shapes() {
+    let model = ModelSpec::baseline().build::<f32>(&[3, 224, 224], 8, 0).unwrap();
+    assert_eq!(model.num_params(), 4_877_300);
+    assert_eq!(model.shapes()[12], vec![25 * 25 * 64]);
+    let error = ModelSpec::baseline().build::<f32>(&[3, 20, 20], 8, 0).unwrap_err();
+    // 20 -> 18 -> 16 -> 8 -> 4 -> 2: the fourth convolution (layer 8) gets 2x2
+    assert_eq!(error.to_string(), "layer 8 (conv2d): a 2x2 input is smaller than the 3x3 kernel (valid padding)");
+}
+
+#[test]
+fn same_seed_same_model_different_seed_different_model() {
+    let a = ModelSpec::small().build::<f32>(&[1, 28, 28], 10, 5).unwrap();
+    let b = ModelSpec::small().build::<f32>(&[1, 28, 28], 10, 5).unwrap();
+    let c = ModelSpec::small().build::<f32>(&[1, 28, 28], 10, 6).unwrap();
+    let weights = |m: &Sequential<f32>| m.params().iter().flat_map(|p| p.value.iter().copied()).collect::<Vec<_>>();
+    assert_eq!(weights(&a), weights(&b));
+    assert_ne!(weights(&a), weights(&c));
+    // Glorot-uniform bound of the first conv: sqrt(6 / (9 + 16*9))
+    let limit = (6.0f32 / (9.0 + 144.0)).sqrt();
+    let first = a.params()[0].value.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(first <= limit && first > 0.9 * limit);
+    assert!(a.params()[1].value.iter().all(|&b| b == 0.0), "biases start at zero");
+}
+
+/// One parameter, one fixed gradient sequence: Adam's update equals the
+/// closed-form formula at every step.
+#[test]
+fn adam_follows_the_keras_formula_step_by_step() {
+    let mut dense = Dense::<f64>::new(1, 1).unwrap();
+    dense.weight_mut().fill(0.5);
+    let mut adam = Adam::<f64>::new(0.01);
+    let (beta1, beta2, epsilon, lr) = (0.9f64, 0.999f64, 1e-7f64, 0.01f64);
+    let (mut p, mut m, mut v) = (0.5f64, 0.0f64, 0.0f64);
+    for t in 1..=20 {
+        let g = (t as f64 * 0.7).sin(); // any fixed sequence
+        dense.params_mut()[0].grad.fill(g);
+        dense.params_mut()[1].grad.fill(0.0);
+        adam.step(&mut dense.params_mut()).unwrap();
+        m = beta1 * m + (1.0 - beta1) * g;
+        v = beta2 * v + (1.0 - beta2) * g * g;
+        let alpha = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
+        p -= alpha * m / (v.sqrt() + epsilon);
+        let got = dense.params()[0].value[[0, 0]];
+        assert!((got - p).abs() < 1e-14, "step {t}: {got} vs {p}");
+    }
+}
+
+#[test]
+fn adamw_decays_weights_before_the_adam_step() {
+    let mut dense = Dense::<f64>::new(1, 1).unwrap();
+    dense.weight_mut().fill(2.0);
+    let mut adamw = Adam::<f64>::adamw(0.1, 0.5);
+    dense.params_mut()[0].grad.fill(0.0); // zero gradient: only the decay acts
+    dense.params_mut()[1].grad.fill(0.0);
+    adamw.step(&mut dense.params_mut()).unwrap();
+    assert!((dense.params()[0].value[[0, 0]] - 2.0 * (1.0 - 0.1 * 0.5)).abs() < 1e-15);
+}
+
+#[test]
+fn sgd_momentum_and_nesterov_follow_their_formulas() {
+    for nesterov in [false, true] {
+        let mut dense = Dense::<f64>::new(1, 1).unwrap();
+        dense.weight_mut().fill(1.0);
+        let mut sgd = Sgd::<f64>::with_momentum(0.1, 0.9, nesterov).unwrap();
+        let (mut p, mut velocity) = (1.0f64, 0.0f64);
+        for t in 1..=10 {
+            let g = 1.0 / t as f64;
+            dense.params_mut()[0].grad.fill(g);
+            dense.params_mut()[1].grad.fill(0.0);
+            sgd.step(&mut dense.params_mut()).unwrap();
+            velocity = 0.9 * velocity - 0.1 * g;
+            p += if nesterov { 0.9 * velocity - 0.1 * g } else { velocity };
+            assert!((dense.params()[0].value[[0, 0]] - p).abs() < 1e-14);
+        }
+    }
+}
+
+#[test]
+fn optimizer_state_round_trips_and_rejects_a_foreign_model() {
+    let mut model = ModelSpec::small().build::<f32>(&[1, 8, 8], 3, 1).unwrap();
+    let mut adam = Adam::<f32>::new(1e-3);
+    adam.step(&mut model.params_mut()).unwrap();
+    let state = adam.state();
+    let mut restored = Adam::<f32>::new(1e-3);
+    restored.load_state(state.clone()).unwrap();
+    assert_eq!(restored.state(), state);
+    let mut other = ModelSpec::baseline().build::<f32>(&[3, 28, 28], 3, 1).unwrap();
+    assert!(restored.step(&mut other.params_mut()).is_err());
+}
+
+/// Synthetic problem: 4 classes of 8x8 images, each class a bright quadrant.
+fn quadrant_batch(seed: u64, batch: usize) -> (ArrayD<f32>, Vec<usize>) {
+    let mut rng = rng(seed);
+    let noise = random_tensor(&mut rng, &[batch, 1, 8, 8]);
+    let labels: Vec<usize> = (0..batch).map(|n| (n * 7 + seed as usize) % 4).collect();
+    let images = ArrayD::from_shape_fn(IxDyn(&[batch, 1, 8, 8]), |d| {
+        let quadrant = (d[2] / 4) * 2 + d[3] / 4;
+        let signal = if quadrant == labels[d[0]] { 1.0 } else { 0.0 };
+        (signal + 0.3 * noise[[d[0], 0, d[2], d[3]]]) as f32
+    });
+    (images, labels)
+}
+
+/// Trains `small` for `steps` steps and returns the final weights and loss history.
+fn train_small(steps: u64, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut model = ModelSpec::small().build::<f32>(&[1, 8, 8], 4, seed).unwrap();
+    let mut adam = Adam::new(3e-3);
+    let mut loss_fn = SoftmaxCrossEntropy::new();
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let (images, labels) = quadrant_batch(step, 16);
+        let logits = model.forward(images.view(), Mode::Train { seed: seed ^ step }).unwrap();
+        losses.push(loss_fn.forward(logits, &labels).unwrap());
+        model.backward(loss_fn.grad_logits().view()).unwrap();
+        adam.step(&mut model.params_mut()).unwrap();
+    }
+    let weights = model.params().iter().flat_map(|p| p.value.iter().copied()).collect();
+    (weights, losses)
+}
+
+#[test]
+fn a_tiny_model_learns_a_tiny_problem() {
+    let (_, losses) = train_small(60, 3);
+    let first = losses[..5].iter().sum::<f32>() / 5.0;
+    let last = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+    assert!((first - 4f32.ln()).abs() < 0.3, "initial loss {first} should be near ln 4");
+    assert!(last < 0.2, "loss fell only from {first} to {last}");
+}
+
+#[test]
+fn training_is_bitwise_identical_on_1_2_and_3_threads() {
+    let one = with_threads(1, || train_small(8, 9));
+    let two = with_threads(2, || train_small(8, 9));
+    let three = with_threads(3, || train_small(8, 9));
+    let bits = |w: &[f32]| w.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&one.0), bits(&two.0), "1 vs 2 threads");
+    assert_eq!(bits(&one.0), bits(&three.0), "1 vs 3 threads");
+    assert_eq!(one.1, two.1);
+}
+
+#[test]
+fn baseline_step_is_bitwise_identical_on_1_and_2_threads() {
+    // the reference model, with dropout, at a size where every layer splits work
+    let run = || {
+        let mut model = ModelSpec::baseline().build::<f32>(&[3, 40, 40], 8, 21).unwrap();
+        let mut adam = Adam::new(1e-3);
+        let mut loss_fn = SoftmaxCrossEntropy::new();
+        let images = random_tensor(&mut rng(1), &[6, 3, 40, 40]).mapv(|v| v as f32);
+        let labels = [0, 1, 2, 3, 4, 5];
+        for step in 0..3 {
+            let logits = model.forward(images.view(), Mode::Train { seed: step }).unwrap();
+            loss_fn.forward(logits, &labels).unwrap();
+            model.backward(loss_fn.grad_logits().view()).unwrap();
+            adam.step(&mut model.params_mut()).unwrap();
+        }
+        model.params().iter().flat_map(|p| p.value.iter().map(|v| v.to_bits())).collect::<Vec<_>>()
+    };
+    assert_eq!(with_threads(1, run), with_threads(2, run));
+}

@@ -1,0 +1,299 @@
+//! Fast kernels held to their plain `_naive` twins on random shapes, strides,
+//! paddings and batch sizes, in f32 and f64, on 1 and 3 threads; and the adjoint
+//! test of im2col / col2im.
+
+mod common;
+
+use common::{max_rel_diff, random_tensor, rng, with_threads};
+use convnet::tensor::conv::{
+    col2im, col2im_naive, conv2d_backward_naive, conv2d_forward_naive, im2col, im2col_naive, ConvGeometry,
+};
+use convnet::tensor::dense::{dense_backward_naive, dense_forward_naive};
+use convnet::tensor::loss::softmax_cross_entropy_naive;
+use convnet::tensor::maxpool::maxpool_naive;
+use convnet::tensor::ndarray::{ArrayD, IxDyn};
+use convnet::tensor::{init, Conv2d, Dense, Element, Layer, MaxPool2d, Mode, Padding, SoftmaxCrossEntropy};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// A random convolution case that the geometry accepts.
+struct ConvCase {
+    batch: usize,
+    out_channels: usize,
+    geom: ConvGeometry,
+    padding: Padding,
+}
+
+fn random_conv_case(rng: &mut ChaCha8Rng) -> ConvCase {
+    loop {
+        let padding = if rng.random_bool(0.5) { Padding::Valid } else { Padding::Same };
+        let kernel = (rng.random_range(1..=5), rng.random_range(1..=5));
+        let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let (channels, h, w) = (rng.random_range(1..=4), rng.random_range(1..=11), rng.random_range(1..=11));
+        if let Some(geom) = ConvGeometry::new(channels, h, w, kernel, stride, padding) {
+            return ConvCase { batch: rng.random_range(1..=4), out_channels: rng.random_range(1..=5), geom, padding };
+        }
+    }
+}
+
+fn to<T: Element>(values: &ArrayD<f64>) -> ArrayD<T> {
+    values.mapv(T::from_f64)
+}
+
+fn to_f64<T: Element>(values: &[T]) -> Vec<f64> {
+    values.iter().map(|&v| Element::to_f64(v)).collect()
+}
+
+/// Conv2d forward and backward against the direct loops.
+fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
+    let mut rng = rng(seed);
+    for _ in 0..60 {
+        let ConvCase { batch, out_channels, geom, padding } = random_conv_case(&mut rng);
+        let mut conv = Conv2d::<T>::new(
+            geom.in_channels,
+            out_channels,
+            (geom.kernel_h, geom.kernel_w),
+            (geom.stride_h, geom.stride_w),
+            padding,
+        )
+        .unwrap();
+        init::glorot_uniform(conv.weight_mut(), seed, 1);
+        conv.bias_mut().iter_mut().enumerate().for_each(|(i, b)| *b = T::from_f64(0.1 * i as f64));
+        let input = to::<T>(&random_tensor(&mut rng, &[batch, geom.in_channels, geom.in_h, geom.in_w]));
+        let out_shape = [batch, out_channels, geom.out_h, geom.out_w];
+        let grad_output = to::<T>(&random_tensor(&mut rng, &out_shape));
+        let mut output = ArrayD::<T>::zeros(IxDyn(&out_shape));
+        let mut grad_input = ArrayD::<T>::from_elem(input.raw_dim(), T::from_f64(99.0));
+        conv.forward(input.view(), output.view_mut(), Mode::Eval);
+        conv.backward(input.view(), output.view(), grad_output.view(), Some(grad_input.view_mut()));
+
+        let weight = conv.weight().as_slice().unwrap().to_vec();
+        let bias: Vec<T> = (0..out_channels).map(|i| T::from_f64(0.1 * i as f64)).collect();
+        let mut naive_output = vec![T::zero(); output.len()];
+        conv2d_forward_naive(&geom, batch, out_channels, input.as_slice().unwrap(), &weight, &bias, &mut naive_output);
+        let (mut grad_weight, mut grad_bias, mut naive_grad_input) =
+            (vec![T::zero(); weight.len()], vec![T::zero(); out_channels], vec![T::zero(); input.len()]);
+        conv2d_backward_naive(
+            &geom,
+            batch,
+            out_channels,
+            input.as_slice().unwrap(),
+            &weight,
+            grad_output.as_slice().unwrap(),
+            &mut grad_weight,
+            &mut grad_bias,
+            &mut naive_grad_input,
+        );
+        let params = conv.params();
+        let case = format!("{geom:?} batch {batch} out {out_channels}");
+        for (name, fast, slow) in [
+            ("output", to_f64(output.as_slice().unwrap()), to_f64(&naive_output)),
+            ("grad_input", to_f64(grad_input.as_slice().unwrap()), to_f64(&naive_grad_input)),
+            ("grad_weight", to_f64(params[0].grad.as_slice().unwrap()), to_f64(&grad_weight)),
+            ("grad_bias", to_f64(params[1].grad.as_slice().unwrap()), to_f64(&grad_bias)),
+        ] {
+            let diff = max_rel_diff(&fast, &slow);
+            assert!(diff < tolerance, "{} {name} differs by {diff:e} for {case}", T::NAME);
+        }
+    }
+}
+
+#[test]
+fn conv2d_matches_naive_f64_single_and_multi_threaded() {
+    with_threads(1, || conv_matches_naive::<f64>(10, 1e-12));
+    with_threads(3, || conv_matches_naive::<f64>(11, 1e-12));
+}
+
+#[test]
+fn conv2d_matches_naive_f32_single_and_multi_threaded() {
+    with_threads(1, || conv_matches_naive::<f32>(12, 1e-5));
+    with_threads(3, || conv_matches_naive::<f32>(13, 1e-5));
+}
+
+#[test]
+fn conv2d_matches_naive_on_a_tall_image_with_many_tiles() {
+    // 3 x 60 x 500 with 3x3 kernel: col_rows * out_w ~ 13k, so tiles of ~19 rows and
+    // a ragged last tile exercise the tiling path.
+    let mut rng = rng(14);
+    let geom = ConvGeometry::new(3, 60, 500, (3, 3), (1, 1), Padding::Same).unwrap();
+    let mut conv = Conv2d::<f64>::new(3, 4, (3, 3), (1, 1), Padding::Same).unwrap();
+    init::glorot_uniform(conv.weight_mut(), 1, 1);
+    let input = random_tensor(&mut rng, &[2, 3, 60, 500]);
+    let grad_output = random_tensor(&mut rng, &[2, 4, 60, 500]);
+    let mut output = ArrayD::zeros(IxDyn(&[2, 4, 60, 500]));
+    let mut grad_input = ArrayD::zeros(input.raw_dim());
+    conv.forward(input.view(), output.view_mut(), Mode::Eval);
+    conv.backward(input.view(), output.view(), grad_output.view(), Some(grad_input.view_mut()));
+    let weight = conv.weight().as_slice().unwrap().to_vec();
+    let mut naive = vec![0.0; output.len()];
+    conv2d_forward_naive(&geom, 2, 4, input.as_slice().unwrap(), &weight, &[0.0; 4], &mut naive);
+    assert!(max_rel_diff(output.as_slice().unwrap(), &naive) < 1e-12);
+    let (mut gw, mut gb, mut gi) = (vec![0.0; weight.len()], vec![0.0; 4], vec![0.0; input.len()]);
+    conv2d_backward_naive(
+        &geom,
+        2,
+        4,
+        input.as_slice().unwrap(),
+        &weight,
+        grad_output.as_slice().unwrap(),
+        &mut gw,
+        &mut gb,
+        &mut gi,
+    );
+    assert!(max_rel_diff(grad_input.as_slice().unwrap(), &gi) < 1e-12);
+    assert!(max_rel_diff(conv.params()[0].grad.as_slice().unwrap(), &gw) < 1e-12);
+}
+
+#[test]
+fn im2col_and_col2im_match_naive_on_random_shapes_and_row_ranges() {
+    let mut rng = rng(15);
+    for _ in 0..200 {
+        let ConvCase { geom, .. } = random_conv_case(&mut rng);
+        let row_start = rng.random_range(0..geom.out_h);
+        let row_end = rng.random_range(row_start + 1..=geom.out_h);
+        let image = random_tensor(&mut rng, &[geom.in_len()]);
+        let cols = geom.col_rows() * (row_end - row_start) * geom.out_w;
+        let (mut fast, mut slow) = (vec![f64::NAN; cols], vec![f64::NAN; cols]);
+        im2col(&geom, image.as_slice().unwrap(), row_start, row_end, &mut fast);
+        im2col_naive(&geom, image.as_slice().unwrap(), row_start, row_end, &mut slow);
+        assert_eq!(fast, slow, "{geom:?} rows {row_start}..{row_end}");
+        let col = random_tensor(&mut rng, &[cols]);
+        let (mut fast, mut slow) = (vec![0.5; geom.in_len()], vec![0.5; geom.in_len()]);
+        col2im(&geom, col.as_slice().unwrap(), row_start, row_end, &mut fast);
+        col2im_naive(&geom, col.as_slice().unwrap(), row_start, row_end, &mut slow);
+        assert!(max_rel_diff(&fast, &slow) < 1e-14, "{geom:?}");
+    }
+}
+
+#[test]
+fn im2col_and_col2im_are_adjoint() {
+    // <im2col(x), c> = <x, col2im(c)> for random x, c: col2im is exactly the
+    // transpose of the linear map im2col, which is what backprop needs.
+    let mut rng = rng(16);
+    for _ in 0..200 {
+        let ConvCase { geom, .. } = random_conv_case(&mut rng);
+        let cols = geom.col_rows() * geom.out_pixels();
+        let x = random_tensor(&mut rng, &[geom.in_len()]);
+        let c = random_tensor(&mut rng, &[cols]);
+        let mut col_of_x = vec![0.0; cols];
+        im2col(&geom, x.as_slice().unwrap(), 0, geom.out_h, &mut col_of_x);
+        let mut im_of_c = vec![0.0; geom.in_len()];
+        col2im(&geom, c.as_slice().unwrap(), 0, geom.out_h, &mut im_of_c);
+        let left: f64 = col_of_x.iter().zip(c.iter()).map(|(a, b)| a * b).sum();
+        let right: f64 = x.iter().zip(&im_of_c).map(|(a, b)| a * b).sum();
+        assert!((left - right).abs() <= 1e-12 * left.abs().max(1.0), "{geom:?}: {left} vs {right}");
+    }
+}
+
+#[test]
+fn adjoint_test_catches_an_off_by_one_col2im() {
+    // The adjoint test is only worth something if it fails on a broken col2im.
+    let geom = ConvGeometry::new(2, 6, 5, (3, 3), (1, 1), Padding::Same).unwrap();
+    let mut rng = rng(17);
+    let cols = geom.col_rows() * geom.out_pixels();
+    let x = random_tensor(&mut rng, &[geom.in_len()]);
+    let c = random_tensor(&mut rng, &[cols]);
+    let mut col_of_x = vec![0.0; cols];
+    im2col(&geom, x.as_slice().unwrap(), 0, geom.out_h, &mut col_of_x);
+    let mut im_of_c = vec![0.0; geom.in_len()];
+    col2im(&geom, c.as_slice().unwrap(), 0, geom.out_h, &mut im_of_c);
+    im_of_c.rotate_right(1); // off by one pixel
+    let left: f64 = col_of_x.iter().zip(c.iter()).map(|(a, b)| a * b).sum();
+    let right: f64 = x.iter().zip(&im_of_c).map(|(a, b)| a * b).sum();
+    assert!((left - right).abs() > 1e-3, "an off-by-one col2im must break the adjoint identity");
+}
+
+fn maxpool_matches_naive<T: Element>(seed: u64) {
+    let mut rng = rng(seed);
+    for _ in 0..100 {
+        let padding = if rng.random_bool(0.5) { Padding::Valid } else { Padding::Same };
+        let pool = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let (batch, channels, h, w) =
+            (rng.random_range(1..=3), rng.random_range(1..=3), rng.random_range(1..=9), rng.random_range(1..=9));
+        let Some(geom) = ConvGeometry::new(1, h, w, pool, stride, padding) else { continue };
+        // round to a coarse grid so that ties actually happen
+        let input = to::<T>(&random_tensor(&mut rng, &[batch, channels, h, w]).mapv(|v| (v * 4.0).round() / 4.0));
+        let out_shape = [batch, channels, geom.out_h, geom.out_w];
+        let grad_output = to::<T>(&random_tensor(&mut rng, &out_shape));
+        let mut layer = MaxPool2d::new(pool, stride, padding).unwrap();
+        let mut output = ArrayD::<T>::zeros(IxDyn(&out_shape));
+        let mut grad_input = ArrayD::<T>::zeros(input.raw_dim());
+        Layer::<T>::forward(&mut layer, input.view(), output.view_mut(), Mode::Eval);
+        Layer::<T>::backward(&mut layer, input.view(), output.view(), grad_output.view(), Some(grad_input.view_mut()));
+        let (naive_output, naive_grad_input) =
+            maxpool_naive(&geom, batch * channels, input.as_slice().unwrap(), grad_output.as_slice().unwrap());
+        assert_eq!(output.as_slice().unwrap(), &naive_output[..], "{geom:?}");
+        assert_eq!(grad_input.as_slice().unwrap(), &naive_grad_input[..], "{geom:?}");
+    }
+}
+
+#[test]
+fn maxpool_matches_naive_with_ties_in_f32_and_f64() {
+    with_threads(1, || maxpool_matches_naive::<f64>(18));
+    with_threads(3, || maxpool_matches_naive::<f32>(19));
+}
+
+fn dense_matches_naive<T: Element>(seed: u64, tolerance: f64) {
+    let mut rng = rng(seed);
+    for _ in 0..40 {
+        let (batch, fan_in, fan_out) = (rng.random_range(1..=9), rng.random_range(1..=70), rng.random_range(1..=40));
+        let mut dense = Dense::<T>::new(fan_in, fan_out).unwrap();
+        init::glorot_uniform(dense.weight_mut(), seed, 2);
+        dense.bias_mut().iter_mut().for_each(|b| *b = T::from_f64(0.3));
+        let x = to::<T>(&random_tensor(&mut rng, &[batch, fan_in]));
+        let dy = to::<T>(&random_tensor(&mut rng, &[batch, fan_out]));
+        let mut y = ArrayD::<T>::zeros(IxDyn(&[batch, fan_out]));
+        let mut dx = ArrayD::<T>::zeros(x.raw_dim());
+        dense.forward(x.view(), y.view_mut(), Mode::Eval);
+        dense.backward(x.view(), y.view(), dy.view(), Some(dx.view_mut()));
+        let params = dense.params();
+        let w = params[0].value.as_slice().unwrap();
+        let b = params[1].value.as_slice().unwrap();
+        let mut naive_y = vec![T::zero(); y.len()];
+        dense_forward_naive(batch, fan_in, fan_out, x.as_slice().unwrap(), w, b, &mut naive_y);
+        let (mut dw, mut db, mut naive_dx) =
+            (vec![T::zero(); w.len()], vec![T::zero(); b.len()], vec![T::zero(); x.len()]);
+        dense_backward_naive(
+            batch,
+            fan_in,
+            fan_out,
+            x.as_slice().unwrap(),
+            w,
+            dy.as_slice().unwrap(),
+            &mut dw,
+            &mut db,
+            &mut naive_dx,
+        );
+        for (name, fast, slow) in [
+            ("y", to_f64(y.as_slice().unwrap()), to_f64(&naive_y)),
+            ("dx", to_f64(dx.as_slice().unwrap()), to_f64(&naive_dx)),
+            ("dw", to_f64(params[0].grad.as_slice().unwrap()), to_f64(&dw)),
+            ("db", to_f64(params[1].grad.as_slice().unwrap()), to_f64(&db)),
+        ] {
+            let diff = max_rel_diff(&fast, &slow);
+            assert!(diff < tolerance, "{} dense {name}: {diff:e}", T::NAME);
+        }
+    }
+}
+
+#[test]
+fn dense_matches_naive_in_f32_and_f64() {
+    with_threads(1, || dense_matches_naive::<f64>(20, 1e-12));
+    with_threads(3, || dense_matches_naive::<f32>(21, 1e-5));
+}
+
+#[test]
+fn softmax_cross_entropy_matches_naive() {
+    let mut rng = rng(22);
+    for _ in 0..50 {
+        let (batch, classes) = (rng.random_range(1..=8), rng.random_range(2..=12));
+        let logits = random_tensor(&mut rng, &[batch, classes]).mapv(|v| v * 5.0);
+        let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..classes)).collect();
+        let mut loss_fn = SoftmaxCrossEntropy::<f64>::new();
+        let loss = loss_fn.forward(logits.view(), &labels).unwrap();
+        let (naive_loss, naive_grad) = softmax_cross_entropy_naive(logits.as_slice().unwrap(), &labels, classes);
+        assert!((loss - naive_loss).abs() < 1e-12 * naive_loss.abs().max(1.0));
+        assert!(max_rel_diff(loss_fn.grad_logits().as_slice().unwrap(), &naive_grad) < 1e-12);
+    }
+}
