@@ -1,0 +1,224 @@
+//! Decoding and resizing one image into the network's input layout.
+//!
+//! Every image becomes `channels x height x width` bytes in CHW order (the
+//! engine's layout), whatever its file format:
+//!
+//! - the format is detected from the content, not the extension;
+//! - 16-bit images are scaled to 0-255 like 8-bit ones (mammograms are often
+//!   16-bit); palette, grey+alpha, CMYK JPEG and the rest are converted;
+//! - GIFs contribute their first frame;
+//! - images declaring more than [`DecodeOptions::max_pixels`] pixels are
+//!   refused before any pixel is decoded (a 60000x60000 "decompression bomb"
+//!   would need 10 GB), and the decoder's allocations are capped as well.
+
+use crate::error::{DataError, Result};
+use image::{imageops::FilterType, DynamicImage, ImageReader, Limits};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::path::Path;
+
+/// Channels of the decoded image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorMode {
+    /// 3 channels.
+    #[default]
+    Rgb,
+    /// 1 channel (ITU-R 601 luma).
+    Grayscale,
+    /// 4 channels.
+    Rgba,
+}
+
+impl ColorMode {
+    /// Number of channels.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Rgb => 3,
+            ColorMode::Grayscale => 1,
+            ColorMode::Rgba => 4,
+        }
+    }
+
+    /// Parses `rgb`, `grayscale` (or `greyscale`), `rgba`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "rgb" => Some(ColorMode::Rgb),
+            "grayscale" | "greyscale" => Some(ColorMode::Grayscale),
+            "rgba" => Some(ColorMode::Rgba),
+            _ => None,
+        }
+    }
+}
+
+/// Resampling filter used for resizing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Bilinear (triangle filter; antialiased when shrinking, unlike
+    /// TensorFlow's default `tf.image.resize`).
+    #[default]
+    Bilinear,
+    /// Nearest neighbour.
+    Nearest,
+    /// Area averaging (box filter), the best choice for large reductions.
+    Area,
+    /// Lanczos with a 3-lobe window.
+    Lanczos3,
+}
+
+impl Interpolation {
+    /// Parses `bilinear`, `nearest`, `area`, `lanczos3`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "bilinear" => Some(Interpolation::Bilinear),
+            "nearest" => Some(Interpolation::Nearest),
+            "area" => Some(Interpolation::Area),
+            "lanczos3" => Some(Interpolation::Lanczos3),
+            _ => None,
+        }
+    }
+}
+
+/// How to turn a file into network input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    /// Output `(height, width)`.
+    pub image_size: (usize, usize),
+    /// Output channels.
+    pub color_mode: ColorMode,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Centre-crop to the output aspect ratio before resizing (no distortion).
+    pub crop_to_aspect_ratio: bool,
+    /// Largest accepted `width * height` of a source image.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            image_size: (224, 224),
+            color_mode: ColorMode::Rgb,
+            interpolation: Interpolation::Bilinear,
+            crop_to_aspect_ratio: false,
+            max_pixels: 1 << 28, // 268 Mpx: 16384 x 16384
+        }
+    }
+}
+
+impl DecodeOptions {
+    /// Bytes of one decoded image: `channels * height * width`.
+    pub fn image_len(&self) -> usize {
+        self.color_mode.channels() * self.image_size.0 * self.image_size.1
+    }
+}
+
+/// Decodes the bytes of one image file (`path` is for messages) into `out`,
+/// `channels x height x width` bytes in CHW order.
+pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut [u8]) -> Result<()> {
+    let decode_error = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
+    if bytes.is_empty() {
+        return Err(decode_error("the file is empty".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_error(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(decode_error("unrecognised image format".into()));
+    }
+    let mut reader = reader;
+    let (width, height) = reader.into_dimensions().map_err(|e| decode_error(e.to_string()))?;
+    if width as u64 * height as u64 > options.max_pixels {
+        return Err(DataError::TooLarge { path: path.to_path_buf(), width, height, limit: options.max_pixels });
+    }
+    if width == 0 || height == 0 {
+        return Err(decode_error(format!("image has no pixels ({width}x{height})")));
+    }
+    reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_error(e.to_string()))?;
+    let mut limits = Limits::default();
+    // 8 bytes per pixel covers RGBA16; anything more is not a sane image
+    limits.max_alloc = Some(options.max_pixels.saturating_mul(8).max(1 << 20));
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| decode_error(e.to_string()))?;
+    convert_into(image, options, out);
+    Ok(())
+}
+
+/// Reads and decodes one file; see [`decode_into`].
+pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_into(path, &bytes, options, out)
+}
+
+/// Crops, resizes and converts a decoded image into CHW bytes.
+fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]) {
+    let (target_h, target_w) = options.image_size;
+    if options.crop_to_aspect_ratio {
+        let (w, h) = (image.width() as u64, image.height() as u64);
+        // largest centred window with aspect target_w : target_h
+        let (crop_w, crop_h) = if w * target_h as u64 > h * target_w as u64 {
+            ((h * target_w as u64 / target_h as u64).max(1), h)
+        } else {
+            (w, (w * target_h as u64 / target_w as u64).max(1))
+        };
+        image = image.crop_imm(((w - crop_w) / 2) as u32, ((h - crop_h) / 2) as u32, crop_w as u32, crop_h as u32);
+    }
+    let (target_w32, target_h32) = (target_w as u32, target_h as u32);
+    if image.width() != target_w32 || image.height() != target_h32 {
+        image = match options.interpolation {
+            Interpolation::Bilinear => image.resize_exact(target_w32, target_h32, FilterType::Triangle),
+            Interpolation::Nearest => image.resize_exact(target_w32, target_h32, FilterType::Nearest),
+            Interpolation::Lanczos3 => image.resize_exact(target_w32, target_h32, FilterType::Lanczos3),
+            Interpolation::Area => area_resize(&image.to_rgba8(), target_w32, target_h32),
+        };
+    }
+    let plane = target_h * target_w;
+    match options.color_mode {
+        ColorMode::Grayscale => out[..plane].copy_from_slice(image.to_luma8().as_raw()),
+        ColorMode::Rgb => interleaved_to_planar(image.to_rgb8().as_raw(), 3, plane, out),
+        ColorMode::Rgba => interleaved_to_planar(image.to_rgba8().as_raw(), 4, plane, out),
+    }
+}
+
+/// `HWC` interleaved pixels to `CHW` planes.
+fn interleaved_to_planar(pixels: &[u8], channels: usize, plane: usize, out: &mut [u8]) {
+    for (p, pixel) in pixels.chunks_exact(channels).enumerate() {
+        for (c, &value) in pixel.iter().enumerate() {
+            out[c * plane + p] = value;
+        }
+    }
+}
+
+/// Area (box) resampling: each output pixel is the mean of the source pixels
+/// its footprint covers, weighted by overlap.
+fn area_resize(source: &image::RgbaImage, width: u32, height: u32) -> DynamicImage {
+    let (src_w, src_h) = (source.width() as f64, source.height() as f64);
+    let (scale_x, scale_y) = (src_w / width as f64, src_h / height as f64);
+    let mut out = image::RgbaImage::new(width, height);
+    for y in 0..height {
+        let (y0, y1) = (y as f64 * scale_y, (y + 1) as f64 * scale_y);
+        for x in 0..width {
+            let (x0, x1) = (x as f64 * scale_x, (x + 1) as f64 * scale_x);
+            let mut sum = [0.0f64; 4];
+            let mut total = 0.0;
+            let mut sy = y0.floor();
+            while sy < y1 {
+                let wy = (sy + 1.0).min(y1) - sy.max(y0);
+                let mut sx = x0.floor();
+                while sx < x1 {
+                    let wx = (sx + 1.0).min(x1) - sx.max(x0);
+                    let px =
+                        source.get_pixel((sx as u32).min(source.width() - 1), (sy as u32).min(source.height() - 1));
+                    for c in 0..4 {
+                        sum[c] += px[c] as f64 * wx * wy;
+                    }
+                    total += wx * wy;
+                    sx += 1.0;
+                }
+                sy += 1.0;
+            }
+            let pixel = sum.map(|s| (s / total).round().clamp(0.0, 255.0) as u8);
+            out.put_pixel(x, y, image::Rgba(pixel));
+        }
+    }
+    DynamicImage::ImageRgba8(out)
+}

@@ -1,0 +1,89 @@
+//! Typed errors of the data crate. Every variant names the path involved.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// What can go wrong while finding, decoding or importing images.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// The dataset directory does not exist.
+    #[error("{0}: no such directory (expected a folder with one sub-folder per class)")]
+    NotFound(PathBuf),
+    /// The path exists but is not a directory.
+    #[error("{0}: not a directory (expected a folder with one sub-folder per class)")]
+    NotADirectory(PathBuf),
+    /// The directory has no sub-folders.
+    #[error("{0}: no class folders found (expected one sub-folder per class, e.g. {0}/cats/*.png)")]
+    NoClassFolders(PathBuf),
+    /// A class folder holds no image files.
+    #[error("{0}: class folder contains no images (supported: png, jpg, jpeg, bmp, gif, tif, tiff, webp)")]
+    EmptyClass(PathBuf),
+    /// An explicit class list names a class that has no folder.
+    #[error("{path}: class `{class}` has no folder here")]
+    MissingClass {
+        /// The dataset directory.
+        path: PathBuf,
+        /// The class without a folder.
+        class: String,
+    },
+    /// A folder is not one of the expected classes (e.g. a test set with a
+    /// class the model was not trained on).
+    #[error("{path}: folder `{class}` is not one of the known classes ({known})")]
+    UnknownClass {
+        /// The dataset directory.
+        path: PathBuf,
+        /// The unexpected folder name.
+        class: String,
+        /// The known class names, comma-separated.
+        known: String,
+    },
+    /// An image could not be decoded (corrupt, truncated, empty, unsupported).
+    #[error("{path}: cannot decode image: {reason}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// An image declares more pixels than allowed (a decompression bomb, or a
+    /// scan far larger than any network input).
+    #[error("{path}: image is {width}x{height}, above the limit of {limit} pixels")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The pixel limit.
+        limit: u64,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A malformed IDX file.
+    #[error("{path}: {reason}")]
+    Idx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An invalid option (zero image size, split outside (0, 1), ...).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), source }
+    }
+}
+
+/// Result alias for the data crate.
+pub type Result<T> = std::result::Result<T, DataError>;
