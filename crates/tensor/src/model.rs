@@ -42,6 +42,8 @@ pub struct Sequential<T: Element> {
     grad_buffers: [Vec<T>; 2],
     /// Batch size of the last forward pass (0 before the first).
     batch: usize,
+    /// Per-layer (forward, backward) time of the last pass, when profiling.
+    timings: Option<Vec<[std::time::Duration; 2]>>,
 }
 
 impl<T: Element> std::fmt::Debug for Sequential<T> {
@@ -87,6 +89,7 @@ impl<T: Element> Sequential<T> {
             activations: vec![Vec::new()],
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
+            timings: None,
         })
     }
 
@@ -106,6 +109,9 @@ impl<T: Element> Sequential<T> {
             });
         }
         self.layers.push(layer);
+        if let Some(timings) = self.timings.as_mut() {
+            timings.push([std::time::Duration::ZERO; 2]);
+        }
         self.shapes.push(output);
         self.activations.push(Vec::new());
         Ok(())
@@ -179,11 +185,15 @@ impl<T: Element> Sequential<T> {
                 Mode::Train { seed } => Mode::Train { seed: crate::rng::derive(seed, i as u64) },
                 Mode::Eval => Mode::Eval,
             };
+            let started = self.timings.is_some().then(std::time::Instant::now);
             layer.forward(
                 view(&before[i], batch, &self.shapes[i]),
                 view_mut(&mut after[0], batch, &self.shapes[i + 1]),
                 layer_mode,
             );
+            if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
+                timings[i][0] = started.elapsed();
+            }
         }
         Ok(self.output())
     }
@@ -227,18 +237,39 @@ impl<T: Element> Sequential<T> {
             let want = i > 0 || want_input_grad;
             let grad_out_view =
                 if i + 1 == last { grad_output.view() } else { view(&read, batch, &self.shapes[i + 1]) };
+            let started = self.timings.is_some().then(std::time::Instant::now);
             self.layers[i].backward(
                 view(&self.activations[i], batch, &self.shapes[i]),
                 view(&self.activations[i + 1], batch, &self.shapes[i + 1]),
                 grad_out_view,
                 want.then(|| view_mut(&mut write, batch, &self.shapes[i])),
             );
+            if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
+                timings[i][1] = started.elapsed();
+            }
             std::mem::swap(&mut read, &mut write);
         }
         // after the last swap, `read` holds dL/d(input of layer 0)
         let grad_input = (want_input_grad && last > 0).then(|| view(&read, batch, &self.shapes[0]).to_owned());
         self.grad_buffers = [read, write];
         Ok(grad_input)
+    }
+
+    /// Turns per-layer timing on or off (see [`Sequential::layer_timings`]).
+    pub fn set_profiling(&mut self, enabled: bool) {
+        self.timings = enabled.then(|| vec![[std::time::Duration::ZERO; 2]; self.layers.len()]);
+    }
+
+    /// Per-layer `[forward, backward]` wall time of the most recent passes, when
+    /// profiling is on.
+    pub fn layer_timings(&self) -> Option<&[[std::time::Duration; 2]]> {
+        self.timings.as_deref()
+    }
+
+    /// The output of layer `index` from the last forward pass, `(N, ...)`
+    /// (feature maps, for inspection).
+    pub fn layer_output(&self, index: usize) -> Option<ArrayViewD<'_, T>> {
+        (index < self.layers.len()).then(|| view(&self.activations[index + 1], self.batch, &self.shapes[index + 1]))
     }
 
     /// Every parameter with its gradient, in layer order (weight before bias).

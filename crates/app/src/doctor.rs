@@ -1,0 +1,244 @@
+//! `convnet doctor`: the checks worth running before a long training run.
+//!
+//! 1. Dataset report: per-class counts and the weights `--class-weight balanced`
+//!    would use, unreadable files, files whose content is not what their
+//!    extension says, and exact duplicates shared by the training and test
+//!    folders (leakage).
+//! 2. Initial loss: with the default initialisation the network's predictions
+//!    are close to uniform, so the loss should be close to `ln(classes)`.
+//! 3. Overfitting a tiny subset: a correct model, loss and optimizer can drive
+//!    20 images to 100% training accuracy; if it cannot, something is broken.
+//! 4. Update/weight ratios and activation statistics after a few steps: the
+//!    usual healthy update ratio is about 1e-3 per step; far below means the
+//!    layer barely learns, far above that it is unstable.
+
+use crate::cli::{parse_size, set_threads};
+use crate::train::{balanced_class_weights, resolve_architecture};
+use anyhow::{Context, Result};
+use clap::Args;
+use convnet_data::scan::{scan, ClassNames};
+use convnet_data::{ColorMode, DatasetOptions, DecodeOptions, ImageSet, PixelScale};
+use convnet_optim::{Adam, Optimizer};
+use convnet_tensor::ndarray::{ArrayD, IxDyn};
+use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// Training images, one sub-folder per class
+    #[arg(long)]
+    train: PathBuf,
+    /// Test images, checked for duplicates of training images
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Architecture: baseline, small, or a TOML file
+    #[arg(long, default_value = "baseline")]
+    model: String,
+    #[arg(long, default_value = "224", value_parser = parse_size)]
+    image_size: [usize; 2],
+    #[arg(long, default_value = "rgb", value_parser = |s: &str| ColorMode::parse(s).ok_or("expected rgb, grayscale or rgba"))]
+    color_mode: ColorMode,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn format_of_content(path: &Path) -> Option<image::ImageFormat> {
+    let mut head = [0u8; 64];
+    let mut file = std::fs::File::open(path).ok()?;
+    let read = std::io::Read::read(&mut file, &mut head).ok()?;
+    image::guess_format(&head[..read]).ok()
+}
+
+fn file_hash(path: &Path) -> Option<(u64, u64)> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some((hasher.finish(), bytes.len() as u64))
+}
+
+fn batch_of(set: &ImageSet, indices: &[usize]) -> (ArrayD<f32>, Vec<usize>) {
+    let [c, h, w] = set.image_shape();
+    let mut images = ArrayD::zeros(IxDyn(&[indices.len(), c, h, w]));
+    let mut labels = Vec::new();
+    set.fill_batch(indices, PixelScale::Unit, images.as_slice_mut().expect("contiguous"), &mut labels);
+    (images, labels)
+}
+
+fn norm(values: impl Iterator<Item = f32>) -> f64 {
+    values.map(|v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+}
+
+pub fn run(args: DoctorArgs) -> Result<ExitCode> {
+    set_threads(args.threads)?;
+    let mut problems = 0;
+    println!("== 1. Dataset report ==");
+    let train_scan = scan(&args.train, &ClassNames::Infer, false)?;
+    let options = DatasetOptions {
+        decode: DecodeOptions { image_size: (args.image_size[0], args.image_size[1]), color_mode: args.color_mode, ..DecodeOptions::default() },
+        skip_bad: true,
+        ..DatasetOptions::default()
+    };
+    let loaded = convnet_data::load(&args.train, &options)?;
+    print!("{}", loaded.report);
+    let weights = balanced_class_weights(&loaded.training.class_counts());
+    let shown: Vec<String> = loaded.training.class_names().iter().zip(&weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
+    println!("--class-weight balanced would use: {}", shown.join(", "));
+    problems += loaded.report.skipped.len();
+    let mut mismatched = Vec::new();
+    let mut scans = vec![&train_scan];
+    let test_scan = match &args.test {
+        Some(dir) => Some(scan(dir, &ClassNames::Infer, false)?),
+        None => None,
+    };
+    scans.extend(test_scan.as_ref());
+    for file in scans.iter().flat_map(|s| s.files.iter()) {
+        let by_extension = image::ImageFormat::from_path(&file.path).ok();
+        if let (Some(content), Some(extension)) = (format_of_content(&file.path), by_extension) {
+            if content != extension {
+                mismatched.push(format!("{} (extension says {extension:?}, content is {content:?})", file.path.display()));
+            }
+        }
+    }
+    if mismatched.is_empty() {
+        println!("Every readable file's content matches its extension.");
+    } else {
+        println!("{} files whose content is not what their extension says:", mismatched.len());
+        for line in &mismatched {
+            println!("  {line}");
+        }
+    }
+    if let Some(test_scan) = &test_scan {
+        let mut seen: HashMap<(u64, u64), &Path> = HashMap::new();
+        for file in &train_scan.files {
+            if let Some(hash) = file_hash(&file.path) {
+                seen.entry(hash).or_insert(&file.path);
+            }
+        }
+        let mut leaks = Vec::new();
+        for file in &test_scan.files {
+            if let Some(original) = file_hash(&file.path).and_then(|h| seen.get(&h)) {
+                if std::fs::read(original).ok() == std::fs::read(&file.path).ok() {
+                    leaks.push(format!("{} = {}", file.path.display(), original.display()));
+                }
+            }
+        }
+        if leaks.is_empty() {
+            println!("No exact duplicates between {} and {}.", args.train.display(), test_scan.root.display());
+        } else {
+            problems += leaks.len();
+            println!("LEAKAGE: {} test files are exact copies of training files:", leaks.len());
+            for line in leaks.iter().take(20) {
+                println!("  {line}");
+            }
+        }
+    }
+
+    let set = &loaded.training;
+    let classes = set.class_names().len();
+    let spec = resolve_architecture(&args.model)?;
+    let input = [args.color_mode.channels(), args.image_size[0], args.image_size[1]];
+    let build = || spec.build::<f32>(&input, classes, args.seed).with_context(|| format!("{} cannot take {}x{} inputs", args.model, input[1], input[2]));
+
+    println!("\n== 2. Initial loss ==");
+    let mut model = build()?;
+    let mut loss_fn = SoftmaxCrossEntropy::new();
+    let sample: Vec<usize> = (0..set.len()).step_by((set.len() / 256).max(1)).take(256).collect();
+    let (images, labels) = batch_of(set, &sample);
+    let logits = model.forward(images.view(), Mode::Eval)?;
+    let initial = loss_fn.forward(logits, &labels)? as f64;
+    let expected = (classes as f64).ln();
+    let ok = (initial - expected).abs() < 0.25 * expected.max(1.0);
+    println!("initial loss {initial:.4} on {} images; expected about ln({classes}) = {expected:.4}: {}", sample.len(), if ok { "ok" } else { "SUSPICIOUS" });
+    problems += usize::from(!ok);
+
+    println!("\n== 3. Overfitting 20 images ==");
+    let mut tiny: Vec<usize> = Vec::new();
+    for class in 0..classes {
+        tiny.extend(set.labels().iter().enumerate().filter(|(_, &l)| l == class).map(|(i, _)| i).take(20usize.div_ceil(classes)));
+    }
+    tiny.truncate(20);
+    let (images, labels) = batch_of(set, &tiny);
+    let mut model = build()?;
+    let mut adam = Adam::new(args.lr);
+    let max_steps = 300;
+    let mut reached = None;
+    for step in 0..max_steps {
+        let logits = model.forward(images.view(), Mode::Train { seed: step })?;
+        loss_fn.forward(logits, &labels)?;
+        model.backward(loss_fn.grad_logits().view())?;
+        adam.step(&mut model.params_mut())?;
+        if step % 10 == 9 {
+            let logits = model.forward(images.view(), Mode::Eval)?;
+            let loss = loss_fn.forward(logits, &labels)?;
+            let accuracy = loss_fn.correct(&labels) as f64 / labels.len() as f64;
+            if accuracy == 1.0 {
+                reached = Some((step + 1, loss));
+                break;
+            }
+        }
+    }
+    match reached {
+        Some((steps, loss)) => println!("reached 100% training accuracy on {} images after {steps} steps (loss {loss:.4}): passed", tiny.len()),
+        None => {
+            problems += 1;
+            println!("did NOT reach 100% training accuracy on {} images within {max_steps} steps: FAILED", tiny.len());
+        }
+    }
+
+    println!("\n== 4. Update/weight ratios and activations after 5 steps (batch 32, lr {:e}) ==", args.lr);
+    let mut model: Sequential<f32> = build()?;
+    let mut adam = Adam::new(args.lr);
+    let mut ratios = vec![0.0f64; model.params().len()];
+    for step in 0..5u64 {
+        let indices: Vec<usize> = (0..32).map(|i| (step as usize * 32 + i * 7919) % set.len()).collect();
+        let (images, labels) = batch_of(set, &indices);
+        let logits = model.forward(images.view(), Mode::Train { seed: step })?;
+        loss_fn.forward(logits, &labels)?;
+        model.backward(loss_fn.grad_logits().view())?;
+        let before: Vec<Vec<f32>> = model.params().iter().map(|p| p.value.iter().copied().collect()).collect();
+        adam.step(&mut model.params_mut())?;
+        for ((ratio, old), param) in ratios.iter_mut().zip(&before).zip(model.params()) {
+            let update = norm(param.value.iter().zip(old).map(|(new, old)| new - old));
+            *ratio = update / norm(old.iter().copied()).max(1e-12);
+        }
+    }
+    println!("  {:<10} {:>10} {:>10} {:>12}  verdict", "parameter", "|w|", "|grad|", "update/|w|");
+    let names = model.param_names();
+    for ((name, param), ratio) in names.iter().zip(model.params()).zip(&ratios) {
+        let verdict = if *ratio < 1e-4 {
+            problems += 1;
+            "LOW (barely learning)"
+        } else if *ratio > 1e-1 {
+            problems += 1;
+            "HIGH (unstable?)"
+        } else {
+            "ok (usual ~1e-3)"
+        };
+        println!(
+            "  {:<10} {:>10.3e} {:>10.3e} {:>12.2e}  {verdict}",
+            name,
+            norm(param.value.iter().copied()),
+            norm(param.grad.iter().copied()),
+            ratio
+        );
+    }
+    println!("\n  {:<4} {:<10} {:>10} {:>10} {:>8}", "#", "layer", "mean", "std", "zeros");
+    for (i, layer) in model.layers().iter().enumerate() {
+        let output = model.layer_output(i).expect("layer exists");
+        let n = output.len() as f64;
+        let mean = output.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (output.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let zeros = output.iter().filter(|&&v| v == 0.0).count() as f64 / n;
+        let flag = if layer.kind() == "relu" && zeros > 0.9 { "  <- mostly dead ReLUs" } else { "" };
+        println!("  {:<4} {:<10} {:>10.4} {:>10.4} {:>7.1}%{flag}", i, layer.kind(), mean, std, 100.0 * zeros);
+    }
+    println!("\n{}", if problems == 0 { "doctor: no problems found".to_string() } else { format!("doctor: {problems} problems found (see above)") });
+    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,155 @@
+//! `convnet predict`: classify image files and folders.
+
+use crate::model_io::{load_model, write_atomic};
+use anyhow::{bail, Result};
+use clap::Args;
+use convnet_data::decode::decode_file;
+use convnet_data::scan::IMAGE_EXTENSIONS;
+use convnet_tensor::ndarray::{ArrayD, IxDyn};
+use convnet_tensor::Mode;
+use rayon::prelude::*;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Model file (.safetensors written by convnet)
+    #[arg(long)]
+    model: PathBuf,
+    /// Image files and/or folders (searched recursively)
+    #[arg(long, num_args = 1.., required = true)]
+    images: Vec<PathBuf>,
+    /// How many of the most likely classes to list
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Also write the results as CSV
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            if entry.is_dir() {
+                collect(&entry, out)?;
+            } else if entry.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(e))) {
+                out.push(entry);
+            }
+        }
+    } else if path.exists() {
+        out.push(path.to_path_buf());
+    } else {
+        bail!("{}: no such file or directory", path.display());
+    }
+    Ok(())
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+pub fn run(args: PredictArgs) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let (mut model, meta) = load_model(&args.model)?;
+    let mut files = Vec::new();
+    for path in &args.images {
+        collect(path, &mut files)?;
+    }
+    if files.is_empty() {
+        bail!("no image files found in {}", args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let top_k = args.top_k.clamp(1, meta.class_names.len());
+    let decode = meta.decode_options();
+    let image_len = decode.image_len();
+    let factor = meta.pixel_scale.factor();
+    let [c, h, w] = meta.input_shape();
+    // (file, Ok(top-k (class, probability)) or Err(reason))
+    let mut rows: Vec<(PathBuf, Result<Vec<(usize, f32)>, String>)> = Vec::new();
+    for chunk in files.chunks(args.batch_size) {
+        let decoded: Vec<Result<Vec<u8>, String>> = chunk
+            .par_iter()
+            .map(|path| {
+                let mut bytes = vec![0u8; image_len];
+                decode_file(path, &decode, &mut bytes).map(|()| bytes).map_err(|e| e.to_string())
+            })
+            .collect();
+        let good: Vec<&Vec<u8>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let mut probabilities = Vec::new();
+        if !good.is_empty() {
+            let mut batch = ArrayD::<f32>::zeros(IxDyn(&[good.len(), c, h, w]));
+            for (slot, bytes) in batch.as_slice_mut().expect("contiguous").chunks_mut(image_len).zip(&good) {
+                for (dst, &src) in slot.iter_mut().zip(bytes.iter()) {
+                    *dst = src as f32 * factor;
+                }
+            }
+            let logits = model.forward(batch.view(), Mode::Eval)?;
+            let classes = logits.shape()[1];
+            for row in logits.as_slice().expect("contiguous").chunks(classes) {
+                let mut probs = vec![0.0; classes];
+                convnet_tensor::softmax::softmax_row(row, &mut probs);
+                let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                ranked.truncate(top_k);
+                probabilities.push(ranked);
+            }
+        }
+        let mut probabilities = probabilities.into_iter();
+        for (path, result) in chunk.iter().zip(decoded) {
+            rows.push((path.clone(), result.map(|_| probabilities.next().expect("one per decoded image"))));
+        }
+    }
+    let names = &meta.class_names;
+    let width = rows.iter().map(|(p, _)| p.display().to_string().len()).max().unwrap_or(4).min(60);
+    let mut failed = 0;
+    let mut csv = String::from("file,predicted,confidence");
+    for rank in 1..=top_k {
+        let _ = write!(csv, ",top{rank}_class,top{rank}_prob");
+    }
+    csv.push_str(",error\n");
+    println!("{:<width$}  {:<20} {:>10}  top {top_k}", "file", "predicted", "confidence");
+    for (path, result) in &rows {
+        match result {
+            Ok(ranked) => {
+                let top: Vec<String> = ranked.iter().map(|(k, p)| format!("{} {:.3}", names[*k], p)).collect();
+                println!("{:<width$}  {:<20} {:>10.4}  {}", path.display(), names[ranked[0].0], ranked[0].1, top.join(", "));
+                let _ = write!(csv, "{},{},{:.6}", csv_field(&path.display().to_string()), csv_field(&names[ranked[0].0]), ranked[0].1);
+                for (k, p) in ranked {
+                    let _ = write!(csv, ",{},{p:.6}", csv_field(&names[*k]));
+                }
+                csv.push_str(",\n");
+            }
+            Err(reason) => {
+                failed += 1;
+                println!("{:<width$}  {:<20} {:>10}  {reason}", path.display(), "ERROR", "-");
+                let _ = write!(csv, "{},,", csv_field(&path.display().to_string()));
+                for _ in 0..top_k {
+                    csv.push_str(",,");
+                }
+                let _ = writeln!(csv, ",{}", csv_field(reason));
+            }
+        }
+    }
+    if let Some(path) = &args.csv {
+        write_atomic(path, csv.as_bytes())?;
+        println!("Wrote {}", path.display());
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} of {} images could not be read", rows.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

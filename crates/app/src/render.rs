@@ -1,0 +1,165 @@
+//! Drawing PNG pictures without a system font: text comes from the public-domain
+//! 8x8 bitmap font of the `font8x8` crate, compiled into the binary.
+
+use font8x8::UnicodeFonts;
+use image::{Rgb, RgbImage};
+
+pub const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
+pub const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
+pub const GREEN: Rgb<u8> = Rgb([0, 140, 0]);
+pub const RED: Rgb<u8> = Rgb([200, 0, 0]);
+pub const BLUE: Rgb<u8> = Rgb([31, 119, 180]);
+pub const ORANGE: Rgb<u8> = Rgb([255, 127, 14]);
+
+/// Width in pixels of `text` at `scale`.
+pub fn text_width(text: &str, scale: u32) -> u32 {
+    text.chars().count() as u32 * 8 * scale
+}
+
+/// Draws `text` with its top-left corner at (x, y); characters outside the
+/// font's range are drawn as '?'. Pixels outside the image are clipped.
+pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, color: Rgb<u8>) {
+    let scale = scale.max(1) as i64;
+    for (i, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::LATIN_FONTS.get(ch)).or_else(|| font8x8::BASIC_FONTS.get('?'));
+        let Some(glyph) = glyph else { continue };
+        let origin_x = x + i as i64 * 8 * scale;
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        put(image, origin_x + col * scale + dx, y + row as i64 * scale + dy, color);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets one pixel if it is inside the image.
+pub fn put(image: &mut RgbImage, x: i64, y: i64, color: Rgb<u8>) {
+    if x >= 0 && y >= 0 && (x as u32) < image.width() && (y as u32) < image.height() {
+        image.put_pixel(x as u32, y as u32, color);
+    }
+}
+
+/// Fills a rectangle.
+pub fn fill_rect(image: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, color: Rgb<u8>) {
+    for yy in y..y + h {
+        for xx in x..x + w {
+            put(image, xx, yy, color);
+        }
+    }
+}
+
+/// Draws a line of the given thickness (Bresenham, thickened by squares).
+pub fn draw_line(image: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), thickness: i64, color: Rgb<u8>) {
+    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let (mut x, mut y, mut error) = (x0, y0, dx + dy);
+    loop {
+        fill_rect(image, x - thickness / 2, y - thickness / 2, thickness, thickness, color);
+        if x == x1 && y == y1 {
+            break;
+        }
+        let doubled = 2 * error;
+        if doubled >= dy {
+            error += dy;
+            x += sx;
+        }
+        if doubled <= dx {
+            error += dx;
+            y += sy;
+        }
+    }
+}
+
+/// Draws an unfilled rectangle.
+pub fn draw_rect(image: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, thickness: i64, color: Rgb<u8>) {
+    fill_rect(image, x, y, w, thickness, color);
+    fill_rect(image, x, y + h - thickness, w, thickness, color);
+    fill_rect(image, x, y, thickness, h, color);
+    fill_rect(image, x + w - thickness, y, thickness, h, color);
+}
+
+/// Copies a `C x H x W` byte image (1 or 3+ channels) into `canvas` at (x, y),
+/// scaled by an integer factor (nearest neighbour).
+pub fn blit_chw(canvas: &mut RgbImage, chw: &[u8], shape: [usize; 3], x: i64, y: i64, scale: u32) {
+    let [channels, height, width] = shape;
+    let plane = height * width;
+    for row in 0..height {
+        for col in 0..width {
+            let p = row * width + col;
+            let color = if channels >= 3 {
+                Rgb([chw[p], chw[plane + p], chw[2 * plane + p]])
+            } else {
+                Rgb([chw[p]; 3])
+            };
+            fill_rect(canvas, x + (col as u32 * scale) as i64, y + (row as u32 * scale) as i64, scale as i64, scale as i64, color);
+        }
+    }
+}
+
+/// A line chart: one panel per metric, each with one or two series.
+pub struct Panel<'a> {
+    pub title: &'a str,
+    pub series: Vec<(&'a str, Vec<f64>, Rgb<u8>)>,
+}
+
+/// Renders panels side by side (`curves.png`).
+pub fn line_charts(panels: &[Panel<'_>]) -> RgbImage {
+    let (panel_w, panel_h) = (480i64, 360i64);
+    let mut image = RgbImage::from_pixel((panel_w * panels.len() as i64) as u32, panel_h as u32, WHITE);
+    for (p, panel) in panels.iter().enumerate() {
+        let ox = p as i64 * panel_w;
+        let (left, right, top, bottom) = (ox + 70, ox + panel_w - 20, 40i64, panel_h - 50);
+        draw_text(&mut image, ox + (panel_w - text_width(panel.title, 2) as i64) / 2, 10, panel.title, 2, BLACK);
+        let values: Vec<f64> = panel.series.iter().flat_map(|(_, v, _)| v.iter().copied()).filter(|v| v.is_finite()).collect();
+        let (mut low, mut high) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        if !low.is_finite() {
+            (low, high) = (0.0, 1.0);
+        }
+        if high - low < 1e-9 {
+            high = low + 1.0;
+        }
+        let margin = (high - low) * 0.05;
+        let (low, high) = (low - margin, high + margin);
+        let points = panel.series.iter().map(|(_, v, _)| v.len()).max().unwrap_or(0).max(2);
+        draw_line(&mut image, (left, bottom), (right, bottom), 1, BLACK);
+        draw_line(&mut image, (left, top), (left, bottom), 1, BLACK);
+        for tick in 0..=4 {
+            let value = low + (high - low) * tick as f64 / 4.0;
+            let y = bottom - ((bottom - top) as f64 * tick as f64 / 4.0) as i64;
+            draw_line(&mut image, (left - 4, y), (left, y), 1, BLACK);
+            draw_text(&mut image, ox + 4, y - 4, &format!("{value:.3}"), 1, BLACK);
+        }
+        let label = format!("epoch 1..{}", points.max(1));
+        draw_text(&mut image, (left + right - text_width(&label, 1) as i64) / 2, bottom + 16, &label, 1, BLACK);
+        let to_xy = |i: usize, v: f64| {
+            let x = left + ((right - left) as f64 * i as f64 / (points - 1) as f64) as i64;
+            let y = bottom - ((bottom - top) as f64 * (v - low) / (high - low)) as i64;
+            (x, y)
+        };
+        for (s, (name, values, color)) in panel.series.iter().enumerate() {
+            for i in 1..values.len() {
+                if values[i - 1].is_finite() && values[i].is_finite() {
+                    draw_line(&mut image, to_xy(i - 1, values[i - 1]), to_xy(i, values[i]), 2, *color);
+                }
+            }
+            for (i, &v) in values.iter().enumerate() {
+                if v.is_finite() {
+                    let (x, y) = to_xy(i, v);
+                    fill_rect(&mut image, x - 2, y - 2, 5, 5, *color);
+                }
+            }
+            let legend_y = bottom + 30;
+            let legend_x = left + s as i64 * 150;
+            fill_rect(&mut image, legend_x, legend_y, 12, 8, *color);
+            draw_text(&mut image, legend_x + 16, legend_y, name, 1, BLACK);
+        }
+    }
+    image
+}

@@ -1,0 +1,65 @@
+//! `convnet summary`: a Keras-style table of layers, output shapes and
+//! parameters, plus FLOPs per image and activation memory per batch.
+
+use convnet_tensor::Sequential;
+use std::fmt::Write;
+
+fn shape_text(batch: &str, shape: &[usize]) -> String {
+    let dims: Vec<String> = std::iter::once(batch.to_string()).chain(shape.iter().map(|d| d.to_string())).collect();
+    format!("({})", dims.join(", "))
+}
+
+fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The table, for a batch of `batch_size`.
+pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
+    let mut out = String::new();
+    let rule = "-".repeat(96);
+    let _ = writeln!(out, "Model: {} layers, input {}", model.layers().len(), shape_text("N", model.input_shape()));
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(out, "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8}", "#", "Layer", "Options", "Output shape", "Param #", "MFLOPs");
+    let _ = writeln!(out, "{rule}");
+    let mut total_flops = 0u64;
+    let mut activation_elements = model.input_shape().iter().product::<usize>();
+    for (i, layer) in model.layers().iter().enumerate() {
+        let params: usize = layer.params().iter().map(|p| p.value.len()).sum();
+        let flops = layer.forward_flops(&model.shapes()[i]);
+        total_flops += flops;
+        activation_elements += model.shapes()[i + 1].iter().product::<usize>();
+        let _ = writeln!(
+            out,
+            "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8.1}",
+            i,
+            layer.kind(),
+            layer.describe(),
+            shape_text("N", &model.shapes()[i + 1]),
+            params,
+            flops as f64 / 1e6
+        );
+    }
+    let _ = writeln!(out, "{rule}");
+    let params = model.num_params();
+    let _ = writeln!(out, "Total params: {params} ({})", human_bytes(params as f64 * 4.0));
+    let _ = writeln!(
+        out,
+        "Forward: {:.3} GFLOP per image; a training step (forward + backward) is about {:.3} GFLOP per image",
+        total_flops as f64 / 1e9,
+        3.0 * total_flops as f64 / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "Activations: {} per batch of {batch_size} (f32; backward needs as much again at most for gradients)",
+        human_bytes(activation_elements as f64 * 4.0 * batch_size as f64)
+    );
+    let _ = writeln!(out, "{rule}");
+    out
+}
