@@ -60,11 +60,16 @@ fn layer_flops(model: &Sequential<f32>) -> Vec<(u64, u64)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    anyhow::ensure!(args.batch_size > 0 && args.steps > 0 && args.channels > 0 && args.classes > 0, "--batch-size, --steps, --channels and --classes must be positive");
+    anyhow::ensure!(
+        args.batch_size > 0 && args.steps > 0 && args.channels > 0 && args.classes > 0,
+        "--batch-size, --steps, --channels and --classes must be positive"
+    );
     set_threads(args.threads)?;
     let input = [args.channels, args.image_size[0], args.image_size[1]];
     let (spec, input, classes, _) = model_for(&args.model, input, args.classes)?;
-    let mut model = spec.build::<f32>(&input, classes, 1).with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
+    let mut model = spec
+        .build::<f32>(&input, classes, 1)
+        .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
     let mut rng = convnet_tensor::rng::rng_at(7, 7);
     let shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();
     let images = ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(0.0f32..1.0));
@@ -73,7 +78,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut adam = Adam::new(1e-3);
     let flops = layer_flops(&model);
     let (forward_flops, backward_flops): (u64, u64) = flops.iter().fold((0, 0), |(f, b), &(lf, lb)| (f + lf, b + lb));
-    let step_flops = if args.inference { forward_flops } else { forward_flops + backward_flops } * args.batch_size as u64;
+    let step_flops =
+        if args.inference { forward_flops } else { forward_flops + backward_flops } * args.batch_size as u64;
     model.set_profiling(true);
     let layers = model.layers().len();
     let mut totals = vec![[Duration::ZERO; 2]; layers];
@@ -150,10 +156,20 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         threads,
         args.steps
     );
-    println!("  {images_per_sec:.2} images/s, {gflops:.1} GFLOP/s ({:.3} GFLOP per image)", step_flops as f64 / args.batch_size as f64 / 1e9);
-    println!("  step: median {:.1} ms, mean {:.1} ms; forward {forward_ms:.1} ms, backward {backward_ms:.1} ms", median * 1e3, mean * 1e3);
+    println!(
+        "  {images_per_sec:.2} images/s, {gflops:.1} GFLOP/s ({:.3} GFLOP per image)",
+        step_flops as f64 / args.batch_size as f64 / 1e9
+    );
+    println!(
+        "  step: median {:.1} ms, mean {:.1} ms; forward {forward_ms:.1} ms, backward {backward_ms:.1} ms",
+        median * 1e3,
+        mean * 1e3
+    );
     if args.per_layer {
-        println!("\n  {:<4} {:<10} {:>11} {:>12} {:>9} {:>7}", "#", "layer", "forward ms", "backward ms", "GFLOP/s", "share");
+        println!(
+            "\n  {:<4} {:<10} {:>11} {:>12} {:>9} {:>7}",
+            "#", "layer", "forward ms", "backward ms", "GFLOP/s", "share"
+        );
         for entry in &per_layer {
             println!(
                 "  {:<4} {:<10} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",

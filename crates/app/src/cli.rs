@@ -38,33 +38,49 @@ enum Command {
         convnet train --train mammo/train --val mammo/test --epochs 15\n  \
         convnet train --train data/fashion-mnist/train --test data/fashion-mnist/test --model small --image-size 28 --color-mode grayscale --epochs 12 --validation-split 0.1\n  \
         convnet train --resume runs/mammo")]
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a model on a labelled folder: loss, accuracy, confusion matrix, per-class metrics, kappa
-    #[command(after_help = "Example:\n  convnet evaluate --model runs/mammo/best.safetensors --data mammo/test --json")]
+    #[command(
+        after_help = "Example:\n  convnet evaluate --model runs/mammo/best.safetensors --data mammo/test --json"
+    )]
     Evaluate(EvaluateArgs),
     /// Predict the class of images (files or folders)
-    #[command(after_help = "Example:\n  convnet predict --model runs/mammo/model.safetensors --images new/ extra.png --top-k 3 --csv predictions.csv")]
+    #[command(
+        after_help = "Example:\n  convnet predict --model runs/mammo/model.safetensors --images new/ extra.png --top-k 3 --csv predictions.csv"
+    )]
     Predict(crate::predict::PredictArgs),
     /// Draw a grid of images titled "Pred: X | Real: Y" (green when right, red when wrong)
-    #[command(after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png")]
+    #[command(
+        after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png"
+    )]
     Show(ShowArgs),
     /// Print a model's layers, output shapes, parameters, FLOPs and activation memory
-    #[command(after_help = "Examples:\n  convnet summary --model baseline --image-size 224 --classes 8\n  convnet summary --model runs/mammo/model.safetensors")]
+    #[command(
+        after_help = "Examples:\n  convnet summary --model baseline --image-size 224 --classes 8\n  convnet summary --model runs/mammo/model.safetensors"
+    )]
     Summary(SummaryArgs),
     /// Check every layer's gradients numerically (f64 central differences)
     #[command(after_help = "Example:\n  convnet gradcheck --model baseline --image-size 32")]
     Gradcheck(GradcheckArgs),
     /// Write PNG grids of the first layer's filters and of each conv layer's feature maps
-    #[command(after_help = "Example:\n  convnet inspect --model runs/quickstart/model.safetensors --image data/fashion-mnist/test/Bag/00035.png --out inspect/")]
+    #[command(
+        after_help = "Example:\n  convnet inspect --model runs/quickstart/model.safetensors --image data/fashion-mnist/test/Bag/00035.png --out inspect/"
+    )]
     Inspect(crate::inspect::InspectArgs),
     /// Measure training and inference throughput on synthetic data
-    #[command(after_help = "Examples:\n  convnet bench --model baseline --image-size 224 --batch-size 32 --steps 5\n  convnet bench --per-layer --json\n  convnet bench --inference")]
+    #[command(
+        after_help = "Examples:\n  convnet bench --model baseline --image-size 224 --batch-size 32 --steps 5\n  convnet bench --per-layer --json\n  convnet bench --inference"
+    )]
     Bench(crate::bench::BenchArgs),
     /// Convert an IDX image/label pair (MNIST, Fashion-MNIST, ...) into a folder-per-class PNG tree
-    #[command(after_help = "Example:\n  convnet import-idx --images /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \\\n    --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz --out fmnist/train --class-names fashion-mnist")]
+    #[command(
+        after_help = "Example:\n  convnet import-idx --images /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \\\n    --labels /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz --out fmnist/train --class-names fashion-mnist"
+    )]
     ImportIdx(ImportIdxArgs),
     /// Sanity checks before a long run: dataset report, initial loss, overfitting a tiny subset, update ratios
-    #[command(after_help = "Example:\n  convnet doctor --train data/fashion-mnist/train --test data/fashion-mnist/test --model small --image-size 28 --color-mode grayscale")]
+    #[command(
+        after_help = "Example:\n  convnet doctor --train data/fashion-mnist/train --test data/fashion-mnist/test --model small --image-size 28 --color-mode grayscale"
+    )]
     Doctor(crate::doctor::DoctorArgs),
 }
 
@@ -80,7 +96,8 @@ pub struct ImageOptions {
 }
 
 pub fn parse_size(text: &str) -> Result<[usize; 2], String> {
-    let parse = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("`{text}` is not a size (e.g. 224 or 224x160)"));
+    let parse =
+        |s: &str| s.trim().parse::<usize>().map_err(|_| format!("`{text}` is not a size (e.g. 224 or 224x160)"));
     let size = match text.split_once(['x', 'X']) {
         Some((h, w)) => [parse(h)?, parse(w)?],
         None => [parse(text)?; 2],
@@ -293,7 +310,10 @@ struct ImportIdxArgs {
 /// Sizes the global thread pool.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(threads) = threads {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| anyhow!("cannot start {threads} threads: {e}"))?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| anyhow!("cannot start {threads} threads: {e}"))?;
     }
     Ok(())
 }
@@ -308,7 +328,7 @@ pub fn run() -> Result<ExitCode> {
         }
     };
     match cli.command {
-        Command::Train(args) => run_train(args),
+        Command::Train(args) => run_train(*args),
         Command::Evaluate(args) => run_evaluate(args),
         Command::Predict(args) => crate::predict::run(args),
         Command::Show(args) => run_show(args),
@@ -328,7 +348,10 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
         None => {
             let train_dir = args.train.clone().expect("clap requires --train without --resume");
             let out = args.out.clone().unwrap_or_else(|| {
-                let stem = Path::new(&args.model).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+                let stem = Path::new(&args.model)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into());
                 PathBuf::from("runs").join(format!("{stem}-{}", args.seed))
             });
             let config = TrainConfig {
@@ -369,13 +392,25 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
     if files.best().exists() {
         println!("Best validation model: {}", files.best().display());
     }
-    println!("History: {}  Curves: {}  Checkpoint: {}", files.history().display(), files.curves().display(), files.checkpoint().display());
+    println!(
+        "History: {}  Curves: {}  Checkpoint: {}",
+        files.history().display(),
+        files.curves().display(),
+        files.checkpoint().display()
+    );
     if let Some(test_dir) = &config.test {
         let mut model = outcome.model;
         let set = load_labelled(test_dir, &outcome.meta, false)?;
         let predictions = predict_set(&mut model, &set, config.batch_size, outcome.meta.pixel_scale)?;
         let result = report(predictions.loss, set.labels(), &predictions.predicted, set.class_names());
-        println!("\nTest ({}): loss {:.4} - accuracy {:.4} ({:.1}% of {} images)", test_dir.display(), result.loss, result.accuracy, 100.0 * result.accuracy, set.len());
+        println!(
+            "\nTest ({}): loss {:.4} - accuracy {:.4} ({:.1}% of {} images)",
+            test_dir.display(),
+            result.loss,
+            result.accuracy,
+            100.0 * result.accuracy,
+            set.len()
+        );
         let grid = files.dir.join("grid.png");
         draw_grid(&set, &predictions.predicted, 3, 3, config.seed, &grid)?;
         println!("Prediction grid: {}", grid.display());
@@ -430,7 +465,8 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
     let [channels, height, width] = set.image_shape();
     let scale = (224 / height.max(width)).max(1) as u32;
     let names = set.class_names();
-    let titles: Vec<String> = chosen.iter().map(|&i| format!("Pred: {} | Real: {}", names[predicted[i]], names[set.labels()[i]])).collect();
+    let titles: Vec<String> =
+        chosen.iter().map(|&i| format!("Pred: {} | Real: {}", names[predicted[i]], names[set.labels()[i]])).collect();
     let title_w = titles.iter().map(|t| text_width(t, 1)).max().unwrap_or(0) as usize;
     let cell_w = (width * scale as usize).max(title_w) + 16;
     let cell_h = height * scale as usize + 32;
@@ -441,10 +477,20 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
         draw_text(&mut canvas, x + (cell_w as i64 - text_width(title, 1) as i64) / 2, y + 8, title, 1, color);
         let image_x = x + (cell_w - width * scale as usize) as i64 / 2;
         blit_chw(&mut canvas, set.image(index), [channels, height, width], image_x, y + 24, scale);
-        draw_rect(&mut canvas, image_x - 2, y + 22, (width * scale as usize) as i64 + 4, (height * scale as usize) as i64 + 4, 2, color);
+        draw_rect(
+            &mut canvas,
+            image_x - 2,
+            y + 22,
+            (width * scale as usize) as i64 + 4,
+            (height * scale as usize) as i64 + 4,
+            2,
+            color,
+        );
     }
     let mut bytes = Vec::new();
-    canvas.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| anyhow!("cannot encode the grid: {e}"))?;
+    canvas
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| anyhow!("cannot encode the grid: {e}"))?;
     write_atomic(out, &bytes)
 }
 
@@ -454,16 +500,28 @@ fn run_show(args: ShowArgs) -> Result<ExitCode> {
     let predictions = predict_set(&mut model, &set, 32, meta.pixel_scale)?;
     draw_grid(&set, &predictions.predicted, args.rows, args.cols, args.seed, &args.out)?;
     let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();
-    println!("Wrote {} ({}x{} grid; accuracy on all {} images: {:.4})", args.out.display(), args.rows, args.cols, set.len(), correct as f64 / set.len() as f64);
+    println!(
+        "Wrote {} ({}x{} grid; accuracy on all {} images: {:.4})",
+        args.out.display(),
+        args.rows,
+        args.cols,
+        set.len(),
+        correct as f64 / set.len() as f64
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// A model for `summary`/`gradcheck`/`bench`: a preset, a TOML file, or a model file.
-pub fn model_for(name: &str, input: [usize; 3], classes: usize) -> Result<(ModelSpec, [usize; 3], usize, Option<PathBuf>)> {
+pub fn model_for(
+    name: &str,
+    input: [usize; 3],
+    classes: usize,
+) -> Result<(ModelSpec, [usize; 3], usize, Option<PathBuf>)> {
     let path = Path::new(name);
     if path.extension().is_some_and(|e| e == "safetensors") {
         let file = model_io::read_tensor_file(path)?;
-        let meta = model_io::parse_meta(&file.metadata).with_context(|| format!("{}: not a convnet model file", path.display()))?;
+        let meta = model_io::parse_meta(&file.metadata)
+            .with_context(|| format!("{}: not a convnet model file", path.display()))?;
         return Ok((meta.architecture.clone(), meta.input_shape(), meta.class_names.len(), Some(path.to_path_buf())));
     }
     Ok((train::resolve_architecture(name)?, input, classes, None))
@@ -472,7 +530,9 @@ pub fn model_for(name: &str, input: [usize; 3], classes: usize) -> Result<(Model
 fn run_summary(args: SummaryArgs) -> Result<ExitCode> {
     let input = [args.image.color_mode.channels(), args.image.image_size[0], args.image.image_size[1]];
     let (spec, input, classes, _) = model_for(&args.model, input, args.classes)?;
-    let model = spec.build::<f32>(&input, classes, 0).with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
+    let model = spec
+        .build::<f32>(&input, classes, 0)
+        .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
     print!("{}", crate::summary::summary_table(&model, args.batch_size));
     Ok(ExitCode::SUCCESS)
 }
@@ -482,7 +542,8 @@ fn load_weights_f64(model: &mut Sequential<f64>, path: &Path) -> Result<()> {
     let file = model_io::read_tensor_file(path)?;
     let names = model.param_names();
     for (name, param) in names.iter().zip(model.params_mut()) {
-        let (shape, values) = file.tensors.get(name).ok_or_else(|| anyhow!("{}: tensor {name} is missing", path.display()))?;
+        let (shape, values) =
+            file.tensors.get(name).ok_or_else(|| anyhow!("{}: tensor {name} is missing", path.display()))?;
         if shape.as_slice() != param.value.shape() {
             bail!("{}: tensor {name} has shape {shape:?}, expected {:?}", path.display(), param.value.shape());
         }
@@ -506,7 +567,8 @@ fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode> {
     let batch_shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();
     let images = ArrayD::from_shape_simple_fn(IxDyn(&batch_shape), || rng.random_range(0.0..1.0));
     let labels: Vec<usize> = (0..args.batch_size).map(|_| rng.random_range(0..classes)).collect();
-    let config = GradCheckConfig { max_elements_per_tensor: args.max_elements, seed: args.seed, ..GradCheckConfig::default() };
+    let config =
+        GradCheckConfig { max_elements_per_tensor: args.max_elements, seed: args.seed, ..GradCheckConfig::default() };
     println!(
         "Gradient check of {} at {}x{}x{}, batch {}, f64 central differences (h = {:e}, pass: |a - n| <= {:e} + {:e} |n|), up to {} elements per tensor\n",
         args.model, input[1], input[2], input[0], args.batch_size, config.eps, config.atol, config.rtol, config.max_elements_per_tensor
@@ -539,7 +601,8 @@ fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode> {
 }
 
 /// Fashion-MNIST's class names, in label order.
-pub const FASHION_MNIST: [&str; 10] = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"];
+pub const FASHION_MNIST: [&str; 10] =
+    ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"];
 
 fn run_import_idx(args: ImportIdxArgs) -> Result<ExitCode> {
     let names: Option<Vec<String>> = args.class_names.as_deref().map(|text| match text {
@@ -548,7 +611,8 @@ fn run_import_idx(args: ImportIdxArgs) -> Result<ExitCode> {
         _ => text.split(',').map(|s| s.trim().to_string()).collect(),
     });
     let pair = convnet_data::idx::read_pair(&args.images, &args.labels)?;
-    let export = convnet_data::idx::export_png_tree(&pair, &args.out, names.as_deref(), args.limit_per_class, args.seed)?;
+    let export =
+        convnet_data::idx::export_png_tree(&pair, &args.out, names.as_deref(), args.limit_per_class, args.seed)?;
     let total: usize = export.written.iter().sum();
     println!("Read {} images of {}x{} from {}", pair.count, pair.rows, pair.cols, args.images.display());
     println!("Wrote {total} PNG files in {} class folders under {}:", export.class_names.len(), args.out.display());

@@ -81,14 +81,19 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     println!("== 1. Dataset report ==");
     let train_scan = scan(&args.train, &ClassNames::Infer, false)?;
     let options = DatasetOptions {
-        decode: DecodeOptions { image_size: (args.image_size[0], args.image_size[1]), color_mode: args.color_mode, ..DecodeOptions::default() },
+        decode: DecodeOptions {
+            image_size: (args.image_size[0], args.image_size[1]),
+            color_mode: args.color_mode,
+            ..DecodeOptions::default()
+        },
         skip_bad: true,
         ..DatasetOptions::default()
     };
     let loaded = convnet_data::load(&args.train, &options)?;
     print!("{}", loaded.report);
     let weights = balanced_class_weights(&loaded.training.class_counts());
-    let shown: Vec<String> = loaded.training.class_names().iter().zip(&weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
+    let shown: Vec<String> =
+        loaded.training.class_names().iter().zip(&weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
     println!("--class-weight balanced would use: {}", shown.join(", "));
     problems += loaded.report.skipped.len();
     let mut mismatched = Vec::new();
@@ -102,7 +107,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         let by_extension = image::ImageFormat::from_path(&file.path).ok();
         if let (Some(content), Some(extension)) = (format_of_content(&file.path), by_extension) {
             if content != extension {
-                mismatched.push(format!("{} (extension says {extension:?}, content is {content:?})", file.path.display()));
+                mismatched
+                    .push(format!("{} (extension says {extension:?}, content is {content:?})", file.path.display()));
             }
         }
     }
@@ -144,7 +150,10 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let classes = set.class_names().len();
     let spec = resolve_architecture(&args.model)?;
     let input = [args.color_mode.channels(), args.image_size[0], args.image_size[1]];
-    let build = || spec.build::<f32>(&input, classes, args.seed).with_context(|| format!("{} cannot take {}x{} inputs", args.model, input[1], input[2]));
+    let build = || {
+        spec.build::<f32>(&input, classes, args.seed)
+            .with_context(|| format!("{} cannot take {}x{} inputs", args.model, input[1], input[2]))
+    };
 
     println!("\n== 2. Initial loss ==");
     let mut model = build()?;
@@ -155,13 +164,24 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let initial = loss_fn.forward(logits, &labels)? as f64;
     let expected = (classes as f64).ln();
     let ok = (initial - expected).abs() < 0.25 * expected.max(1.0);
-    println!("initial loss {initial:.4} on {} images; expected about ln({classes}) = {expected:.4}: {}", sample.len(), if ok { "ok" } else { "SUSPICIOUS" });
+    println!(
+        "initial loss {initial:.4} on {} images; expected about ln({classes}) = {expected:.4}: {}",
+        sample.len(),
+        if ok { "ok" } else { "SUSPICIOUS" }
+    );
     problems += usize::from(!ok);
 
     println!("\n== 3. Overfitting 20 images ==");
     let mut tiny: Vec<usize> = Vec::new();
     for class in 0..classes {
-        tiny.extend(set.labels().iter().enumerate().filter(|(_, &l)| l == class).map(|(i, _)| i).take(20usize.div_ceil(classes)));
+        tiny.extend(
+            set.labels()
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l == class)
+                .map(|(i, _)| i)
+                .take(20usize.div_ceil(classes)),
+        );
     }
     tiny.truncate(20);
     let (images, labels) = batch_of(set, &tiny);
@@ -185,7 +205,10 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         }
     }
     match reached {
-        Some((steps, loss)) => println!("reached 100% training accuracy on {} images after {steps} steps (loss {loss:.4}): passed", tiny.len()),
+        Some((steps, loss)) => println!(
+            "reached 100% training accuracy on {} images after {steps} steps (loss {loss:.4}): passed",
+            tiny.len()
+        ),
         None => {
             problems += 1;
             println!("did NOT reach 100% training accuracy on {} images within {max_steps} steps: FAILED", tiny.len());
@@ -239,6 +262,13 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         let flag = if layer.kind() == "relu" && zeros > 0.9 { "  <- mostly dead ReLUs" } else { "" };
         println!("  {:<4} {:<10} {:>10.4} {:>10.4} {:>7.1}%{flag}", i, layer.kind(), mean, std, 100.0 * zeros);
     }
-    println!("\n{}", if problems == 0 { "doctor: no problems found".to_string() } else { format!("doctor: {problems} problems found (see above)") });
+    println!(
+        "\n{}",
+        if problems == 0 {
+            "doctor: no problems found".to_string()
+        } else {
+            format!("doctor: {problems} problems found (see above)")
+        }
+    );
     Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -2,7 +2,7 @@
 //! filters and every convolution's feature maps for one image as PNG grids.
 
 use crate::model_io::{load_model, write_atomic};
-use crate::render::{blit_chw, draw_text, WHITE, BLACK};
+use crate::render::{blit_chw, draw_text, BLACK, WHITE};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
@@ -45,9 +45,11 @@ fn grid(title: &str, tiles: &[Vec<u8>], shape: [usize; 3], scale: u32) -> image:
     canvas
 }
 
-fn save(path: &PathBuf, image: &image::RgbImage) -> Result<()> {
+fn save(path: &std::path::Path, image: &image::RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| anyhow!("cannot encode PNG: {e}"))?;
+    image
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| anyhow!("cannot encode PNG: {e}"))?;
     write_atomic(path, &bytes)
 }
 
@@ -67,7 +69,8 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     if let Some((index, layer)) = model.layers().iter().enumerate().find(|(_, l)| l.kind() == "conv2d") {
         let params = layer.params();
         let weight = params[0].value;
-        let [out_channels, in_channels, kh, kw] = [weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]];
+        let [out_channels, in_channels, kh, kw] =
+            [weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]];
         let per_filter = in_channels * kh * kw;
         let values = weight.as_slice().expect("contiguous");
         let (tiles, shape): (Vec<Vec<u8>>, [usize; 3]) = if in_channels == 3 {
@@ -77,7 +80,10 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         };
         let scale = (48 / kh.max(kw)).max(1) as u32;
         let path = args.out.join(format!("filters_layer{index}.png"));
-        save(&path, &grid(&format!("layer {index}: {out_channels} filters {kh}x{kw}x{in_channels}"), &tiles, shape, scale))?;
+        save(
+            &path,
+            &grid(&format!("layer {index}: {out_channels} filters {kh}x{kw}x{in_channels}"), &tiles, shape, scale),
+        )?;
         written.push(path);
     }
     // feature maps after each convolution (after its ReLU when one follows)

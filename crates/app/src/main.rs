@@ -24,6 +24,10 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
+        if message.contains("failed printing to stdout") {
+            // the reader went away (`convnet ... | head`): stop quietly, as Unix tools do
+            std::process::exit(141);
+        }
         let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error{location}: {message} (please report this)");
     }));

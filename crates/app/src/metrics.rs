@@ -18,7 +18,12 @@ pub struct Predictions {
 }
 
 /// Runs `model` in evaluation mode over `set`, batch by batch.
-pub fn predict_set(model: &mut Sequential<f32>, set: &ImageSet, batch_size: usize, scale: PixelScale) -> anyhow::Result<Predictions> {
+pub fn predict_set(
+    model: &mut Sequential<f32>,
+    set: &ImageSet,
+    batch_size: usize,
+    scale: PixelScale,
+) -> anyhow::Result<Predictions> {
     let classes = model.output_shape()[0];
     let mut loss_fn = SoftmaxCrossEntropy::<f32>::new();
     let mut total_loss = 0.0f64;
@@ -98,7 +103,9 @@ pub fn report(loss: f64, labels: &[usize], predicted: &[usize], class_names: &[S
     }
     let average = |name: &str, weight: &dyn Fn(&ClassMetrics) -> f64| {
         let total: f64 = per_class.iter().map(weight).sum();
-        let mean = |value: &dyn Fn(&ClassMetrics) -> f64| safe_div(per_class.iter().map(|c| weight(c) * value(c)).sum(), total);
+        let mean = |value: &dyn Fn(&ClassMetrics) -> f64| {
+            safe_div(per_class.iter().map(|c| weight(c) * value(c)).sum(), total)
+        };
         ClassMetrics {
             class: name.to_string(),
             precision: mean(&|c| c.precision),
@@ -126,9 +133,13 @@ impl Report {
     /// The terminal rendering: summary, confusion matrix, per-class table.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "loss: {:.4} - accuracy: {:.4} ({} images) - Cohen's kappa: {:.4}", self.loss, self.accuracy, self.samples, self.kappa);
+        let _ = writeln!(
+            out,
+            "loss: {:.4} - accuracy: {:.4} ({} images) - Cohen's kappa: {:.4}",
+            self.loss, self.accuracy, self.samples, self.kappa
+        );
         let names: Vec<&str> = self.per_class.iter().map(|c| c.class.as_str()).collect();
-        let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(12);
+        let width = names.iter().enumerate().map(|(k, n)| format!("{k} {n}").len()).max().unwrap_or(4).max(12);
         let _ = writeln!(out, "\nConfusion matrix (rows: true class, columns: predicted):");
         let _ = write!(out, "{:>width$} ", "");
         for k in 0..names.len() {
@@ -144,7 +155,11 @@ impl Report {
         }
         let _ = writeln!(out, "\n{:>width$} {:>9} {:>9} {:>9} {:>8}", "", "precision", "recall", "f1-score", "support");
         for c in self.per_class.iter().chain([&self.macro_avg, &self.weighted_avg]) {
-            let _ = writeln!(out, "{:>width$} {:>9.4} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.f1, c.support);
+            let _ = writeln!(
+                out,
+                "{:>width$} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+                c.class, c.precision, c.recall, c.f1, c.support
+            );
         }
         out
     }
@@ -170,7 +185,14 @@ impl Report {
                 let color = if j == k { Rgb([shade, 255, shade]) } else { Rgb([255, shade, shade]) };
                 fill_rect(&mut image, x, y, cell - 2, cell - 2, color);
                 let text = count.to_string();
-                draw_text(&mut image, x + (cell - 2 - text_width(&text, 1) as i64) / 2, y + cell / 2 - 5, &text, 1, BLACK);
+                draw_text(
+                    &mut image,
+                    x + (cell - 2 - text_width(&text, 1) as i64) / 2,
+                    y + cell / 2 - 5,
+                    &text,
+                    1,
+                    BLACK,
+                );
             }
         }
         image

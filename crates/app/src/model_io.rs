@@ -159,10 +159,15 @@ pub fn parse_tensor_file(bytes: &[u8]) -> Result<TensorFile> {
 
 /// Parses the `convnet` metadata of a tensor file.
 pub fn parse_meta(metadata: &HashMap<String, String>) -> Result<ModelMeta> {
-    let json = metadata.get(META_KEY).ok_or_else(|| anyhow!("the file has no `{META_KEY}` metadata (architecture, classes)"))?;
+    let json = metadata
+        .get(META_KEY)
+        .ok_or_else(|| anyhow!("the file has no `{META_KEY}` metadata (architecture, classes)"))?;
     let meta: ModelMeta = serde_json::from_str(json).map_err(|e| anyhow!("malformed `{META_KEY}` metadata: {e}"))?;
     if meta.format_version != FORMAT_VERSION {
-        bail!("model format version {} is not supported (this convnet reads version {FORMAT_VERSION})", meta.format_version);
+        bail!(
+            "model format version {} is not supported (this convnet reads version {FORMAT_VERSION})",
+            meta.format_version
+        );
     }
     if meta.class_names.is_empty() || meta.image_size.contains(&0) {
         bail!("metadata declares no classes or a zero image size");
@@ -192,8 +197,10 @@ pub fn assign_params(model: &mut Sequential<f32>, tensors: &HashMap<String, (Vec
 /// Loads a model file: metadata, architecture, weights.
 pub fn load_model(path: &Path) -> Result<(Sequential<f32>, ModelMeta)> {
     let file = read_tensor_file(path)?;
-    let meta = parse_meta(&file.metadata).with_context(|| format!("{}: not a valid convnet model file", path.display()))?;
+    let meta =
+        parse_meta(&file.metadata).with_context(|| format!("{}: not a valid convnet model file", path.display()))?;
     let mut model = meta.build().with_context(|| format!("{}: invalid architecture", path.display()))?;
-    assign_params(&mut model, &file.tensors).with_context(|| format!("{}: weights do not fit the architecture", path.display()))?;
+    assign_params(&mut model, &file.tensors)
+        .with_context(|| format!("{}: weights do not fit the architecture", path.display()))?;
     Ok((model, meta))
 }

@@ -40,7 +40,11 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for entry in entries {
             if entry.is_dir() {
                 collect(&entry, out)?;
-            } else if entry.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(e))) {
+            } else if entry
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(e)))
+            {
                 out.push(entry);
             }
         }
@@ -51,6 +55,9 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The top-k `(class, probability)` of an image, or why it could not be read.
+type Outcome = Result<Vec<(usize, f32)>, String>;
 
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n']) {
@@ -70,21 +77,27 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         collect(path, &mut files)?;
     }
     if files.is_empty() {
-        bail!("no image files found in {}", args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no image files found in {}",
+            args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     let top_k = args.top_k.clamp(1, meta.class_names.len());
     let decode = meta.decode_options();
     let image_len = decode.image_len();
     let factor = meta.pixel_scale.factor();
     let [c, h, w] = meta.input_shape();
-    // (file, Ok(top-k (class, probability)) or Err(reason))
-    let mut rows: Vec<(PathBuf, Result<Vec<(usize, f32)>, String>)> = Vec::new();
+    let mut rows: Vec<(PathBuf, Outcome)> = Vec::new();
     for chunk in files.chunks(args.batch_size) {
         let decoded: Vec<Result<Vec<u8>, String>> = chunk
             .par_iter()
             .map(|path| {
                 let mut bytes = vec![0u8; image_len];
-                decode_file(path, &decode, &mut bytes).map(|()| bytes).map_err(|e| e.to_string())
+                decode_file(path, &decode, &mut bytes).map(|()| bytes).map_err(|e| {
+                    // the row already names the file
+                    let text = e.to_string();
+                    text.strip_prefix(&format!("{}: ", path.display())).map(str::to_string).unwrap_or(text)
+                })
             })
             .collect();
         let good: Vec<&Vec<u8>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -125,8 +138,20 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         match result {
             Ok(ranked) => {
                 let top: Vec<String> = ranked.iter().map(|(k, p)| format!("{} {:.3}", names[*k], p)).collect();
-                println!("{:<width$}  {:<20} {:>10.4}  {}", path.display(), names[ranked[0].0], ranked[0].1, top.join(", "));
-                let _ = write!(csv, "{},{},{:.6}", csv_field(&path.display().to_string()), csv_field(&names[ranked[0].0]), ranked[0].1);
+                println!(
+                    "{:<width$}  {:<20} {:>10.4}  {}",
+                    path.display(),
+                    names[ranked[0].0],
+                    ranked[0].1,
+                    top.join(", ")
+                );
+                let _ = write!(
+                    csv,
+                    "{},{},{:.6}",
+                    csv_field(&path.display().to_string()),
+                    csv_field(&names[ranked[0].0]),
+                    ranked[0].1
+                );
                 for (k, p) in ranked {
                     let _ = write!(csv, ",{},{p:.6}", csv_field(&names[*k]));
                 }

@@ -21,7 +21,10 @@ pub fn text_width(text: &str, scale: u32) -> u32 {
 pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, color: Rgb<u8>) {
     let scale = scale.max(1) as i64;
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::LATIN_FONTS.get(ch)).or_else(|| font8x8::BASIC_FONTS.get('?'));
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::LATIN_FONTS.get(ch))
+            .or_else(|| font8x8::BASIC_FONTS.get('?'));
         let Some(glyph) = glyph else { continue };
         let origin_x = x + i as i64 * 8 * scale;
         for (row, bits) in glyph.iter().enumerate() {
@@ -93,12 +96,16 @@ pub fn blit_chw(canvas: &mut RgbImage, chw: &[u8], shape: [usize; 3], x: i64, y:
     for row in 0..height {
         for col in 0..width {
             let p = row * width + col;
-            let color = if channels >= 3 {
-                Rgb([chw[p], chw[plane + p], chw[2 * plane + p]])
-            } else {
-                Rgb([chw[p]; 3])
-            };
-            fill_rect(canvas, x + (col as u32 * scale) as i64, y + (row as u32 * scale) as i64, scale as i64, scale as i64, color);
+            let color =
+                if channels >= 3 { Rgb([chw[p], chw[plane + p], chw[2 * plane + p]]) } else { Rgb([chw[p]; 3]) };
+            fill_rect(
+                canvas,
+                x + (col as u32 * scale) as i64,
+                y + (row as u32 * scale) as i64,
+                scale as i64,
+                scale as i64,
+                color,
+            );
         }
     }
 }
@@ -117,8 +124,10 @@ pub fn line_charts(panels: &[Panel<'_>]) -> RgbImage {
         let ox = p as i64 * panel_w;
         let (left, right, top, bottom) = (ox + 70, ox + panel_w - 20, 40i64, panel_h - 50);
         draw_text(&mut image, ox + (panel_w - text_width(panel.title, 2) as i64) / 2, 10, panel.title, 2, BLACK);
-        let values: Vec<f64> = panel.series.iter().flat_map(|(_, v, _)| v.iter().copied()).filter(|v| v.is_finite()).collect();
-        let (mut low, mut high) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        let values: Vec<f64> =
+            panel.series.iter().flat_map(|(_, v, _)| v.iter().copied()).filter(|v| v.is_finite()).collect();
+        let (mut low, mut high) =
+            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
         if !low.is_finite() {
             (low, high) = (0.0, 1.0);
         }

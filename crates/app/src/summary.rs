@@ -26,7 +26,11 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let rule = "-".repeat(96);
     let _ = writeln!(out, "Model: {} layers, input {}", model.layers().len(), shape_text("N", model.input_shape()));
     let _ = writeln!(out, "{rule}");
-    let _ = writeln!(out, "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8}", "#", "Layer", "Options", "Output shape", "Param #", "MFLOPs");
+    let _ = writeln!(
+        out,
+        "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8}",
+        "#", "Layer", "Options", "Output shape", "Param #", "MFLOPs"
+    );
     let _ = writeln!(out, "{rule}");
     let mut total_flops = 0u64;
     let mut activation_elements = model.input_shape().iter().product::<usize>();

@@ -12,7 +12,9 @@ use crate::model_io::{self, f32_bytes, write_atomic, ModelMeta, FORMAT_VERSION, 
 use crate::render::{self, Panel};
 use anyhow::{anyhow, bail, Context, Result};
 use convnet_data::batch::{batches_per_epoch, BatchConfig, BatchStream};
-use convnet_data::{Augmentation, ClassNames, ColorMode, DatasetOptions, DecodeOptions, ImageSet, Interpolation, PixelScale};
+use convnet_data::{
+    Augmentation, ClassNames, ColorMode, DatasetOptions, DecodeOptions, ImageSet, Interpolation, PixelScale,
+};
 use convnet_optim::{Adam, OptimError, Optimizer, OptimizerState, Sgd};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::rng::derive;
@@ -210,7 +212,13 @@ impl RunFiles {
 }
 
 /// Saves the checkpoint: weights, optimizer buffers, training state.
-fn save_checkpoint(files: &RunFiles, model: &Sequential<f32>, meta: &ModelMeta, optimizer: &OptimizerState<f32>, state: &TrainingState) -> Result<()> {
+fn save_checkpoint(
+    files: &RunFiles,
+    model: &Sequential<f32>,
+    meta: &ModelMeta,
+    optimizer: &OptimizerState<f32>,
+    state: &TrainingState,
+) -> Result<()> {
     let mut tensors = model_io::model_tensors(model);
     for (slot, buffers) in &optimizer.slots {
         for (i, buffer) in buffers.iter().enumerate() {
@@ -228,10 +236,14 @@ fn save_checkpoint(files: &RunFiles, model: &Sequential<f32>, meta: &ModelMeta, 
 /// Loads a checkpoint into `model` and returns the optimizer state and training state.
 fn load_checkpoint(path: &Path, model: &mut Sequential<f32>) -> Result<(OptimizerState<f32>, TrainingState)> {
     let file = model_io::read_tensor_file(path)?;
-    model_io::assign_params(model, &file.tensors).with_context(|| format!("{}: does not fit the model", path.display()))?;
-    let state: TrainingState = serde_json::from_str(file.metadata.get("training").ok_or_else(|| anyhow!("{}: no training state", path.display()))?)
-        .with_context(|| format!("{}: malformed training state", path.display()))?;
-    let slot_names: Vec<String> = serde_json::from_str(file.metadata.get("optimizer_slots").map(String::as_str).unwrap_or("[]"))?;
+    model_io::assign_params(model, &file.tensors)
+        .with_context(|| format!("{}: does not fit the model", path.display()))?;
+    let state: TrainingState = serde_json::from_str(
+        file.metadata.get("training").ok_or_else(|| anyhow!("{}: no training state", path.display()))?,
+    )
+    .with_context(|| format!("{}: malformed training state", path.display()))?;
+    let slot_names: Vec<String> =
+        serde_json::from_str(file.metadata.get("optimizer_slots").map(String::as_str).unwrap_or("[]"))?;
     let count = model.params().len();
     let mut slots = Vec::new();
     for name in slot_names {
@@ -267,7 +279,8 @@ fn write_history(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
 }
 
 fn write_curves(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
-    let series = |f: &dyn Fn(&HistoryRow) -> Option<f64>| history.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let series =
+        |f: &dyn Fn(&HistoryRow) -> Option<f64>| history.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect::<Vec<_>>();
     let has_val = history.iter().any(|r| r.val_loss.is_some());
     let mut loss = vec![("train", series(&|r| Some(r.loss)), render::BLUE)];
     let mut accuracy = vec![("train", series(&|r| Some(r.accuracy)), render::BLUE)];
@@ -275,7 +288,8 @@ fn write_curves(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
         loss.push(("validation", series(&|r| r.val_loss), render::ORANGE));
         accuracy.push(("validation", series(&|r| r.val_accuracy), render::ORANGE));
     }
-    let image = render::line_charts(&[Panel { title: "loss", series: loss }, Panel { title: "accuracy", series: accuracy }]);
+    let image =
+        render::line_charts(&[Panel { title: "loss", series: loss }, Panel { title: "accuracy", series: accuracy }]);
     let mut bytes = Vec::new();
     image
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
@@ -338,7 +352,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
     let (train_set, val_set) = load_training_data(config, false)?;
     let class_names = train_set.class_names().to_vec();
     if config.batch_size > train_set.len() {
-        eprintln!(
+        println!(
             "note: --batch-size {} is larger than the {} training images; each epoch is one batch",
             config.batch_size,
             train_set.len()
@@ -355,21 +369,29 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         crop_to_aspect_ratio: config.crop_to_aspect_ratio,
     };
     let input_shape = meta.input_shape();
-    let mut model = architecture
-        .build::<f32>(&input_shape, class_names.len(), config.seed)
-        .with_context(|| format!("the {} architecture cannot take {}x{}x{} inputs", config.model, input_shape[1], input_shape[2], input_shape[0]))?;
+    let mut model = architecture.build::<f32>(&input_shape, class_names.len(), config.seed).with_context(|| {
+        format!(
+            "the {} architecture cannot take {}x{}x{} inputs",
+            config.model, input_shape[1], input_shape[2], input_shape[0]
+        )
+    })?;
     if let Some(init) = &config.init_weights {
         let file = model_io::read_tensor_file(init)?;
-        model_io::assign_params(&mut model, &file.tensors).with_context(|| format!("--init-weights {}: does not fit this model", init.display()))?;
+        model_io::assign_params(&mut model, &file.tensors)
+            .with_context(|| format!("--init-weights {}: does not fit this model", init.display()))?;
         println!("Initialised weights from {}", init.display());
     }
     let mut optimizer = AnyOptimizer::new(config)?;
     let mut state = TrainingState { lr: config.lr, ..TrainingState::default() };
 
-    std::fs::create_dir_all(&files.dir).with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
+    std::fs::create_dir_all(&files.dir)
+        .with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
     if resume {
         let (optimizer_state, saved) = load_checkpoint(&files.checkpoint(), &mut model)?;
-        optimizer.get().load_state(optimizer_state).map_err(|e: OptimError| anyhow!("{}: {e}", files.checkpoint().display()))?;
+        optimizer
+            .get()
+            .load_state(optimizer_state)
+            .map_err(|e: OptimError| anyhow!("{}: {e}", files.checkpoint().display()))?;
         optimizer.get().set_learning_rate(saved.lr);
         state = saved;
         println!("Resuming {} after epoch {} of {}", files.dir.display(), state.epochs_done, config.epochs);
@@ -439,7 +461,11 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             state.step += 1;
             if let Some(bar) = &bar {
                 let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("loss {:.4} acc {:.4} {rate:.0} img/s", loss_sum / seen as f64, correct as f64 / seen as f64));
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.4} {rate:.0} img/s",
+                    loss_sum / seen as f64,
+                    correct as f64 / seen as f64
+                ));
                 bar.inc(1);
             }
             stream.recycle(batch);
@@ -489,7 +515,9 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
                         let new_lr = lr * config.lr_factor;
                         optimizer.get().set_learning_rate(new_lr);
                         state.epochs_on_plateau = 0;
-                        println!("val_loss has not improved for {patience} epochs: learning rate {lr:.2e} -> {new_lr:.2e}");
+                        println!(
+                            "val_loss has not improved for {patience} epochs: learning rate {lr:.2e} -> {new_lr:.2e}"
+                        );
                     }
                 }
                 if let Some(patience) = config.early_stopping {
@@ -515,11 +543,15 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
 /// Reads a run's saved configuration for `--resume`.
 pub fn read_config(dir: &Path) -> Result<TrainConfig> {
     let path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("--resume {}: no config.toml (is this a convnet run directory?)", dir.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--resume {}: no config.toml (is this a convnet run directory?)", dir.display()))?;
     let mut config: TrainConfig = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
     config.out = dir.to_path_buf();
     if !dir.join("checkpoint.safetensors").exists() {
-        bail!("--resume {}: no checkpoint yet (the run stopped before its first epoch ended); start it again", dir.display());
+        bail!(
+            "--resume {}: no checkpoint yet (the run stopped before its first epoch ended); start it again",
+            dir.display()
+        );
     }
     Ok(config)
 }
