@@ -259,8 +259,15 @@ pub fn col2im<T: Element>(geom: &ConvGeometry, col: &[T], row_start: usize, row_
                     let iw0 = first * geom.stride_w + kj - geom.pad_left;
                     // in the forward pass this was `col = x[iw0 + offset*s]`,
                     // so now `dx[iw0 + offset*s] += dcol`
-                    for (offset, &value) in src[first..end].iter().enumerate() {
-                        dst_row[iw0 + offset * geom.stride_w] += value;
+                    if geom.stride_w == 1 {
+                        // contiguous on both sides: the compiler vectorises this
+                        for (dx, &value) in dst_row[iw0..iw0 + (end - first)].iter_mut().zip(&src[first..end]) {
+                            *dx += value;
+                        }
+                    } else {
+                        for (offset, &value) in src[first..end].iter().enumerate() {
+                            dst_row[iw0 + offset * geom.stride_w] += value;
+                        }
                     }
                 }
             }
@@ -493,6 +500,10 @@ impl<T: Element> Layer<T> for Conv2d<T> {
             self.stride.0,
             self.padding.as_str()
         )
+    }
+
+    fn backward_needs_output(&self) -> bool {
+        false
     }
 
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {

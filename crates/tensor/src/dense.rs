@@ -90,6 +90,10 @@ impl<T: Element> Layer<T> for Dense<T> {
         format!("{} units", self.out_features)
     }
 
+    fn backward_needs_output(&self) -> bool {
+        false
+    }
+
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         expect_rank(input_shape, 1, "a flat (features,)")
             .map_err(|message| format!("{message}; put a flatten layer before it"))?;

@@ -56,6 +56,10 @@ impl<T: Element> Layer<T> for Dropout<T> {
         format!("rate {}", self.rate)
     }
 
+    fn backward_needs_output(&self) -> bool {
+        false
+    }
+
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         Ok(input_shape.to_vec())
     }

@@ -24,6 +24,10 @@ impl<T: Element> Layer<T> for Flatten {
         "flatten"
     }
 
+    fn backward_needs_output(&self) -> bool {
+        false
+    }
+
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         Ok(vec![input_shape.iter().product()])
     }

@@ -122,6 +122,33 @@ pub trait Layer<T: Element>: Send + Sync {
         Vec::new()
     }
 
+    /// Whether `backward` reads `output`. The container may overwrite the
+    /// output of a layer that does not need it with the next layer's output (an
+    /// in-place ReLU), so the default is the safe answer, `true`.
+    fn backward_needs_output(&self) -> bool {
+        true
+    }
+
+    /// Whether the layer can run in place: output written over the input, and
+    /// backward computed from the output alone (ReLU: `y > 0` iff `x > 0`). If
+    /// so, the container calls [`Layer::forward_in_place`] and
+    /// [`Layer::backward_in_place`] instead, saving a whole activation buffer
+    /// and its memory traffic.
+    fn in_place(&self) -> bool {
+        false
+    }
+
+    /// `data := f(data)`, for layers whose [`Layer::in_place`] is true.
+    fn forward_in_place(&mut self, _data: ArrayViewMutD<'_, T>, _mode: Mode) {
+        unimplemented!("{} does not run in place", self.kind())
+    }
+
+    /// `grad := dL/dx` from `grad = dL/dy` and the output `y`, for layers whose
+    /// [`Layer::in_place`] is true.
+    fn backward_in_place(&mut self, _output: ArrayViewD<'_, T>, _grad: ArrayViewMutD<'_, T>) {
+        unimplemented!("{} does not run in place", self.kind())
+    }
+
     /// Records the discrete decisions of the most recent forward pass (see the
     /// module docs). Smooth layers record nothing.
     fn record_kinks(&self, _input: ArrayViewD<'_, T>, _recorder: &mut KinkRecorder) {}

@@ -85,6 +85,10 @@ impl MaxPool2d {
 
 /// Pools one channel plane: `plane` is `(H, W)`, `out` and `argmax` are `(OH, OW)`.
 fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+    let is_2x2_stride_2 = (geom.kernel_h, geom.kernel_w, geom.stride_h, geom.stride_w) == (2, 2, 2, 2);
+    if is_2x2_stride_2 && geom.pad_top == 0 && geom.pad_left == 0 && 2 * geom.out_h <= geom.in_h && 2 * geom.out_w <= geom.in_w {
+        return pool_plane_2x2(geom, plane, out, argmax);
+    }
     for i in 0..geom.out_h {
         // the window's rows, clipped to the image (padding is never a candidate)
         let row_first = (i * geom.stride_h).saturating_sub(geom.pad_top);
@@ -110,6 +114,39 @@ fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argma
     }
 }
 
+/// The common 2x2, stride 2, no-padding case. Why it is fast: the winner of
+/// each window is chosen with selects instead of branches. On real activations
+/// the comparisons are unpredictable, and a mispredicted branch costs more than
+/// the whole window; written as `if better { a } else { b }` on plain values the
+/// compiler emits conditional moves. Same result and tie rule (first in
+/// row-major order) as the general loop.
+fn pool_plane_2x2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+    let width = geom.in_w;
+    for i in 0..geom.out_h {
+        let top = &plane[2 * i * width..(2 * i + 1) * width];
+        let bottom = &plane[(2 * i + 1) * width..(2 * i + 2) * width];
+        let out_row = &mut out[i * geom.out_w..(i + 1) * geom.out_w];
+        let argmax_row = &mut argmax[i * geom.out_w..(i + 1) * geom.out_w];
+        let top_index = (2 * i * width) as u32;
+        let bottom_index = top_index + width as u32;
+        for j in 0..geom.out_w {
+            let (left, right) = (2 * j, 2 * j + 1);
+            let (mut best, mut index) = (top[left], top_index + left as u32);
+            let better = top[right] > best;
+            best = if better { top[right] } else { best };
+            index = if better { top_index + right as u32 } else { index };
+            let better = bottom[left] > best;
+            best = if better { bottom[left] } else { best };
+            index = if better { bottom_index + left as u32 } else { index };
+            let better = bottom[right] > best;
+            best = if better { bottom[right] } else { best };
+            index = if better { bottom_index + right as u32 } else { index };
+            out_row[j] = best;
+            argmax_row[j] = index;
+        }
+    }
+}
+
 impl<T: Element> Layer<T> for MaxPool2d {
     fn kind(&self) -> &'static str {
         "maxpool2d"
@@ -117,6 +154,10 @@ impl<T: Element> Layer<T> for MaxPool2d {
 
     fn describe(&self) -> String {
         format!("{}x{}, stride {}, {}", self.pool.0, self.pool.1, self.stride.0, self.padding.as_str())
+    }
+
+    fn backward_needs_output(&self) -> bool {
+        false
     }
 
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {

@@ -3,9 +3,11 @@
 //!
 //! ## Buffers
 //!
-//! For `L` layers the model owns `L + 1` activation buffers: `activations[0]` is
-//! a copy of the batch, `activations[i + 1]` the output of layer `i`; buffer `i`
-//! has shape `(N, ...shapes[i])`. Backward needs only two gradient buffers, used
+//! For `L` layers the model holds `L + 1` activations: activation 0 is a copy of
+//! the batch, activation `i + 1` the output of layer `i`, of shape
+//! `(N, ...shapes[i + 1])`. A layer that runs in place (ReLU, see
+//! [`Layer::in_place`]) shares the buffer of its input, so a convolution and the
+//! ReLU after it use one buffer between them. Backward needs only two gradient buffers, used
 //! in turn: layer `i` reads `dL/d(output of i)` from one and writes
 //! `dL/d(input of i)` into the other. Buffers grow on the first batch and are
 //! reused afterwards (a smaller last batch uses a prefix), so a training loop
@@ -36,8 +38,11 @@ pub struct Sequential<T: Element> {
     layers: Vec<Box<dyn Layer<T>>>,
     /// `shapes[i]`: per-sample input shape of layer `i`; `shapes[L]`: the output.
     shapes: Vec<Vec<usize>>,
-    /// `activations[i]`: `(N, ...shapes[i])`, see the module docs.
+    /// Activation storage; activation `i` (`(N, ...shapes[i])`) lives in
+    /// `activations[storage[i]]`. See the module docs.
     activations: Vec<Vec<T>>,
+    /// Which storage buffer holds activation `i` (`L + 1` entries).
+    storage: Vec<usize>,
     /// The two gradient buffers used in turn by backward.
     grad_buffers: [Vec<T>; 2],
     /// Batch size of the last forward pass (0 before the first).
@@ -68,6 +73,19 @@ fn view_mut<'a, T>(buffer: &'a mut [T], batch: usize, shape: &[usize]) -> ArrayV
     ArrayViewMutD::from_shape(IxDyn(&dims), &mut buffer[..len]).expect("buffer sized by the model")
 }
 
+/// A shared borrow of `buffers[source]` and a unique one of `buffers[target]`
+/// (`source != target`).
+fn two_buffers<T>(buffers: &mut [Vec<T>], source: usize, target: usize) -> (&[T], &mut [T]) {
+    assert_ne!(source, target);
+    if source < target {
+        let (low, high) = buffers.split_at_mut(target);
+        (&low[source], &mut high[0])
+    } else {
+        let (low, high) = buffers.split_at_mut(source);
+        (&high[0], &mut low[target])
+    }
+}
+
 /// Grows `buffer` to at least `len` elements (never shrinks: reuse).
 fn ensure_len<T: Element>(buffer: &mut Vec<T>, len: usize) {
     if buffer.len() < len {
@@ -87,6 +105,7 @@ impl<T: Element> Sequential<T> {
             layers: Vec::new(),
             shapes: vec![input_shape],
             activations: vec![Vec::new()],
+            storage: vec![0],
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
             timings: None,
@@ -112,8 +131,17 @@ impl<T: Element> Sequential<T> {
         if let Some(timings) = self.timings.as_mut() {
             timings.push([std::time::Duration::ZERO; 2]);
         }
+        // An in-place layer writes its output over its input, unless the layer
+        // that produced that input still needs it for its own backward pass.
+        let previous_needs_output = index > 0 && self.layers[index - 1].backward_needs_output();
+        let runs_in_place = self.layers[index].in_place() && !previous_needs_output;
+        if runs_in_place {
+            self.storage.push(self.storage[index]);
+        } else {
+            self.storage.push(self.activations.len());
+            self.activations.push(Vec::new());
+        }
         self.shapes.push(output);
-        self.activations.push(Vec::new());
         Ok(())
     }
 
@@ -167,30 +195,32 @@ impl<T: Element> Sequential<T> {
         }
         let batch = *batch;
         self.batch = batch;
-        for (buffer, shape) in self.activations.iter_mut().zip(&self.shapes) {
-            ensure_len(buffer, batch * shape.iter().product::<usize>());
+        for (i, shape) in self.shapes.iter().enumerate() {
+            ensure_len(&mut self.activations[self.storage[i]], batch * shape.iter().product::<usize>());
         }
         let input_len = input.len();
+        let first = &mut self.activations[self.storage[0]];
         match input.as_slice() {
-            Some(values) => self.activations[0][..input_len].copy_from_slice(values),
+            Some(values) => first[..input_len].copy_from_slice(values),
             None => {
-                for (dst, &src) in self.activations[0].iter_mut().zip(input.iter()) {
+                for (dst, &src) in first.iter_mut().zip(input.iter()) {
                     *dst = src;
                 }
             }
         }
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            let (before, after) = self.activations.split_at_mut(i + 1);
             let layer_mode = match mode {
                 Mode::Train { seed } => Mode::Train { seed: crate::rng::derive(seed, i as u64) },
                 Mode::Eval => Mode::Eval,
             };
             let started = self.timings.is_some().then(std::time::Instant::now);
-            layer.forward(
-                view(&before[i], batch, &self.shapes[i]),
-                view_mut(&mut after[0], batch, &self.shapes[i + 1]),
-                layer_mode,
-            );
+            let (source, target) = (self.storage[i], self.storage[i + 1]);
+            if source == target {
+                layer.forward_in_place(view_mut(&mut self.activations[target], batch, &self.shapes[i + 1]), layer_mode);
+            } else {
+                let (input, output) = two_buffers(&mut self.activations, source, target);
+                layer.forward(view(input, batch, &self.shapes[i]), view_mut(output, batch, &self.shapes[i + 1]), layer_mode);
+            }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
                 timings[i][0] = started.elapsed();
             }
@@ -201,7 +231,7 @@ impl<T: Element> Sequential<T> {
     /// The output of the last forward pass.
     pub fn output(&self) -> ArrayViewD<'_, T> {
         let last = self.layers.len();
-        view(&self.activations[last], self.batch, &self.shapes[last])
+        view(&self.activations[self.storage[last]], self.batch, &self.shapes[last])
     }
 
     /// Backpropagates `grad_output` (`dL/d output`, same shape as the last
@@ -233,23 +263,32 @@ impl<T: Element> Sequential<T> {
         ensure_len(&mut read, max_len);
         ensure_len(&mut write, max_len);
         let grad_output = grad_output.as_standard_layout();
+        // `read` holds dL/d(output of layer i) from here on
+        let (output_len, grad_output_values) = (grad_output.len(), grad_output.as_slice().expect("standard layout"));
+        read[..output_len].copy_from_slice(grad_output_values);
         for i in (0..last).rev() {
             let want = i > 0 || want_input_grad;
-            let grad_out_view =
-                if i + 1 == last { grad_output.view() } else { view(&read, batch, &self.shapes[i + 1]) };
             let started = self.timings.is_some().then(std::time::Instant::now);
-            self.layers[i].backward(
-                view(&self.activations[i], batch, &self.shapes[i]),
-                view(&self.activations[i + 1], batch, &self.shapes[i + 1]),
-                grad_out_view,
-                want.then(|| view_mut(&mut write, batch, &self.shapes[i])),
-            );
+            let output = view(&self.activations[self.storage[i + 1]], batch, &self.shapes[i + 1]);
+            if self.storage[i] == self.storage[i + 1] {
+                // in place: dL/dx overwrites dL/dy in the same buffer
+                if want {
+                    self.layers[i].backward_in_place(output, view_mut(&mut read, batch, &self.shapes[i + 1]));
+                }
+            } else {
+                self.layers[i].backward(
+                    view(&self.activations[self.storage[i]], batch, &self.shapes[i]),
+                    output,
+                    view(&read, batch, &self.shapes[i + 1]),
+                    want.then(|| view_mut(&mut write, batch, &self.shapes[i])),
+                );
+                std::mem::swap(&mut read, &mut write);
+            }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
                 timings[i][1] = started.elapsed();
             }
-            std::mem::swap(&mut read, &mut write);
         }
-        // after the last swap, `read` holds dL/d(input of layer 0)
+        // `read` now holds dL/d(input of layer 0)
         let grad_input = (want_input_grad && last > 0).then(|| view(&read, batch, &self.shapes[0]).to_owned());
         self.grad_buffers = [read, write];
         Ok(grad_input)
@@ -267,9 +306,11 @@ impl<T: Element> Sequential<T> {
     }
 
     /// The output of layer `index` from the last forward pass, `(N, ...)`
-    /// (feature maps, for inspection).
+    /// (feature maps, for inspection). When an in-place layer (ReLU) follows,
+    /// its output has replaced this one.
     pub fn layer_output(&self, index: usize) -> Option<ArrayViewD<'_, T>> {
-        (index < self.layers.len()).then(|| view(&self.activations[index + 1], self.batch, &self.shapes[index + 1]))
+        (index < self.layers.len())
+            .then(|| view(&self.activations[self.storage[index + 1]], self.batch, &self.shapes[index + 1]))
     }
 
     /// Every parameter with its gradient, in layer order (weight before bias).
@@ -297,7 +338,8 @@ impl<T: Element> Sequential<T> {
     /// forward pass of every layer; see [`crate::layer`].
     pub fn record_kinks(&self, recorder: &mut KinkRecorder) {
         for (i, layer) in self.layers.iter().enumerate() {
-            layer.record_kinks(view(&self.activations[i], self.batch, &self.shapes[i]), recorder);
+            // for an in-place layer this is its output, which has the same signs
+            layer.record_kinks(view(&self.activations[self.storage[i]], self.batch, &self.shapes[i]), recorder);
         }
     }
 }

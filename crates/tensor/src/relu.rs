@@ -5,6 +5,11 @@
 //! dx = dy * [x > 0]                (the derivative at exactly 0 is taken as 0, as in PyTorch)
 //! ```
 //!
+//! ReLU runs in place inside a model ([`Layer::in_place`]): its output
+//! overwrites its input, and backward reads the mask from the output, since
+//! `y > 0` exactly where `x > 0`. That saves one activation buffer per ReLU
+//! (600 MB of the `baseline` at 224x224, batch 32).
+//!
 //! ReLU has a kink at 0: a numerical gradient across it is meaningless, so the
 //! layer reports the sign pattern of its input to [`crate::gradcheck`] (see
 //! [`crate::layer`]).
@@ -73,6 +78,29 @@ impl<T: Element> Layer<T> for Relu {
                     *dx = if x > T::zero() { dy } else { T::zero() };
                 }
             });
+    }
+
+    fn in_place(&self) -> bool {
+        true
+    }
+
+    fn forward_in_place(&mut self, mut data: ArrayViewMutD<'_, T>, _mode: Mode) {
+        slice_mut(&mut data).par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|values| {
+            for v in values {
+                *v = if *v > T::zero() { *v } else { T::zero() };
+            }
+        });
+    }
+
+    fn backward_in_place(&mut self, output: ArrayViewD<'_, T>, mut grad: ArrayViewMutD<'_, T>) {
+        // y > 0 exactly where x > 0, so the output carries the mask
+        slice_mut(&mut grad).par_chunks_mut(ELEMENTWISE_CHUNK).zip(slice(&output).par_chunks(ELEMENTWISE_CHUNK)).for_each(
+            |(grad, y)| {
+                for (g, &y) in grad.iter_mut().zip(y) {
+                    *g = if y > T::zero() { *g } else { T::zero() };
+                }
+            },
+        );
     }
 
     fn record_kinks(&self, input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
