@@ -38,13 +38,81 @@ fn conv2_parts(c: &mut Criterion) {
     group.bench_function("col2im", |b| b.iter(|| col2im(&geom, &grad_col, 100, 100 + rows, &mut grad_image)));
     group.throughput(Throughput::Elements(flops as u64));
     group.bench_function("gemm_forward", |b| {
-        b.iter(|| gemm(Trans::No, Trans::No, 64, cols, geom.col_rows(), 1.0, weight.as_slice().unwrap(), geom.col_rows(), &col, cols, 0.0, &mut out[100 * geom.out_w..], geom.out_pixels()))
+        b.iter(|| {
+            gemm(
+                Trans::No,
+                Trans::No,
+                64,
+                cols,
+                geom.col_rows(),
+                1.0,
+                weight.as_slice().unwrap(),
+                geom.col_rows(),
+                &col,
+                cols,
+                0.0,
+                &mut out[100 * geom.out_w..],
+                geom.out_pixels(),
+            )
+        })
     });
     group.bench_function("gemm_weight_grad", |b| {
-        b.iter(|| gemm(Trans::No, Trans::Yes, 64, geom.col_rows(), cols, 1.0, &grad_out.as_slice().unwrap()[100 * geom.out_w..], geom.out_pixels(), &col, cols, 1.0, &mut grad_w, geom.col_rows()))
+        b.iter(|| {
+            gemm(
+                Trans::No,
+                Trans::Yes,
+                64,
+                geom.col_rows(),
+                cols,
+                1.0,
+                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
+                geom.out_pixels(),
+                &col,
+                cols,
+                1.0,
+                &mut grad_w,
+                geom.col_rows(),
+            )
+        })
+    });
+    let mut grad_w_t = vec![0.0f32; 64 * geom.col_rows()];
+    group.bench_function("gemm_weight_grad_transposed", |b| {
+        b.iter(|| {
+            gemm(
+                Trans::No,
+                Trans::Yes,
+                geom.col_rows(),
+                64,
+                cols,
+                1.0,
+                &col,
+                cols,
+                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
+                geom.out_pixels(),
+                1.0,
+                &mut grad_w_t,
+                64,
+            )
+        })
     });
     group.bench_function("gemm_col_grad", |b| {
-        b.iter(|| gemm(Trans::Yes, Trans::No, geom.col_rows(), cols, 64, 1.0, weight.as_slice().unwrap(), geom.col_rows(), &grad_out.as_slice().unwrap()[100 * geom.out_w..], geom.out_pixels(), 0.0, &mut grad_col, cols))
+        b.iter(|| {
+            gemm(
+                Trans::Yes,
+                Trans::No,
+                geom.col_rows(),
+                cols,
+                64,
+                1.0,
+                weight.as_slice().unwrap(),
+                geom.col_rows(),
+                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
+                geom.out_pixels(),
+                0.0,
+                &mut grad_col,
+                cols,
+            )
+        })
     });
     group.finish();
 }
@@ -54,7 +122,8 @@ fn layers(c: &mut Criterion) {
     let batch = 32;
     let mut group = c.benchmark_group("layer_batch32");
     group.sample_size(10);
-    let mut cases: Vec<(&str, Box<dyn Layer<f32>>, Vec<usize>)> = Vec::new();
+    type Case = (&'static str, Box<dyn Layer<f32>>, Vec<usize>);
+    let mut cases: Vec<Case> = Vec::new();
     let mut conv1 = Conv2d::new(3, 32, (3, 3), (1, 1), Padding::Valid).unwrap();
     init::glorot_uniform(conv1.weight_mut(), 1, 0);
     cases.push(("conv1_3to32_224", Box::new(conv1), vec![3, 224, 224]));
@@ -62,7 +131,11 @@ fn layers(c: &mut Criterion) {
     init::glorot_uniform(conv2.weight_mut(), 1, 2);
     cases.push(("conv2_32to64_222", Box::new(conv2), vec![32, 222, 222]));
     cases.push(("relu_64x220x220", Box::new(Relu), vec![64, 220, 220]));
-    cases.push(("maxpool2_64x220x220", Box::new(MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap()), vec![64, 220, 220]));
+    cases.push((
+        "maxpool2_64x220x220",
+        Box::new(MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap()),
+        vec![64, 220, 220],
+    ));
     let mut dense = Dense::new(40000, 120).unwrap();
     init::glorot_uniform(dense.weight_mut(), 1, 12);
     cases.push(("dense_40000to120", Box::new(dense), vec![40000]));
@@ -73,7 +146,9 @@ fn layers(c: &mut Criterion) {
         let grad_output = random(&out_shape);
         let mut output = ArrayD::zeros(IxDyn(&out_shape));
         let mut grad_input = ArrayD::zeros(IxDyn(&in_shape));
-        group.bench_function(BenchmarkId::new("forward", name), |b| b.iter(|| layer.forward(input.view(), output.view_mut(), Mode::Eval)));
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| layer.forward(input.view(), output.view_mut(), Mode::Eval))
+        });
         group.bench_function(BenchmarkId::new("backward", name), |b| {
             b.iter(|| layer.backward(input.view(), output.view(), grad_output.view(), Some(grad_input.view_mut())))
         });

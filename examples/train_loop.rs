@@ -56,7 +56,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             step += 1;
             batches.recycle(batch);
         }
-        println!("epoch {}: loss {:.4}, accuracy {:.4}", epoch + 1, total_loss / seen as f64, correct as f64 / seen as f64);
+        println!(
+            "epoch {}: loss {:.4}, accuracy {:.4}",
+            epoch + 1,
+            total_loss / seen as f64,
+            correct as f64 / seen as f64
+        );
     }
     Ok(())
 }

@@ -226,3 +226,43 @@ fn baseline_step_is_bitwise_identical_on_1_and_2_threads() {
     };
     assert_eq!(with_threads(1, run), with_threads(2, run));
 }
+
+/// The container runs ReLU in place over the convolution's output; the result
+/// must equal running every layer out of place, one buffer each.
+#[test]
+fn in_place_relu_inside_a_model_equals_layer_by_layer_execution() {
+    let mut model = ModelSpec::baseline().build::<f64>(&[3, 30, 30], 4, 5).unwrap();
+    let images = random_tensor(&mut rng(3), &[2, 3, 30, 30]);
+    let labels = [1, 3];
+    let logits = model.forward(images.view(), Mode::Train { seed: 8 }).unwrap().to_owned();
+    let mut loss_fn = SoftmaxCrossEntropy::new();
+    loss_fn.forward(logits.view(), &labels).unwrap();
+    let grad_input = model.backward_with_input_grad(loss_fn.grad_logits().view()).unwrap();
+    let model_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
+
+    // the same, by hand, out of place
+    let shapes = model.shapes().to_vec();
+    let mut activations = vec![images.clone()];
+    for (i, layer) in model.layers_mut().iter_mut().enumerate() {
+        let shape: Vec<usize> = std::iter::once(2).chain(shapes[i + 1].iter().copied()).collect();
+        let mut output = ArrayD::zeros(IxDyn(&shape));
+        let seed = convnet::tensor::rng::derive(8, i as u64);
+        layer.forward(activations[i].view(), output.view_mut(), Mode::Train { seed });
+        activations.push(output);
+    }
+    assert_eq!(activations.last().unwrap(), &logits);
+    let mut grad = loss_fn.grad_logits().clone();
+    for i in (0..model.layers().len()).rev() {
+        let mut grad_in = ArrayD::zeros(activations[i].raw_dim());
+        model.layers_mut()[i].backward(
+            activations[i].view(),
+            activations[i + 1].view(),
+            grad.view(),
+            Some(grad_in.view_mut()),
+        );
+        grad = grad_in;
+    }
+    assert_eq!(grad, grad_input);
+    let manual_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
+    assert_eq!(manual_grads, model_grads);
+}

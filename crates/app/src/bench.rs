@@ -173,7 +173,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         for entry in &per_layer {
             println!(
                 "  {:<4} {:<10} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
-                entry["index"],
+                entry["index"].as_u64().unwrap_or(0),
                 entry["kind"].as_str().unwrap_or(""),
                 entry["forward_ms"].as_f64().unwrap_or(0.0),
                 entry["backward_ms"].as_f64().unwrap_or(0.0),

@@ -573,11 +573,18 @@ fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode> {
         "Gradient check of {} at {}x{}x{}, batch {}, f64 central differences (h = {:e}, pass: |a - n| <= {:e} + {:e} |n|), up to {} elements per tensor\n",
         args.model, input[1], input[2], input[0], args.batch_size, config.eps, config.atol, config.rtol, config.max_elements_per_tensor
     );
-    // run the model once so every layer sees its real input
-    model.forward(images.view(), Mode::Train { seed: args.seed })?;
-    let inputs: Vec<ArrayD<f64>> = (0..model.layers().len())
-        .map(|i| if i == 0 { images.clone() } else { model.layer_output(i - 1).expect("layer exists").to_owned() })
-        .collect();
+    // Each layer's real input, computed layer by layer out of place (inside the
+    // model a ReLU overwrites its input, which would leave only its output).
+    let mut inputs = vec![images.clone()];
+    for (i, layer) in model.layers_mut().iter_mut().enumerate() {
+        let shape: Vec<usize> = std::iter::once(args.batch_size)
+            .chain(layer.output_shape(&inputs[i].shape()[1..]).map_err(|e| anyhow!(e))?)
+            .collect();
+        let mut output = ArrayD::zeros(IxDyn(&shape));
+        layer.forward(inputs[i].view(), output.view_mut(), Mode::Train { seed: args.seed });
+        inputs.push(output);
+    }
+    inputs.pop();
     let mut all_passed = true;
     for (i, layer_input) in inputs.iter().enumerate() {
         let layer = model.layers_mut()[i].as_mut();

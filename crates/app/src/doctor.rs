@@ -235,7 +235,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     println!("  {:<10} {:>10} {:>10} {:>12}  verdict", "parameter", "|w|", "|grad|", "update/|w|");
     let names = model.param_names();
     for ((name, param), ratio) in names.iter().zip(model.params()).zip(&ratios) {
-        let verdict = if *ratio < 1e-4 {
+        let verdict = if name.ends_with(".bias") {
+            "not judged (biases start at 0)"
+        } else if *ratio < 1e-4 {
             problems += 1;
             "LOW (barely learning)"
         } else if *ratio > 1e-1 {
@@ -259,7 +261,10 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         let mean = output.iter().map(|&v| v as f64).sum::<f64>() / n;
         let std = (output.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
         let zeros = output.iter().filter(|&&v| v == 0.0).count() as f64 / n;
-        let flag = if layer.kind() == "relu" && zeros > 0.9 { "  <- mostly dead ReLUs" } else { "" };
+        let mut flag = if layer.kind() == "relu" && zeros > 0.9 { "  <- mostly dead ReLUs" } else { "" };
+        if model.layers().get(i + 1).is_some_and(|next| next.kind() == "relu") {
+            flag = "  (after the ReLU, which runs in place)";
+        }
         println!("  {:<4} {:<10} {:>10.4} {:>10.4} {:>7.1}%{flag}", i, layer.kind(), mean, std, 100.0 * zeros);
     }
     println!(

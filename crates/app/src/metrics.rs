@@ -147,7 +147,7 @@ impl Report {
         }
         let _ = writeln!(out);
         for (k, row) in self.confusion.iter().enumerate() {
-            let _ = write!(out, "{:>width$} ", format!("{k} {}", names[k]));
+            let _ = write!(out, "{:<width$} ", format!("{k} {}", names[k]));
             for count in row {
                 let _ = write!(out, "{count:>6}");
             }

@@ -86,7 +86,12 @@ impl MaxPool2d {
 /// Pools one channel plane: `plane` is `(H, W)`, `out` and `argmax` are `(OH, OW)`.
 fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
     let is_2x2_stride_2 = (geom.kernel_h, geom.kernel_w, geom.stride_h, geom.stride_w) == (2, 2, 2, 2);
-    if is_2x2_stride_2 && geom.pad_top == 0 && geom.pad_left == 0 && 2 * geom.out_h <= geom.in_h && 2 * geom.out_w <= geom.in_w {
+    if is_2x2_stride_2
+        && geom.pad_top == 0
+        && geom.pad_left == 0
+        && 2 * geom.out_h <= geom.in_h
+        && 2 * geom.out_w <= geom.in_w
+    {
         return pool_plane_2x2(geom, plane, out, argmax);
     }
     for i in 0..geom.out_h {

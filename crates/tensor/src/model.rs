@@ -219,7 +219,11 @@ impl<T: Element> Sequential<T> {
                 layer.forward_in_place(view_mut(&mut self.activations[target], batch, &self.shapes[i + 1]), layer_mode);
             } else {
                 let (input, output) = two_buffers(&mut self.activations, source, target);
-                layer.forward(view(input, batch, &self.shapes[i]), view_mut(output, batch, &self.shapes[i + 1]), layer_mode);
+                layer.forward(
+                    view(input, batch, &self.shapes[i]),
+                    view_mut(output, batch, &self.shapes[i + 1]),
+                    layer_mode,
+                );
             }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
                 timings[i][0] = started.elapsed();

@@ -94,13 +94,14 @@ impl<T: Element> Layer<T> for Relu {
 
     fn backward_in_place(&mut self, output: ArrayViewD<'_, T>, mut grad: ArrayViewMutD<'_, T>) {
         // y > 0 exactly where x > 0, so the output carries the mask
-        slice_mut(&mut grad).par_chunks_mut(ELEMENTWISE_CHUNK).zip(slice(&output).par_chunks(ELEMENTWISE_CHUNK)).for_each(
-            |(grad, y)| {
+        slice_mut(&mut grad)
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(slice(&output).par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(grad, y)| {
                 for (g, &y) in grad.iter_mut().zip(y) {
                     *g = if y > T::zero() { *g } else { T::zero() };
                 }
-            },
-        );
+            });
     }
 
     fn record_kinks(&self, input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
