@@ -204,3 +204,60 @@ pub fn load_model(path: &Path) -> Result<(Sequential<f32>, ModelMeta)> {
         .with_context(|| format!("{}: weights do not fit the architecture", path.display()))?;
     Ok((model, meta))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_the_previous_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.safetensors");
+        write_atomic(&path, b"version 1").unwrap();
+        // make the temporary file impossible to create: a directory sits at its path
+        let blocker = dir.path().join(format!(".checkpoint.safetensors.tmp-{}", std::process::id()));
+        std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("inside"), b"x").unwrap();
+        let error = write_atomic(&path, b"version 2").unwrap_err();
+        assert!(error.to_string().starts_with(&format!("cannot write {}", path.display())), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"version 1");
+        std::fs::remove_dir_all(&blocker).unwrap();
+        write_atomic(&path, b"version 2").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"version 2");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind: {leftovers:?}");
+    }
+
+    #[test]
+    fn metadata_is_validated() {
+        let mut metadata = HashMap::new();
+        assert!(parse_meta(&metadata).unwrap_err().to_string().contains("no `convnet` metadata"));
+        metadata.insert(META_KEY.to_string(), "{not json".to_string());
+        assert!(parse_meta(&metadata).unwrap_err().to_string().contains("malformed `convnet` metadata"));
+        let meta = ModelMeta {
+            format_version: FORMAT_VERSION,
+            architecture: ModelSpec::small(),
+            class_names: vec!["a".into(), "b".into()],
+            image_size: [28, 28],
+            color_mode: ColorMode::Grayscale,
+            pixel_scale: PixelScale::Unit,
+            interpolation: Interpolation::Bilinear,
+            crop_to_aspect_ratio: false,
+        };
+        let json = serde_json::to_string(&meta).unwrap();
+        metadata.insert(META_KEY.to_string(), json.replace("\"stride\":1", "\"stride\":-1"));
+        assert!(parse_meta(&metadata).unwrap_err().to_string().contains("malformed"), "negative stride");
+        metadata.insert(META_KEY.to_string(), json.replace("\"filters\":16", "\"filters\":0"));
+        let zero = parse_meta(&metadata).unwrap();
+        assert!(zero.build().unwrap_err().to_string().contains("conv2d needs positive sizes"));
+        metadata.insert(META_KEY.to_string(), json.replace("[28,28]", "[100000,100000]"));
+        assert!(parse_meta(&metadata).unwrap_err().to_string().contains("implausible image size"));
+        metadata.insert(META_KEY.to_string(), json);
+        let mut model = parse_meta(&metadata).unwrap().build().unwrap();
+        let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
+        assert!(assign_params(&mut model, &tensors).unwrap_err().to_string().contains("tensor 0.weight is missing"));
+        tensors.insert("0.weight".into(), (vec![16, 1, 5, 5], vec![0.0; 400]));
+        let error = assign_params(&mut model, &tensors).unwrap_err().to_string();
+        assert_eq!(error, "tensor 0.weight has shape [16, 1, 5, 5], but the architecture needs [16, 1, 3, 3]");
+    }
+}

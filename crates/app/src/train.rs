@@ -445,12 +445,19 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             let logits = model.forward(batch.images.view(), Mode::Train { seed: step_seed })?;
             let loss = loss_fn.forward(logits, &batch.labels)?;
             if !loss.is_finite() {
+                let kept = if state.epochs_done == 0 {
+                    "no checkpoint had been written yet".to_string()
+                } else {
+                    format!(
+                        "the last good checkpoint, {} (epoch {}), is kept",
+                        files.checkpoint().display(),
+                        state.epochs_done
+                    )
+                };
                 bail!(
-                    "the loss became {loss} at epoch {}, batch {} of {batches}; stopping. The last good checkpoint ({}) is from epoch {}. Try a smaller --lr.",
+                    "the loss became {loss} at epoch {}, batch {} of {batches}; training stopped and {kept}. Try a smaller --lr.",
                     epoch + 1,
                     batch.number + 1,
-                    files.checkpoint().display(),
-                    state.epochs_done
                 );
             }
             loss_sum += loss as f64 * batch.labels.len() as f64;

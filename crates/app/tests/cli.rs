@@ -566,3 +566,62 @@ fn doctor_reports_leakage_and_passes_the_sanity_checks() {
     assert!(log.contains("reached 100% training accuracy"), "{log}");
     assert!(!output.status.success(), "problems were found");
 }
+
+#[test]
+fn an_exploding_loss_stops_with_the_epoch_and_batch_named_and_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    colour_tree(&train, 8, 8, 0);
+    let (train_s, out) = (train.to_str().unwrap(), dir.path().join("run"));
+    let out_s = out.to_str().unwrap();
+    // a good epoch first
+    ok(&[
+        "train",
+        "--train",
+        train_s,
+        "--model",
+        "small",
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        out_s,
+    ]);
+    let checkpoint = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    std::fs::remove_file(out.join("model.safetensors")).unwrap();
+    // then a learning rate of 1e6 from those weights, into the same directory
+    let output = run(&[
+        "train",
+        "--train",
+        train_s,
+        "--model",
+        "small",
+        "--image-size",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e6",
+        "--init-weights",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--out",
+        out_s,
+    ]);
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(err.contains("the loss became NaN at epoch 1, batch "), "{err}");
+    assert!(err.contains("no checkpoint had been written yet") && err.contains("Try a smaller --lr"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.join("model.safetensors").exists(), "no final model from a diverged run");
+    assert_eq!(
+        std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+        checkpoint,
+        "the earlier checkpoint is untouched"
+    );
+    ok(&["evaluate", "--model", out.join("checkpoint.safetensors").to_str().unwrap(), "--data", train_s]);
+}
