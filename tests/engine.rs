@@ -266,3 +266,50 @@ fn in_place_relu_inside_a_model_equals_layer_by_layer_execution() {
     let manual_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
     assert_eq!(manual_grads, model_grads);
 }
+
+#[test]
+fn absurd_layer_sizes_are_refused_before_allocating() {
+    use convnet::tensor::spec::Size2;
+    use convnet::tensor::LayerSpec;
+    let huge_conv = ModelSpec {
+        layers: vec![
+            LayerSpec::Conv2d {
+                filters: 1 << 40,
+                kernel: Size2::Square(3),
+                stride: Size2::Square(1),
+                padding: Padding::Same,
+            },
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: None },
+        ],
+    };
+    let error = huge_conv.build::<f32>(&[3, 8, 8], 2, 0).unwrap_err();
+    assert_eq!(error.to_string(), "layer 0 (conv2d): would have more than 268435456 parameters");
+    let huge_dense = ModelSpec {
+        layers: vec![
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: Some(usize::MAX) },
+            LayerSpec::Dense { units: None },
+        ],
+    };
+    assert!(huge_dense
+        .build::<f32>(&[3, 8, 8], 2, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("layer 1 (dense): would have more than"));
+    // many filters over a large image: few weights, but an enormous activation
+    let wide = ModelSpec {
+        layers: vec![
+            LayerSpec::Conv2d {
+                filters: 100_000,
+                kernel: Size2::Square(1),
+                stride: Size2::Square(1),
+                padding: Padding::Same,
+            },
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: None },
+        ],
+    };
+    assert!(wide.build::<f32>(&[1, 4096, 4096], 2, 0).unwrap_err().to_string().contains("elements"));
+    assert!(Sequential::<f32>::new(vec![3, 1 << 20, 1 << 20]).is_err());
+}

@@ -2,17 +2,6 @@
 //! the terminal. Every user mistake ends in one line on stderr and a non-zero
 //! exit code.
 
-mod bench;
-mod cli;
-mod doctor;
-mod inspect;
-mod metrics;
-mod model_io;
-mod predict;
-mod render;
-mod summary;
-mod train;
-
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -31,7 +20,7 @@ fn main() -> ExitCode {
         let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error{location}: {message} (please report this)");
     }));
-    match cli::run() {
+    match convnet_app::cli::run() {
         Ok(code) => code,
         Err(error) => {
             // anyhow's alternate format joins the context chain with ": " on one line

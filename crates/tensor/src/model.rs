@@ -33,6 +33,10 @@ use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
 use crate::{Element, Result, TensorError};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
+/// Largest activation one layer may produce per sample (2^28 elements, 1 GB
+/// of f32).
+pub const MAX_SAMPLE_ELEMENTS: usize = 1 << 28;
+
 /// An ordered list of layers, each feeding the next.
 pub struct Sequential<T: Element> {
     layers: Vec<Box<dyn Layer<T>>>,
@@ -96,9 +100,10 @@ fn ensure_len<T: Element>(buffer: &mut Vec<T>, len: usize) {
 impl<T: Element> Sequential<T> {
     /// An empty model for per-sample inputs of `input_shape`, e.g. `[3, 224, 224]`.
     pub fn new(input_shape: Vec<usize>) -> Result<Self> {
-        if input_shape.is_empty() || input_shape.contains(&0) {
+        let elements = input_shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        if input_shape.is_empty() || input_shape.contains(&0) || elements.is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
             return Err(TensorError::Config(format!(
-                "input shape must be non-empty and positive, got {input_shape:?}"
+                "input shape must be non-empty, positive and at most {MAX_SAMPLE_ELEMENTS} elements, got {input_shape:?}"
             )));
         }
         Ok(Sequential {
@@ -120,6 +125,14 @@ impl<T: Element> Sequential<T> {
             kind: layer.kind().into(),
             message,
         })?;
+        let elements = output.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        if elements.is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
+            return Err(TensorError::Shape {
+                index,
+                kind: layer.kind().into(),
+                message: format!("produces {output:?} per sample, more than {MAX_SAMPLE_ELEMENTS} elements"),
+            });
+        }
         if output.is_empty() || output.contains(&0) {
             return Err(TensorError::Shape {
                 index,

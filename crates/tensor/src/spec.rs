@@ -14,6 +14,10 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Largest number of weights one layer may have (2^28, 1 GB of f32): larger
+/// requests are refused before any allocation.
+pub const MAX_LAYER_PARAMS: usize = 1 << 28;
+
 /// A size given as one number (square) or as `[height, width]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -175,6 +179,20 @@ impl ModelSpec {
         for (index, spec) in self.layers.iter().enumerate() {
             let shape = model.output_shape().to_vec();
             let shape_error = |message: String| TensorError::Shape { index, kind: spec.kind().into(), message };
+            // refuse absurd sizes before allocating anything (hostile model files, typos)
+            let params = match *spec {
+                LayerSpec::Conv2d { filters, kernel, .. } => {
+                    let (kh, kw) = kernel.pair();
+                    [filters, shape.first().copied().unwrap_or(1), kh, kw]
+                        .iter()
+                        .try_fold(1usize, |a, &b| a.checked_mul(b))
+                }
+                LayerSpec::Dense { units } => units.unwrap_or(classes).checked_mul(shape.iter().product()),
+                _ => Some(0),
+            };
+            if params.is_none_or(|p| p > MAX_LAYER_PARAMS) {
+                return Err(shape_error(format!("would have more than {MAX_LAYER_PARAMS} parameters")));
+            }
             let layer: Box<dyn Layer<T>> = match *spec {
                 LayerSpec::Conv2d { filters, kernel, stride, padding } => {
                     if shape.len() != 3 {
