@@ -70,6 +70,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut model = spec
         .build::<f32>(&input, classes, 1)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
+    crate::cli::check_memory(&model, args.batch_size)?;
     let mut rng = convnet_tensor::rng::rng_at(7, 7);
     let shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();
     let images = ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(0.0f32..1.0));

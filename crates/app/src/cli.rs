@@ -307,6 +307,32 @@ struct ImportIdxArgs {
     seed: u64,
 }
 
+/// Bytes of RAM on this machine, from /proc/meminfo (None elsewhere).
+fn total_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses a batch whose activations (plus the two gradient buffers) cannot
+/// fit in this machine's memory, before anything is allocated.
+pub fn check_memory(model: &Sequential<f32>, batch_size: usize) -> Result<()> {
+    let elements: Vec<usize> = model.shapes().iter().map(|s| s.iter().product::<usize>()).collect();
+    let per_sample = elements.iter().sum::<usize>() + 2 * elements.iter().max().copied().unwrap_or(0);
+    let needed = (batch_size as u64).saturating_mul(per_sample as u64).saturating_mul(4);
+    if let Some(total) = total_memory() {
+        if needed > total {
+            bail!(
+                "a batch of {batch_size} needs about {:.1} GB for activations and gradients, more than this machine's {:.1} GB: use a smaller --batch-size or --image-size",
+                needed as f64 / 1e9,
+                total as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Sizes the global thread pool.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(threads) = threads {
@@ -495,6 +521,9 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
 }
 
 fn run_show(args: ShowArgs) -> Result<ExitCode> {
+    if args.rows > 20 || args.cols > 20 {
+        bail!("--rows and --cols must be at most 20, got {}x{}", args.rows, args.cols);
+    }
     let (mut model, meta) = load_model(&args.model)?;
     let set = load_labelled(&args.data, &meta, true)?;
     let predictions = predict_set(&mut model, &set, 32, meta.pixel_scale)?;

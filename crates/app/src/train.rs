@@ -375,6 +375,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             config.model, input_shape[1], input_shape[2], input_shape[0]
         )
     })?;
+    crate::cli::check_memory(&model, config.batch_size.min(train_set.len()))?;
     if let Some(init) = &config.init_weights {
         let file = model_io::read_tensor_file(init)?;
         model_io::assign_params(&mut model, &file.tensors)
@@ -440,7 +441,12 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             bar
         });
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        while let Some(batch) = stream.next_batch() {
+        // time spent waiting for the loader thread: the share of the epoch lost to data
+        let mut data_wait = std::time::Duration::ZERO;
+        loop {
+            let waiting = Instant::now();
+            let Some(batch) = stream.next_batch() else { break };
+            data_wait += waiting.elapsed();
             let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
             let logits = model.forward(batch.images.view(), Mode::Train { seed: step_seed })?;
             let loss = loss_fn.forward(logits, &batch.labels)?;
@@ -501,7 +507,11 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         if let (Some(vl), Some(va)) = (val_loss, val_accuracy) {
             line.push_str(&format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}"));
         }
-        line.push_str(&format!(" - lr: {lr:.2e} - {:.0} img/s", seen as f64 / seconds.max(1e-9)));
+        line.push_str(&format!(
+            " - lr: {lr:.2e} - {:.0} img/s - data wait {:.1}%",
+            seen as f64 / seconds.max(1e-9),
+            100.0 * data_wait.as_secs_f64() / seconds.max(1e-9)
+        ));
         println!("{line}");
 
         // best model, early stopping, plateau

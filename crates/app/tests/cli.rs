@@ -337,6 +337,15 @@ fn user_mistakes_get_one_line_and_a_non_zero_exit() {
     fails_with(&["evaluate", "--model", hostile.to_str().unwrap(), "--data", train_s], "not a safetensors file");
     fails_with(&["predict", "--model", "/no/model.safetensors", "--images", train_s], "/no/model.safetensors");
     fails_with(
+        &["show", "--model", model.to_str().unwrap(), "--data", train_s, "--rows", "100000"],
+        "--rows and --cols must be at most 20",
+    );
+    fails_with(
+        &["bench", "--model", "baseline", "--batch-size", "100000000", "--steps", "1"],
+        "use a smaller --batch-size or --image-size",
+    );
+    fails_with(&["bench", "--model", "baseline", "--image-size", "100000"], "at most 268435456 elements");
+    fails_with(
         &["predict", "--model", model.to_str().unwrap(), "--images", "/no/images"],
         "/no/images: no such file or directory",
     );
