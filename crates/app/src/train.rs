@@ -351,13 +351,6 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
     };
     let (train_set, val_set) = load_training_data(config, false)?;
     let class_names = train_set.class_names().to_vec();
-    if config.batch_size > train_set.len() {
-        println!(
-            "note: --batch-size {} is larger than the {} training images; each epoch is one batch",
-            config.batch_size,
-            train_set.len()
-        );
-    }
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
         architecture: architecture.clone(),
@@ -375,7 +368,16 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             config.model, input_shape[1], input_shape[2], input_shape[0]
         )
     })?;
-    crate::cli::check_memory(&model, config.batch_size.min(train_set.len()))?;
+    if config.batch_size > train_set.len() {
+        bail!(
+            "--batch-size {} is larger than the {} training images in {}: choose at most {}",
+            config.batch_size,
+            train_set.len(),
+            config.train.display(),
+            train_set.len()
+        );
+    }
+    crate::cli::check_memory(&model, config.batch_size)?;
     if let Some(init) = &config.init_weights {
         let file = model_io::read_tensor_file(init)?;
         model_io::assign_params(&mut model, &file.tensors)

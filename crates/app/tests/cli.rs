@@ -283,10 +283,16 @@ fn user_mistakes_get_one_line_and_a_non_zero_exit() {
             "8",
             "--epochs",
             "1",
+            "--batch-size",
+            "4",
             "--out",
             "/proc/forbidden/run",
         ],
         "/proc/forbidden/run",
+    );
+    fails_with(
+        &["train", "--train", train_s, "--model", "small", "--image-size", "8", "--epochs", "1", "--batch-size", "64"],
+        "--batch-size 64 is larger than the 9 training images",
     );
 
     // clap's own errors: usage on stderr, exit code 2, never a panic
@@ -306,6 +312,8 @@ fn user_mistakes_get_one_line_and_a_non_zero_exit() {
         "8",
         "--epochs",
         "1",
+        "--batch-size",
+        "4",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -376,6 +384,8 @@ fn architecture_toml_files_work_and_bad_ones_are_explained() {
         "12",
         "--epochs",
         "1",
+        "--batch-size",
+        "4",
         "--out",
         out.to_str().unwrap(),
     ]);
