@@ -179,5 +179,36 @@ fn training_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2_parts, layers, training_step);
+/// The yardstick: a large square sgemm (2048^3) on one core.
+fn square_sgemm(c: &mut Criterion) {
+    let n = 2048;
+    let a = random(&[n * n]);
+    let b = random(&[n * n]);
+    let mut out = vec![0.0f32; n * n];
+    let mut group = c.benchmark_group("sgemm_square_one_core");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+    group.bench_function("2048", |bench| {
+        bench.iter(|| {
+            gemm(
+                Trans::No,
+                Trans::No,
+                n,
+                n,
+                n,
+                1.0,
+                a.as_slice().unwrap(),
+                n,
+                b.as_slice().unwrap(),
+                n,
+                0.0,
+                &mut out,
+                n,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv2_parts, layers, training_step, square_sgemm);
 criterion_main!(benches);

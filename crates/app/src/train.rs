@@ -489,6 +489,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        let training_seconds = started.elapsed().as_secs_f64();
         let (loss, accuracy) = (loss_sum / seen.max(1) as f64, correct as f64 / seen.max(1) as f64);
         let (val_loss, val_accuracy) = match &val_set {
             Some(set) => {
@@ -510,9 +511,9 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             line.push_str(&format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}"));
         }
         line.push_str(&format!(
-            " - lr: {lr:.2e} - {:.0} img/s - data wait {:.1}%",
-            seen as f64 / seconds.max(1e-9),
-            100.0 * data_wait.as_secs_f64() / seconds.max(1e-9)
+            " - lr: {lr:.2e} - {:.1} img/s - data wait {:.1}%",
+            seen as f64 / training_seconds.max(1e-9),
+            100.0 * data_wait.as_secs_f64() / training_seconds.max(1e-9)
         ));
         println!("{line}");
 
