@@ -95,6 +95,26 @@ fn conv2_parts(c: &mut Criterion) {
             )
         })
     });
+    let rows_t = random(&[cols * geom.col_rows()]);
+    group.bench_function("gemm_weight_grad_from_transposed_tile", |b| {
+        b.iter(|| {
+            gemm(
+                Trans::No,
+                Trans::No,
+                64,
+                geom.col_rows(),
+                cols,
+                1.0,
+                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
+                geom.out_pixels(),
+                rows_t.as_slice().unwrap(),
+                geom.col_rows(),
+                1.0,
+                &mut grad_w,
+                geom.col_rows(),
+            )
+        })
+    });
     group.bench_function("gemm_col_grad", |b| {
         b.iter(|| {
             gemm(
