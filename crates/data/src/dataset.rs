@@ -1,6 +1,6 @@
 //! Loading a folder-per-class tree into memory, once.
 //!
-//! [`load`] scans the tree ([`crate::scan`]), splits it if asked, then decodes
+//! [`load`] scans the tree ([`crate::scan`](mod@crate::scan)), splits it if asked, then decodes
 //! and resizes every image in parallel (rayon) into one contiguous `u8` buffer,
 //! `N x C x H x W`. Epochs after the first read only this cache: nothing is
 //! decoded twice. A 5,000-image 224x224 RGB set takes 750 MB as bytes (3 GB as

@@ -8,7 +8,7 @@
 //!
 //! | step | module | Keras equivalent |
 //! |---|---|---|
-//! | find classes and files | [`scan`] | `labels="inferred"`, `class_names`, `follow_links` |
+//! | find classes and files | [`scan`](mod@scan) | `labels="inferred"`, `class_names`, `follow_links` |
 //! | decode, convert, resize | [`decode`] | `color_mode`, `image_size`, `interpolation`, `crop_to_aspect_ratio` |
 //! | cache, split, report | [`dataset`] | `validation_split`, `subset`, `seed` |
 //! | order, batches, prefetch | [`batch`] | `batch_size`, `shuffle`, `.prefetch()` |
