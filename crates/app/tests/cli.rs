@@ -644,3 +644,74 @@ fn an_exploding_loss_stops_with_the_epoch_and_batch_named_and_keeps_the_checkpoi
     );
     ok(&["evaluate", "--model", out.join("checkpoint.safetensors").to_str().unwrap(), "--data", train_s]);
 }
+
+#[test]
+fn training_options_class_weights_plateau_early_stopping_and_optimizers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = (dir.path().join("train"), dir.path().join("val"));
+    colour_tree(&train, 6, 8, 0);
+    // imbalance: one more red image
+    image::RgbImage::from_pixel(8, 8, Rgb([200, 10, 10])).save(train.join("red/extra.png")).unwrap();
+    colour_tree(&val, 2, 8, 1);
+    let out = dir.path().join("run");
+    // lr 1e-30 leaves the weights unchanged, so val_loss never improves after epoch 1
+    let log = ok(&[
+        "train",
+        "--train",
+        train.to_str().unwrap(),
+        "--val",
+        val.to_str().unwrap(),
+        "--model",
+        "small",
+        "--image-size",
+        "8",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-30",
+        "--class-weight",
+        "balanced",
+        "--reduce-lr-on-plateau",
+        "1",
+        "--early-stopping",
+        "2",
+        "--augment",
+        "--skip-bad",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // 19 images, 3 classes: 19 / (3 * 6) = 1.056 for blue and green, 19 / (3 * 7) = 0.905 for red
+    assert!(log.contains("Class weights (balanced): blue: 1.056, green: 1.056, red: 0.905"), "{log}");
+    assert!(log.contains("learning rate 1.00e-30 -> 1.00e-31"), "{log}");
+    assert!(log.contains("Early stopping: val_loss has not improved for 2 epochs."), "{log}");
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 1 + 3, "stopped after epoch 3:\n{history}");
+    for optimizer in ["sgd", "adamw"] {
+        let out = dir.path().join(optimizer);
+        let log = ok(&[
+            "train",
+            "--train",
+            train.to_str().unwrap(),
+            "--model",
+            "small",
+            "--image-size",
+            "8",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--optimizer",
+            optimizer,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(log.contains("Epoch 2/2"), "{log}");
+    }
+    fails_with(
+        &["train", "--train", train.to_str().unwrap(), "--optimizer", "rmsprop"],
+        "--optimizer must be adam, adamw or sgd",
+    );
+}
