@@ -566,23 +566,6 @@ fn run_summary(args: SummaryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies f32 weights from a model file into an f64 model.
-fn load_weights_f64(model: &mut Sequential<f64>, path: &Path) -> Result<()> {
-    let file = model_io::read_tensor_file(path)?;
-    let names = model.param_names();
-    for (name, param) in names.iter().zip(model.params_mut()) {
-        let (shape, values) =
-            file.tensors.get(name).ok_or_else(|| anyhow!("{}: tensor {name} is missing", path.display()))?;
-        if shape.as_slice() != param.value.shape() {
-            bail!("{}: tensor {name} has shape {shape:?}, expected {:?}", path.display(), param.value.shape());
-        }
-        for (dst, &src) in param.value.iter_mut().zip(values) {
-            *dst = src as f64;
-        }
-    }
-    Ok(())
-}
-
 fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode> {
     let input = [args.color_mode.channels(), args.image_size[0], args.image_size[1]];
     let (spec, input, classes, weights) = model_for(&args.model, input, args.classes)?;
@@ -590,7 +573,9 @@ fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode> {
         .build::<f64>(&input, classes, args.seed)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
     if let Some(path) = &weights {
-        load_weights_f64(&mut model, path)?;
+        let file = model_io::read_tensor_file(path)?;
+        model_io::assign_params(&mut model, &file.tensors)
+            .with_context(|| format!("{}: does not fit", path.display()))?;
     }
     let mut rng = convnet_tensor::rng::rng_at(args.seed, 1);
     let batch_shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();

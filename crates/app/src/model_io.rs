@@ -14,7 +14,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use convnet_data::{ColorMode, DecodeOptions, Interpolation, PixelScale};
-use convnet_tensor::{ModelSpec, Sequential};
+use convnet_tensor::{Element, ModelSpec, Sequential};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -51,18 +51,28 @@ impl ModelMeta {
 
     /// Decoding options that reproduce the training inputs.
     pub fn decode_options(&self) -> DecodeOptions {
-        DecodeOptions {
-            image_size: (self.image_size[0], self.image_size[1]),
-            color_mode: self.color_mode,
-            interpolation: self.interpolation,
-            crop_to_aspect_ratio: self.crop_to_aspect_ratio,
-            ..DecodeOptions::default()
-        }
+        decode_options(self.image_size, self.color_mode, self.interpolation, self.crop_to_aspect_ratio)
     }
 
     /// Builds the (zero-seeded) model this metadata describes.
     pub fn build(&self) -> Result<Sequential<f32>> {
         Ok(self.architecture.build::<f32>(&self.input_shape(), self.class_names.len(), 0)?)
+    }
+}
+
+/// Decoding options for an input format (default size limits).
+pub fn decode_options(
+    image_size: [usize; 2],
+    color_mode: ColorMode,
+    interpolation: Interpolation,
+    crop_to_aspect_ratio: bool,
+) -> DecodeOptions {
+    DecodeOptions {
+        image_size: (image_size[0], image_size[1]),
+        color_mode,
+        interpolation,
+        crop_to_aspect_ratio,
+        ..DecodeOptions::default()
     }
 }
 
@@ -180,7 +190,11 @@ pub fn parse_meta(metadata: &HashMap<String, String>) -> Result<ModelMeta> {
 
 /// Copies tensors named like the model's parameters into it, checking that
 /// every parameter is present with the right shape.
-pub fn assign_params(model: &mut Sequential<f32>, tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<()> {
+/// The model may be f32 (training) or f64 (gradient checks of a saved model).
+pub fn assign_params<T: Element>(
+    model: &mut Sequential<T>,
+    tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<()> {
     let names = model.param_names();
     for (name, param) in names.iter().zip(model.params_mut()) {
         let (shape, values) = tensors.get(name).ok_or_else(|| anyhow!("tensor {name} is missing"))?;
@@ -188,7 +202,7 @@ pub fn assign_params(model: &mut Sequential<f32>, tensors: &HashMap<String, (Vec
             bail!("tensor {name} has shape {shape:?}, but the architecture needs {:?}", param.value.shape());
         }
         for (dst, &src) in param.value.iter_mut().zip(values) {
-            *dst = src;
+            *dst = T::from_f64(src as f64);
         }
     }
     Ok(())

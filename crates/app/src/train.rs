@@ -103,13 +103,7 @@ impl TrainConfig {
     }
 
     fn decode_options(&self) -> DecodeOptions {
-        DecodeOptions {
-            image_size: (self.image_size[0], self.image_size[1]),
-            color_mode: self.color_mode,
-            interpolation: self.interpolation,
-            crop_to_aspect_ratio: self.crop_to_aspect_ratio,
-            ..DecodeOptions::default()
-        }
+        model_io::decode_options(self.image_size, self.color_mode, self.interpolation, self.crop_to_aspect_ratio)
     }
 }
 
