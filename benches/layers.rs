@@ -9,6 +9,7 @@
 use convnet::optim::{Adam, Optimizer};
 use convnet::tensor::conv::{col2im, im2col, ConvGeometry};
 use convnet::tensor::gemm::{gemm, Trans};
+use convnet::tensor::gemm_nt::gemm_nt;
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
 use convnet::tensor::{init, Conv2d, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Relu, SoftmaxCrossEntropy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -75,40 +76,16 @@ fn conv2_parts(c: &mut Criterion) {
             )
         })
     });
-    let mut grad_w_t = vec![0.0f32; 64 * geom.col_rows()];
-    group.bench_function("gemm_weight_grad_transposed", |b| {
+    group.bench_function("gemm_nt_weight_grad", |b| {
         b.iter(|| {
-            gemm(
-                Trans::No,
-                Trans::Yes,
-                geom.col_rows(),
+            gemm_nt(
                 64,
+                geom.col_rows(),
                 cols,
-                1.0,
+                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
+                geom.out_pixels(),
                 &col,
                 cols,
-                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
-                geom.out_pixels(),
-                1.0,
-                &mut grad_w_t,
-                64,
-            )
-        })
-    });
-    let rows_t = random(&[cols * geom.col_rows()]);
-    group.bench_function("gemm_weight_grad_from_transposed_tile", |b| {
-        b.iter(|| {
-            gemm(
-                Trans::No,
-                Trans::No,
-                64,
-                geom.col_rows(),
-                cols,
-                1.0,
-                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
-                geom.out_pixels(),
-                rows_t.as_slice().unwrap(),
-                geom.col_rows(),
                 1.0,
                 &mut grad_w,
                 geom.col_rows(),

@@ -78,6 +78,7 @@
 //!   image order afterwards: the result does not depend on the thread count.
 
 use crate::gemm::{gemm, Trans};
+use crate::gemm_nt::gemm_nt;
 use crate::layer::{slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
 use crate::scratch::Scratch;
 use crate::{Element, Padding};
@@ -635,15 +636,14 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                         *db += row.iter().fold(T::zero(), |sum, &v| sum + v);
                     }
                     im2col(&geom, image, row_start, row_end, col_buf);
-                    // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW)
+                    // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
+                    // Both operands are contiguous along the tile: gemm_nt's dot-product
+                    // kernel reads them as they lie (the packed GEMM gathers col^T).
                     let beta = if row_start == 0 { T::zero() } else { T::one() };
-                    gemm(
-                        Trans::No,
-                        Trans::Yes,
+                    gemm_nt(
                         out_channels,
                         col_rows,
                         tile_cols,
-                        T::one(),
                         dy_tile,
                         out_pixels,
                         col_buf,

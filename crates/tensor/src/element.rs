@@ -45,6 +45,29 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
         rsc: isize,
         csc: isize,
     );
+
+    /// The raw `C := A * B^T + beta * C` of [`crate::gemm_nt::gemm_nt`] (row strides
+    /// `lda`, `ldb`, `ldc`; unit column strides) on this CPU's SIMD kernel;
+    /// returns `false`, touching nothing, if the CPU has none (the caller then
+    /// falls back to [`crate::gemm::gemm`]). Prefer the bounds-checked
+    /// [`crate::gemm_nt::gemm_nt`].
+    ///
+    /// # Safety
+    /// Every element addressed by the dimensions and strides must lie inside the
+    /// allocations, and `c` must not alias `a` or `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_nt_raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const Self,
+        lda: usize,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) -> bool;
 }
 
 impl Element for f32 {
@@ -74,6 +97,29 @@ impl Element for f32 {
         // SAFETY: forwarded from the caller's contract.
         unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
     }
+    unsafe fn gemm_nt_raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const Self,
+        lda: usize,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { crate::gemm_nt::x86::dispatch_f32(m, n, k, a, lda, b, ldb, beta, c, ldc) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
+            false
+        }
+    }
 }
 
 impl Element for f64 {
@@ -102,5 +148,28 @@ impl Element for f64 {
     ) {
         // SAFETY: forwarded from the caller's contract.
         unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+    unsafe fn gemm_nt_raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const Self,
+        lda: usize,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { crate::gemm_nt::x86::dispatch_f64(m, n, k, a, lda, b, ldb, beta, c, ldc) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
+            false
+        }
     }
 }

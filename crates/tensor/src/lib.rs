@@ -42,6 +42,7 @@ pub mod element;
 pub mod error;
 pub mod flatten;
 pub mod gemm;
+pub mod gemm_nt;
 pub mod gradcheck;
 pub mod init;
 pub mod layer;
