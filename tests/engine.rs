@@ -46,6 +46,33 @@ fn strided_conv_reads_every_other_pixel() {
 }
 
 #[test]
+fn a_relu_after_a_conv_is_fused_and_changes_no_result() {
+    // the same conv -> relu, once as a model (fused) and once layer by layer
+    let mut conv = Conv2d::<f64>::new(1, 1, (2, 2), (1, 1), Padding::Valid).unwrap();
+    conv.weight_mut().assign(&array![[[[1.0, -2.0], [3.0, -4.0]]]].into_dyn());
+    conv.bias_mut().fill(0.5);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 3, 3]), vec![1.0, -1.0, 2.0, 0.0, 3.0, -2.0, 1.0, 1.0, 0.5]).unwrap();
+    let mut unfused = ArrayD::zeros(IxDyn(&[1, 1, 2, 2]));
+    conv.forward(x.view(), unfused.view_mut(), Mode::Eval);
+    // y[i][j] = 0.5 + x[i][j] - 2 x[i][j+1] + 3 x[i+1][j] - 4 x[i+1][j+1]:
+    // [0.5+1+2+0-12, 0.5-1-4+9+8, 0.5+0-6+3-4, 0.5+3+4+3-2]
+    assert_eq!(unfused.as_slice().unwrap(), &[-8.5, 12.5, -6.5, 8.5]);
+    let mut model = Sequential::<f64>::new(vec![1, 3, 3]).unwrap();
+    let mut fused_conv = Conv2d::<f64>::new(1, 1, (2, 2), (1, 1), Padding::Valid).unwrap();
+    fused_conv.weight_mut().assign(conv.weight());
+    fused_conv.bias_mut().fill(0.5);
+    model.push(Box::new(fused_conv)).unwrap();
+    model.push(Box::new(convnet::tensor::Relu)).unwrap();
+    assert!(model.is_fused(1) && !model.is_fused(0));
+    let output = model.forward(x.view(), Mode::Eval).unwrap();
+    assert_eq!(output.as_slice().unwrap(), &[0.0, 12.5, 0.0, 8.5]);
+    // backward: the ReLU's mask still applies to the gradient
+    let input_grad = model.backward_with_input_grad(ArrayD::from_elem(IxDyn(&[1, 1, 2, 2]), 1.0).view()).unwrap();
+    // only outputs (0,1) and (1,1) pass: dx = w placed at (0,1) plus w placed at (1,1)
+    assert_eq!(input_grad.as_slice().unwrap(), &[0.0, 1.0, -2.0, 0.0, 4.0, -6.0, 0.0, 3.0, -4.0]);
+}
+
+#[test]
 fn maxpool_same_padding_never_picks_the_padding() {
     // all-negative input: if padding (0) could win, the output would be 0
     let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Same).unwrap();

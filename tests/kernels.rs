@@ -59,6 +59,11 @@ fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
         .unwrap();
         init::glorot_uniform(conv.weight_mut(), seed, 1);
         conv.bias_mut().iter_mut().enumerate().for_each(|(i, b)| *b = T::from_f64(0.1 * i as f64));
+        // half the cases with a ReLU fused into the forward pass: output = max(conv, 0)
+        let fused_relu = rng.random_bool(0.5);
+        if fused_relu {
+            assert!(conv.fuse_relu(), "conv2d fuses a following ReLU");
+        }
         let input = to::<T>(&random_tensor(&mut rng, &[batch, geom.in_channels, geom.in_h, geom.in_w]));
         let out_shape = [batch, out_channels, geom.out_h, geom.out_w];
         let grad_output = to::<T>(&random_tensor(&mut rng, &out_shape));
@@ -71,6 +76,9 @@ fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
         let bias: Vec<T> = (0..out_channels).map(|i| T::from_f64(0.1 * i as f64)).collect();
         let mut naive_output = vec![T::zero(); output.len()];
         conv2d_forward_naive(&geom, batch, out_channels, input.as_slice().unwrap(), &weight, &bias, &mut naive_output);
+        if fused_relu {
+            naive_output.iter_mut().for_each(|y| *y = y.max(T::zero()));
+        }
         let (mut grad_weight, mut grad_bias, mut naive_grad_input) =
             (vec![T::zero(); weight.len()], vec![T::zero(); out_channels], vec![T::zero(); input.len()]);
         conv2d_backward_naive(
@@ -85,7 +93,7 @@ fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
             &mut naive_grad_input,
         );
         let params = conv.params();
-        let case = format!("{geom:?} batch {batch} out {out_channels}");
+        let case = format!("{geom:?} batch {batch} out {out_channels} fused ReLU {fused_relu}");
         for (name, fast, slow) in [
             ("output", to_f64(output.as_slice().unwrap()), to_f64(&naive_output)),
             ("grad_input", to_f64(grad_input.as_slice().unwrap()), to_f64(&naive_grad_input)),

@@ -123,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             let layer_flops = (flops[i].0 + if args.inference { 0 } else { flops[i].1 }) * args.batch_size as u64;
             let seconds = fwd + if args.inference { 0.0 } else { bwd };
             json!({
-                "index": i, "kind": layer.kind(),
+                "index": i, "kind": layer.kind(), "fused": model.is_fused(i),
                 "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
                 "gflops": if seconds > 0.0 { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
                 "share": seconds / mean,
@@ -168,14 +168,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     );
     if args.per_layer {
         println!(
-            "\n  {:<4} {:<10} {:>11} {:>12} {:>9} {:>7}",
+            "\n  {:<4} {:<13} {:>11} {:>12} {:>9} {:>7}",
             "#", "layer", "forward ms", "backward ms", "GFLOP/s", "share"
         );
         for entry in &per_layer {
+            // a fused ReLU's forward is part of the layer before it
+            let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
             println!(
-                "  {:<4} {:<10} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
+                "  {:<4} {:<13} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
                 entry["index"].as_u64().unwrap_or(0),
-                entry["kind"].as_str().unwrap_or(""),
+                format!("{}{fused}", entry["kind"].as_str().unwrap_or("")),
                 entry["forward_ms"].as_f64().unwrap_or(0.0),
                 entry["backward_ms"].as_f64().unwrap_or(0.0),
                 entry["gflops"].as_f64().unwrap_or(0.0),

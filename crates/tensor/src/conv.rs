@@ -430,6 +430,8 @@ pub struct Conv2d<T: Element> {
     /// Per-image weight and bias gradients `(N, OC*C*KH*KW + OC)`, summed in
     /// image order after the parallel part.
     per_image_grads: Vec<T>,
+    /// A ReLU is fused into the forward pass ([`Layer::fuse_relu`]).
+    fused_relu: bool,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -460,6 +462,7 @@ impl<T: Element> Conv2d<T> {
             grad_bias: zeros(&[out_channels]),
             col_scratch: Scratch::default(),
             per_image_grads: Vec::new(),
+            fused_relu: false,
         })
     }
 
@@ -507,6 +510,11 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         false
     }
 
+    fn fuse_relu(&mut self) -> bool {
+        self.fused_relu = true;
+        true
+    }
+
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         crate::layer::expect_rank(input_shape, 3, "a (C, H, W)")?;
         if input_shape[0] != self.in_channels {
@@ -546,6 +554,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         let weight = self.weight.as_slice().expect("weights are contiguous");
         let bias = self.bias.as_slice().expect("bias is contiguous");
         let col_scratch = &self.col_scratch;
+        let fused_relu = self.fused_relu;
         // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
         slice(&input)
             .par_chunks(geom.in_len())
@@ -574,12 +583,19 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                             &mut image_out[first_col..],
                             out_pixels,
                         );
-                        // + b, while the tile is still in cache
+                        // + b (and the fused ReLU, max(y, 0)) while the tile is still in cache
                         for (o, &bias_o) in bias.iter().enumerate() {
-                            for value in
-                                &mut image_out[o * out_pixels + first_col..o * out_pixels + first_col + tile_cols]
-                            {
-                                *value += bias_o;
+                            let row =
+                                &mut image_out[o * out_pixels + first_col..o * out_pixels + first_col + tile_cols];
+                            if fused_relu {
+                                for value in row {
+                                    let biased = *value + bias_o;
+                                    *value = if biased > T::zero() { biased } else { T::zero() };
+                                }
+                            } else {
+                                for value in row {
+                                    *value += bias_o;
+                                }
                             }
                         }
                     }

@@ -7,7 +7,9 @@
 //! the batch, activation `i + 1` the output of layer `i`, of shape
 //! `(N, ...shapes[i + 1])`. A layer that runs in place (ReLU, see
 //! [`Layer::in_place`]) shares the buffer of its input, so a convolution and the
-//! ReLU after it use one buffer between them. Backward needs only two gradient buffers, used
+//! ReLU after it use one buffer between them; and a ReLU right after a
+//! convolution is fused into its forward pass ([`Layer::fuse_relu`]).
+//! Backward needs only two gradient buffers, used
 //! in turn: layer `i` reads `dL/d(output of i)` from one and writes
 //! `dL/d(input of i)` into the other. Buffers grow on the first batch and are
 //! reused afterwards (a smaller last batch uses a prefix), so a training loop
@@ -47,6 +49,9 @@ pub struct Sequential<T: Element> {
     activations: Vec<Vec<T>>,
     /// Which storage buffer holds activation `i` (`L + 1` entries).
     storage: Vec<usize>,
+    /// `fused[i]`: layer `i` is a ReLU whose forward the layer before it does
+    /// ([`Layer::fuse_relu`]); its forward is skipped.
+    fused: Vec<bool>,
     /// The two gradient buffers used in turn by backward.
     grad_buffers: [Vec<T>; 2],
     /// Batch size of the last forward pass (0 before the first).
@@ -111,6 +116,7 @@ impl<T: Element> Sequential<T> {
             shapes: vec![input_shape],
             activations: vec![Vec::new()],
             storage: vec![0],
+            fused: Vec::new(),
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
             timings: None,
@@ -140,14 +146,18 @@ impl<T: Element> Sequential<T> {
                 message: format!("produces an empty output {output:?}"),
             });
         }
+        // A ReLU after a layer that can apply it itself (a convolution) becomes
+        // part of that layer: its output is already clamped, in the same buffer.
+        let fused = layer.is_relu() && index > 0 && self.layers[index - 1].fuse_relu();
         self.layers.push(layer);
+        self.fused.push(fused);
         if let Some(timings) = self.timings.as_mut() {
             timings.push([std::time::Duration::ZERO; 2]);
         }
         // An in-place layer writes its output over its input, unless the layer
         // that produced that input still needs it for its own backward pass.
         let previous_needs_output = index > 0 && self.layers[index - 1].backward_needs_output();
-        let runs_in_place = self.layers[index].in_place() && !previous_needs_output;
+        let runs_in_place = fused || (self.layers[index].in_place() && !previous_needs_output);
         if runs_in_place {
             self.storage.push(self.storage[index]);
         } else {
@@ -228,7 +238,9 @@ impl<T: Element> Sequential<T> {
             };
             let started = self.timings.is_some().then(std::time::Instant::now);
             let (source, target) = (self.storage[i], self.storage[i + 1]);
-            if source == target {
+            if self.fused[i] {
+                // done by layer i - 1
+            } else if source == target {
                 layer.forward_in_place(view_mut(&mut self.activations[target], batch, &self.shapes[i + 1]), layer_mode);
             } else {
                 let (input, output) = two_buffers(&mut self.activations, source, target);
@@ -309,6 +321,12 @@ impl<T: Element> Sequential<T> {
         let grad_input = (want_input_grad && last > 0).then(|| view(&read, batch, &self.shapes[0]).to_owned());
         self.grad_buffers = [read, write];
         Ok(grad_input)
+    }
+
+    /// Whether layer `index` is a ReLU fused into the layer before it (see
+    /// [`Layer::fuse_relu`]): its forward work, and time, are that layer's.
+    pub fn is_fused(&self, index: usize) -> bool {
+        self.fused.get(index).copied().unwrap_or(false)
     }
 
     /// Turns per-layer timing on or off (see [`Sequential::layer_timings`]).

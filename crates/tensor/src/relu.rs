@@ -10,6 +10,10 @@
 //! `y > 0` exactly where `x > 0`. That saves one activation buffer per ReLU
 //! (600 MB of the `baseline` at 224x224, batch 32).
 //!
+//! Better still, a model fuses a ReLU into a convolution before it
+//! ([`Layer::fuse_relu`]): the convolution clamps each tile of its output while
+//! it is in cache, and this layer's forward is skipped (its backward still runs).
+//!
 //! ReLU has a kink at 0: a numerical gradient across it is meaningless, so the
 //! layer reports the sign pattern of its input to [`crate::gradcheck`] (see
 //! [`crate::layer`]).
@@ -81,6 +85,10 @@ impl<T: Element> Layer<T> for Relu {
     }
 
     fn in_place(&self) -> bool {
+        true
+    }
+
+    fn is_relu(&self) -> bool {
         true
     }
 
