@@ -649,7 +649,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                     // (a separate pass over dY cost 3% of a baseline training step)
                     for (o, db) in partial_bias.iter_mut().enumerate() {
                         let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
-                        *db += row.iter().fold(T::zero(), |sum, &v| sum + v);
+                        *db += sum_in_lanes(row);
                     }
                     im2col(&geom, image, row_start, row_end, col_buf);
                     // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
@@ -727,6 +727,31 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     }
 }
 
+/// `sum(values)`, added in 16 interleaved partial sums (lane `l` takes elements
+/// `l, l + 16, l + 32, ...`) that are then added as a tree: a fixed order, so the
+/// result does not depend on threads, and one the compiler can keep in SIMD
+/// registers. A plain left-to-right sum is one chain of dependent additions
+/// (4 cycles each): for the bias gradient of conv2 that was 46 us per tile, an
+/// eighth of the tile's whole backward pass.
+pub(crate) fn sum_in_lanes<T: Element>(values: &[T]) -> T {
+    const LANES: usize = 16;
+    let mut lanes = [T::zero(); LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane += value;
+        }
+    }
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] = lanes[l] + lanes[l + width];
+        }
+        width /= 2;
+    }
+    chunks.remainder().iter().fold(lanes[0], |sum, &value| sum + value)
+}
+
 /// `target[e] = sum_n partials[n * stride + offset + e]`, summing n = 0, 1, 2, ...
 /// in order for every element, so the result is independent of threads.
 pub(crate) fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset: usize, target: &mut [T]) {
@@ -747,4 +772,26 @@ pub(crate) fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset:
         }
     });
     debug_assert!(len == 0 || offset + len <= stride);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_in_lanes;
+
+    #[test]
+    fn sum_in_lanes_adds_every_element_once() {
+        // integers: exact in any order, so every length (below, at and above the
+        // 16 lanes, with and without a remainder) must give the exact sum
+        for len in [0usize, 1, 5, 15, 16, 17, 31, 32, 33, 100, 880] {
+            let values: Vec<f64> = (0..len).map(|i| ((i * 7919) % 23) as f64 - 11.0).collect();
+            let expected: f64 = values.iter().sum();
+            assert_eq!(sum_in_lanes(&values), expected, "length {len}");
+        }
+        // and the same bits every time for f32 values that round
+        let values: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let first = sum_in_lanes(&values);
+        assert_eq!(first.to_bits(), sum_in_lanes(&values).to_bits());
+        let plain: f64 = values.iter().map(|&v| v as f64).sum();
+        assert!((first as f64 - plain).abs() < 1e-4, "{first} vs {plain}");
+    }
 }

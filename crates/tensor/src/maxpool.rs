@@ -85,13 +85,7 @@ impl MaxPool2d {
 
 /// Pools one channel plane: `plane` is `(H, W)`, `out` and `argmax` are `(OH, OW)`.
 fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
-    let is_2x2_stride_2 = (geom.kernel_h, geom.kernel_w, geom.stride_h, geom.stride_w) == (2, 2, 2, 2);
-    if is_2x2_stride_2
-        && geom.pad_top == 0
-        && geom.pad_left == 0
-        && 2 * geom.out_h <= geom.in_h
-        && 2 * geom.out_w <= geom.in_w
-    {
+    if is_fast_2x2(geom) {
         return pool_plane_2x2(geom, plane, out, argmax);
     }
     for i in 0..geom.out_h {
@@ -119,35 +113,67 @@ fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argma
     }
 }
 
+/// The common case with a fast path: 2x2 windows, stride 2, no padding (an odd
+/// last row or column is then never part of a window).
+fn is_fast_2x2(geom: &ConvGeometry) -> bool {
+    (geom.kernel_h, geom.kernel_w, geom.stride_h, geom.stride_w) == (2, 2, 2, 2)
+        && geom.pad_top == 0
+        && geom.pad_left == 0
+        && 2 * geom.out_h <= geom.in_h
+        && 2 * geom.out_w <= geom.in_w
+}
+
 /// The common 2x2, stride 2, no-padding case. Why it is fast: the winner of
-/// each window is chosen with selects instead of branches. On real activations
+/// each window is chosen with selects instead of branches (on real activations
 /// the comparisons are unpredictable, and a mispredicted branch costs more than
-/// the whole window; written as `if better { a } else { b }` on plain values the
-/// compiler emits conditional moves. Same result and tie rule (first in
-/// row-major order) as the general loop.
+/// the whole window), and the winner is first found as a position 0..3 in the
+/// window (`2 * row + column`), all in plain arithmetic on values the compiler
+/// can put side by side in SIMD registers: it pools 8 or 16 windows per
+/// instruction. Same result and tie rule (first in row-major order) as the
+/// general loop.
 fn pool_plane_2x2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { pool_plane_2x2_avx2(geom, plane, out, argmax) };
+    }
+    pool_plane_2x2_body(geom, plane, out, argmax)
+}
+
+/// [`pool_plane_2x2_body`] compiled for AVX2: 8 windows per instruction
+/// instead of SSE2's 4.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pool_plane_2x2_avx2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+    pool_plane_2x2_body(geom, plane, out, argmax)
+}
+
+#[inline(always)]
+fn pool_plane_2x2_body<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
     let width = geom.in_w;
     for i in 0..geom.out_h {
-        let top = &plane[2 * i * width..(2 * i + 1) * width];
-        let bottom = &plane[(2 * i + 1) * width..(2 * i + 2) * width];
+        let top = &plane[2 * i * width..2 * i * width + 2 * geom.out_w];
+        let bottom = &plane[(2 * i + 1) * width..(2 * i + 1) * width + 2 * geom.out_w];
         let out_row = &mut out[i * geom.out_w..(i + 1) * geom.out_w];
         let argmax_row = &mut argmax[i * geom.out_w..(i + 1) * geom.out_w];
         let top_index = (2 * i * width) as u32;
-        let bottom_index = top_index + width as u32;
-        for j in 0..geom.out_w {
-            let (left, right) = (2 * j, 2 * j + 1);
-            let (mut best, mut index) = (top[left], top_index + left as u32);
-            let better = top[right] > best;
-            best = if better { top[right] } else { best };
-            index = if better { top_index + right as u32 } else { index };
-            let better = bottom[left] > best;
-            best = if better { bottom[left] } else { best };
-            index = if better { bottom_index + left as u32 } else { index };
-            let better = bottom[right] > best;
-            best = if better { bottom[right] } else { best };
-            index = if better { bottom_index + right as u32 } else { index };
-            out_row[j] = best;
-            argmax_row[j] = index;
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for (j, ((best_out, index_out), (top_pair, bottom_pair))) in
+            out_row.iter_mut().zip(argmax_row.iter_mut()).zip(windows).enumerate()
+        {
+            let (mut best, mut position) = (top_pair[0], 0u32);
+            let better = top_pair[1] > best;
+            best = if better { top_pair[1] } else { best };
+            position = if better { 1 } else { position };
+            let better = bottom_pair[0] > best;
+            best = if better { bottom_pair[0] } else { best };
+            position = if better { 2 } else { position };
+            let better = bottom_pair[1] > best;
+            best = if better { bottom_pair[1] } else { best };
+            position = if better { 3 } else { position };
+            *best_out = best;
+            // position 2 * r + c is the input pixel (2i + r, 2j + c)
+            *index_out = top_index + 2 * j as u32 + (position & 1) + (position >> 1) * width as u32;
         }
     }
 }
