@@ -745,7 +745,8 @@ pub(crate) fn sum_in_lanes<T: Element>(values: &[T]) -> T {
     let mut width = LANES / 2;
     while width > 0 {
         for l in 0..width {
-            lanes[l] = lanes[l] + lanes[l + width];
+            let upper = lanes[l + width];
+            lanes[l] += upper;
         }
         width /= 2;
     }
