@@ -239,6 +239,30 @@ pub fn im2col<T: Element>(geom: &ConvGeometry, image: &[T], row_start: usize, ro
 /// read from. Entries that were padding are dropped. `image_grad` is `(C, H, W)`
 /// and is accumulated into, never cleared.
 pub fn col2im<T: Element>(geom: &ConvGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { col2im_avx2(geom, col, row_start, row_end, image_grad) };
+    }
+    col2im_body(geom, col, row_start, row_end, image_grad)
+}
+
+/// [`col2im`] compiled for AVX2: the additions run 8 floats wide instead of
+/// the 4 of the baseline x86-64 target (same additions, same order, same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn col2im_avx2<T: Element>(
+    geom: &ConvGeometry,
+    col: &[T],
+    row_start: usize,
+    row_end: usize,
+    image_grad: &mut [T],
+) {
+    col2im_body(geom, col, row_start, row_end, image_grad)
+}
+
+#[inline(always)]
+fn col2im_body<T: Element>(geom: &ConvGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
     let out_w = geom.out_w;
     let tile_cols = (row_end - row_start) * out_w;
     assert!(image_grad.len() >= geom.in_len(), "col2im: image too short");
@@ -587,16 +611,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                         for (o, &bias_o) in bias.iter().enumerate() {
                             let row =
                                 &mut image_out[o * out_pixels + first_col..o * out_pixels + first_col + tile_cols];
-                            if fused_relu {
-                                for value in row {
-                                    let biased = *value + bias_o;
-                                    *value = if biased > T::zero() { biased } else { T::zero() };
-                                }
-                            } else {
-                                for value in row {
-                                    *value += bias_o;
-                                }
-                            }
+                            add_bias(row, bias_o, fused_relu);
                         }
                     }
                 });
@@ -724,6 +739,38 @@ impl<T: Element> Layer<T> for Conv2d<T> {
             ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight },
             ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias },
         ]
+    }
+}
+
+/// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`
+/// if a ReLU is fused.
+fn add_bias<T: Element>(row: &mut [T], bias: T, relu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { add_bias_avx2(row, bias, relu) };
+    }
+    add_bias_body(row, bias, relu)
+}
+
+/// [`add_bias`] compiled for AVX2 (8 floats wide; same results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_bias_avx2<T: Element>(row: &mut [T], bias: T, relu: bool) {
+    add_bias_body(row, bias, relu)
+}
+
+#[inline(always)]
+fn add_bias_body<T: Element>(row: &mut [T], bias: T, relu: bool) {
+    if relu {
+        for value in row {
+            let biased = *value + bias;
+            *value = if biased > T::zero() { biased } else { T::zero() };
+        }
+    } else {
+        for value in row {
+            *value += bias;
+        }
     }
 }
 
