@@ -73,6 +73,50 @@ fn a_relu_after_a_conv_is_fused_and_changes_no_result() {
 }
 
 #[test]
+fn conv_relu_maxpool_with_fusions_equals_the_layers_run_one_by_one() {
+    // In a model the ReLU's forward runs inside the conv and its backward inside
+    // the max-pool; layer by layer, nothing is fused. Results must be identical.
+    let mut rng = rng(5);
+    let build = || {
+        let mut conv = Conv2d::<f64>::new(2, 3, (3, 3), (1, 1), Padding::Same).unwrap();
+        convnet::tensor::init::glorot_uniform(conv.weight_mut(), 9, 0);
+        conv.bias_mut().fill(-0.05);
+        conv
+    };
+    let x = random_tensor(&mut rng, &[2, 2, 6, 7]);
+    let dy = random_tensor(&mut rng, &[2, 3, 3, 3]);
+    let mut model = Sequential::<f64>::new(vec![2, 6, 7]).unwrap();
+    model.push(Box::new(build())).unwrap();
+    model.push(Box::new(convnet::tensor::Relu)).unwrap();
+    model.push(Box::new(MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap())).unwrap();
+    assert!(model.is_fused(1) && model.is_backward_absorbed(1));
+    let fused_output = model.forward(x.view(), Mode::Eval).unwrap().to_owned();
+    let fused_grad_input = model.backward_with_input_grad(dy.view()).unwrap();
+    let fused_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
+
+    let (mut conv, mut relu) = (build(), convnet::tensor::Relu);
+    let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap();
+    let mut conv_out = ArrayD::zeros(IxDyn(&[2, 3, 6, 7]));
+    let mut relu_out = ArrayD::zeros(IxDyn(&[2, 3, 6, 7]));
+    let mut pool_out = ArrayD::zeros(IxDyn(&[2, 3, 3, 3]));
+    conv.forward(x.view(), conv_out.view_mut(), Mode::Eval);
+    relu.forward(conv_out.view(), relu_out.view_mut(), Mode::Eval);
+    Layer::<f64>::forward(&mut pool, relu_out.view(), pool_out.view_mut(), Mode::Eval);
+    let (mut d_relu_out, mut d_conv_out, mut dx) =
+        (ArrayD::zeros(relu_out.raw_dim()), ArrayD::zeros(conv_out.raw_dim()), ArrayD::zeros(x.raw_dim()));
+    Layer::<f64>::backward(&mut pool, relu_out.view(), pool_out.view(), dy.view(), Some(d_relu_out.view_mut()));
+    relu.backward(conv_out.view(), relu_out.view(), d_relu_out.view(), Some(d_conv_out.view_mut()));
+    conv.backward(x.view(), conv_out.view(), d_conv_out.view(), Some(dx.view_mut()));
+
+    assert!(relu_out.iter().any(|&v| v == 0.0) && relu_out.iter().any(|&v| v > 0.0), "the ReLU must matter");
+    assert!(pool_out.iter().any(|&v| v == 0.0), "some window must be all non-positive, or the mask is untested");
+    assert_eq!(fused_output, pool_out);
+    assert_eq!(fused_grad_input, dx);
+    let grads: Vec<ArrayD<f64>> = conv.params().iter().map(|p| p.grad.clone()).collect();
+    assert_eq!(fused_grads, grads);
+}
+
+#[test]
 fn maxpool_same_padding_never_picks_the_padding() {
     // all-negative input: if padding (0) could win, the output would be 0
     let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Same).unwrap();

@@ -123,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             let layer_flops = (flops[i].0 + if args.inference { 0 } else { flops[i].1 }) * args.batch_size as u64;
             let seconds = fwd + if args.inference { 0.0 } else { bwd };
             json!({
-                "index": i, "kind": layer.kind(), "fused": model.is_fused(i),
+                "index": i, "kind": layer.kind(), "fused": model.is_fused(i) || model.is_backward_absorbed(i),
                 "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
                 "gflops": if seconds > 0.0 { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
                 "share": seconds / mean,
@@ -172,7 +172,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "#", "layer", "forward ms", "backward ms", "GFLOP/s", "share"
         );
         for entry in &per_layer {
-            // a fused ReLU's forward is part of the layer before it
+            // a fused ReLU: its forward is part of the layer before it, its backward (after
+            // a max-pool) part of the layer after it
             let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
             println!(
                 "  {:<4} {:<13} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",

@@ -454,8 +454,6 @@ pub struct Conv2d<T: Element> {
     /// Per-image weight and bias gradients `(N, OC*C*KH*KW + OC)`, summed in
     /// image order after the parallel part.
     per_image_grads: Vec<T>,
-    /// A ReLU is fused into the forward pass ([`Layer::fuse_relu`]).
-    fused_relu: bool,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -486,7 +484,6 @@ impl<T: Element> Conv2d<T> {
             grad_bias: zeros(&[out_channels]),
             col_scratch: Scratch::default(),
             per_image_grads: Vec::new(),
-            fused_relu: false,
         })
     }
 
@@ -505,71 +502,8 @@ impl<T: Element> Conv2d<T> {
         &mut self.bias
     }
 
-    /// The geometry for an `(N, C, H, W)` input.
-    fn geometry(&self, shape: &[usize]) -> Option<ConvGeometry> {
-        if shape.len() != 4 || shape[1] != self.in_channels {
-            return None;
-        }
-        ConvGeometry::new(self.in_channels, shape[2], shape[3], self.kernel, self.stride, self.padding)
-    }
-}
-
-impl<T: Element> Layer<T> for Conv2d<T> {
-    fn kind(&self) -> &'static str {
-        "conv2d"
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} filters, {}x{}, stride {}, {}",
-            self.out_channels,
-            self.kernel.0,
-            self.kernel.1,
-            self.stride.0,
-            self.padding.as_str()
-        )
-    }
-
-    fn backward_needs_output(&self) -> bool {
-        false
-    }
-
-    fn fuse_relu(&mut self) -> bool {
-        self.fused_relu = true;
-        true
-    }
-
-    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
-        crate::layer::expect_rank(input_shape, 3, "a (C, H, W)")?;
-        if input_shape[0] != self.in_channels {
-            return Err(format!("expects {} input channels, got {}", self.in_channels, input_shape[0]));
-        }
-        let geom =
-            ConvGeometry::new(self.in_channels, input_shape[1], input_shape[2], self.kernel, self.stride, self.padding)
-                .ok_or_else(|| {
-                    format!(
-                        "a {}x{} input is smaller than the {}x{} kernel (valid padding)",
-                        input_shape[1], input_shape[2], self.kernel.0, self.kernel.1
-                    )
-                })?;
-        Ok(vec![self.out_channels, geom.out_h, geom.out_w])
-    }
-
-    fn forward_flops(&self, input_shape: &[usize]) -> u64 {
-        match ConvGeometry::new(
-            self.in_channels,
-            input_shape[1],
-            input_shape[2],
-            self.kernel,
-            self.stride,
-            self.padding,
-        ) {
-            Some(geom) => 2 * (self.out_channels * geom.col_rows() * geom.out_pixels()) as u64,
-            None => 0,
-        }
-    }
-
-    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {
+    /// The forward pass; with `fused_relu`, `output = max(conv, 0)`.
+    fn forward_impl(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, fused_relu: bool) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
         let out_channels = self.out_channels;
         let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
@@ -578,7 +512,6 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         let weight = self.weight.as_slice().expect("weights are contiguous");
         let bias = self.bias.as_slice().expect("bias is contiguous");
         let col_scratch = &self.col_scratch;
-        let fused_relu = self.fused_relu;
         // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
         slice(&input)
             .par_chunks(geom.in_len())
@@ -616,6 +549,77 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                     }
                 });
             });
+    }
+
+    /// The geometry for an `(N, C, H, W)` input.
+    fn geometry(&self, shape: &[usize]) -> Option<ConvGeometry> {
+        if shape.len() != 4 || shape[1] != self.in_channels {
+            return None;
+        }
+        ConvGeometry::new(self.in_channels, shape[2], shape[3], self.kernel, self.stride, self.padding)
+    }
+}
+
+impl<T: Element> Layer<T> for Conv2d<T> {
+    fn kind(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} filters, {}x{}, stride {}, {}",
+            self.out_channels,
+            self.kernel.0,
+            self.kernel.1,
+            self.stride.0,
+            self.padding.as_str()
+        )
+    }
+
+    fn backward_needs_output(&self) -> bool {
+        false
+    }
+
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+
+    fn forward_fused_relu(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, _mode: Mode) {
+        self.forward_impl(input, output, true);
+    }
+
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
+        crate::layer::expect_rank(input_shape, 3, "a (C, H, W)")?;
+        if input_shape[0] != self.in_channels {
+            return Err(format!("expects {} input channels, got {}", self.in_channels, input_shape[0]));
+        }
+        let geom =
+            ConvGeometry::new(self.in_channels, input_shape[1], input_shape[2], self.kernel, self.stride, self.padding)
+                .ok_or_else(|| {
+                    format!(
+                        "a {}x{} input is smaller than the {}x{} kernel (valid padding)",
+                        input_shape[1], input_shape[2], self.kernel.0, self.kernel.1
+                    )
+                })?;
+        Ok(vec![self.out_channels, geom.out_h, geom.out_w])
+    }
+
+    fn forward_flops(&self, input_shape: &[usize]) -> u64 {
+        match ConvGeometry::new(
+            self.in_channels,
+            input_shape[1],
+            input_shape[2],
+            self.kernel,
+            self.stride,
+            self.padding,
+        ) {
+            Some(geom) => 2 * (self.out_channels * geom.col_rows() * geom.out_pixels()) as u64,
+            None => 0,
+        }
+    }
+
+    fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, _mode: Mode) {
+        self.forward_impl(input, output, false);
     }
 
     fn backward(

@@ -150,22 +150,50 @@ pub trait Layer<T: Element>: Send + Sync {
     }
 
     /// Whether this layer is a ReLU: `y = max(x, 0)`, running in place. The
-    /// container then offers it to the layer before it ([`Layer::fuse_relu`]).
+    /// container then lets the layers around it do its work (see
+    /// [`Layer::fuses_relu`] and [`Layer::absorbs_relu_backward`]).
     fn is_relu(&self) -> bool {
         false
     }
 
-    /// Asks the layer to apply a ReLU to its own output from now on, because an
-    /// in-place ReLU follows it: forward writes `max(f(x), 0)` in the same pass
-    /// as the rest of its output, and the container skips the ReLU's forward.
-    /// Backward is unchanged: the ReLU's in-place backward still masks the
-    /// gradient before this layer sees it. Returns whether the layer did.
-    ///
-    /// (Masking the gradient inside the convolution's tiles instead was measured
-    /// slower than the ReLU's own streaming pass: it reads `y` and `dY` from memory
-    /// 64 rows apart, tile by tile.)
-    fn fuse_relu(&mut self) -> bool {
+    /// Whether [`Layer::forward_fused_relu`] is available. If so, and a ReLU
+    /// follows this layer, the container calls it instead of [`Layer::forward`]
+    /// and skips the ReLU's forward pass: the ReLU is applied while each tile of
+    /// the output is still in cache instead of in a pass of its own over memory
+    /// (conv2 of `baseline`: a 400 MB activation).
+    fn fuses_relu(&self) -> bool {
         false
+    }
+
+    /// `output := max(f(input), 0)`: [`Layer::forward`] followed by a ReLU.
+    /// [`Layer::backward`] is unchanged: the ReLU's own backward still masks the
+    /// gradient first (masking inside the convolution's tiles instead was
+    /// measured slower than the ReLU's streaming pass).
+    fn forward_fused_relu(&mut self, _input: ArrayViewD<'_, T>, _output: ArrayViewMutD<'_, T>, _mode: Mode) {
+        unimplemented!("{} does not fuse a ReLU", self.kind())
+    }
+
+    /// Whether [`Layer::backward_through_relu`] is available. If so, and this
+    /// layer follows an in-place ReLU, the container calls it instead of
+    /// [`Layer::backward`] and skips the ReLU's backward pass.
+    fn absorbs_relu_backward(&self) -> bool {
+        false
+    }
+
+    /// [`Layer::backward`], followed by the backward of the ReLU before this
+    /// layer: `grad_input` is also zeroed wherever `input` is not positive.
+    /// `input` is the ReLU's output. Max-pooling does it almost for free: its
+    /// gradient reaches only each window's winner, and a winner is positive iff
+    /// the pooled output is, so it masks with its own small output instead of the
+    /// ReLU making a pass over the full-size gradient.
+    fn backward_through_relu(
+        &mut self,
+        _input: ArrayViewD<'_, T>,
+        _output: ArrayViewD<'_, T>,
+        _grad_output: ArrayViewD<'_, T>,
+        _grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        unimplemented!("{} does not absorb a ReLU's backward", self.kind())
     }
 
     /// Records the discrete decisions of the most recent forward pass (see the

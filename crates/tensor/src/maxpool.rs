@@ -77,6 +77,45 @@ impl MaxPool2d {
         ConvGeometry::new(1, shape[shape.len() - 2], shape[shape.len() - 1], self.pool, self.stride, self.padding)
     }
 
+    /// Backward; with `relu_mask = Some(output)`, also the backward of a ReLU
+    /// before this layer (see [`Layer::backward_through_relu`]).
+    fn backward_impl<T: Element>(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        relu_mask: Option<ArrayViewD<'_, T>>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        let Some(mut grad_input) = grad_input else { return };
+        let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
+        let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
+        let pooled = relu_mask.as_ref().map(slice);
+        slice_mut(&mut grad_input)
+            .par_chunks_mut(in_plane)
+            .zip(slice(&grad_output).par_chunks(out_plane))
+            .zip(self.argmax.par_chunks(out_plane))
+            .enumerate()
+            .for_each(|(plane, ((dx, dy), argmax))| {
+                dx.fill(T::zero());
+                match pooled {
+                    Some(pooled) => {
+                        // the ReLU before: `x = max(z, 0)`, so `dz = dx` where x > 0; the
+                        // only nonzero dx is at the winner, and x[winner] is the pooled y
+                        let y = &pooled[plane * out_plane..(plane + 1) * out_plane];
+                        for ((&winner, &gradient), &y) in argmax.iter().zip(dy).zip(y) {
+                            dx[winner as usize] += if y > T::zero() { gradient } else { T::zero() };
+                        }
+                    }
+                    None => {
+                        // in the forward pass this was `y = x[argmax]`, so now `dx[argmax] += dy`
+                        for (&winner, &gradient) in argmax.iter().zip(dy) {
+                            dx[winner as usize] += gradient;
+                        }
+                    }
+                }
+            });
+    }
+
     /// The arg-max indices recorded by the last forward pass, `(N, C, OH, OW)`.
     pub fn argmax(&self) -> &[u32] {
         &self.argmax
@@ -191,6 +230,20 @@ impl<T: Element> Layer<T> for MaxPool2d {
         false
     }
 
+    fn absorbs_relu_backward(&self) -> bool {
+        true
+    }
+
+    fn backward_through_relu(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        self.backward_impl(input, Some(output), grad_output, grad_input);
+    }
+
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         expect_rank(input_shape, 3, "a (C, H, W)")?;
         if input_shape[1] * input_shape[2] > u32::MAX as usize {
@@ -232,20 +285,7 @@ impl<T: Element> Layer<T> for MaxPool2d {
         grad_output: ArrayViewD<'_, T>,
         grad_input: Option<ArrayViewMutD<'_, T>>,
     ) {
-        let Some(mut grad_input) = grad_input else { return };
-        let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
-        let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
-        slice_mut(&mut grad_input)
-            .par_chunks_mut(in_plane)
-            .zip(slice(&grad_output).par_chunks(out_plane))
-            .zip(self.argmax.par_chunks(out_plane))
-            .for_each(|((dx, dy), argmax)| {
-                dx.fill(T::zero());
-                // in the forward pass this was `y = x[argmax]`, so now `dx[argmax] += dy`
-                for (&winner, &gradient) in argmax.iter().zip(dy) {
-                    dx[winner as usize] += gradient;
-                }
-            });
+        self.backward_impl(input, None, grad_output, grad_input);
     }
 
     fn record_kinks(&self, _input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {

@@ -8,7 +8,9 @@
 //! `(N, ...shapes[i + 1])`. A layer that runs in place (ReLU, see
 //! [`Layer::in_place`]) shares the buffer of its input, so a convolution and the
 //! ReLU after it use one buffer between them; and a ReLU right after a
-//! convolution is fused into its forward pass ([`Layer::fuse_relu`]).
+//! convolution is done by the convolution's forward ([`Layer::forward_fused_relu`]),
+//! and its backward, before a max-pool, by the max-pool's ([`Layer::backward_through_relu`]).
+//! Each layer alone keeps its plain forward and backward.
 //! Backward needs only two gradient buffers, used
 //! in turn: layer `i` reads `dL/d(output of i)` from one and writes
 //! `dL/d(input of i)` into the other. Buffers grow on the first batch and are
@@ -50,8 +52,11 @@ pub struct Sequential<T: Element> {
     /// Which storage buffer holds activation `i` (`L + 1` entries).
     storage: Vec<usize>,
     /// `fused[i]`: layer `i` is a ReLU whose forward the layer before it does
-    /// ([`Layer::fuse_relu`]); its forward is skipped.
+    /// ([`Layer::forward_fused_relu`]); its forward is skipped.
     fused: Vec<bool>,
+    /// `backward_absorbed[i]`: layer `i` is a ReLU whose backward the layer after
+    /// it does ([`Layer::backward_through_relu`]); its backward is skipped.
+    backward_absorbed: Vec<bool>,
     /// The two gradient buffers used in turn by backward.
     grad_buffers: [Vec<T>; 2],
     /// Batch size of the last forward pass (0 before the first).
@@ -117,6 +122,7 @@ impl<T: Element> Sequential<T> {
             activations: vec![Vec::new()],
             storage: vec![0],
             fused: Vec::new(),
+            backward_absorbed: Vec::new(),
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
             timings: None,
@@ -148,15 +154,27 @@ impl<T: Element> Sequential<T> {
         }
         // A ReLU after a layer that can apply it itself (a convolution) becomes
         // part of that layer: its output is already clamped, in the same buffer.
-        let fused = layer.is_relu() && index > 0 && self.layers[index - 1].fuse_relu();
+        // A ReLU after a layer that can apply it itself (a convolution) is done by
+        // that layer's forward, in the same buffer.
+        let fused = layer.is_relu() && index > 0 && self.layers[index - 1].fuses_relu();
+        // A layer after an in-place ReLU that can mask its own input gradient
+        // (max-pooling) does the ReLU's backward.
+        let after_in_place_relu =
+            index > 0 && self.layers[index - 1].is_relu() && self.storage[index - 1] == self.storage[index];
+        if after_in_place_relu && layer.absorbs_relu_backward() {
+            self.backward_absorbed[index - 1] = true;
+        }
         self.layers.push(layer);
         self.fused.push(fused);
+        self.backward_absorbed.push(false);
         if let Some(timings) = self.timings.as_mut() {
             timings.push([std::time::Duration::ZERO; 2]);
         }
         // An in-place layer writes its output over its input, unless the layer
-        // that produced that input still needs it for its own backward pass.
-        let previous_needs_output = index > 0 && self.layers[index - 1].backward_needs_output();
+        // that produced that input still needs it for its own backward pass
+        // (which a layer doing a ReLU's backward does: it masks with its output).
+        let previous_needs_output = index > 0
+            && (self.layers[index - 1].backward_needs_output() || (index > 1 && self.backward_absorbed[index - 2]));
         let runs_in_place = fused || (self.layers[index].in_place() && !previous_needs_output);
         if runs_in_place {
             self.storage.push(self.storage[index]);
@@ -238,17 +256,20 @@ impl<T: Element> Sequential<T> {
             };
             let started = self.timings.is_some().then(std::time::Instant::now);
             let (source, target) = (self.storage[i], self.storage[i + 1]);
+            let fuse_next = self.fused.get(i + 1).copied().unwrap_or(false);
             if self.fused[i] {
                 // done by layer i - 1
             } else if source == target {
                 layer.forward_in_place(view_mut(&mut self.activations[target], batch, &self.shapes[i + 1]), layer_mode);
             } else {
                 let (input, output) = two_buffers(&mut self.activations, source, target);
-                layer.forward(
-                    view(input, batch, &self.shapes[i]),
-                    view_mut(output, batch, &self.shapes[i + 1]),
-                    layer_mode,
-                );
+                let (input, output) =
+                    (view(input, batch, &self.shapes[i]), view_mut(output, batch, &self.shapes[i + 1]));
+                if fuse_next {
+                    layer.forward_fused_relu(input, output, layer_mode);
+                } else {
+                    layer.forward(input, output, layer_mode);
+                }
             }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
                 timings[i][0] = started.elapsed();
@@ -299,18 +320,22 @@ impl<T: Element> Sequential<T> {
             let want = i > 0 || want_input_grad;
             let started = self.timings.is_some().then(std::time::Instant::now);
             let output = view(&self.activations[self.storage[i + 1]], batch, &self.shapes[i + 1]);
-            if self.storage[i] == self.storage[i + 1] {
+            if self.backward_absorbed[i] {
+                // layer i + 1 has already masked dL/dy: it is dL/dx as it stands
+            } else if self.storage[i] == self.storage[i + 1] {
                 // in place: dL/dx overwrites dL/dy in the same buffer
                 if want {
                     self.layers[i].backward_in_place(output, view_mut(&mut read, batch, &self.shapes[i + 1]));
                 }
             } else {
-                self.layers[i].backward(
-                    view(&self.activations[self.storage[i]], batch, &self.shapes[i]),
-                    output,
-                    view(&read, batch, &self.shapes[i + 1]),
-                    want.then(|| view_mut(&mut write, batch, &self.shapes[i])),
-                );
+                let input = view(&self.activations[self.storage[i]], batch, &self.shapes[i]);
+                let grad_output = view(&read, batch, &self.shapes[i + 1]);
+                let grad_input = want.then(|| view_mut(&mut write, batch, &self.shapes[i]));
+                if i > 0 && self.backward_absorbed[i - 1] {
+                    self.layers[i].backward_through_relu(input, output, grad_output, grad_input);
+                } else {
+                    self.layers[i].backward(input, output, grad_output, grad_input);
+                }
                 std::mem::swap(&mut read, &mut write);
             }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
@@ -324,9 +349,15 @@ impl<T: Element> Sequential<T> {
     }
 
     /// Whether layer `index` is a ReLU fused into the layer before it (see
-    /// [`Layer::fuse_relu`]): its forward work, and time, are that layer's.
+    /// [`Layer::forward_fused_relu`]): its forward work, and time, are that layer's.
     pub fn is_fused(&self, index: usize) -> bool {
         self.fused.get(index).copied().unwrap_or(false)
+    }
+
+    /// Whether layer `index` is a ReLU whose backward the layer after it does
+    /// (see [`Layer::backward_through_relu`]).
+    pub fn is_backward_absorbed(&self, index: usize) -> bool {
+        self.backward_absorbed.get(index).copied().unwrap_or(false)
     }
 
     /// Turns per-layer timing on or off (see [`Sequential::layer_timings`]).
