@@ -10,6 +10,7 @@ use convnet::optim::{Adam, Optimizer};
 use convnet::tensor::conv::{col2im, im2col, ConvGeometry};
 use convnet::tensor::gemm::{gemm, Trans};
 use convnet::tensor::gemm_nt::gemm_nt;
+use convnet::tensor::gemm_packed::{gemm_packed, PackedA};
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
 use convnet::tensor::{init, Conv2d, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Relu, SoftmaxCrossEntropy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -73,6 +74,26 @@ fn conv2_parts(c: &mut Criterion) {
                 1.0,
                 &mut grad_w,
                 geom.col_rows(),
+            )
+        })
+    });
+    let mut packed_weight = PackedA::new();
+    packed_weight.pack(Trans::No, 64, geom.col_rows(), weight.as_slice().unwrap(), geom.col_rows());
+    group.bench_function("gemm_packed_forward", |b| {
+        b.iter(|| gemm_packed(&packed_weight, cols, &col, cols, 0.0, &mut out[100 * geom.out_w..], geom.out_pixels()))
+    });
+    let mut packed_weight_t = PackedA::new();
+    packed_weight_t.pack(Trans::Yes, geom.col_rows(), 64, weight.as_slice().unwrap(), geom.col_rows());
+    group.bench_function("gemm_packed_col_grad", |b| {
+        b.iter(|| {
+            gemm_packed(
+                &packed_weight_t,
+                cols,
+                &grad_out.as_slice().unwrap()[100 * geom.out_w..],
+                geom.out_pixels(),
+                0.0,
+                &mut grad_col,
+                cols,
             )
         })
     });

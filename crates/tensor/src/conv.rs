@@ -77,8 +77,9 @@
 //! - Weight gradients are computed per image into their own buffer and summed in
 //!   image order afterwards: the result does not depend on the thread count.
 
-use crate::gemm::{gemm, Trans};
+use crate::gemm::Trans;
 use crate::gemm_nt::gemm_nt;
+use crate::gemm_packed::{gemm_packed, PackedA};
 use crate::layer::{slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
 use crate::scratch::Scratch;
 use crate::{Element, Padding};
@@ -451,6 +452,9 @@ pub struct Conv2d<T: Element> {
     grad_bias: ArrayD<T>,
     /// Per-thread column buffers.
     col_scratch: Scratch<T>,
+    /// The weights as the GEMM's `A`, packed once per pass: `W` `(OC, C*KH*KW)`
+    /// for the forward pass, `W^T` for the column gradient.
+    packed_weight: PackedA<T>,
     /// Per-image weight and bias gradients `(N, OC*C*KH*KW + OC)`, summed in
     /// image order after the parallel part.
     per_image_grads: Vec<T>,
@@ -483,6 +487,7 @@ impl<T: Element> Conv2d<T> {
             grad_weight: zeros(&weight_shape),
             grad_bias: zeros(&[out_channels]),
             col_scratch: Scratch::default(),
+            packed_weight: PackedA::new(),
             per_image_grads: Vec::new(),
         })
     }
@@ -510,6 +515,9 @@ impl<T: Element> Conv2d<T> {
         let rows_per_tile = tile_rows(&geom);
         self.col_scratch.ensure_threads();
         let weight = self.weight.as_slice().expect("weights are contiguous");
+        // W (OC, C*KH*KW), packed once for every tile of every image
+        self.packed_weight.pack(Trans::No, out_channels, col_rows, weight, col_rows);
+        let packed_weight = &self.packed_weight;
         let bias = self.bias.as_slice().expect("bias is contiguous");
         let col_scratch = &self.col_scratch;
         // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
@@ -525,15 +533,9 @@ impl<T: Element> Conv2d<T> {
                         // col_buf is (C*KH*KW, tile_cols)
                         im2col(&geom, image, row_start, row_end, col_buf);
                         // Y[:, tile] (OC, tile_cols) = W (OC, C*KH*KW) * col (C*KH*KW, tile_cols)
-                        gemm(
-                            Trans::No,
-                            Trans::No,
-                            out_channels,
+                        gemm_packed(
+                            packed_weight,
                             tile_cols,
-                            col_rows,
-                            T::one(),
-                            weight,
-                            col_rows,
                             col_buf,
                             tile_cols,
                             T::zero(),
@@ -641,6 +643,11 @@ impl<T: Element> Layer<T> for Conv2d<T> {
             self.per_image_grads.resize(batch * per_image_len, T::zero());
         }
         let weight = self.weight.as_slice().expect("weights are contiguous");
+        if grad_input.is_some() {
+            // W^T (C*KH*KW, OC), packed once for the column gradient of every tile
+            self.packed_weight.pack(Trans::Yes, col_rows, out_channels, weight, col_rows);
+        }
+        let packed_weight_t = &self.packed_weight;
         let col_scratch = &self.col_scratch;
         let input = slice(&input);
         let grad_output = slice(&grad_output);
@@ -689,15 +696,9 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                     );
                     if let Some(image_grad) = image_grad.as_deref_mut() {
                         // and dcol (C*KH*KW, tile) = W^T (C*KH*KW, OC) * dY (OC, tile)
-                        gemm(
-                            Trans::Yes,
-                            Trans::No,
-                            col_rows,
+                        gemm_packed(
+                            packed_weight_t,
                             tile_cols,
-                            out_channels,
-                            T::one(),
-                            weight,
-                            col_rows,
                             dy_tile,
                             out_pixels,
                             T::zero(),

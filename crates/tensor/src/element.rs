@@ -68,6 +68,26 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
         c: *mut Self,
         ldc: usize,
     ) -> bool;
+
+    /// The raw `C := A * B + beta * C` of [`crate::gemm_packed::gemm_packed`], `A`
+    /// given as its packed panels; returns `false`, touching nothing, if the CPU
+    /// has no kernel for it (the caller then falls back to [`crate::gemm::gemm`]).
+    ///
+    /// # Safety
+    /// `panels` holds `ceil(m / MR) * k * MR` elements; every element of `b` and `c`
+    /// addressed by the dimensions and strides is in bounds; `c` aliases neither.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_packed_raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        panels: *const Self,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) -> bool;
 }
 
 impl Element for f32 {
@@ -120,6 +140,28 @@ impl Element for f32 {
             false
         }
     }
+    unsafe fn gemm_packed_raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        panels: *const Self,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::gemm_packed::x86::available() {
+                // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
+                unsafe { crate::gemm_packed::x86::avx512_f32(m, n, k, panels, b, ldb, beta, c, ldc) };
+                return true;
+            }
+        }
+        let _ = (m, n, k, panels, b, ldb, beta, c, ldc);
+        false
+    }
 }
 
 impl Element for f64 {
@@ -171,5 +213,27 @@ impl Element for f64 {
             let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
             false
         }
+    }
+    unsafe fn gemm_packed_raw(
+        m: usize,
+        n: usize,
+        k: usize,
+        panels: *const Self,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::gemm_packed::x86::available() {
+                // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
+                unsafe { crate::gemm_packed::x86::avx512_f64(m, n, k, panels, b, ldb, beta, c, ldc) };
+                return true;
+            }
+        }
+        let _ = (m, n, k, panels, b, ldb, beta, c, ldc);
+        false
     }
 }

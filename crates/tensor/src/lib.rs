@@ -43,6 +43,7 @@ pub mod error;
 pub mod flatten;
 pub mod gemm;
 pub mod gemm_nt;
+pub mod gemm_packed;
 pub mod gradcheck;
 pub mod init;
 pub mod layer;
