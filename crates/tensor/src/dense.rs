@@ -35,9 +35,15 @@
 //! ```
 
 use crate::gemm::{gemm, gemm_naive, Trans};
+use crate::gemm_nt::gemm_nt;
 use crate::layer::{expect_rank, slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
 use crate::Element;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use rayon::prelude::*;
+
+/// Rows of a matrix per parallel task in the dense GEMMs (of the batch for `y`
+/// and `dX`, of the output features for `dW`).
+const ROWS_PER_TASK: usize = 8;
 
 /// A fully connected layer `y = x W^T + b`.
 #[derive(Debug)]
@@ -108,24 +114,18 @@ impl<T: Element> Layer<T> for Dense<T> {
     }
 
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {
-        let batch = input.shape()[0];
         let (fan_in, fan_out) = (self.in_features, self.out_features);
         let output = slice_mut(&mut output);
-        // y (N, out) = x (N, in) * W^T (in, out)
-        gemm(
-            Trans::No,
-            Trans::Yes,
-            batch,
-            fan_out,
-            fan_in,
-            T::one(),
-            slice(&input),
-            fan_in,
-            self.weight.as_slice().expect("contiguous"),
-            fan_in,
-            T::zero(),
-            output,
-            fan_out,
+        let weight = self.weight.as_slice().expect("contiguous");
+        // y (N, out) = x (N, in) * W^T (in, out). Rows of x and of W are both
+        // contiguous along `in`, the long reduction: gemm_nt's dot-product kernel
+        // reads them as they lie (a packed GEMM would gather W^T with a stride of
+        // `in`). The batch is split across threads in blocks of rows of y.
+        output.par_chunks_mut(ROWS_PER_TASK * fan_out).zip(slice(&input).par_chunks(ROWS_PER_TASK * fan_in)).for_each(
+            |(output_rows, input_rows)| {
+                let rows = output_rows.len() / fan_out;
+                gemm_nt(rows, fan_out, fan_in, input_rows, fan_in, weight, fan_in, T::zero(), output_rows, fan_out);
+            },
         );
         let bias = self.bias.as_slice().expect("contiguous");
         for row in output.chunks_mut(fan_out) {
@@ -145,22 +145,35 @@ impl<T: Element> Layer<T> for Dense<T> {
         let batch = input.shape()[0];
         let (fan_in, fan_out) = (self.in_features, self.out_features);
         let dy = slice(&grad_output);
-        // dW (out, in) = dY^T (out, N) * X (N, in)
-        gemm(
-            Trans::Yes,
-            Trans::No,
-            fan_out,
-            fan_in,
-            batch,
-            T::one(),
-            dy,
-            fan_out,
-            slice(&input),
-            fan_in,
-            T::zero(),
-            self.grad_weight.as_slice_mut().expect("contiguous"),
-            fan_in,
-        );
+        let input = slice(&input);
+        // dW (out, in) = dY^T (out, N) * X (N, in), split across threads in blocks
+        // of rows of dW (each element is summed over the batch the same way in any
+        // block, so the split changes no result)
+        // (one block per thread: each block packs all of X once)
+        let rows_per_task = fan_out.div_ceil(rayon::current_num_threads()).max(1);
+        self.grad_weight
+            .as_slice_mut()
+            .expect("contiguous")
+            .par_chunks_mut(rows_per_task * fan_in)
+            .enumerate()
+            .for_each(|(block, grad_weight_rows)| {
+                let rows = grad_weight_rows.len() / fan_in;
+                gemm(
+                    Trans::Yes,
+                    Trans::No,
+                    rows,
+                    fan_in,
+                    batch,
+                    T::one(),
+                    &dy[block * rows_per_task..],
+                    fan_out,
+                    input,
+                    fan_in,
+                    T::zero(),
+                    grad_weight_rows,
+                    fan_in,
+                );
+            });
         // db[o] = sum_n dy[n, o]
         let grad_bias = self.grad_bias.as_slice_mut().expect("contiguous");
         grad_bias.fill(T::zero());
@@ -170,22 +183,31 @@ impl<T: Element> Layer<T> for Dense<T> {
             }
         }
         if let Some(mut grad_input) = grad_input {
-            // dX (N, in) = dY (N, out) * W (out, in)
-            gemm(
-                Trans::No,
-                Trans::No,
-                batch,
-                fan_in,
-                fan_out,
-                T::one(),
-                dy,
-                fan_out,
-                self.weight.as_slice().expect("contiguous"),
-                fan_in,
-                T::zero(),
-                slice_mut(&mut grad_input),
-                fan_in,
-            );
+            // dX (N, in) = dY (N, out) * W (out, in), in blocks of rows of dX (one per
+            // thread: each packs all of W once)
+            let weight = self.weight.as_slice().expect("contiguous");
+            let rows_per_task = batch.div_ceil(rayon::current_num_threads()).max(1);
+            slice_mut(&mut grad_input)
+                .par_chunks_mut(rows_per_task * fan_in)
+                .zip(dy.par_chunks(rows_per_task * fan_out))
+                .for_each(|(grad_input_rows, dy_rows)| {
+                    let rows = grad_input_rows.len() / fan_in;
+                    gemm(
+                        Trans::No,
+                        Trans::No,
+                        rows,
+                        fan_in,
+                        fan_out,
+                        T::one(),
+                        dy_rows,
+                        fan_out,
+                        weight,
+                        fan_in,
+                        T::zero(),
+                        grad_input_rows,
+                        fan_in,
+                    );
+                });
         }
     }
 
