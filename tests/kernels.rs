@@ -122,15 +122,16 @@ fn conv2d_matches_naive_f32_single_and_multi_threaded() {
 
 #[test]
 fn conv2d_matches_naive_on_a_tall_image_with_many_tiles() {
-    // 3 x 60 x 500 with 3x3 kernel: col_rows * out_w ~ 13k, so tiles of ~19 rows and
-    // a ragged last tile exercise the tiling path.
+    // 3 x 200 x 500 with 3x3 kernel: col_rows * out_w = 13,500, so forward tiles of
+    // 19 rows and backward tiles of 77 rows, each with a ragged last tile, exercise
+    // the tiling of both passes.
     let mut rng = rng(14);
-    let geom = ConvGeometry::new(3, 60, 500, (3, 3), (1, 1), Padding::Same).unwrap();
+    let geom = ConvGeometry::new(3, 200, 500, (3, 3), (1, 1), Padding::Same).unwrap();
     let mut conv = Conv2d::<f64>::new(3, 4, (3, 3), (1, 1), Padding::Same).unwrap();
     init::glorot_uniform(conv.weight_mut(), 1, 1);
-    let input = random_tensor(&mut rng, &[2, 3, 60, 500]);
-    let grad_output = random_tensor(&mut rng, &[2, 4, 60, 500]);
-    let mut output = ArrayD::zeros(IxDyn(&[2, 4, 60, 500]));
+    let input = random_tensor(&mut rng, &[2, 3, 200, 500]);
+    let grad_output = random_tensor(&mut rng, &[2, 4, 200, 500]);
+    let mut output = ArrayD::zeros(IxDyn(&[2, 4, 200, 500]));
     let mut grad_input = ArrayD::zeros(input.raw_dim());
     conv.forward(input.view(), output.view_mut(), Mode::Eval);
     conv.backward(input.view(), output.view(), grad_output.view(), Some(grad_input.view_mut()));

@@ -842,7 +842,24 @@ pub(crate) fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset:
 
 #[cfg(test)]
 mod tests {
-    use super::sum_in_lanes;
+    use super::*;
+
+    #[test]
+    fn baseline_target_bodies_match_naive() {
+        // col2im and the bias epilogue run compiled for AVX2 on this CPU; their
+        // plain bodies are what other CPUs run: held to the naive twin here
+        let geom = ConvGeometry::new(2, 7, 9, (3, 2), (1, 2), Padding::Same).unwrap();
+        let col: Vec<f64> = (0..geom.col_rows() * geom.out_pixels()).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
+        let (mut body, mut naive) = (vec![1.0; geom.in_len()], vec![1.0; geom.in_len()]);
+        col2im_body(&geom, &col, 0, geom.out_h, &mut body);
+        col2im_naive(&geom, &col, 0, geom.out_h, &mut naive);
+        assert_eq!(body, naive);
+        let mut row = [-2.0, -0.5, 0.0, 0.5, 2.0];
+        add_bias_body(&mut row, 1.0, true);
+        assert_eq!(row, [0.0, 0.5, 1.0, 1.5, 3.0]);
+        add_bias_body(&mut row, -1.0, false);
+        assert_eq!(row, [-1.0, -0.5, 0.0, 0.5, 2.0]);
+    }
 
     #[test]
     fn sum_in_lanes_adds_every_element_once() {

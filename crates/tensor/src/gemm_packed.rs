@@ -136,8 +136,13 @@ pub fn gemm_packed<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, be
     // unique borrow, so it aliases neither `a` nor `b`.
     let done = unsafe { T::gemm_packed_raw(m, n, k, a.panels.as_ptr(), b.as_ptr(), ldb, beta, c.as_mut_ptr(), ldc) };
     if !done {
-        gemm(Trans::No, Trans::No, m, n, k, T::one(), &a.plain, k, b, ldb, beta, c, ldc);
+        gemm_packed_fallback(a, n, b, ldb, beta, c, ldc);
     }
+}
+
+/// The path for CPUs without AVX-512: the general GEMM on the plain copy of `A`.
+fn gemm_packed_fallback<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, beta: T, c: &mut [T], ldc: usize) {
+    gemm(Trans::No, Trans::No, a.rows, n, a.depth, T::one(), &a.plain, a.depth, b, ldb, beta, c, ldc);
 }
 
 /// The AVX-512 kernels, one per element type, generated from one body.
@@ -324,6 +329,20 @@ mod tests {
     #[test]
     fn matches_naive_f32() {
         check::<f32>(1e-5);
+    }
+
+    #[test]
+    fn the_fallback_for_cpus_without_avx512_matches_the_kernel() {
+        // integer values: exact in any order, so both paths must agree bit for bit
+        let (m, n, k) = (13, 70, 9);
+        let a: Vec<f64> = (0..m * k).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|v| ((v * 5) % 13) as f64 - 6.0).collect();
+        let mut packed = PackedA::new();
+        packed.pack(Trans::No, m, k, &a, k);
+        let (mut kernel, mut fallback) = (vec![f64::NAN; m * n], vec![f64::NAN; m * n]);
+        gemm_packed(&packed, n, &b, n, 0.0, &mut kernel, n);
+        gemm_packed_fallback(&packed, n, &b, n, 0.0, &mut fallback, n);
+        assert_eq!(kernel, fallback);
     }
 
     #[test]

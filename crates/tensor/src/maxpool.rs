@@ -332,3 +332,25 @@ pub fn maxpool_naive<T: Element>(
     }
     (output, grad_input)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_target_body_of_the_2x2_pool_matches_naive() {
+        // the AVX2 build runs here; the plain body is what other CPUs run
+        let geom = ConvGeometry::new(1, 5, 7, (2, 2), (2, 2), Padding::Valid).unwrap();
+        let plane: Vec<f64> = (0..35).map(|v| ((v * 13) % 7) as f64).collect(); // with ties
+        let (mut out, mut argmax) = (vec![0.0; geom.out_pixels()], vec![0u32; geom.out_pixels()]);
+        pool_plane_2x2_body(&geom, &plane, &mut out, &mut argmax);
+        let grad_output = vec![1.0; geom.out_pixels()];
+        let (naive_out, naive_grad) = maxpool_naive(&geom, 1, &plane, &grad_output);
+        assert_eq!(out, naive_out);
+        let mut grad = vec![0.0; 35];
+        for &winner in &argmax {
+            grad[winner as usize] += 1.0;
+        }
+        assert_eq!(grad, naive_grad, "the same winners, ties to the first");
+    }
+}
