@@ -64,7 +64,7 @@ enum Command {
     Gradcheck(GradcheckArgs),
     /// Write PNG grids of the first layer's filters and of each conv layer's feature maps
     #[command(
-        after_help = "Example:\n  convnet inspect --model runs/quickstart/model.safetensors --image data/fashion-mnist/test/Bag/00035.png --out inspect/"
+        after_help = "Example:\n  convnet inspect --model runs/quickstart/model.safetensors --image data/fashion-mnist/test/Bag/00078.png --out inspect/"
     )]
     Inspect(crate::inspect::InspectArgs),
     /// Measure training and inference throughput on synthetic data

@@ -59,12 +59,13 @@ pub enum DataError {
         limit: u64,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error. (Part of the message rather than the error's `source()`,
+        /// so that a context chain printed on one line names it once.)
+        error: std::io::Error,
     },
     /// A malformed IDX file.
     #[error("{path}: {reason}")]
@@ -81,7 +82,7 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io { path: path.into(), error: source }
     }
 }
 

@@ -10,9 +10,11 @@
 //! `y > 0` exactly where `x > 0`. That saves one activation buffer per ReLU
 //! (600 MB of the `baseline` at 224x224, batch 32).
 //!
-//! Better still, a model fuses a ReLU into a convolution before it
-//! ([`Layer::fuse_relu`]): the convolution clamps each tile of its output while
-//! it is in cache, and this layer's forward is skipped (its backward still runs).
+//! Better still, in a model a ReLU costs nothing of its own next to the layers
+//! that can do its work: a convolution before it clamps each tile of its output
+//! while it is in cache ([`Layer::forward_fused_relu`]), and a max-pool after it
+//! masks its own winners ([`Layer::backward_through_relu`]); this layer's passes
+//! are then skipped. Alone, it is the plain layer below.
 //!
 //! ReLU has a kink at 0: a numerical gradient across it is meaningless, so the
 //! layer reports the sign pattern of its input to [`crate::gradcheck`] (see
