@@ -72,11 +72,18 @@
 //!   288 x 48,400 floats = 56 MB), far bigger than any cache, and GEMM would stream
 //!   it from memory. Instead we build it a few output rows at a time ("tiles" of
 //!   about 1 MB forward, 4 MB backward) and run the GEMMs on each tile while it
-//!   is still in cache. The GEMM
-//!   on a tile writes straight into the right columns of `Y` (its row stride is
-//!   `OH*OW`), so tiling changes no result, only speed.
+//!   is still in cache. The GEMM on a tile writes straight into the right columns
+//!   of `Y` (its row stride is `OH*OW`), so tiling changes no result, only speed.
+//! - The GEMMs are our own micro-kernels where they beat the general one:
+//!   `W * col` and `W^T * dY` multiply the same small weight matrix by every tile,
+//!   so it is packed once per pass ([`crate::gemm_packed`]); `dY * col^T` reduces
+//!   along the pixel axis, along which both operands lie contiguous, so it is a
+//!   block of dot products ([`crate::gemm_nt`]).
 //! - Weight gradients are computed per image into their own buffer and summed in
 //!   image order afterwards: the result does not depend on the thread count.
+//! - In a model, a ReLU that follows is applied in the same pass as the bias
+//!   ([`Layer::forward_fused_relu`]), while the tile of `Y` is in cache, instead of
+//!   in a pass of its own over the whole output.
 
 use crate::gemm::Trans;
 use crate::gemm_nt::gemm_nt;
@@ -434,8 +441,8 @@ pub fn conv2d_backward_naive<T: Element>(
 const FORWARD_TILE_ELEMENTS: usize = 1 << 18;
 
 /// Target size of one column tile in the backward pass (4 MB of f32). Larger
-/// than forward's, measured on `baseline` (conv2 backward, ms per step at 1, 4,
-/// 16, 32 output rows per tile: 809, 650, 622, 692): the weight-gradient dot
+/// than forward's, measured on `baseline` (conv2 backward, ms per step at 2, 4,
+/// 16, 33 output rows per tile, one run each: 809, 650, 622, 692): the weight-gradient dot
 /// products get longer (fewer lane reductions and `dW` updates per FLOP), and
 /// the column-gradient GEMM writes into the same buffer, so one tile of
 /// columns is live at a time.

@@ -152,8 +152,6 @@ impl<T: Element> Sequential<T> {
                 message: format!("produces an empty output {output:?}"),
             });
         }
-        // A ReLU after a layer that can apply it itself (a convolution) becomes
-        // part of that layer: its output is already clamped, in the same buffer.
         // A ReLU after a layer that can apply it itself (a convolution) is done by
         // that layer's forward, in the same buffer.
         let fused = layer.is_relu() && index > 0 && self.layers[index - 1].fuses_relu();
