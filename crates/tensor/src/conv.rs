@@ -677,9 +677,20 @@ impl<T: Element> Layer<T> for Conv2d<T> {
             let dy = &grad_output[n * out_channels * out_pixels..(n + 1) * out_channels * out_pixels];
             let (partial_weight, partial_bias) = partial.split_at_mut(weight_len);
             partial_bias.fill(T::zero());
-            if let Some(image_grad) = image_grad.as_deref_mut() {
-                image_grad.fill(T::zero());
-            }
+            // col2im accumulates, so every input row must be zero before the first tile
+            // that reaches it adds to it. Rows are zeroed just before that tile (all
+            // channels), not in one pass over the image up front: then they are still
+            // in cache when col2im adds to them (an up-front pass writes 6 MB per conv2
+            // image to memory and col2im reads it all back).
+            let mut zeroed_rows = 0;
+            let mut zero_rows_until = |image_grad: &mut [T], end: usize| {
+                if end > zeroed_rows {
+                    for channel in image_grad.chunks_mut(geom.in_h * geom.in_w) {
+                        channel[zeroed_rows * geom.in_w..end * geom.in_w].fill(T::zero());
+                    }
+                    zeroed_rows = end;
+                }
+            };
             let tile_len = col_rows * rows_per_tile * geom.out_w;
             // one buffer: the columns for dW, then (no longer needed) dcol
             col_scratch.with(tile_len, |col_buf| {
@@ -725,10 +736,19 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                             grad_col_buf,
                             tile_cols,
                         );
+                        // output rows row_start..row_end read input rows up to (but not
+                        // including) (row_end - 1) * s + KH - pt
+                        let rows_reached =
+                            ((row_end - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
+                        zero_rows_until(image_grad, rows_reached);
                         col2im(&geom, grad_col_buf, row_start, row_end, image_grad);
                     }
                 }
             });
+            if let Some(image_grad) = image_grad {
+                // rows below the last window (or between windows, at stride > kernel)
+                zero_rows_until(image_grad, geom.in_h);
+            }
         };
 
         let partials = &mut self.per_image_grads[..batch * per_image_len];
