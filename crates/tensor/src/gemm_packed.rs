@@ -197,8 +197,10 @@ pub(crate) mod x86 {
                         for _ in 0..k {
                             let b_vecs = [
                                 $maskz_load(masks[0], b_row),
-                                $maskz_load(masks[1], b_row.add($lanes)),
-                                $maskz_load(masks[2], b_row.add(2 * $lanes)),
+                                // (wrapping: past the end of a row the mask is empty
+                                // and the address may lie outside B; it is never read)
+                                $maskz_load(masks[1], b_row.wrapping_add($lanes)),
+                                $maskz_load(masks[2], b_row.wrapping_add(2 * $lanes)),
                             ];
                             for r in 0..MR {
                                 let a_value = $set1(*a_ptr.add(r));
@@ -214,7 +216,8 @@ pub(crate) mod x86 {
                         for r in 0..MR.min(m - panel * MR) {
                             let c_row = c.add((panel * MR + r) * ldc + j);
                             for v in 0..3 {
-                                let target = c_row.add(v * $lanes);
+                                // (wrapping, as for B: a masked-out vector is never touched)
+                                let target = c_row.wrapping_add(v * $lanes);
                                 let value = if beta == 0.0 {
                                     acc[r][v]
                                 } else {
