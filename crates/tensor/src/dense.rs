@@ -41,8 +41,8 @@ use crate::Element;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
-/// Rows of a matrix per parallel task in the dense GEMMs (of the batch for `y`
-/// and `dX`, of the output features for `dW`).
+/// Rows of `y` (samples) per parallel task in the forward GEMM. (The backward
+/// GEMMs take one block per thread, so each packs its shared operand once.)
 const ROWS_PER_TASK: usize = 8;
 
 /// A fully connected layer `y = x W^T + b`.

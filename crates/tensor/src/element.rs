@@ -90,150 +90,87 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
     ) -> bool;
 }
 
-impl Element for f32 {
-    const NAME: &'static str = "f32";
-    fn from_f64(value: f64) -> Self {
-        value as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-    }
-    unsafe fn gemm_nt_raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { crate::gemm_nt::x86::dispatch_f32(m, n, k, a, lda, b, ldb, beta, c, ldc) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
-            false
-        }
-    }
-    unsafe fn gemm_packed_raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        panels: *const Self,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::gemm_packed::x86::available() {
-                // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
-                unsafe { crate::gemm_packed::x86::avx512_f32(m, n, k, panels, b, ldb, beta, c, ldc) };
-                return true;
+/// The two implementations differ only in their names: the `matrixmultiply`
+/// routine and our kernels' instantiations for the type.
+macro_rules! impl_element {
+    ($t:ty, $name:literal, $matrixmultiply:ident, $gemm_nt_dispatch:ident, $gemm_packed_kernel:ident) => {
+        impl Element for $t {
+            const NAME: &'static str = $name;
+            #[allow(clippy::unnecessary_cast)]
+            fn from_f64(value: f64) -> Self {
+                value as $t
+            }
+            #[allow(clippy::unnecessary_cast)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { matrixmultiply::$matrixmultiply(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
+            unsafe fn gemm_nt_raw(
+                m: usize,
+                n: usize,
+                k: usize,
+                a: *const Self,
+                lda: usize,
+                b: *const Self,
+                ldb: usize,
+                beta: Self,
+                c: *mut Self,
+                ldc: usize,
+            ) -> bool {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: forwarded from the caller's contract.
+                    unsafe { crate::gemm_nt::x86::$gemm_nt_dispatch(m, n, k, a, lda, b, ldb, beta, c, ldc) }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
+                    false
+                }
+            }
+            unsafe fn gemm_packed_raw(
+                m: usize,
+                n: usize,
+                k: usize,
+                panels: *const Self,
+                b: *const Self,
+                ldb: usize,
+                beta: Self,
+                c: *mut Self,
+                ldc: usize,
+            ) -> bool {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if crate::gemm_packed::x86::available() {
+                        // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
+                        unsafe { crate::gemm_packed::x86::$gemm_packed_kernel(m, n, k, panels, b, ldb, beta, c, ldc) };
+                        return true;
+                    }
+                }
+                let _ = (m, n, k, panels, b, ldb, beta, c, ldc);
+                false
             }
         }
-        let _ = (m, n, k, panels, b, ldb, beta, c, ldc);
-        false
-    }
+    };
 }
 
-impl Element for f64 {
-    const NAME: &'static str = "f64";
-    fn from_f64(value: f64) -> Self {
-        value
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-    }
-    unsafe fn gemm_nt_raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { crate::gemm_nt::x86::dispatch_f64(m, n, k, a, lda, b, ldb, beta, c, ldc) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
-            false
-        }
-    }
-    unsafe fn gemm_packed_raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        panels: *const Self,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::gemm_packed::x86::available() {
-                // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
-                unsafe { crate::gemm_packed::x86::avx512_f64(m, n, k, panels, b, ldb, beta, c, ldc) };
-                return true;
-            }
-        }
-        let _ = (m, n, k, panels, b, ldb, beta, c, ldc);
-        false
-    }
-}
+impl_element!(f32, "f32", sgemm, dispatch_f32, avx512_f32);
+impl_element!(f64, "f64", dgemm, dispatch_f64, avx512_f64);

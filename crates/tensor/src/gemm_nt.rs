@@ -104,7 +104,8 @@ pub fn gemm_nt<T: Element>(
     }
 }
 
-/// The plain twin of [`gemm_nt`]: one dot product at a time.
+/// The plain twin of [`gemm_nt`]: one dot product at a time (the general naive
+/// GEMM with `B` read transposed).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_nt_naive<T: Element>(
     m: usize,
@@ -118,16 +119,7 @@ pub fn gemm_nt_naive<T: Element>(
     c: &mut [T],
     ldc: usize,
 ) {
-    for i in 0..m {
-        for j in 0..n {
-            let mut sum = T::zero();
-            for p in 0..k {
-                sum += a[i * lda + p] * b[j * ldb + p];
-            }
-            let c_ij = &mut c[i * ldc + j];
-            *c_ij = if beta == T::zero() { sum } else { sum + beta * *c_ij };
-        }
-    }
+    crate::gemm::gemm_naive(Trans::No, Trans::Yes, m, n, k, T::one(), a, lda, b, ldb, beta, c, ldc);
 }
 
 /// The SIMD kernels, one per (instruction set, element type), all generated

@@ -80,7 +80,7 @@ impl MaxPool2d {
     /// Backward; with `relu_mask = Some(output)`, also the backward of a ReLU
     /// before this layer (see [`Layer::backward_through_relu`]).
     fn backward_impl<T: Element>(
-        &mut self,
+        &self,
         input: ArrayViewD<'_, T>,
         relu_mask: Option<ArrayViewD<'_, T>>,
         grad_output: ArrayViewD<'_, T>,
