@@ -7,11 +7,12 @@
 //! Results and the machine are recorded in BENCHMARKS.md.
 
 use convnet::optim::{Adam, Optimizer};
-use convnet::tensor::conv::{col2im, im2col, ConvGeometry};
-use convnet::tensor::gemm::{gemm, Trans};
-use convnet::tensor::gemm_nt::gemm_nt;
-use convnet::tensor::gemm_packed::{gemm_packed, PackedA};
+use convnet::tensor::kernels::gemm::{gemm, Trans};
+use convnet::tensor::kernels::gemm_nt::gemm_nt;
+use convnet::tensor::kernels::gemm_packed::{gemm_packed, PackedA};
+use convnet::tensor::kernels::im2col::{col2im, im2col};
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
+use convnet::tensor::ConvGeometry;
 use convnet::tensor::{init, Conv2d, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Relu, SoftmaxCrossEntropy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};

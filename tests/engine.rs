@@ -94,25 +94,18 @@ fn conv_relu_maxpool_with_fusions_equals_the_layers_run_one_by_one() {
     let fused_grad_input = model.backward_with_input_grad(dy.view()).unwrap();
     let fused_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
 
-    let (mut conv, mut relu) = (build(), convnet::tensor::Relu);
-    let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap();
-    let mut conv_out = ArrayD::zeros(IxDyn(&[2, 3, 6, 7]));
-    let mut relu_out = ArrayD::zeros(IxDyn(&[2, 3, 6, 7]));
-    let mut pool_out = ArrayD::zeros(IxDyn(&[2, 3, 3, 3]));
-    conv.forward(x.view(), conv_out.view_mut(), Mode::Eval);
-    relu.forward(conv_out.view(), relu_out.view_mut(), Mode::Eval);
-    Layer::<f64>::forward(&mut pool, relu_out.view(), pool_out.view_mut(), Mode::Eval);
-    let (mut d_relu_out, mut d_conv_out, mut dx) =
-        (ArrayD::zeros(relu_out.raw_dim()), ArrayD::zeros(conv_out.raw_dim()), ArrayD::zeros(x.raw_dim()));
-    Layer::<f64>::backward(&mut pool, relu_out.view(), pool_out.view(), dy.view(), Some(d_relu_out.view_mut()));
-    relu.backward(conv_out.view(), relu_out.view(), d_relu_out.view(), Some(d_conv_out.view_mut()));
-    conv.backward(x.view(), conv_out.view(), d_conv_out.view(), Some(dx.view_mut()));
+    // the same layers, every one alone through its plain forward and backward
+    model.set_fused(false);
+    assert!(!model.is_fused(1) && !model.is_backward_absorbed(1));
+    let pool_out = model.forward(x.view(), Mode::Eval).unwrap().to_owned();
+    let relu_out = model.layer_output(1).unwrap().to_owned();
+    let dx = model.backward_with_input_grad(dy.view()).unwrap();
+    let grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
 
     assert!(relu_out.iter().any(|&v| v == 0.0) && relu_out.iter().any(|&v| v > 0.0), "the ReLU must matter");
     assert!(pool_out.iter().any(|&v| v == 0.0), "some window must be all non-positive, or the mask is untested");
     assert_eq!(fused_output, pool_out);
     assert_eq!(fused_grad_input, dx);
-    let grads: Vec<ArrayD<f64>> = conv.params().iter().map(|p| p.grad.clone()).collect();
     assert_eq!(fused_grads, grads);
 }
 
@@ -311,28 +304,12 @@ fn in_place_relu_inside_a_model_equals_layer_by_layer_execution() {
     let grad_input = model.backward_with_input_grad(loss_fn.grad_logits().view()).unwrap();
     let model_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
 
-    // the same, by hand, out of place
-    let shapes = model.shapes().to_vec();
-    let mut activations = vec![images.clone()];
-    for (i, layer) in model.layers_mut().iter_mut().enumerate() {
-        let shape: Vec<usize> = std::iter::once(2).chain(shapes[i + 1].iter().copied()).collect();
-        let mut output = ArrayD::zeros(IxDyn(&shape));
-        let seed = convnet::tensor::rng::derive(8, i as u64);
-        layer.forward(activations[i].view(), output.view_mut(), Mode::Train { seed });
-        activations.push(output);
-    }
-    assert_eq!(activations.last().unwrap(), &logits);
-    let mut grad = loss_fn.grad_logits().clone();
-    for i in (0..model.layers().len()).rev() {
-        let mut grad_in = ArrayD::zeros(activations[i].raw_dim());
-        model.layers_mut()[i].backward(
-            activations[i].view(),
-            activations[i + 1].view(),
-            grad.view(),
-            Some(grad_in.view_mut()),
-        );
-        grad = grad_in;
-    }
+    // the same with every layer alone, out of place, one buffer each
+    model.set_fused(false);
+    assert_eq!(model.plan().buffers, model.layers().len() + 1);
+    let unfused_logits = model.forward(images.view(), Mode::Train { seed: 8 }).unwrap().to_owned();
+    assert_eq!(unfused_logits, logits);
+    let grad = model.backward_with_input_grad(loss_fn.grad_logits().view()).unwrap();
     assert_eq!(grad, grad_input);
     let manual_grads: Vec<ArrayD<f64>> = model.params().iter().map(|p| p.grad.clone()).collect();
     assert_eq!(manual_grads, model_grads);
@@ -340,7 +317,7 @@ fn in_place_relu_inside_a_model_equals_layer_by_layer_execution() {
 
 #[test]
 fn absurd_layer_sizes_are_refused_before_allocating() {
-    use convnet::tensor::spec::Size2;
+    use convnet::tensor::model::spec::Size2;
     use convnet::tensor::LayerSpec;
     let huge_conv = ModelSpec {
         layers: vec![

@@ -5,13 +5,15 @@
 mod common;
 
 use common::{max_rel_diff, random_tensor, rng, with_threads};
-use convnet::tensor::conv::{
-    col2im, col2im_naive, conv2d_backward_naive, conv2d_forward_naive, im2col, im2col_naive, ConvGeometry,
+use convnet::tensor::kernels::im2col::{col2im, col2im_naive, im2col, im2col_naive};
+use convnet::tensor::layers::conv2d::{
+    conv2d_backward_im2col, conv2d_backward_naive, conv2d_forward_im2col, conv2d_forward_naive,
 };
-use convnet::tensor::dense::{dense_backward_naive, dense_forward_naive};
+use convnet::tensor::layers::dense::{dense_backward_naive, dense_forward_naive};
+use convnet::tensor::layers::maxpool2d::maxpool_naive;
 use convnet::tensor::loss::softmax_cross_entropy_naive;
-use convnet::tensor::maxpool::maxpool_naive;
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
+use convnet::tensor::ConvGeometry;
 use convnet::tensor::{init, Conv2d, Dense, Element, Layer, MaxPool2d, Mode, Padding, SoftmaxCrossEntropy};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -44,7 +46,8 @@ fn to_f64<T: Element>(values: &[T]) -> Vec<f64> {
     values.iter().map(|&v| Element::to_f64(v)).collect()
 }
 
-/// Conv2d forward and backward against the direct loops.
+/// Conv2d forward and backward (the tiled, fused kernel) against the plain
+/// untiled im2col + GEMM reference and the direct loops: all three agree.
 fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
     let mut rng = rng(seed);
     for _ in 0..60 {
@@ -61,14 +64,13 @@ fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
         conv.bias_mut().iter_mut().enumerate().for_each(|(i, b)| *b = T::from_f64(0.1 * i as f64));
         // half the cases with a ReLU fused into the forward pass: output = max(conv, 0)
         let fused_relu = rng.random_bool(0.5);
-        assert!(conv.fuses_relu());
         let input = to::<T>(&random_tensor(&mut rng, &[batch, geom.in_channels, geom.in_h, geom.in_w]));
         let out_shape = [batch, out_channels, geom.out_h, geom.out_w];
         let grad_output = to::<T>(&random_tensor(&mut rng, &out_shape));
         let mut output = ArrayD::<T>::zeros(IxDyn(&out_shape));
         let mut grad_input = ArrayD::<T>::from_elem(input.raw_dim(), T::from_f64(99.0));
         if fused_relu {
-            conv.forward_fused_relu(input.view(), output.view_mut(), Mode::Eval);
+            conv.forward_fused_relu(input.view(), output.view_mut(), true);
         } else {
             conv.forward(input.view(), output.view_mut(), Mode::Eval);
         }
@@ -94,6 +96,23 @@ fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
             &mut grad_bias,
             &mut naive_grad_input,
         );
+        // the plain im2col + GEMM of the layer's docs
+        let mut im2col_output = vec![T::zero(); output.len()];
+        conv2d_forward_im2col(&geom, input.as_slice().unwrap(), &weight, &bias, &mut im2col_output);
+        if fused_relu {
+            im2col_output.iter_mut().for_each(|y| *y = y.max(T::zero()));
+        }
+        let (mut im2col_grad_weight, mut im2col_grad_bias, mut im2col_grad_input) =
+            (vec![T::zero(); weight.len()], vec![T::zero(); out_channels], vec![T::zero(); input.len()]);
+        conv2d_backward_im2col(
+            &geom,
+            input.as_slice().unwrap(),
+            &weight,
+            grad_output.as_slice().unwrap(),
+            &mut im2col_grad_weight,
+            &mut im2col_grad_bias,
+            &mut im2col_grad_input,
+        );
         let params = conv.params();
         let case = format!("{geom:?} batch {batch} out {out_channels} fused ReLU {fused_relu}");
         for (name, fast, slow) in [
@@ -101,6 +120,10 @@ fn conv_matches_naive<T: Element>(seed: u64, tolerance: f64) {
             ("grad_input", to_f64(grad_input.as_slice().unwrap()), to_f64(&naive_grad_input)),
             ("grad_weight", to_f64(params[0].grad.as_slice().unwrap()), to_f64(&grad_weight)),
             ("grad_bias", to_f64(params[1].grad.as_slice().unwrap()), to_f64(&grad_bias)),
+            ("im2col output", to_f64(&im2col_output), to_f64(&naive_output)),
+            ("im2col grad_input", to_f64(&im2col_grad_input), to_f64(&naive_grad_input)),
+            ("im2col grad_weight", to_f64(&im2col_grad_weight), to_f64(&grad_weight)),
+            ("im2col grad_bias", to_f64(&im2col_grad_bias), to_f64(&grad_bias)),
         ] {
             let diff = max_rel_diff(&fast, &slow);
             assert!(diff < tolerance, "{} {name} differs by {diff:e} for {case}", T::NAME);

@@ -104,7 +104,7 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     }
     let row = logits.as_slice().expect("contiguous");
     let mut probs = vec![0.0; row.len()];
-    convnet_tensor::softmax::softmax_row(row, &mut probs);
+    convnet_tensor::layers::softmax::softmax_row(row, &mut probs);
     let best = convnet_tensor::loss::argmax(&probs);
     println!("{}: predicted {} ({:.3})", args.image.display(), meta.class_names[best], probs[best]);
     for path in written {

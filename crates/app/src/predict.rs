@@ -113,7 +113,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             let classes = logits.shape()[1];
             for row in logits.as_slice().expect("contiguous").chunks(classes) {
                 let mut probs = vec![0.0; classes];
-                convnet_tensor::softmax::softmax_row(row, &mut probs);
+                convnet_tensor::layers::softmax::softmax_row(row, &mut probs);
                 let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 ranked.truncate(top_k);

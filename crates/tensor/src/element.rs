@@ -23,7 +23,7 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
     /// Converts to `f64` (exactly).
     fn to_f64(self) -> f64;
 
-    /// The raw GEMM; prefer the bounds-checked [`crate::gemm::gemm`].
+    /// The raw GEMM; prefer the bounds-checked [`crate::kernels::gemm::gemm`].
     ///
     /// # Safety
     /// Every element addressed by the dimensions and strides must lie inside the
@@ -46,11 +46,11 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
         csc: isize,
     );
 
-    /// The raw `C := A * B^T + beta * C` of [`crate::gemm_nt::gemm_nt`] (row strides
+    /// The raw `C := A * B^T + beta * C` of [`crate::kernels::gemm_nt::gemm_nt`] (row strides
     /// `lda`, `ldb`, `ldc`; unit column strides) on this CPU's SIMD kernel;
     /// returns `false`, touching nothing, if the CPU has none (the caller then
-    /// falls back to [`crate::gemm::gemm`]). Prefer the bounds-checked
-    /// [`crate::gemm_nt::gemm_nt`].
+    /// falls back to [`crate::kernels::gemm::gemm`]). Prefer the bounds-checked
+    /// [`crate::kernels::gemm_nt::gemm_nt`].
     ///
     /// # Safety
     /// Every element addressed by the dimensions and strides must lie inside the
@@ -69,9 +69,9 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
         ldc: usize,
     ) -> bool;
 
-    /// The raw `C := A * B + beta * C` of [`crate::gemm_packed::gemm_packed`], `A`
+    /// The raw `C := A * B + beta * C` of [`crate::kernels::gemm_packed::gemm_packed`], `A`
     /// given as its packed panels; returns `false`, touching nothing, if the CPU
-    /// has no kernel for it (the caller then falls back to [`crate::gemm::gemm`]).
+    /// has no kernel for it (the caller then falls back to [`crate::kernels::gemm::gemm`]).
     ///
     /// # Safety
     /// `panels` holds `ceil(m / MR) * k * MR` elements; every element of `b` and `c`
@@ -138,7 +138,7 @@ macro_rules! impl_element {
                 #[cfg(target_arch = "x86_64")]
                 {
                     // SAFETY: forwarded from the caller's contract.
-                    unsafe { crate::gemm_nt::x86::$gemm_nt_dispatch(m, n, k, a, lda, b, ldb, beta, c, ldc) }
+                    unsafe { crate::kernels::x86_gemm_nt::$gemm_nt_dispatch(m, n, k, a, lda, b, ldb, beta, c, ldc) }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -159,9 +159,11 @@ macro_rules! impl_element {
             ) -> bool {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    if crate::gemm_packed::x86::available() {
+                    if crate::kernels::x86_gemm_packed::available() {
                         // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
-                        unsafe { crate::gemm_packed::x86::$gemm_packed_kernel(m, n, k, panels, b, ldb, beta, c, ldc) };
+                        unsafe {
+                            crate::kernels::x86_gemm_packed::$gemm_packed_kernel(m, n, k, panels, b, ldb, beta, c, ldc)
+                        };
                         return true;
                     }
                 }

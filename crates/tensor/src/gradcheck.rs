@@ -68,8 +68,10 @@
 //! assert!(!report.passed());
 //! ```
 
+use crate::error::{Result, TensorError};
 use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
-use crate::{Result, Sequential, SoftmaxCrossEntropy, TensorError};
+use crate::loss::SoftmaxCrossEntropy;
+use crate::model::sequential::Sequential;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use rand::Rng;
 use std::fmt;

@@ -11,7 +11,7 @@
 //! hold the same numbers (up to rounding), and a seed gives the same model on
 //! every machine.
 
-use crate::Element;
+use crate::element::Element;
 use ndarray::ArrayD;
 use rand::Rng;
 

@@ -27,7 +27,7 @@
 //! [`crate::gradcheck`] can notice when `f(x+h)` and `f(x-h)` took different
 //! branches and skip that element instead of reporting a false failure.
 
-use crate::Element;
+use crate::element::Element;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 
 /// Whether a forward pass is for training or for evaluation.
@@ -122,78 +122,25 @@ pub trait Layer<T: Element>: Send + Sync {
         Vec::new()
     }
 
-    /// Whether `backward` reads `output`. The container may overwrite the
+    /// Whether `backward` reads `output`. The model's plan may overwrite the
     /// output of a layer that does not need it with the next layer's output (an
     /// in-place ReLU), so the default is the safe answer, `true`.
     fn backward_needs_output(&self) -> bool {
         true
     }
 
-    /// Whether the layer can run in place: output written over the input, and
-    /// backward computed from the output alone (ReLU: `y > 0` iff `x > 0`). If
-    /// so, the container calls [`Layer::forward_in_place`] and
-    /// [`Layer::backward_in_place`] instead, saving a whole activation buffer
-    /// and its memory traffic.
-    fn in_place(&self) -> bool {
-        false
+    /// The layer as [`std::any::Any`], for the model's plan: it lets
+    /// [`crate::model::plan`] recognise the built-in layers whose fast paths it
+    /// fuses (a convolution followed by a ReLU, a ReLU followed by a max-pool).
+    /// A layer of your own can leave the default; it then always runs through
+    /// its plain [`Layer::forward`] and [`Layer::backward`].
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
     }
 
-    /// `data := f(data)`, for layers whose [`Layer::in_place`] is true.
-    fn forward_in_place(&mut self, _data: ArrayViewMutD<'_, T>, _mode: Mode) {
-        unimplemented!("{} does not run in place", self.kind())
-    }
-
-    /// `grad := dL/dx` from `grad = dL/dy` and the output `y`, for layers whose
-    /// [`Layer::in_place`] is true.
-    fn backward_in_place(&mut self, _output: ArrayViewD<'_, T>, _grad: ArrayViewMutD<'_, T>) {
-        unimplemented!("{} does not run in place", self.kind())
-    }
-
-    /// Whether this layer is a ReLU: `y = max(x, 0)`, running in place. The
-    /// container then lets the layers around it do its work (see
-    /// [`Layer::fuses_relu`] and [`Layer::absorbs_relu_backward`]).
-    fn is_relu(&self) -> bool {
-        false
-    }
-
-    /// Whether [`Layer::forward_fused_relu`] is available. If so, and a ReLU
-    /// follows this layer, the container calls it instead of [`Layer::forward`]
-    /// and skips the ReLU's forward pass: the ReLU is applied while each tile of
-    /// the output is still in cache instead of in a pass of its own over memory
-    /// (conv2 of `baseline`: a 400 MB activation).
-    fn fuses_relu(&self) -> bool {
-        false
-    }
-
-    /// `output := max(f(input), 0)`: [`Layer::forward`] followed by a ReLU.
-    /// [`Layer::backward`] is unchanged: the ReLU's own backward still masks the
-    /// gradient first (masking inside the convolution's tiles instead was
-    /// measured slower than the ReLU's streaming pass).
-    fn forward_fused_relu(&mut self, _input: ArrayViewD<'_, T>, _output: ArrayViewMutD<'_, T>, _mode: Mode) {
-        unimplemented!("{} does not fuse a ReLU", self.kind())
-    }
-
-    /// Whether [`Layer::backward_through_relu`] is available. If so, and this
-    /// layer follows an in-place ReLU, the container calls it instead of
-    /// [`Layer::backward`] and skips the ReLU's backward pass.
-    fn absorbs_relu_backward(&self) -> bool {
-        false
-    }
-
-    /// [`Layer::backward`], followed by the backward of the ReLU before this
-    /// layer: `grad_input` is also zeroed wherever `input` is not positive.
-    /// `input` is the ReLU's output. Max-pooling does it almost for free: its
-    /// gradient reaches only each window's winner, and a winner is positive iff
-    /// the pooled output is, so it masks with its own small output instead of the
-    /// ReLU making a pass over the full-size gradient.
-    fn backward_through_relu(
-        &mut self,
-        _input: ArrayViewD<'_, T>,
-        _output: ArrayViewD<'_, T>,
-        _grad_output: ArrayViewD<'_, T>,
-        _grad_input: Option<ArrayViewMutD<'_, T>>,
-    ) {
-        unimplemented!("{} does not absorb a ReLU's backward", self.kind())
+    /// The layer as [`std::any::Any`], read-only (see [`Layer::as_any_mut`]).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 
     /// Records the discrete decisions of the most recent forward pass (see the

@@ -4,6 +4,24 @@
 //! kernels, a loss, the [`Sequential`] model container and numerical gradient
 //! checking ([`gradcheck`]).
 //!
+//! ## Where to read
+//!
+//! | to learn | read |
+//! |---|---|
+//! | what a layer computes, forward and backward, with every shape | [`layers`] — one file per layer: math, plain reference functions, then the [`Layer`] impl |
+//! | the contract every layer (yours too) implements | [`layer`] |
+//! | the loss and its famous gradient `softmax(z) - onehot(y)` | [`loss`] |
+//! | how a model runs a batch through its layers and back | [`model::sequential`] |
+//! | which layers fuse and share buffers, and why | [`model::plan`] |
+//! | how presets and TOML files become a model | [`model::spec`] |
+//! | how a gradient is proven, not trusted | [`gradcheck`] |
+//! | why it is fast: tiled im2col, packed and dot-product GEMMs, 2x2 pooling | [`kernels`] — each kernel beside the reference it must equal |
+//! | window sizes and padding, shared by convolution and pooling | [`geometry`] |
+//! | one element type for f32 training and f64 checks | [`element`] |
+//!
+//! The math is in `layers/`, the speed in `kernels/`: a learner can read the
+//! first without the second, and every kernel is tested equal to its plain twin.
+//!
 //! ## Memory layout, used everywhere
 //!
 //! The same conventions as PyTorch, so weights move between the two unchanged:
@@ -35,41 +53,24 @@
 //! drawn from a generator seeded by (step, layer, image). A seed therefore fixes a
 //! run bit for bit on 1 or 64 threads.
 
-pub mod conv;
-pub mod dense;
-pub mod dropout;
 pub mod element;
 pub mod error;
-pub mod flatten;
-pub mod gemm;
-pub mod gemm_nt;
-pub mod gemm_packed;
+pub mod geometry;
 pub mod gradcheck;
 pub mod init;
+pub mod kernels;
 pub mod layer;
+pub mod layers;
 pub mod loss;
-pub mod maxpool;
 pub mod model;
-pub mod padding;
-pub mod relu;
 pub mod rng;
-pub mod scratch;
-pub mod softmax;
-pub mod spec;
 
-pub use conv::Conv2d;
-pub use dense::Dense;
-pub use dropout::Dropout;
 pub use element::Element;
 pub use error::{Result, TensorError};
-pub use flatten::Flatten;
+pub use geometry::{ConvGeometry, Padding};
 pub use layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
+pub use layers::{Conv2d, Dense, Dropout, Flatten, MaxPool2d, Relu, Softmax};
 pub use loss::SoftmaxCrossEntropy;
-pub use maxpool::MaxPool2d;
-pub use model::Sequential;
-pub use padding::Padding;
-pub use relu::Relu;
-pub use softmax::Softmax;
-pub use spec::{LayerSpec, ModelSpec};
+pub use model::{LayerSpec, ModelSpec, Plan, Sequential};
 
 pub use ndarray;

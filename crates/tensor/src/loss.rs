@@ -38,8 +38,9 @@
 //! assert_eq!(loss_fn.grad_logits().as_slice().unwrap(), &[0.25, 0.25, -0.75, 0.25]);
 //! ```
 
-use crate::softmax::softmax_row;
-use crate::{Element, Result, TensorError};
+use crate::element::Element;
+use crate::error::{Result, TensorError};
+use crate::layers::softmax::softmax_row;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 /// The fused loss. Holds its probability and gradient buffers for reuse.

@@ -34,10 +34,10 @@
 //! assert_eq!(y, array![[3.5, 6.5]].into_dyn()); // [1+2+0.5, 3+4-0.5]
 //! ```
 
-use crate::gemm::{gemm, gemm_naive, Trans};
-use crate::gemm_nt::gemm_nt;
+use crate::element::Element;
+use crate::kernels::gemm::{gemm, gemm_naive, Trans};
+use crate::kernels::gemm_nt::gemm_nt;
 use crate::layer::{expect_rank, slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
-use crate::Element;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
@@ -60,9 +60,9 @@ pub struct Dense<T: Element> {
 
 impl<T: Element> Dense<T> {
     /// A dense layer with zero weights.
-    pub fn new(in_features: usize, out_features: usize) -> crate::Result<Self> {
+    pub fn new(in_features: usize, out_features: usize) -> crate::error::Result<Self> {
         if in_features == 0 || out_features == 0 {
-            return Err(crate::TensorError::Config(format!(
+            return Err(crate::error::TensorError::Config(format!(
                 "dense needs positive sizes, got {in_features} -> {out_features}"
             )));
         }

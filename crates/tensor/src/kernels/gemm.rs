@@ -19,7 +19,7 @@
 //! AVX2+FMA, AVX-512 where available) are where the speed comes from.
 //!
 //! ```
-//! use convnet_tensor::gemm::{gemm, Trans};
+//! use convnet_tensor::kernels::gemm::{gemm, Trans};
 //! // [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]
 //! let a = [1.0f64, 2.0, 3.0, 4.0];
 //! let b = [5.0f64, 6.0, 7.0, 8.0];
@@ -31,7 +31,7 @@
 //! assert_eq!(c, [26.0, 30.0, 38.0, 44.0]);
 //! ```
 
-use crate::Element;
+use crate::element::Element;
 
 /// Whether a GEMM operand is read as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,8 +33,8 @@
 //! assert_eq!(dx, array![0.0f32, 0.0, 5.0].into_dyn());
 //! ```
 
+use crate::element::Element;
 use crate::layer::{slice, slice_mut, KinkRecorder, Layer, Mode};
-use crate::Element;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
@@ -45,6 +45,32 @@ pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 16;
 /// The ReLU activation.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Relu;
+
+impl Relu {
+    /// `data := max(data, 0)`, in place: the model's plan runs a ReLU this way
+    /// (sharing one buffer with the layer before) unless that layer needs its
+    /// output for its own backward pass.
+    pub fn forward_in_place<T: Element>(&self, mut data: ArrayViewMutD<'_, T>) {
+        slice_mut(&mut data).par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|values| {
+            for v in values {
+                *v = if *v > T::zero() { *v } else { T::zero() };
+            }
+        });
+    }
+
+    /// `grad := dL/dx` from `grad = dL/dy` and the output `y`, in place: `y > 0`
+    /// exactly where `x > 0`, so the output carries the mask.
+    pub fn backward_in_place<T: Element>(&self, output: ArrayViewD<'_, T>, mut grad: ArrayViewMutD<'_, T>) {
+        slice_mut(&mut grad)
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(slice(&output).par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(grad, y)| {
+                for (g, &y) in grad.iter_mut().zip(y) {
+                    *g = if y > T::zero() { *g } else { T::zero() };
+                }
+            });
+    }
+}
 
 impl<T: Element> Layer<T> for Relu {
     fn kind(&self) -> &'static str {
@@ -86,32 +112,12 @@ impl<T: Element> Layer<T> for Relu {
             });
     }
 
-    fn in_place(&self) -> bool {
-        true
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
-    fn is_relu(&self) -> bool {
-        true
-    }
-
-    fn forward_in_place(&mut self, mut data: ArrayViewMutD<'_, T>, _mode: Mode) {
-        slice_mut(&mut data).par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|values| {
-            for v in values {
-                *v = if *v > T::zero() { *v } else { T::zero() };
-            }
-        });
-    }
-
-    fn backward_in_place(&mut self, output: ArrayViewD<'_, T>, mut grad: ArrayViewMutD<'_, T>) {
-        // y > 0 exactly where x > 0, so the output carries the mask
-        slice_mut(&mut grad)
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(slice(&output).par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(grad, y)| {
-                for (g, &y) in grad.iter_mut().zip(y) {
-                    *g = if y > T::zero() { *g } else { T::zero() };
-                }
-            });
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn record_kinks(&self, input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {

@@ -16,8 +16,8 @@
 //! forward passes with the same [`Mode::Train`] seed draw the same mask (which
 //! is what lets [`crate::gradcheck`] check a model with dropout on).
 
+use crate::element::Element;
 use crate::layer::{slice, slice_mut, Layer, Mode};
-use crate::Element;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rand::Rng;
 use rayon::prelude::*;
@@ -34,9 +34,9 @@ pub struct Dropout<T> {
 
 impl<T: Element> Dropout<T> {
     /// Dropout with drop probability `rate` in `[0, 1)`.
-    pub fn new(rate: f64) -> crate::Result<Self> {
+    pub fn new(rate: f64) -> crate::error::Result<Self> {
         if !(0.0..1.0).contains(&rate) {
-            return Err(crate::TensorError::Config(format!("dropout rate must be in [0, 1), got {rate}")));
+            return Err(crate::error::TensorError::Config(format!("dropout rate must be in [0, 1), got {rate}")));
         }
         Ok(Dropout { rate, mask: Vec::new(), trained: false })
     }

@@ -44,9 +44,11 @@
 //! assert_eq!(dx.as_slice().unwrap(), &[0.0, 10., 0., 0., 0., 0., 20., 0.]);
 //! ```
 
-use crate::conv::ConvGeometry;
+use crate::element::Element;
+use crate::geometry::ConvGeometry;
+use crate::geometry::Padding;
+use crate::kernels::pool2x2::{is_fast_2x2, pool_plane_2x2};
 use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
-use crate::{Element, Padding};
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
@@ -63,9 +65,9 @@ pub struct MaxPool2d {
 impl MaxPool2d {
     /// A pooling layer with window `pool` and `stride` (Keras' default stride is
     /// the pool size).
-    pub fn new(pool: (usize, usize), stride: (usize, usize), padding: Padding) -> crate::Result<Self> {
+    pub fn new(pool: (usize, usize), stride: (usize, usize), padding: Padding) -> crate::error::Result<Self> {
         if pool.0 == 0 || pool.1 == 0 || stride.0 == 0 || stride.1 == 0 {
-            return Err(crate::TensorError::Config(format!(
+            return Err(crate::error::TensorError::Config(format!(
                 "max-pooling needs positive sizes, got pool {pool:?}, stride {stride:?}"
             )));
         }
@@ -77,8 +79,25 @@ impl MaxPool2d {
         ConvGeometry::new(1, shape[shape.len() - 2], shape[shape.len() - 1], self.pool, self.stride, self.padding)
     }
 
+    /// [`Layer::backward`], followed by the backward of a ReLU before this
+    /// layer: `grad_input` is also zeroed wherever `input` (the ReLU's output)
+    /// is not positive. Max-pooling does it almost for free: its gradient
+    /// reaches only each window's winner, and a winner is positive iff the pooled
+    /// output is, so it masks with its own small `output` instead of the ReLU
+    /// making a pass over the full-size gradient. The model's plan calls it for
+    /// a ReLU -> max-pool pair.
+    pub fn backward_through_relu<T: Element>(
+        &self,
+        input: ArrayViewD<'_, T>,
+        output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        self.backward_impl(input, Some(output), grad_output, grad_input);
+    }
+
     /// Backward; with `relu_mask = Some(output)`, also the backward of a ReLU
-    /// before this layer (see [`Layer::backward_through_relu`]).
+    /// before this layer (see [`MaxPool2d::backward_through_relu`]).
     fn backward_impl<T: Element>(
         &self,
         input: ArrayViewD<'_, T>,
@@ -152,71 +171,6 @@ fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argma
     }
 }
 
-/// The common case with a fast path: 2x2 windows, stride 2, no padding (an odd
-/// last row or column is then never part of a window).
-fn is_fast_2x2(geom: &ConvGeometry) -> bool {
-    (geom.kernel_h, geom.kernel_w, geom.stride_h, geom.stride_w) == (2, 2, 2, 2)
-        && geom.pad_top == 0
-        && geom.pad_left == 0
-        && 2 * geom.out_h <= geom.in_h
-        && 2 * geom.out_w <= geom.in_w
-}
-
-/// The common 2x2, stride 2, no-padding case. Why it is fast: the winner of
-/// each window is chosen with selects instead of branches (on real activations
-/// the comparisons are unpredictable, and a mispredicted branch costs more than
-/// the whole window), and the winner is first found as a position 0..3 in the
-/// window (`2 * row + column`), all in plain arithmetic on values the compiler
-/// can put side by side in SIMD registers: it pools 8 or 16 windows per
-/// instruction. Same result and tie rule (first in row-major order) as the
-/// general loop.
-fn pool_plane_2x2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { pool_plane_2x2_avx2(geom, plane, out, argmax) };
-    }
-    pool_plane_2x2_body(geom, plane, out, argmax)
-}
-
-/// [`pool_plane_2x2_body`] compiled for AVX2: 8 windows per instruction
-/// instead of SSE2's 4.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pool_plane_2x2_avx2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
-    pool_plane_2x2_body(geom, plane, out, argmax)
-}
-
-#[inline(always)]
-fn pool_plane_2x2_body<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
-    let width = geom.in_w;
-    for i in 0..geom.out_h {
-        let top = &plane[2 * i * width..2 * i * width + 2 * geom.out_w];
-        let bottom = &plane[(2 * i + 1) * width..(2 * i + 1) * width + 2 * geom.out_w];
-        let out_row = &mut out[i * geom.out_w..(i + 1) * geom.out_w];
-        let argmax_row = &mut argmax[i * geom.out_w..(i + 1) * geom.out_w];
-        let top_index = (2 * i * width) as u32;
-        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-        for (j, ((best_out, index_out), (top_pair, bottom_pair))) in
-            out_row.iter_mut().zip(argmax_row.iter_mut()).zip(windows).enumerate()
-        {
-            let (mut best, mut position) = (top_pair[0], 0u32);
-            let better = top_pair[1] > best;
-            best = if better { top_pair[1] } else { best };
-            position = if better { 1 } else { position };
-            let better = bottom_pair[0] > best;
-            best = if better { bottom_pair[0] } else { best };
-            position = if better { 2 } else { position };
-            let better = bottom_pair[1] > best;
-            best = if better { bottom_pair[1] } else { best };
-            position = if better { 3 } else { position };
-            *best_out = best;
-            // position 2 * r + c is the input pixel (2i + r, 2j + c)
-            *index_out = top_index + 2 * j as u32 + (position & 1) + (position >> 1) * width as u32;
-        }
-    }
-}
-
 impl<T: Element> Layer<T> for MaxPool2d {
     fn kind(&self) -> &'static str {
         "maxpool2d"
@@ -228,20 +182,6 @@ impl<T: Element> Layer<T> for MaxPool2d {
 
     fn backward_needs_output(&self) -> bool {
         false
-    }
-
-    fn absorbs_relu_backward(&self) -> bool {
-        true
-    }
-
-    fn backward_through_relu(
-        &mut self,
-        input: ArrayViewD<'_, T>,
-        output: ArrayViewD<'_, T>,
-        grad_output: ArrayViewD<'_, T>,
-        grad_input: Option<ArrayViewMutD<'_, T>>,
-    ) {
-        self.backward_impl(input, Some(output), grad_output, grad_input);
     }
 
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
@@ -288,6 +228,14 @@ impl<T: Element> Layer<T> for MaxPool2d {
         self.backward_impl(input, None, grad_output, grad_input);
     }
 
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn record_kinks(&self, _input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
         for &winner in &self.argmax {
             recorder.record(winner as u64);
@@ -331,26 +279,4 @@ pub fn maxpool_naive<T: Element>(
         }
     }
     (output, grad_input)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn baseline_target_body_of_the_2x2_pool_matches_naive() {
-        // the AVX2 build runs here; the plain body is what other CPUs run
-        let geom = ConvGeometry::new(1, 5, 7, (2, 2), (2, 2), Padding::Valid).unwrap();
-        let plane: Vec<f64> = (0..35).map(|v| ((v * 13) % 7) as f64).collect(); // with ties
-        let (mut out, mut argmax) = (vec![0.0; geom.out_pixels()], vec![0u32; geom.out_pixels()]);
-        pool_plane_2x2_body(&geom, &plane, &mut out, &mut argmax);
-        let grad_output = vec![1.0; geom.out_pixels()];
-        let (naive_out, naive_grad) = maxpool_naive(&geom, 1, &plane, &grad_output);
-        assert_eq!(out, naive_out);
-        let mut grad = vec![0.0; 35];
-        for &winner in &argmax {
-            grad[winner as usize] += 1.0;
-        }
-        assert_eq!(grad, naive_grad, "the same winners, ties to the first");
-    }
 }

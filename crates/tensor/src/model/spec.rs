@@ -9,9 +9,12 @@
 //! assert_eq!(model.output_shape(), &[8]);
 //! ```
 
-use crate::{
-    Conv2d, Dense, Dropout, Element, Flatten, Layer, MaxPool2d, Padding, Relu, Result, Sequential, Softmax, TensorError,
-};
+use crate::element::Element;
+use crate::error::{Result, TensorError};
+use crate::geometry::Padding;
+use crate::layer::Layer;
+use crate::layers::{Conv2d, Dense, Dropout, Flatten, MaxPool2d, Relu, Softmax};
+use crate::model::sequential::Sequential;
 use serde::{Deserialize, Serialize};
 
 /// Largest number of weights one layer may have (2^28, 1 GB of f32): larger

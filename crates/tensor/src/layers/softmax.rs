@@ -27,8 +27,8 @@
 //! }
 //! ```
 
-use crate::layer::{slice, slice_mut, Layer, Mode};
-use crate::Element;
+use crate::element::Element;
+use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode};
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
 /// The softmax layer (over the last axis).
@@ -54,7 +54,7 @@ impl<T: Element> Layer<T> for Softmax {
     }
 
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
-        crate::layer::expect_rank(input_shape, 1, "a flat (classes,)")?;
+        expect_rank(input_shape, 1, "a flat (classes,)")?;
         Ok(input_shape.to_vec())
     }
 

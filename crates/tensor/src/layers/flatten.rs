@@ -11,8 +11,8 @@
 //! backward: dx[n, c, h, w] = dy[n, (c*H + h)*W + w]
 //! ```
 
+use crate::element::Element;
 use crate::layer::{slice, slice_mut, Layer, Mode};
-use crate::Element;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
 /// The flatten layer.

@@ -5,13 +5,13 @@
 //!
 //! For `L` layers the model holds `L + 1` activations: activation 0 is a copy of
 //! the batch, activation `i + 1` the output of layer `i`, of shape
-//! `(N, ...shapes[i + 1])`. A layer that runs in place (ReLU, see
-//! [`Layer::in_place`]) shares the buffer of its input, so a convolution and the
-//! ReLU after it use one buffer between them; and a ReLU right after a
-//! convolution is done by the convolution's forward ([`Layer::forward_fused_relu`]),
-//! and its backward, before a max-pool, by the max-pool's ([`Layer::backward_through_relu`]).
-//! Each layer alone keeps its plain forward and backward.
-//! Backward needs only two gradient buffers, used
+//! `(N, ...shapes[i + 1])`. Which of them share a buffer, and which layers fuse,
+//! is the [`Plan`]'s decision (see [`crate::model::plan`]): by default a ReLU
+//! runs in place, a convolution applies the ReLU after it, and a max-pool does
+//! the backward of the ReLU before it. [`Sequential::set_fused`]`(false)` runs
+//! every layer alone through its plain forward and backward, each activation in
+//! its own buffer: the readable path, and the one the fused run is tested
+//! against. Backward needs only two gradient buffers, used
 //! in turn: layer `i` reads `dL/d(output of i)` from one and writes
 //! `dL/d(input of i)` into the other. Buffers grow on the first batch and are
 //! reused afterwards (a smaller last batch uses a prefix), so a training loop
@@ -33,8 +33,11 @@
 //! // ... then an optimizer step over model.params_mut()
 //! ```
 
+use crate::element::Element;
+use crate::error::{Result, TensorError};
 use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
-use crate::{Element, Result, TensorError};
+use crate::layers::{Conv2d, MaxPool2d, Relu};
+use crate::model::plan::{BackwardStep, ForwardStep, Plan};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
 /// Largest activation one layer may produce per sample (2^28 elements, 1 GB
@@ -47,16 +50,12 @@ pub struct Sequential<T: Element> {
     /// `shapes[i]`: per-sample input shape of layer `i`; `shapes[L]`: the output.
     shapes: Vec<Vec<usize>>,
     /// Activation storage; activation `i` (`(N, ...shapes[i])`) lives in
-    /// `activations[storage[i]]`. See the module docs.
+    /// `activations[plan.storage[i]]`. See the module docs.
     activations: Vec<Vec<T>>,
-    /// Which storage buffer holds activation `i` (`L + 1` entries).
-    storage: Vec<usize>,
-    /// `fused[i]`: layer `i` is a ReLU whose forward the layer before it does
-    /// ([`Layer::forward_fused_relu`]); its forward is skipped.
-    fused: Vec<bool>,
-    /// `backward_absorbed[i]`: layer `i` is a ReLU whose backward the layer after
-    /// it does ([`Layer::backward_through_relu`]); its backward is skipped.
-    backward_absorbed: Vec<bool>,
+    /// Whether the plan fuses (the default) or runs every layer alone.
+    fuse: bool,
+    /// Which layers fuse and which buffers are shared, remade on every change.
+    plan: Plan,
     /// The two gradient buffers used in turn by backward.
     grad_buffers: [Vec<T>; 2],
     /// Batch size of the last forward pass (0 before the first).
@@ -72,6 +71,14 @@ impl<T: Element> std::fmt::Debug for Sequential<T> {
             .field("shapes", &self.shapes)
             .finish()
     }
+}
+
+/// The built-in layer the plan says layer `layer` is.
+///
+/// # Panics
+/// If it is not: the plan only names a step for a type it recognised.
+fn downcast<L: 'static, T: Element>(layer: &mut Box<dyn Layer<T>>) -> &mut L {
+    layer.as_any_mut().and_then(|any| any.downcast_mut::<L>()).expect("the plan recognised this layer's type")
 }
 
 /// View of the first `N * prod(shape)` elements of `buffer` as `(N, ...shape)`.
@@ -120,9 +127,8 @@ impl<T: Element> Sequential<T> {
             layers: Vec::new(),
             shapes: vec![input_shape],
             activations: vec![Vec::new()],
-            storage: vec![0],
-            fused: Vec::new(),
-            backward_absorbed: Vec::new(),
+            fuse: true,
+            plan: Plan { storage: vec![0], buffers: 1, forward: Vec::new(), backward: Vec::new() },
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
             timings: None,
@@ -152,36 +158,31 @@ impl<T: Element> Sequential<T> {
                 message: format!("produces an empty output {output:?}"),
             });
         }
-        // A ReLU after a layer that can apply it itself (a convolution) is done by
-        // that layer's forward, in the same buffer.
-        let fused = layer.is_relu() && index > 0 && self.layers[index - 1].fuses_relu();
-        // A layer after an in-place ReLU that can mask its own input gradient
-        // (max-pooling) does the ReLU's backward.
-        let after_in_place_relu =
-            index > 0 && self.layers[index - 1].is_relu() && self.storage[index - 1] == self.storage[index];
-        if after_in_place_relu && layer.absorbs_relu_backward() {
-            self.backward_absorbed[index - 1] = true;
-        }
         self.layers.push(layer);
-        self.fused.push(fused);
-        self.backward_absorbed.push(false);
         if let Some(timings) = self.timings.as_mut() {
             timings.push([std::time::Duration::ZERO; 2]);
         }
-        // An in-place layer writes its output over its input, unless the layer
-        // that produced that input still needs it for its own backward pass
-        // (which a layer doing a ReLU's backward does: it masks with its output).
-        let previous_needs_output = index > 0
-            && (self.layers[index - 1].backward_needs_output() || (index > 1 && self.backward_absorbed[index - 2]));
-        let runs_in_place = fused || (self.layers[index].in_place() && !previous_needs_output);
-        if runs_in_place {
-            self.storage.push(self.storage[index]);
-        } else {
-            self.storage.push(self.activations.len());
-            self.activations.push(Vec::new());
-        }
+        self.replan();
         self.shapes.push(output);
         Ok(())
+    }
+
+    /// Fused (the default, fast) or every layer alone through its plain
+    /// forward and backward (the readable path): see the module docs. The
+    /// results agree to rounding; the tests hold them to it.
+    pub fn set_fused(&mut self, fuse: bool) {
+        self.fuse = fuse;
+        self.replan();
+    }
+
+    /// The plan in use: which layers fuse, which activations share a buffer.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn replan(&mut self) {
+        self.plan = if self.fuse { Plan::fused(&self.layers) } else { Plan::unfused(&self.layers) };
+        self.activations.resize_with(self.plan.buffers, Vec::new);
     }
 
     /// Per-sample input shape.
@@ -235,10 +236,10 @@ impl<T: Element> Sequential<T> {
         let batch = *batch;
         self.batch = batch;
         for (i, shape) in self.shapes.iter().enumerate() {
-            ensure_len(&mut self.activations[self.storage[i]], batch * shape.iter().product::<usize>());
+            ensure_len(&mut self.activations[self.plan.storage[i]], batch * shape.iter().product::<usize>());
         }
         let input_len = input.len();
-        let first = &mut self.activations[self.storage[0]];
+        let first = &mut self.activations[self.plan.storage[0]];
         match input.as_slice() {
             Some(values) => first[..input_len].copy_from_slice(values),
             None => {
@@ -253,20 +254,22 @@ impl<T: Element> Sequential<T> {
                 Mode::Eval => Mode::Eval,
             };
             let started = self.timings.is_some().then(std::time::Instant::now);
-            let (source, target) = (self.storage[i], self.storage[i + 1]);
-            let fuse_next = self.fused.get(i + 1).copied().unwrap_or(false);
-            if self.fused[i] {
-                // done by layer i - 1
-            } else if source == target {
-                layer.forward_in_place(view_mut(&mut self.activations[target], batch, &self.shapes[i + 1]), layer_mode);
-            } else {
-                let (input, output) = two_buffers(&mut self.activations, source, target);
-                let (input, output) =
-                    (view(input, batch, &self.shapes[i]), view_mut(output, batch, &self.shapes[i + 1]));
-                if fuse_next {
-                    layer.forward_fused_relu(input, output, layer_mode);
-                } else {
-                    layer.forward(input, output, layer_mode);
+            let (source, target) = (self.plan.storage[i], self.plan.storage[i + 1]);
+            let (input_shape, output_shape) = (&self.shapes[i], &self.shapes[i + 1]);
+            match self.plan.forward[i] {
+                ForwardStep::DoneByPrevious => {}
+                ForwardStep::ReluInPlace => {
+                    let relu = downcast::<Relu, T>(layer);
+                    relu.forward_in_place(view_mut(&mut self.activations[target], batch, output_shape));
+                }
+                step @ (ForwardStep::Plain | ForwardStep::ConvThenRelu) => {
+                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
+                    if step == ForwardStep::ConvThenRelu {
+                        downcast::<Conv2d<T>, T>(layer).forward_fused_relu(input, output, true);
+                    } else {
+                        layer.forward(input, output, layer_mode);
+                    }
                 }
             }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
@@ -279,7 +282,7 @@ impl<T: Element> Sequential<T> {
     /// The output of the last forward pass.
     pub fn output(&self) -> ArrayViewD<'_, T> {
         let last = self.layers.len();
-        view(&self.activations[self.storage[last]], self.batch, &self.shapes[last])
+        view(&self.activations[self.plan.storage[last]], self.batch, &self.shapes[last])
     }
 
     /// Backpropagates `grad_output` (`dL/d output`, same shape as the last
@@ -317,24 +320,29 @@ impl<T: Element> Sequential<T> {
         for i in (0..last).rev() {
             let want = i > 0 || want_input_grad;
             let started = self.timings.is_some().then(std::time::Instant::now);
-            let output = view(&self.activations[self.storage[i + 1]], batch, &self.shapes[i + 1]);
-            if self.backward_absorbed[i] {
+            let output = view(&self.activations[self.plan.storage[i + 1]], batch, &self.shapes[i + 1]);
+            match self.plan.backward[i] {
                 // layer i + 1 has already masked dL/dy: it is dL/dx as it stands
-            } else if self.storage[i] == self.storage[i + 1] {
+                BackwardStep::DoneByNext => {}
                 // in place: dL/dx overwrites dL/dy in the same buffer
-                if want {
-                    self.layers[i].backward_in_place(output, view_mut(&mut read, batch, &self.shapes[i + 1]));
+                BackwardStep::ReluInPlace => {
+                    if want {
+                        let relu = downcast::<Relu, T>(&mut self.layers[i]);
+                        relu.backward_in_place(output, view_mut(&mut read, batch, &self.shapes[i + 1]));
+                    }
                 }
-            } else {
-                let input = view(&self.activations[self.storage[i]], batch, &self.shapes[i]);
-                let grad_output = view(&read, batch, &self.shapes[i + 1]);
-                let grad_input = want.then(|| view_mut(&mut write, batch, &self.shapes[i]));
-                if i > 0 && self.backward_absorbed[i - 1] {
-                    self.layers[i].backward_through_relu(input, output, grad_output, grad_input);
-                } else {
-                    self.layers[i].backward(input, output, grad_output, grad_input);
+                step @ (BackwardStep::Plain | BackwardStep::PoolThroughRelu) => {
+                    let input = view(&self.activations[self.plan.storage[i]], batch, &self.shapes[i]);
+                    let grad_output = view(&read, batch, &self.shapes[i + 1]);
+                    let grad_input = want.then(|| view_mut(&mut write, batch, &self.shapes[i]));
+                    if step == BackwardStep::PoolThroughRelu {
+                        let pool = downcast::<MaxPool2d, T>(&mut self.layers[i]);
+                        pool.backward_through_relu(input, output, grad_output, grad_input);
+                    } else {
+                        self.layers[i].backward(input, output, grad_output, grad_input);
+                    }
+                    std::mem::swap(&mut read, &mut write);
                 }
-                std::mem::swap(&mut read, &mut write);
             }
             if let (Some(timings), Some(started)) = (self.timings.as_mut(), started) {
                 timings[i][1] = started.elapsed();
@@ -347,15 +355,15 @@ impl<T: Element> Sequential<T> {
     }
 
     /// Whether layer `index` is a ReLU fused into the layer before it (see
-    /// [`Layer::forward_fused_relu`]): its forward work, and time, are that layer's.
+    /// [`Conv2d::forward_fused_relu`]): its forward work, and time, are that layer's.
     pub fn is_fused(&self, index: usize) -> bool {
-        self.fused.get(index).copied().unwrap_or(false)
+        self.plan.forward.get(index) == Some(&ForwardStep::DoneByPrevious)
     }
 
     /// Whether layer `index` is a ReLU whose backward the layer after it does
-    /// (see [`Layer::backward_through_relu`]).
+    /// (see [`MaxPool2d::backward_through_relu`]).
     pub fn is_backward_absorbed(&self, index: usize) -> bool {
-        self.backward_absorbed.get(index).copied().unwrap_or(false)
+        self.plan.backward.get(index) == Some(&BackwardStep::DoneByNext)
     }
 
     /// Turns per-layer timing on or off (see [`Sequential::layer_timings`]).
@@ -374,7 +382,7 @@ impl<T: Element> Sequential<T> {
     /// its output has replaced this one.
     pub fn layer_output(&self, index: usize) -> Option<ArrayViewD<'_, T>> {
         (index < self.layers.len())
-            .then(|| view(&self.activations[self.storage[index + 1]], self.batch, &self.shapes[index + 1]))
+            .then(|| view(&self.activations[self.plan.storage[index + 1]], self.batch, &self.shapes[index + 1]))
     }
 
     /// Every parameter with its gradient, in layer order (weight before bias).
@@ -403,7 +411,7 @@ impl<T: Element> Sequential<T> {
     pub fn record_kinks(&self, recorder: &mut KinkRecorder) {
         for (i, layer) in self.layers.iter().enumerate() {
             // for an in-place layer this is its output, which has the same signs
-            layer.record_kinks(view(&self.activations[self.storage[i]], self.batch, &self.shapes[i]), recorder);
+            layer.record_kinks(view(&self.activations[self.plan.storage[i]], self.batch, &self.shapes[i]), recorder);
         }
     }
 }

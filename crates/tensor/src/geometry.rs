@@ -1,0 +1,171 @@
+//! The geometry of a sliding window, shared by convolution and pooling: the
+//! padding modes (Keras semantics) and [`ConvGeometry`], every size of one
+//! window layer's input, kernel, stride, padding and output.
+//!
+//! ## Padding
+//!
+//! For one spatial axis of length `input`, window `kernel` and stride `stride`:
+//!
+//! - [`Padding::Valid`]: no padding; `out = floor((input - kernel) / stride) + 1`,
+//!   and the input must be at least `kernel` long.
+//! - [`Padding::Same`]: `out = ceil(input / stride)`; the total padding is
+//!   `max((out - 1) * stride + kernel - input, 0)`, of which `total / 2` goes
+//!   before (top/left) and the rest after (bottom/right). When the total is odd
+//!   the extra row/column is at the *end*, exactly as in TensorFlow/Keras
+//!   (PyTorch's `padding=1` is symmetric, which agrees for odd kernels at
+//!   stride 1).
+//!
+//! ```
+//! use convnet_tensor::Padding;
+//! assert_eq!(Padding::Valid.resolve(224, 3, 1), Some((222, 0)));
+//! assert_eq!(Padding::Same.resolve(28, 3, 1), Some((28, 1)));
+//! // 5 with kernel 2, stride 2: out 3, total pad 1, all of it after.
+//! assert_eq!(Padding::Same.resolve(5, 2, 2), Some((3, 0)));
+//! assert_eq!(Padding::Valid.resolve(2, 3, 1), None);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// How a window layer treats the border.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// No padding: windows lie entirely inside the input.
+    #[default]
+    Valid,
+    /// Pad so that `out = ceil(input / stride)`; odd padding puts the extra at the end.
+    Same,
+}
+
+impl Padding {
+    /// Output length and padding before the first element, or `None` if the input
+    /// is too short (valid) or an argument is zero.
+    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
+        if input == 0 || kernel == 0 || stride == 0 {
+            return None;
+        }
+        match self {
+            Padding::Valid => {
+                if input < kernel {
+                    None
+                } else {
+                    Some(((input - kernel) / stride + 1, 0))
+                }
+            }
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let total = ((out - 1) * stride + kernel).saturating_sub(input);
+                Some((out, total / 2))
+            }
+        }
+    }
+
+    /// `"valid"` or `"same"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+}
+
+/// Everything about the shapes of one convolution (or any sliding window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels `C`.
+    pub in_channels: usize,
+    /// Input height `H`.
+    pub in_h: usize,
+    /// Input width `W`.
+    pub in_w: usize,
+    /// Kernel height `KH`.
+    pub kernel_h: usize,
+    /// Kernel width `KW`.
+    pub kernel_w: usize,
+    /// Vertical stride.
+    pub stride_h: usize,
+    /// Horizontal stride.
+    pub stride_w: usize,
+    /// Zero rows added above the input.
+    pub pad_top: usize,
+    /// Zero columns added left of the input.
+    pub pad_left: usize,
+    /// Output height `OH`.
+    pub out_h: usize,
+    /// Output width `OW`.
+    pub out_w: usize,
+}
+
+impl ConvGeometry {
+    /// Resolves the output size and padding; `None` if the input is too small
+    /// for the kernel (valid padding) or any size is zero.
+    pub fn new(
+        in_channels: usize,
+        in_h: usize,
+        in_w: usize,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: Padding,
+    ) -> Option<Self> {
+        let (out_h, pad_top) = padding.resolve(in_h, kernel.0, stride.0)?;
+        let (out_w, pad_left) = padding.resolve(in_w, kernel.1, stride.1)?;
+        if in_channels == 0 {
+            return None;
+        }
+        Some(ConvGeometry {
+            in_channels,
+            in_h,
+            in_w,
+            kernel_h: kernel.0,
+            kernel_w: kernel.1,
+            stride_h: stride.0,
+            stride_w: stride.1,
+            pad_top,
+            pad_left,
+            out_h,
+            out_w,
+        })
+    }
+
+    /// Rows of the column matrix: `C * KH * KW`.
+    pub fn col_rows(&self) -> usize {
+        self.in_channels * self.kernel_h * self.kernel_w
+    }
+
+    /// Output pixels per channel: `OH * OW`.
+    pub fn out_pixels(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Input elements per image: `C * H * W`.
+    pub fn in_len(&self) -> usize {
+        self.in_channels * self.in_h * self.in_w
+    }
+
+    /// The input column that output column `out_col` reads at kernel column
+    /// `kj`, or `None` if it falls in the padding.
+    #[inline]
+    pub fn input_col(&self, out_col: usize, kj: usize) -> Option<usize> {
+        (out_col * self.stride_w + kj).checked_sub(self.pad_left).filter(|&iw| iw < self.in_w)
+    }
+
+    /// Same for rows.
+    #[inline]
+    pub fn input_row(&self, out_row: usize, ki: usize) -> Option<usize> {
+        (out_row * self.stride_h + ki).checked_sub(self.pad_top).filter(|&ih| ih < self.in_h)
+    }
+
+    /// The range of output columns `j` whose input column `j*s + kj - pl` is
+    /// inside the image: `[first, end)`.
+    #[inline]
+    pub fn valid_out_cols(&self, kj: usize) -> (usize, usize) {
+        // j*s + kj >= pl  <=>  j >= ceil((pl - kj) / s)
+        let first = self.pad_left.saturating_sub(kj).div_ceil(self.stride_w);
+        // j*s + kj - pl <= W - 1  <=>  j <= (W - 1 + pl - kj) / s
+        let end = match (self.in_w + self.pad_left).checked_sub(kj + 1) {
+            Some(last) => (last / self.stride_w + 1).min(self.out_w),
+            None => 0,
+        };
+        (first.min(end), end)
+    }
+}

@@ -1,0 +1,35 @@
+//! The fast path: the kernels the layers run, slices in and slices out.
+//!
+//! Every kernel here has a plain twin it must equal, and a test that holds it
+//! to that twin (in the kernel's own file, or in `tests/kernels.rs` when the
+//! twin is a layer's reference in [`crate::layers`]). Read the layer first for
+//! the math; come here for why it runs at 90% of the machine's GEMM rate.
+//!
+//! | file | what | its twin |
+//! |---|---|---|
+//! | [`gemm`] | `C := alpha op(A) op(B) + beta C` through `matrixmultiply` | [`gemm::gemm_naive`] |
+//! | [`gemm_nt`] | `C := A B^T + beta C` as blocks of dot products (AVX-512/AVX2) | [`gemm_nt::gemm_nt_naive`] |
+//! | [`gemm_packed`] | `C := A B + beta C` with `A` packed once, AVX-512 micro-kernel | [`gemm::gemm_naive`] |
+//! | [`im2col`] | the convolution's gather and its adjoint, col2im | [`im2col::im2col_naive`], [`im2col::col2im_naive`] |
+//! | [`conv_tiled`] | the whole convolution, tiled, fused with bias and ReLU | `conv2d_forward_im2col`, `conv2d_forward_naive` in [`crate::layers::conv2d`] |
+//! | [`pool2x2`] | the 2x2 stride-2 max-pool body | `maxpool_naive` in [`crate::layers::maxpool2d`] |
+//! | [`reduce`] | sums in a fixed order (reproducibility) | plain sums |
+//! | [`scratch`] | per-thread buffers reused across batches | |
+//! | `x86_gemm_nt`, `x86_gemm_packed` | the SIMD bodies, raw pointers, one per (ISA, type) | the generic kernels above |
+
+pub mod conv_tiled;
+pub mod gemm;
+pub mod gemm_nt;
+pub mod gemm_packed;
+pub mod im2col;
+pub mod pool2x2;
+pub mod reduce;
+pub mod scratch;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_gemm_nt;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_gemm_packed;
+
+/// Rows of `A` per packed panel of [`gemm_packed`] (and of `C` per
+/// micro-kernel block).
+pub const MR: usize = 8;

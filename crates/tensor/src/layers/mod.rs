@@ -1,0 +1,31 @@
+//! The layers: one file each, read top to bottom — the math and shapes, the
+//! plain reference functions, then the [`crate::Layer`] implementation, whose
+//! backward quotes the forward line it differentiates.
+//!
+//! | file | layer | forward | fast path in [`crate::kernels`] |
+//! |---|---|---|---|
+//! | [`conv2d`] | [`Conv2d`] | `y = W * im2col(x) + b` | `conv_tiled`, `im2col`, the GEMMs |
+//! | [`maxpool2d`] | [`MaxPool2d`] | `y = max over each window` | `pool2x2` |
+//! | [`relu`] | [`Relu`] | `y = max(x, 0)` | |
+//! | [`dense`] | [`Dense`] | `y = x W^T + b` | `gemm`, `gemm_nt` |
+//! | [`dropout`] | [`Dropout`] | `y = x * mask / (1 - p)` in training | |
+//! | [`flatten`] | [`Flatten`] | `(N, C, H, W) -> (N, C*H*W)` | |
+//! | [`softmax`] | [`Softmax`] | `y = exp(x) / sum(exp(x))` | |
+//!
+//! The loss, softmax cross-entropy, is in [`crate::loss`].
+
+pub mod conv2d;
+pub mod dense;
+pub mod dropout;
+pub mod flatten;
+pub mod maxpool2d;
+pub mod relu;
+pub mod softmax;
+
+pub use conv2d::Conv2d;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use maxpool2d::MaxPool2d;
+pub use relu::Relu;
+pub use softmax::Softmax;

@@ -1,0 +1,163 @@
+//! The execution plan: which layers fuse and which share a buffer, decided
+//! once when the model is built, so neither the layers nor the forward and
+//! backward loops carry that logic.
+//!
+//! Every layer can run alone through its plain [`Layer::forward`] and
+//! [`Layer::backward`], each activation in a buffer of its own: that is the
+//! *unfused* plan ([`Plan::unfused`]), the readable path and the one the fused
+//! plan is tested against. The *fused* plan ([`Plan::fused`], the default)
+//! recognises three patterns among the built-in layers:
+//!
+//! | pattern | forward | backward | saves |
+//! |---|---|---|---|
+//! | [`Relu`] after a layer that does not read its own output in backward | in place, over its input ([`Relu::forward_in_place`]) | in place ([`Relu::backward_in_place`]) | one activation buffer and its memory traffic |
+//! | [`Conv2d`] then [`Relu`] | the convolution applies `max(0, .)` to each tile in cache ([`Conv2d::forward_fused_relu`]); the ReLU's forward is skipped | unchanged | a pass over the convolution's output (conv2 of `baseline`: 400 MB) |
+//! | in-place [`Relu`] then [`MaxPool2d`] | unchanged | the pool masks its own input gradient ([`MaxPool2d::backward_through_relu`]); the ReLU's backward is skipped | a pass over the full-size gradient |
+//!
+//! A layer of your own never fuses: the plan only recognises the built-in
+//! types (through [`Layer::as_any`]).
+
+use crate::element::Element;
+use crate::layer::Layer;
+use crate::layers::{Conv2d, MaxPool2d, Relu};
+
+/// How layer `i`'s forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardStep {
+    /// [`Layer::forward`] from activation `i` into activation `i + 1`.
+    Plain,
+    /// [`Relu::forward_in_place`]: activations `i` and `i + 1` share a buffer.
+    ReluInPlace,
+    /// [`Conv2d::forward_fused_relu`]: the ReLU that follows is applied too.
+    ConvThenRelu,
+    /// Nothing: the layer before did this ReLU's work ([`ForwardStep::ConvThenRelu`]).
+    DoneByPrevious,
+}
+
+/// How layer `i`'s backward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardStep {
+    /// [`Layer::backward`] from gradient buffer to gradient buffer.
+    Plain,
+    /// [`Relu::backward_in_place`]: `dL/dx` overwrites `dL/dy`.
+    ReluInPlace,
+    /// [`MaxPool2d::backward_through_relu`]: the ReLU before is done too.
+    PoolThroughRelu,
+    /// Nothing: the layer after did this ReLU's backward ([`BackwardStep::PoolThroughRelu`]).
+    DoneByNext,
+}
+
+/// The decisions for a list of layers (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `storage[i]`: which buffer holds activation `i` (`L + 1` entries;
+    /// activation 0 is the input, `i + 1` the output of layer `i`).
+    pub storage: Vec<usize>,
+    /// Number of activation buffers.
+    pub buffers: usize,
+    /// One forward step per layer.
+    pub forward: Vec<ForwardStep>,
+    /// One backward step per layer.
+    pub backward: Vec<BackwardStep>,
+}
+
+fn is<L: 'static, T: Element>(layer: &dyn Layer<T>) -> bool {
+    layer.as_any().is_some_and(|any| any.is::<L>())
+}
+
+impl Plan {
+    /// Every layer alone: plain forward and backward, one buffer per activation.
+    pub fn unfused<T: Element>(layers: &[Box<dyn Layer<T>>]) -> Plan {
+        let count = layers.len();
+        Plan {
+            storage: (0..=count).collect(),
+            buffers: count + 1,
+            forward: vec![ForwardStep::Plain; count],
+            backward: vec![BackwardStep::Plain; count],
+        }
+    }
+
+    /// In-place ReLUs, convolution + ReLU and ReLU + max-pool fused where the
+    /// pattern occurs (see the module docs).
+    pub fn fused<T: Element>(layers: &[Box<dyn Layer<T>>]) -> Plan {
+        let count = layers.len();
+        let relu = |i: usize| is::<Relu, T>(layers[i].as_ref());
+        let conv = |i: usize| is::<Conv2d<T>, T>(layers[i].as_ref());
+        let pool = |i: usize| is::<MaxPool2d, T>(layers[i].as_ref());
+        let mut storage = vec![0];
+        let mut buffers = 1;
+        // fused[i]: ReLU i is applied by convolution i - 1
+        let mut fused = vec![false; count];
+        // absorbed[i]: ReLU i's backward is done by max-pool i + 1
+        let mut absorbed = vec![false; count];
+        for i in 0..count {
+            fused[i] = i > 0 && relu(i) && conv(i - 1);
+            let after_in_place_relu = i > 0 && relu(i - 1) && storage[i - 1] == storage[i];
+            if after_in_place_relu && pool(i) {
+                absorbed[i - 1] = true;
+            }
+            // Writing over activation i is only allowed if layer i - 1's backward
+            // does not read it: layers that say so, and a max-pool doing the
+            // backward of the ReLU before it (it masks with its output).
+            let previous_needs_output = i > 0 && (layers[i - 1].backward_needs_output() || (i > 1 && absorbed[i - 2]));
+            if fused[i] || (relu(i) && !previous_needs_output) {
+                storage.push(storage[i]);
+            } else {
+                storage.push(buffers);
+                buffers += 1;
+            }
+        }
+        let forward = (0..count)
+            .map(|i| {
+                if fused[i] {
+                    ForwardStep::DoneByPrevious
+                } else if storage[i] == storage[i + 1] {
+                    ForwardStep::ReluInPlace
+                } else if fused.get(i + 1) == Some(&true) {
+                    ForwardStep::ConvThenRelu
+                } else {
+                    ForwardStep::Plain
+                }
+            })
+            .collect();
+        let backward = (0..count)
+            .map(|i| {
+                if absorbed[i] {
+                    BackwardStep::DoneByNext
+                } else if storage[i] == storage[i + 1] {
+                    BackwardStep::ReluInPlace
+                } else if i > 0 && absorbed[i - 1] {
+                    BackwardStep::PoolThroughRelu
+                } else {
+                    BackwardStep::Plain
+                }
+            })
+            .collect();
+        Plan { storage, buffers, forward, backward }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::spec::ModelSpec;
+
+    #[test]
+    fn baseline_fuses_every_conv_relu_and_relu_pool_pair() {
+        let model = ModelSpec::baseline().build::<f32>(&[3, 64, 64], 8, 1).unwrap();
+        let plan = Plan::fused(model.layers());
+        use BackwardStep as B;
+        use ForwardStep as F;
+        // conv relu conv relu pool pool conv relu conv relu pool flatten dense relu ...
+        assert_eq!(
+            &plan.forward[..5],
+            &[F::ConvThenRelu, F::DoneByPrevious, F::ConvThenRelu, F::DoneByPrevious, F::Plain]
+        );
+        assert_eq!(&plan.backward[..5], &[B::Plain, B::ReluInPlace, B::Plain, B::DoneByNext, B::PoolThroughRelu]);
+        // a dense layer reads no output in backward: the ReLU after it runs in place
+        assert_eq!(plan.forward[13], F::ReluInPlace);
+        assert!(plan.buffers < model.layers().len() + 1);
+        let unfused = Plan::unfused(model.layers());
+        assert!(unfused.forward.iter().all(|&s| s == F::Plain) && unfused.buffers == model.layers().len() + 1);
+    }
+}
