@@ -361,3 +361,18 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
     assert!(wide.build::<f32>(&[1, 4096, 4096], 2, 0).unwrap_err().to_string().contains("elements"));
     assert!(Sequential::<f32>::new(vec![3, 1 << 20, 1 << 20]).is_err());
 }
+
+#[test]
+fn baseline_fuses_every_conv_relu_and_relu_pool_pair() {
+    let model = ModelSpec::baseline().build::<f32>(&[3, 64, 64], 8, 1).unwrap();
+    let plan = convnet::tensor::Plan::fused(model.layers());
+    use convnet::tensor::model::plan::{BackwardStep as B, ForwardStep as F};
+    // conv relu conv relu pool pool conv relu conv relu pool flatten dense relu ...
+    assert_eq!(&plan.forward[..5], &[F::ConvThenRelu, F::DoneByPrevious, F::ConvThenRelu, F::DoneByPrevious, F::Plain]);
+    assert_eq!(&plan.backward[..5], &[B::Plain, B::ReluInPlace, B::Plain, B::DoneByNext, B::PoolThroughRelu]);
+    // a dense layer reads no output in backward: the ReLU after it runs in place
+    assert_eq!(plan.forward[13], F::ReluInPlace);
+    assert!(plan.buffers < model.layers().len() + 1);
+    let unfused = convnet::tensor::Plan::unfused(model.layers());
+    assert!(unfused.forward.iter().all(|&s| s == F::Plain) && unfused.buffers == model.layers().len() + 1);
+}

@@ -1,7 +1,7 @@
 //! Model loading: safetensors bytes, then the `convnet` metadata, then the
 //! architecture, then the weights, exactly as `convnet evaluate` loads a file.
 #![no_main]
-use convnet_app::model_io::{assign_params, parse_meta, parse_tensor_file};
+use convnet_io::model_file::{assign_params, parse_meta, parse_tensor_file};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,14 +1,25 @@
-//! The `convnet` command's implementation, as a library so that the fuzz
-//! targets and tests can reach the model-file loader and the architecture
-//! parser. The binary (`main.rs`) only calls [`cli::run`].
+//! The `convnet` command's implementation, as a library so that tests can
+//! reach it. The binary (`main.rs`) only calls [`cli::run`].
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cli`] | the clap tree and the dispatch, nothing else |
+//! | [`commands`] | one file per subcommand: its flags and `run` |
+//! | [`training`] | the fit loop: configuration, checkpoints, history, resume |
+//! | [`options`] | argument types and parsers shared by several commands |
+//! | [`inputs`] | architectures, model files and labelled folders as commands read them |
+//! | [`preflight`] | machine checks before work starts (memory) |
+//! | [`render`] | the pictures: curves, confusion matrix, prediction grid |
+//! | [`model_summary`] | the Keras-style layer table |
+//!
+//! Model files and metrics are in the library crate `convnet-io`, the engine in
+//! `convnet-tensor`, the data pipeline in `convnet-data`.
 
-pub mod bench;
 pub mod cli;
-pub mod doctor;
-pub mod inspect;
-pub mod metrics;
-pub mod model_io;
-pub mod predict;
+pub mod commands;
+pub mod inputs;
+pub mod model_summary;
+pub mod options;
+pub mod preflight;
 pub mod render;
-pub mod summary;
-pub mod train;
+pub mod training;

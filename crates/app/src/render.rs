@@ -1,8 +1,13 @@
 //! Drawing PNG pictures without a system font: text comes from the public-domain
 //! 8x8 bitmap font of the `font8x8` crate, compiled into the binary.
 
+use anyhow::Result;
+use convnet_data::ImageSet;
+use convnet_io::atomic::write_atomic;
+use convnet_io::metrics::Report;
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
+use std::path::Path;
 
 pub const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 pub const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
@@ -168,6 +173,77 @@ pub fn line_charts(panels: &[Panel<'_>]) -> RgbImage {
             let legend_x = left + s as i64 * 150;
             fill_rect(&mut image, legend_x, legend_y, 12, 8, *color);
             draw_text(&mut image, legend_x + 16, legend_y, name, 1, BLACK);
+        }
+    }
+    image
+}
+
+/// The PNG encoding of a picture (every picture convnet writes goes through here).
+pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| anyhow::anyhow!("cannot encode a PNG picture: {e}"))?;
+    Ok(bytes)
+}
+
+/// Draws the "Pred: X | Real: Y" grid for a random choice of images.
+pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, seed: u64, out: &Path) -> Result<()> {
+    let count = (rows * cols).min(set.len());
+    let mut chosen: Vec<usize> = (0..set.len()).collect();
+    rand::seq::SliceRandom::shuffle(chosen.as_mut_slice(), &mut convnet_tensor::rng::rng_at(seed, 0x5A0));
+    chosen.truncate(count);
+    let [channels, height, width] = set.image_shape();
+    let scale = (224 / height.max(width)).max(1) as u32;
+    let names = set.class_names();
+    let titles: Vec<String> =
+        chosen.iter().map(|&i| format!("Pred: {} | Real: {}", names[predicted[i]], names[set.labels()[i]])).collect();
+    let title_w = titles.iter().map(|t| text_width(t, 1)).max().unwrap_or(0) as usize;
+    let cell_w = (width * scale as usize).max(title_w) + 16;
+    let cell_h = height * scale as usize + 32;
+    let mut canvas = image::RgbImage::from_pixel((cell_w * cols) as u32, (cell_h * rows) as u32, WHITE);
+    for (slot, (&index, title)) in chosen.iter().zip(&titles).enumerate() {
+        let (x, y) = ((slot % cols * cell_w) as i64, (slot / cols * cell_h) as i64);
+        let color = if predicted[index] == set.labels()[index] { GREEN } else { RED };
+        draw_text(&mut canvas, x + (cell_w as i64 - text_width(title, 1) as i64) / 2, y + 8, title, 1, color);
+        let image_x = x + (cell_w - width * scale as usize) as i64 / 2;
+        blit_chw(&mut canvas, set.image(index), [channels, height, width], image_x, y + 24, scale);
+        draw_rect(
+            &mut canvas,
+            image_x - 2,
+            y + 22,
+            (width * scale as usize) as i64 + 4,
+            (height * scale as usize) as i64 + 4,
+            2,
+            color,
+        );
+    }
+    Ok(write_atomic(out, &png_bytes(&canvas)?)?)
+}
+
+/// `confusion.png`: the matrix as a heat map with counts.
+pub fn confusion_png(report: &Report) -> RgbImage {
+    let this = report;
+    let classes = this.confusion.len();
+    let cell = 48i64;
+    let label_w = 8 * this.per_class.iter().map(|c| c.class.len() + 3).max().unwrap_or(4) as i64 + 10;
+    let (width, height) = (label_w + cell * classes as i64 + 20, 60 + cell * classes as i64 + 30);
+    let mut image = RgbImage::from_pixel(width as u32, height as u32, WHITE);
+    let title = format!("Confusion matrix - accuracy {:.1}%", this.accuracy * 100.0);
+    draw_text(&mut image, 10, 10, &title, 2, BLACK);
+    draw_text(&mut image, label_w, 36, "predicted ->", 1, BLACK);
+    for (k, row) in this.confusion.iter().enumerate() {
+        let total: usize = row.iter().sum::<usize>().max(1);
+        let y = 60 + k as i64 * cell;
+        draw_text(&mut image, 4, y + cell / 2 - 4, &format!("{k} {}", this.per_class[k].class), 1, BLACK);
+        for (j, &count) in row.iter().enumerate() {
+            let x = label_w + j as i64 * cell;
+            let share = count as f64 / total as f64;
+            let shade = (255.0 * (1.0 - share)) as u8;
+            let color = if j == k { Rgb([shade, 255, shade]) } else { Rgb([255, shade, shade]) };
+            fill_rect(&mut image, x, y, cell - 2, cell - 2, color);
+            let text = count.to_string();
+            draw_text(&mut image, x + (cell - 2 - text_width(&text, 1) as i64) / 2, y + cell / 2 - 5, &text, 1, BLACK);
         }
     }
     image

@@ -18,7 +18,7 @@
 //! the Adam update, `p := p - lr * weight_decay * p`, as Keras' `AdamW` does. The
 //! decay is applied to every parameter, biases included (Keras' default).
 
-use crate::{ensure_slot, take_slot, OptimError, Optimizer, OptimizerState};
+use crate::optimizer::{ensure_slot, take_slot, OptimError, Optimizer, OptimizerState};
 use convnet_tensor::ndarray::{ArrayD, Zip};
 use convnet_tensor::{Element, ParamMut};
 

@@ -7,7 +7,7 @@
 //!                 p := p + momentum * velocity - lr * g       (nesterov)
 //! ```
 
-use crate::{ensure_slot, take_slot, OptimError, Optimizer, OptimizerState};
+use crate::optimizer::{ensure_slot, take_slot, OptimError, Optimizer, OptimizerState};
 use convnet_tensor::ndarray::{ArrayD, Zip};
 use convnet_tensor::{Element, ParamMut};
 

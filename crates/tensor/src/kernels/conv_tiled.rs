@@ -88,7 +88,7 @@ pub fn conv2d_forward_tiled<T: Element>(
     let batch = input.len() / geom.in_len();
     assert_eq!(output.len(), batch * out_channels * geom.out_pixels(), "conv2d_forward_tiled: output length");
     let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
-    let rows_per_tile = tile_rows(&geom, FORWARD_TILE_ELEMENTS);
+    let rows_per_tile = tile_rows(geom, FORWARD_TILE_ELEMENTS);
     workspace.col_scratch.ensure_threads();
     // W (OC, C*KH*KW), packed once for every tile of every image
     workspace.packed_weight.pack(Trans::No, out_channels, col_rows, weight, col_rows);
@@ -103,7 +103,7 @@ pub fn conv2d_forward_tiled<T: Element>(
                     let tile_cols = (row_end - row_start) * geom.out_w;
                     let first_col = row_start * geom.out_w;
                     // col_buf is (C*KH*KW, tile_cols)
-                    im2col(&geom, image, row_start, row_end, col_buf);
+                    im2col(geom, image, row_start, row_end, col_buf);
                     // Y[:, tile] (OC, tile_cols) = W (OC, C*KH*KW) * col (C*KH*KW, tile_cols)
                     gemm_packed(
                         packed_weight,
@@ -158,7 +158,7 @@ pub fn conv2d_backward_tiled<T: Element>(
     let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
     let weight_len = out_channels * col_rows;
     let per_image_len = weight_len + out_channels;
-    let rows_per_tile = tile_rows(&geom, BACKWARD_TILE_ELEMENTS);
+    let rows_per_tile = tile_rows(geom, BACKWARD_TILE_ELEMENTS);
     workspace.col_scratch.ensure_threads();
     if workspace.per_image_grads.len() < batch * per_image_len {
         workspace.per_image_grads.resize(batch * per_image_len, T::zero());
@@ -206,7 +206,7 @@ pub fn conv2d_backward_tiled<T: Element>(
                     let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
                     *db += sum_in_lanes(row);
                 }
-                im2col(&geom, image, row_start, row_end, col_buf);
+                im2col(geom, image, row_start, row_end, col_buf);
                 // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
                 // Both operands are contiguous along the tile: gemm_nt's dot-product
                 // kernel reads them as they lie (the packed GEMM gathers col^T).
@@ -234,7 +234,7 @@ pub fn conv2d_backward_tiled<T: Element>(
                     let rows_reached =
                         ((row_end - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
                     zero_rows_until(image_grad, rows_reached);
-                    col2im(&geom, grad_col_buf, row_start, row_end, image_grad);
+                    col2im(geom, grad_col_buf, row_start, row_end, image_grad);
                 }
             }
         });

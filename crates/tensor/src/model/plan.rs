@@ -136,28 +136,3 @@ impl Plan {
         Plan { storage, buffers, forward, backward }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::spec::ModelSpec;
-
-    #[test]
-    fn baseline_fuses_every_conv_relu_and_relu_pool_pair() {
-        let model = ModelSpec::baseline().build::<f32>(&[3, 64, 64], 8, 1).unwrap();
-        let plan = Plan::fused(model.layers());
-        use BackwardStep as B;
-        use ForwardStep as F;
-        // conv relu conv relu pool pool conv relu conv relu pool flatten dense relu ...
-        assert_eq!(
-            &plan.forward[..5],
-            &[F::ConvThenRelu, F::DoneByPrevious, F::ConvThenRelu, F::DoneByPrevious, F::Plain]
-        );
-        assert_eq!(&plan.backward[..5], &[B::Plain, B::ReluInPlace, B::Plain, B::DoneByNext, B::PoolThroughRelu]);
-        // a dense layer reads no output in backward: the ReLU after it runs in place
-        assert_eq!(plan.forward[13], F::ReluInPlace);
-        assert!(plan.buffers < model.layers().len() + 1);
-        let unfused = Plan::unfused(model.layers());
-        assert!(unfused.forward.iter().all(|&s| s == F::Plain) && unfused.buffers == model.layers().len() + 1);
-    }
-}

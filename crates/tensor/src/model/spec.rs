@@ -162,6 +162,16 @@ impl ModelSpec {
         }
     }
 
+    /// Parses an architecture TOML document: `[[layers]]` tables with a `type`
+    /// (the format of `docs/` and `--model FILE.toml`).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let spec: ModelSpec = toml::from_str(text).map_err(|e| TensorError::Config(e.message().to_string()))?;
+        if spec.layers.is_empty() {
+            return Err(TensorError::Config("the architecture has no layers".into()));
+        }
+        Ok(spec)
+    }
+
     /// A preset by name: `baseline` or `small`.
     pub fn preset(name: &str) -> Option<Self> {
         match name {

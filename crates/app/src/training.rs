@@ -7,58 +7,106 @@
 //! the epoch and step counters, and a resumed run replays exactly what the
 //! uninterrupted run would have done.
 
-use crate::metrics::predict_set;
-use crate::model_io::{self, f32_bytes, write_atomic, ModelMeta, FORMAT_VERSION, META_KEY};
+use crate::inputs::resolve_architecture;
+use crate::options::{parse_interpolation, parse_scale, positive, ClassWeighting, ImageOptions, OptimizerKind};
 use crate::render::{self, Panel};
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use convnet_data::batch::{batches_per_epoch, BatchConfig, BatchStream};
-use convnet_data::{
-    Augmentation, ClassNames, ColorMode, DatasetOptions, DecodeOptions, ImageSet, Interpolation, PixelScale,
-};
+use convnet_data::{Augmentation, ClassNames, DatasetOptions, DecodeOptions, ImageSet, Interpolation, PixelScale};
+use convnet_io::atomic::write_atomic;
+use convnet_io::metrics::predict_set;
+use convnet_io::model_file::{self, f32_bytes, ModelMeta, FORMAT_VERSION, META_KEY};
 use convnet_optim::{Adam, OptimError, Optimizer, OptimizerState, Sgd};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::rng::derive;
 use convnet_tensor::{Mode, ModelSpec, Sequential, SoftmaxCrossEntropy};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The complete configuration of a run, saved as `config.toml` in its output
-/// directory so `--resume DIR` needs nothing else.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The complete configuration of a run: the `convnet train` flags (clap reads
+/// them into this struct directly) and, saved as `config.toml` in the output
+/// directory, all that `--resume DIR` needs.
+#[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Training images, one sub-folder per class
+    #[arg(long, required_unless_present = "resume", default_value = "-", hide_default_value = true)]
     pub train: PathBuf,
+    /// Validation images (same classes); or use --validation-split
+    #[arg(long)]
     pub val: Option<PathBuf>,
+    /// Hold out this fraction of --train for validation (deterministic from --seed)
+    #[arg(long)]
     pub validation_split: Option<f64>,
+    /// After training, evaluate on this folder, print the test accuracy and draw grid.png
+    #[arg(long)]
     pub test: Option<PathBuf>,
-    /// `baseline`, `small`, or the path of an architecture TOML file.
+    /// Architecture: baseline, small, or an architecture TOML file
+    #[arg(long, default_value = "baseline")]
     pub model: String,
+    #[arg(long, default_value_t = 15, value_parser = positive)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     pub batch_size: usize,
-    pub image_size: [usize; 2],
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub image: ImageOptions,
+    /// Learning rate
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    pub optimizer: String,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// Decoupled weight decay for adamw
+    #[arg(long, default_value_t = 0.004)]
     pub weight_decay: f64,
+    /// Momentum for sgd
+    #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
+    /// Seed of initialisation, split, shuffling, augmentation and dropout
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    pub out: PathBuf,
-    pub class_weight: Option<String>,
+    /// Output directory (default: runs/MODEL-SEED)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Weight the loss by class
+    #[arg(long, value_enum)]
+    pub class_weight: Option<ClassWeighting>,
+    /// Stop when val_loss has not improved for this many epochs
+    #[arg(long, value_parser = positive)]
     pub early_stopping: Option<usize>,
+    /// Multiply the learning rate by --lr-factor when val_loss has not improved for PATIENCE epochs
+    #[arg(long, value_name = "PATIENCE", num_args = 0..=1, default_missing_value = "3", value_parser = positive)]
     pub reduce_lr_on_plateau: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
     pub lr_factor: f64,
+    /// Random flips, rotation, zoom, shift, brightness and contrast on training images
+    #[arg(long)]
     pub augment: bool,
+    /// Skip unreadable images (they are listed) instead of stopping
+    #[arg(long)]
     pub skip_bad: bool,
-    pub color_mode: ColorMode,
-    pub shuffle: bool,
+    /// Keep the file order (no shuffling)
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Start from the weights of an earlier model file (fine-tuning)
+    #[arg(long)]
     pub init_weights: Option<PathBuf>,
+    /// Pixel scaling: unit (0-1, default) or raw (0-255, as the original Keras script)
+    #[arg(long, default_value = "unit", value_parser = parse_scale)]
     pub pixel_scale: PixelScale,
+    /// Resize filter: bilinear, nearest, area, lanczos3
+    #[arg(long, default_value = "bilinear", value_parser = parse_interpolation)]
     pub interpolation: Interpolation,
+    /// Centre-crop to the target aspect ratio before resizing
+    #[arg(long)]
     pub crop_to_aspect_ratio: bool,
     /// The resolved architecture (so a resumed run does not depend on the TOML
     /// file still being there).
+    #[arg(skip)]
     pub architecture: Option<ModelSpec>,
 }
 
@@ -71,11 +119,12 @@ impl TrainConfig {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
-        if self.image_size.contains(&0) {
-            bail!("--image-size must be positive, got {}x{}", self.image_size[0], self.image_size[1]);
+        let image_size = self.image.image_size;
+        if image_size.contains(&0) {
+            bail!("--image-size must be positive, got {}x{}", image_size[0], image_size[1]);
         }
-        if self.image_size.iter().any(|&s| s > 4096) {
-            bail!("--image-size {} is larger than 4096", self.image_size[0]);
+        if image_size.iter().any(|&s| s > 4096) {
+            bail!("--image-size {} is larger than 4096", image_size[0]);
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
@@ -88,14 +137,6 @@ impl TrainConfig {
                 bail!("--validation-split must be between 0 and 1, got {split}");
             }
         }
-        if !["adam", "adamw", "sgd"].contains(&self.optimizer.as_str()) {
-            bail!("--optimizer must be adam, adamw or sgd, got {}", self.optimizer);
-        }
-        if let Some(weighting) = &self.class_weight {
-            if weighting != "balanced" {
-                bail!("--class-weight must be `balanced`, got {weighting}");
-            }
-        }
         if !(self.lr_factor > 0.0 && self.lr_factor < 1.0) {
             bail!("--lr-factor must be between 0 and 1, got {}", self.lr_factor);
         }
@@ -103,30 +144,25 @@ impl TrainConfig {
     }
 
     fn decode_options(&self) -> DecodeOptions {
-        model_io::decode_options(self.image_size, self.color_mode, self.interpolation, self.crop_to_aspect_ratio)
+        model_file::decode_options(
+            self.image.image_size,
+            self.image.color_mode,
+            self.interpolation,
+            self.crop_to_aspect_ratio,
+        )
     }
-}
 
-/// Resolves `baseline`, `small` or a TOML file into an architecture.
-pub fn resolve_architecture(model: &str) -> Result<ModelSpec> {
-    if let Some(spec) = ModelSpec::preset(model) {
-        return Ok(spec);
+    /// The output directory: `--out`, or `runs/<model>-<seed>`.
+    pub fn out_dir(&self) -> PathBuf {
+        if let Some(out) = &self.out {
+            return out.clone();
+        }
+        let stem = Path::new(&self.model)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        PathBuf::from("runs").join(format!("{stem}-{}", self.seed))
     }
-    let path = Path::new(model);
-    if !path.exists() {
-        bail!("--model {model}: not a preset (baseline, small) and no such file");
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {model}"))?;
-    parse_architecture(&text).with_context(|| format!("{model}: invalid architecture file"))
-}
-
-/// Parses an architecture TOML document: `[[layers]]` tables with a `type`.
-pub fn parse_architecture(text: &str) -> Result<ModelSpec> {
-    let spec: ModelSpec = toml::from_str(text).map_err(|e| anyhow!("{}", e.message()))?;
-    if spec.layers.is_empty() {
-        bail!("the architecture has no layers");
-    }
-    Ok(spec)
 }
 
 /// One row of `history.csv`.
@@ -164,10 +200,10 @@ enum AnyOptimizer {
 
 impl AnyOptimizer {
     fn new(config: &TrainConfig) -> Result<Self> {
-        Ok(match config.optimizer.as_str() {
-            "adam" => AnyOptimizer::Adam(Adam::new(config.lr)),
-            "adamw" => AnyOptimizer::Adam(Adam::adamw(config.lr, config.weight_decay)),
-            _ => AnyOptimizer::Sgd(Sgd::with_momentum(config.lr, config.momentum, false)?),
+        Ok(match config.optimizer {
+            OptimizerKind::Adam => AnyOptimizer::Adam(Adam::new(config.lr)),
+            OptimizerKind::Adamw => AnyOptimizer::Adam(Adam::adamw(config.lr, config.weight_decay)),
+            OptimizerKind::Sgd => AnyOptimizer::Sgd(Sgd::with_momentum(config.lr, config.momentum, false)?),
         })
     }
 
@@ -213,24 +249,24 @@ fn save_checkpoint(
     optimizer: &OptimizerState<f32>,
     state: &TrainingState,
 ) -> Result<()> {
-    let mut tensors = model_io::model_tensors(model);
+    let mut tensors = model_file::model_tensors(model);
     for (slot, buffers) in &optimizer.slots {
         for (i, buffer) in buffers.iter().enumerate() {
             tensors.push((format!("optimizer.{slot}.{i}"), buffer.shape().to_vec(), f32_bytes(buffer.iter().copied())));
         }
     }
-    let mut metadata = HashMap::new();
+    let mut metadata = BTreeMap::new();
     metadata.insert(META_KEY.to_string(), serde_json::to_string(meta)?);
     metadata.insert("training".to_string(), serde_json::to_string(state)?);
     let slot_names: Vec<&String> = optimizer.slots.iter().map(|(name, _)| name).collect();
     metadata.insert("optimizer_slots".to_string(), serde_json::to_string(&slot_names)?);
-    write_atomic(&files.checkpoint(), &model_io::serialize(&tensors, metadata)?)
+    Ok(write_atomic(&files.checkpoint(), &model_file::serialize(&tensors, &metadata)?)?)
 }
 
 /// Loads a checkpoint into `model` and returns the optimizer state and training state.
 fn load_checkpoint(path: &Path, model: &mut Sequential<f32>) -> Result<(OptimizerState<f32>, TrainingState)> {
-    let file = model_io::read_tensor_file(path)?;
-    model_io::assign_params(model, &file.tensors)
+    let file = model_file::read_tensor_file(path)?;
+    model_file::assign_params(model, &file.tensors)
         .with_context(|| format!("{}: does not fit the model", path.display()))?;
     let state: TrainingState = serde_json::from_str(
         file.metadata.get("training").ok_or_else(|| anyhow!("{}: no training state", path.display()))?,
@@ -269,7 +305,7 @@ fn write_history(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
             row.seconds
         ));
     }
-    write_atomic(&files.history(), csv.as_bytes())
+    Ok(write_atomic(&files.history(), csv.as_bytes())?)
 }
 
 fn write_curves(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
@@ -284,11 +320,7 @@ fn write_curves(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
     }
     let image =
         render::line_charts(&[Panel { title: "loss", series: loss }, Panel { title: "accuracy", series: accuracy }]);
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| anyhow!("cannot encode curves: {e}"))?;
-    write_atomic(&files.curves(), &bytes)
+    Ok(write_atomic(&files.curves(), &render::png_bytes(&image)?)?)
 }
 
 /// Per-class weights `total / (classes * count)` (Keras' "balanced").
@@ -338,7 +370,7 @@ pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet
 /// Runs (or resumes) a training run.
 pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
     config.validate()?;
-    let files = RunFiles { dir: config.out.clone() };
+    let files = RunFiles { dir: config.out_dir() };
     let architecture = match &config.architecture {
         Some(spec) => spec.clone(),
         None => resolve_architecture(&config.model)?,
@@ -349,8 +381,8 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         format_version: FORMAT_VERSION,
         architecture: architecture.clone(),
         class_names: class_names.clone(),
-        image_size: config.image_size,
-        color_mode: config.color_mode,
+        image_size: config.image.image_size,
+        color_mode: config.image.color_mode,
         pixel_scale: config.pixel_scale,
         interpolation: config.interpolation,
         crop_to_aspect_ratio: config.crop_to_aspect_ratio,
@@ -371,10 +403,10 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             train_set.len()
         );
     }
-    crate::cli::check_memory(&model, config.batch_size)?;
+    crate::preflight::check_memory(&model, config.batch_size)?;
     if let Some(init) = &config.init_weights {
-        let file = model_io::read_tensor_file(init)?;
-        model_io::assign_params(&mut model, &file.tensors)
+        let file = model_file::read_tensor_file(init)?;
+        model_file::assign_params(&mut model, &file.tensors)
             .with_context(|| format!("--init-weights {}: does not fit this model", init.display()))?;
         println!("Initialised weights from {}", init.display());
     }
@@ -395,12 +427,14 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
     } else {
         let mut saved = config.clone();
         saved.architecture = Some(architecture.clone());
+        saved.out = Some(files.dir.clone());
         let text = toml::to_string_pretty(&saved).map_err(|e| anyhow!("cannot encode the configuration: {e}"))?;
         write_atomic(&files.config(), text.as_bytes())?;
-        print!("{}", crate::summary::summary_table(&model, config.batch_size));
+        print!("{}", crate::model_summary::summary_table(&model, config.batch_size));
     }
 
-    let class_weights = config.class_weight.as_ref().map(|_| balanced_class_weights(&train_set.class_counts()));
+    let class_weights =
+        config.class_weight.map(|ClassWeighting::Balanced| balanced_class_weights(&train_set.class_counts()));
     if let Some(weights) = &class_weights {
         let shown: Vec<String> = class_names.iter().zip(weights).map(|(n, w)| format!("{n}: {w:.3}")).collect();
         println!("Class weights (balanced): {}", shown.join(", "));
@@ -418,7 +452,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         let started = Instant::now();
         let stream_config = BatchConfig {
             batch_size: config.batch_size,
-            shuffle: config.shuffle,
+            shuffle: !config.no_shuffle,
             seed: config.seed,
             epoch: epoch as u64,
             scale: config.pixel_scale,
@@ -515,7 +549,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         if let (Some(vl), Some(va)) = (val_loss, val_accuracy) {
             if state.best_val_accuracy.is_none_or(|best| va > best) {
                 state.best_val_accuracy = Some(va);
-                model_io::save_model(&files.best(), &model, &meta)?;
+                model_file::save_model(&files.best(), &model, &meta)?;
             }
             if state.best_val_loss.is_none_or(|best| vl < best) {
                 state.best_val_loss = Some(vl);
@@ -550,7 +584,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         write_history(&files, &state.history)?;
         write_curves(&files, &state.history)?;
     }
-    model_io::save_model(&files.model(), &model, &meta)?;
+    model_file::save_model(&files.model(), &model, &meta)?;
     Ok(TrainOutcome { model, meta, files })
 }
 
@@ -560,7 +594,7 @@ pub fn read_config(dir: &Path) -> Result<TrainConfig> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("--resume {}: no config.toml (is this a convnet run directory?)", dir.display()))?;
     let mut config: TrainConfig = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
-    config.out = dir.to_path_buf();
+    config.out = Some(dir.to_path_buf());
     if !dir.join("checkpoint.safetensors").exists() {
         bail!(
             "--resume {}: no checkpoint yet (the run stopped before its first epoch ended); start it again",

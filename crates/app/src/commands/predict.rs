@@ -1,10 +1,11 @@
 //! `convnet predict`: classify image files and folders.
 
-use crate::model_io::{load_model, write_atomic};
 use anyhow::{bail, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
 use convnet_data::scan::IMAGE_EXTENSIONS;
+use convnet_io::atomic::write_atomic;
+use convnet_io::model_file::load_model;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::Mode;
 use rayon::prelude::*;

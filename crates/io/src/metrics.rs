@@ -1,11 +1,10 @@
 //! Classification metrics: accuracy, confusion matrix, per-class precision,
 //! recall and F1, macro and weighted averages, Cohen's kappa.
 
-use crate::render::{draw_text, fill_rect, text_width, BLACK, WHITE};
+use crate::error::Result;
 use convnet_data::batch::for_each_batch;
 use convnet_data::{ImageSet, PixelScale};
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
-use image::{Rgb, RgbImage};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -23,7 +22,7 @@ pub fn predict_set(
     set: &ImageSet,
     batch_size: usize,
     scale: PixelScale,
-) -> anyhow::Result<Predictions> {
+) -> Result<Predictions> {
     let classes = model.output_shape()[0];
     let mut loss_fn = SoftmaxCrossEntropy::<f32>::new();
     let mut total_loss = 0.0f64;
@@ -33,16 +32,14 @@ pub fn predict_set(
         if error.is_some() {
             return;
         }
-        let result = model.forward(batch.images.view(), Mode::Eval).map_err(anyhow::Error::from).and_then(|logits| {
-            let loss = loss_fn.forward(logits, &batch.labels)?;
-            Ok(loss)
-        });
+        let result =
+            model.forward(batch.images.view(), Mode::Eval).and_then(|logits| loss_fn.forward(logits, &batch.labels));
         match result {
             Ok(loss) => {
                 total_loss += loss as f64 * batch.labels.len() as f64;
                 probs.extend_from_slice(loss_fn.probs().as_slice().expect("contiguous"));
             }
-            Err(e) => error = Some(e),
+            Err(e) => error = Some(e.into()),
         }
     });
     if let Some(error) = error {
@@ -162,39 +159,5 @@ impl Report {
             );
         }
         out
-    }
-
-    /// `confusion.png`: the matrix as a heat map with counts.
-    pub fn confusion_png(&self) -> RgbImage {
-        let classes = self.confusion.len();
-        let cell = 48i64;
-        let label_w = 8 * self.per_class.iter().map(|c| c.class.len() + 3).max().unwrap_or(4) as i64 + 10;
-        let (width, height) = (label_w + cell * classes as i64 + 20, 60 + cell * classes as i64 + 30);
-        let mut image = RgbImage::from_pixel(width as u32, height as u32, WHITE);
-        let title = format!("Confusion matrix - accuracy {:.1}%", self.accuracy * 100.0);
-        draw_text(&mut image, 10, 10, &title, 2, BLACK);
-        draw_text(&mut image, label_w, 36, "predicted ->", 1, BLACK);
-        for (k, row) in self.confusion.iter().enumerate() {
-            let total: usize = row.iter().sum::<usize>().max(1);
-            let y = 60 + k as i64 * cell;
-            draw_text(&mut image, 4, y + cell / 2 - 4, &format!("{k} {}", self.per_class[k].class), 1, BLACK);
-            for (j, &count) in row.iter().enumerate() {
-                let x = label_w + j as i64 * cell;
-                let share = count as f64 / total as f64;
-                let shade = (255.0 * (1.0 - share)) as u8;
-                let color = if j == k { Rgb([shade, 255, shade]) } else { Rgb([255, shade, shade]) };
-                fill_rect(&mut image, x, y, cell - 2, cell - 2, color);
-                let text = count.to_string();
-                draw_text(
-                    &mut image,
-                    x + (cell - 2 - text_width(&text, 1) as i64) / 2,
-                    y + cell / 2 - 5,
-                    &text,
-                    1,
-                    BLACK,
-                );
-            }
-        }
-        image
     }
 }

@@ -4,7 +4,8 @@
 //! backward is `F` for the weight gradient plus `F` for the input gradient
 //! (skipped for the first layer, whose input gradient nobody needs).
 
-use crate::cli::{model_for, parse_size, set_threads};
+use crate::inputs::model_for;
+use crate::options::{parse_size, set_threads};
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_optim::{Adam, Optimizer};
@@ -70,7 +71,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut model = spec
         .build::<f32>(&input, classes, 1)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
-    crate::cli::check_memory(&model, args.batch_size)?;
+    crate::preflight::check_memory(&model, args.batch_size)?;
     let mut rng = convnet_tensor::rng::rng_at(7, 7);
     let shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();
     let images = ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(0.0f32..1.0));

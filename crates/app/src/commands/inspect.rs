@@ -1,11 +1,12 @@
 //! `convnet inspect`: what the network sees. Writes the first convolution's
 //! filters and every convolution's feature maps for one image as PNG grids.
 
-use crate::model_io::{load_model, write_atomic};
-use crate::render::{blit_chw, draw_text, BLACK, WHITE};
+use crate::render::{blit_chw, draw_text, png_bytes, BLACK, WHITE};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
+use convnet_io::atomic::write_atomic;
+use convnet_io::model_file::load_model;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::Mode;
 use std::path::PathBuf;
@@ -46,11 +47,7 @@ fn grid(title: &str, tiles: &[Vec<u8>], shape: [usize; 3], scale: u32) -> image:
 }
 
 fn save(path: &std::path::Path, image: &image::RgbImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| anyhow!("cannot encode PNG: {e}"))?;
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &png_bytes(image)?)?)
 }
 
 pub fn run(args: InspectArgs) -> Result<ExitCode> {

@@ -12,8 +12,9 @@
 //!    usual healthy update ratio is about 1e-3 per step; far below means the
 //!    layer barely learns, far above that it is unstable.
 
-use crate::cli::{parse_size, set_threads};
-use crate::train::{balanced_class_weights, resolve_architecture};
+use crate::inputs::resolve_architecture;
+use crate::options::{parse_size, set_threads};
+use crate::training::balanced_class_weights;
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_data::scan::{scan, ClassNames};

@@ -1,0 +1,12 @@
+//! One file per subcommand: its flags (`XArgs`, parsed by clap) and `run`.
+
+pub mod bench;
+pub mod doctor;
+pub mod evaluate;
+pub mod gradcheck;
+pub mod import_idx;
+pub mod inspect;
+pub mod predict;
+pub mod show;
+pub mod summary;
+pub mod train;

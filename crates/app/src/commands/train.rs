@@ -1,0 +1,63 @@
+//! `convnet train`: parse, train (see [`crate::training`]), then report where
+//! everything went and, with `--test`, the test accuracy and the grid.
+
+use crate::inputs::load_labelled;
+use crate::options::{positive, set_threads};
+use crate::render::draw_grid;
+use crate::training::{self, TrainConfig};
+use anyhow::Result;
+use clap::Args;
+use convnet_io::metrics::{predict_set, report};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `convnet train`'s flags: the run's configuration, or `--resume DIR`.
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: TrainConfig,
+    /// Worker threads (default: all cores); results do not depend on it
+    #[arg(long, value_parser = positive)]
+    pub threads: Option<usize>,
+    /// Continue an interrupted run from its output directory (its saved configuration is used)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["train", "val", "validation_split", "model", "epochs", "out"])]
+    pub resume: Option<PathBuf>,
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    set_threads(args.threads)?;
+    let (config, resume) = match &args.resume {
+        Some(dir) => (training::read_config(dir)?, true),
+        None => (args.config, false),
+    };
+    let outcome = training::train(&config, resume)?;
+    let files = &outcome.files;
+    println!("\nModel written to {}", files.model().display());
+    if files.best().exists() {
+        println!("Best validation model: {}", files.best().display());
+    }
+    println!(
+        "History: {}  Curves: {}  Checkpoint: {}",
+        files.history().display(),
+        files.curves().display(),
+        files.checkpoint().display()
+    );
+    if let Some(test_dir) = &config.test {
+        let mut model = outcome.model;
+        let set = load_labelled(test_dir, &outcome.meta, false)?;
+        let predictions = predict_set(&mut model, &set, config.batch_size, outcome.meta.pixel_scale)?;
+        let result = report(predictions.loss, set.labels(), &predictions.predicted, set.class_names());
+        println!(
+            "\nTest ({}): loss {:.4} - accuracy {:.4} ({:.1}% of {} images)",
+            test_dir.display(),
+            result.loss,
+            result.accuracy,
+            100.0 * result.accuracy,
+            set.len()
+        );
+        let grid = files.dir.join("grid.png");
+        draw_grid(&set, &predictions.predicted, 3, 3, config.seed, &grid)?;
+        println!("Prediction grid: {}", grid.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

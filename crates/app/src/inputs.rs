@@ -1,0 +1,55 @@
+//! What commands read besides their flags: architecture names and files,
+//! model files, labelled folders.
+
+use anyhow::{bail, Context, Result};
+use convnet_data::ImageSet;
+use convnet_io::model_file::{self, ModelMeta};
+use convnet_tensor::ModelSpec;
+use std::path::{Path, PathBuf};
+
+/// Resolves `baseline`, `small` or a TOML file into an architecture.
+pub fn resolve_architecture(model: &str) -> Result<ModelSpec> {
+    if let Some(spec) = ModelSpec::preset(model) {
+        return Ok(spec);
+    }
+    let path = Path::new(model);
+    if !path.exists() {
+        bail!("--model {model}: not a preset (baseline, small) and no such file");
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {model}"))?;
+    parse_architecture(&text).with_context(|| format!("{model}: invalid architecture file"))
+}
+
+/// Parses an architecture TOML document ([`ModelSpec::from_toml`]).
+pub fn parse_architecture(text: &str) -> Result<ModelSpec> {
+    Ok(ModelSpec::from_toml(text)?)
+}
+
+/// A model for `summary`/`gradcheck`/`bench`: a preset, a TOML file, or a
+/// model file. Returns the architecture, the input shape and class count (the
+/// file's own for a model file, else the ones given) and the file to load
+/// weights from.
+pub fn model_for(
+    name: &str,
+    input: [usize; 3],
+    classes: usize,
+) -> Result<(ModelSpec, [usize; 3], usize, Option<PathBuf>)> {
+    let path = Path::new(name);
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let file = model_file::read_tensor_file(path)?;
+        let meta = model_file::parse_meta(&file.metadata)
+            .with_context(|| format!("{}: not a convnet model file", path.display()))?;
+        return Ok((meta.architecture.clone(), meta.input_shape(), meta.class_names.len(), Some(path.to_path_buf())));
+    }
+    Ok((resolve_architecture(name)?, input, classes, None))
+}
+
+/// Loads a labelled folder with the model's classes (mapped by name) and input
+/// format, reporting skipped files and classes without a folder on stderr.
+pub fn load_labelled(dir: &Path, meta: &ModelMeta, skip_bad: bool) -> Result<ImageSet> {
+    let loaded = convnet_data::load(dir, &meta.dataset_options(skip_bad))?;
+    if !loaded.report.missing_classes.is_empty() || !loaded.report.skipped.is_empty() {
+        eprint!("{}", loaded.report);
+    }
+    Ok(loaded.training)
+}

@@ -1,0 +1,97 @@
+//! Argument types and value parsers shared by several commands.
+
+use clap::{Args, ValueEnum};
+use convnet_data::{ColorMode, Interpolation, PixelScale};
+use serde::{Deserialize, Serialize};
+
+/// The input format of a new model: size and colour mode (`train`, `summary`,
+/// `doctor`, `bench`).
+#[derive(Args, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageOptions {
+    /// Image size: one number (square) or HEIGHTxWIDTH
+    #[arg(long, default_value = "224", value_parser = parse_size)]
+    pub image_size: [usize; 2],
+    /// Colour mode of the network input
+    #[arg(long, default_value = "rgb", value_parser = parse_color_mode)]
+    pub color_mode: ColorMode,
+}
+
+impl ImageOptions {
+    /// Per-sample input shape `(C, H, W)`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        [self.color_mode.channels(), self.image_size[0], self.image_size[1]]
+    }
+}
+
+/// The optimizer of a training run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with Keras' defaults
+    Adam,
+    /// Adam with decoupled weight decay (--weight-decay)
+    Adamw,
+    /// SGD with momentum (--momentum)
+    Sgd,
+}
+
+/// How classes are weighted in the loss.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeighting {
+    /// Weight each class by total / (classes * count), as scikit-learn's `balanced`
+    Balanced,
+}
+
+/// `224` or `224x160` (height x width).
+pub fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let parse =
+        |s: &str| s.trim().parse::<usize>().map_err(|_| format!("`{text}` is not a size (e.g. 224 or 224x160)"));
+    let size = match text.split_once(['x', 'X']) {
+        Some((h, w)) => [parse(h)?, parse(w)?],
+        None => [parse(text)?; 2],
+    };
+    if size.contains(&0) {
+        return Err(format!("image size must be positive, got {text}"));
+    }
+    Ok(size)
+}
+
+/// `rgb`, `grayscale` or `rgba`.
+pub fn parse_color_mode(text: &str) -> Result<ColorMode, String> {
+    ColorMode::parse(text).ok_or_else(|| format!("`{text}`: expected rgb, grayscale or rgba"))
+}
+
+/// `bilinear`, `nearest`, `area` or `lanczos3`.
+pub fn parse_interpolation(text: &str) -> Result<Interpolation, String> {
+    Interpolation::parse(text).ok_or_else(|| format!("`{text}`: expected bilinear, nearest, area or lanczos3"))
+}
+
+/// `unit` (0-1) or `raw` (0-255).
+pub fn parse_scale(text: &str) -> Result<PixelScale, String> {
+    match text {
+        "unit" | "0-1" => Ok(PixelScale::Unit),
+        "raw" | "0-255" => Ok(PixelScale::Raw),
+        _ => Err(format!("`{text}`: expected unit (0-1) or raw (0-255)")),
+    }
+}
+
+/// A whole number of at least 1.
+pub fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a positive whole number")),
+    }
+}
+
+/// Sizes the global thread pool (`--threads`); results never depend on it.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(threads) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {threads} threads: {e}"))?;
+    }
+    Ok(())
+}

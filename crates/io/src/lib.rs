@@ -1,0 +1,29 @@
+//! # convnet-io: what a trained model leaves behind
+//!
+//! - [`model_file`]: model files — safetensors with the architecture, class
+//!   names and input format in the metadata, loadable by PyTorch as they are,
+//!   the same bytes for the same weights, written atomically.
+//! - [`atomic`]: the atomic write every output file goes through (temporary
+//!   file, fsync, rename; a full disk named as such).
+//! - [`metrics`]: predictions over a data set and the classification report
+//!   (confusion matrix, precision, recall, F1, Cohen's kappa).
+//!
+//! ```
+//! use convnet_io::model_file::{load_model, save_model, ModelMeta};
+//! use convnet_tensor::ModelSpec;
+//! let meta = ModelMeta::new(ModelSpec::small(), vec!["cat".into(), "dog".into()], [28, 28], convnet_data::ColorMode::Grayscale);
+//! let model = meta.architecture.build::<f32>(&meta.input_shape(), 2, 7).unwrap();
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("model.safetensors");
+//! save_model(&path, &model, &meta).unwrap();
+//! let (loaded, loaded_meta) = load_model(&path).unwrap();
+//! assert_eq!(loaded_meta, meta);
+//! assert_eq!(loaded.params()[0].value, model.params()[0].value);
+//! ```
+
+pub mod atomic;
+pub mod error;
+pub mod metrics;
+pub mod model_file;
+
+pub use error::{IoError, Result};
