@@ -3,8 +3,12 @@
 //! batch. Run it with
 //!
 //!     cargo run --release --example train_loop -- data/fashion-mnist/train
+//!
+//! and it writes `train_loop.safetensors`, a model file `convnet evaluate`,
+//! `predict` and PyTorch's `load_state_dict` read as they are.
 use convnet::data::batch::{BatchConfig, BatchStream};
 use convnet::data::{load, ColorMode, DatasetOptions, DecodeOptions, PixelScale};
+use convnet::io::model_file::{save_model, ModelMeta};
 use convnet::optim::{Adam, Optimizer};
 use convnet::tensor::{Mode, ModelSpec, SoftmaxCrossEntropy};
 use std::sync::Arc;
@@ -63,5 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             correct as f64 / seen as f64
         );
     }
+
+    // 4. Save: the weights and all a model file needs to be used again.
+    let meta = ModelMeta::new(ModelSpec::small(), images.class_names().to_vec(), [28, 28], ColorMode::Grayscale);
+    save_model("train_loop.safetensors".as_ref(), &model, &meta)?;
+    println!("Model written to train_loop.safetensors");
     Ok(())
 }

@@ -53,6 +53,8 @@
 //! drawn from a generator seeded by (step, layer, image). A seed therefore fixes a
 //! run bit for bit on 1 or 64 threads.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod element;
 pub mod error;
 pub mod geometry;

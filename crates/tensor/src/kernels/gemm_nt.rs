@@ -198,6 +198,9 @@ mod tests {
             if isa == x86_gemm_nt::Isa::Avx512 {
                 let mut out = vec![f64::NAN; m * n];
                 let mut out32 = vec![f32::NAN; m * n];
+                // SAFETY: the CPU has AVX-512F (checked by isa()); a is m x k and b is
+                // n x k with row strides k, out is m x n with row stride n: every
+                // addressed element is in bounds, and out aliases neither input.
                 unsafe {
                     x86_gemm_nt::avx512_f64(m, n, k, a.as_ptr(), k, b.as_ptr(), k, 0.0, out.as_mut_ptr(), n);
                     x86_gemm_nt::avx512_f32(m, n, k, a32.as_ptr(), k, b32.as_ptr(), k, 0.0, out32.as_mut_ptr(), n);
@@ -209,6 +212,8 @@ mod tests {
             if isa != x86_gemm_nt::Isa::None {
                 let mut out = vec![f64::NAN; m * n];
                 let mut out32 = vec![f32::NAN; m * n];
+                // SAFETY: the CPU has AVX2 and FMA (isa() is not None); shapes and
+                // strides as above, in bounds, no aliasing.
                 unsafe {
                     x86_gemm_nt::avx2_f64(m, n, k, a.as_ptr(), k, b.as_ptr(), k, 0.0, out.as_mut_ptr(), n);
                     x86_gemm_nt::avx2_f32(m, n, k, a32.as_ptr(), k, b32.as_ptr(), k, 0.0, out32.as_mut_ptr(), n);

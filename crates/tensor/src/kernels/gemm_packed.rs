@@ -131,8 +131,12 @@ pub fn gemm_packed<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, be
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above keep every addressed element in bounds; `c` is a
-    // unique borrow, so it aliases neither `a` nor `b`.
+    // SAFETY: the asserts above keep every addressed element of `b` and `c` in
+    // bounds; `c` is a unique borrow, so it aliases neither `a` nor `b`. The
+    // packed-weights invariant the kernel relies on holds by construction:
+    // `PackedA::pack` is the only writer of `rows`, `depth` and `panels`, and it
+    // leaves `panels` exactly `ceil(rows / MR) * depth * MR` long, the rows past
+    // `rows` zero, so every panel load of the kernel is in bounds.
     let done = unsafe { T::gemm_packed_raw(m, n, k, a.panels.as_ptr(), b.as_ptr(), ldb, beta, c.as_mut_ptr(), ldc) };
     if !done {
         gemm_packed_fallback(a, n, b, ldb, beta, c, ldc);

@@ -31,88 +31,95 @@ macro_rules! kernel {
             c: *mut $t,
             ldc: usize,
         ) {
-            // Blocks of NR rows of B outside, MR rows of A inside, so the NR
-            // rows of B stay in L1 while all of A streams past them (conv2's
-            // weight gradient: B is the 1 MB column tile, read from L2 once;
-            // A the 225 KB dY tile).
-            let mut j = 0;
-            while j < n {
-                let mut i = 0;
-                if j + $nr <= n {
-                    while i + $mr <= m {
-                        block::<$mr, $nr>(i, j, k, a, lda, b, ldb, beta, c, ldc);
-                        i += $mr;
+            // SAFETY: the caller guarantees this function's contract (CPU features, bounds, no aliasing), which is exactly what the block calls and the raw loads and stores below need.
+            unsafe {
+                // Blocks of NR rows of B outside, MR rows of A inside, so the NR
+                // rows of B stay in L1 while all of A streams past them (conv2's
+                // weight gradient: B is the 1 MB column tile, read from L2 once;
+                // A the 225 KB dY tile).
+                let mut j = 0;
+                while j < n {
+                    let mut i = 0;
+                    if j + $nr <= n {
+                        while i + $mr <= m {
+                            block::<$mr, $nr>(i, j, k, a, lda, b, ldb, beta, c, ldc);
+                            i += $mr;
+                        }
+                        for i in i..m {
+                            block::<1, $nr>(i, j, k, a, lda, b, ldb, beta, c, ldc);
+                        }
+                        j += $nr;
+                    } else {
+                        // the last n % NR rows of B, one at a time
+                        while i + $mr <= m {
+                            block::<$mr, 1>(i, j, k, a, lda, b, ldb, beta, c, ldc);
+                            i += $mr;
+                        }
+                        for i in i..m {
+                            block::<1, 1>(i, j, k, a, lda, b, ldb, beta, c, ldc);
+                        }
+                        j += 1;
                     }
-                    for i in i..m {
-                        block::<1, $nr>(i, j, k, a, lda, b, ldb, beta, c, ldc);
-                    }
-                    j += $nr;
-                } else {
-                    // the last n % NR rows of B, one at a time
-                    while i + $mr <= m {
-                        block::<$mr, 1>(i, j, k, a, lda, b, ldb, beta, c, ldc);
-                        i += $mr;
-                    }
-                    for i in i..m {
-                        block::<1, 1>(i, j, k, a, lda, b, ldb, beta, c, ldc);
-                    }
-                    j += 1;
                 }
-            }
 
-            /// The micro-kernel: `C[i0..i0+MR][j0..j0+NR]`.
-            #[inline]
-            #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn block<const MR: usize, const NR: usize>(
-                i0: usize,
-                j0: usize,
-                k: usize,
-                a: *const $t,
-                lda: usize,
-                b: *const $t,
-                ldb: usize,
-                beta: $t,
-                c: *mut $t,
-                ldc: usize,
-            ) {
-                let mut a_rows = [a; MR];
-                for (i, row) in a_rows.iter_mut().enumerate() {
-                    *row = a.add((i0 + i) * lda);
-                }
-                let mut b_rows = [b; NR];
-                for (j, row) in b_rows.iter_mut().enumerate() {
-                    *row = b.add((j0 + j) * ldb);
-                }
-                // acc[i][j]: one register of LANES partial sums of C[i0+i][j0+j]
-                let mut acc = [[$zero(); NR]; MR];
-                let full = k / $lanes * $lanes;
-                let mut p = 0;
-                while p < full {
-                    let mut a_vecs = [$zero(); MR];
-                    for i in 0..MR {
-                        a_vecs[i] = $load(a_rows[i].add(p));
-                    }
-                    for j in 0..NR {
-                        // each vector of B meets MR vectors of A, each of A
-                        // NR of B: MR*NR multiply-adds per MR+NR loads
-                        let b_vec = $load(b_rows[j].add(p));
+                /// The micro-kernel: `C[i0..i0+MR][j0..j0+NR]`.
+                #[inline]
+                #[target_feature(enable = $features)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn block<const MR: usize, const NR: usize>(
+                    i0: usize,
+                    j0: usize,
+                    k: usize,
+                    a: *const $t,
+                    lda: usize,
+                    b: *const $t,
+                    ldb: usize,
+                    beta: $t,
+                    c: *mut $t,
+                    ldc: usize,
+                ) {
+                    // SAFETY: i0 + MR <= m and j0 + NR <= n (the caller's loop bounds), so every row pointer and every
+                    // load of k elements, and the store to C, stay inside the allocations of the contract.
+                    unsafe {
+                        let mut a_rows = [a; MR];
+                        for (i, row) in a_rows.iter_mut().enumerate() {
+                            *row = a.add((i0 + i) * lda);
+                        }
+                        let mut b_rows = [b; NR];
+                        for (j, row) in b_rows.iter_mut().enumerate() {
+                            *row = b.add((j0 + j) * ldb);
+                        }
+                        // acc[i][j]: one register of LANES partial sums of C[i0+i][j0+j]
+                        let mut acc = [[$zero(); NR]; MR];
+                        let full = k / $lanes * $lanes;
+                        let mut p = 0;
+                        while p < full {
+                            let mut a_vecs = [$zero(); MR];
+                            for i in 0..MR {
+                                a_vecs[i] = $load(a_rows[i].add(p));
+                            }
+                            for j in 0..NR {
+                                // each vector of B meets MR vectors of A, each of A
+                                // NR of B: MR*NR multiply-adds per MR+NR loads
+                                let b_vec = $load(b_rows[j].add(p));
+                                for i in 0..MR {
+                                    acc[i][j] = $fma(a_vecs[i], b_vec, acc[i][j]);
+                                }
+                            }
+                            p += $lanes;
+                        }
                         for i in 0..MR {
-                            acc[i][j] = $fma(a_vecs[i], b_vec, acc[i][j]);
+                            for j in 0..NR {
+                                // the lanes as a tree (halves added, then halves of
+                                // those...: fixed order), then the k % LANES leftovers
+                                let mut sum = $sum_lanes(acc[i][j]);
+                                for q in full..k {
+                                    sum += *a_rows[i].add(q) * *b_rows[j].add(q);
+                                }
+                                let c_ij = c.add((i0 + i) * ldc + j0 + j);
+                                *c_ij = if beta == 0.0 { sum } else { sum + beta * *c_ij };
+                            }
                         }
-                    }
-                    p += $lanes;
-                }
-                for i in 0..MR {
-                    for j in 0..NR {
-                        // the lanes as a tree (halves added, then halves of
-                        // those...: fixed order), then the k % LANES leftovers
-                        let mut sum = $sum_lanes(acc[i][j]);
-                        for q in full..k {
-                            sum += *a_rows[i].add(q) * *b_rows[j].add(q);
-                        }
-                        let c_ij = c.add((i0 + i) * ldc + j0 + j);
-                        *c_ij = if beta == 0.0 { sum } else { sum + beta * *c_ij };
                     }
                 }
             }
@@ -229,12 +236,15 @@ macro_rules! dispatch {
             c: *mut $t,
             ldc: usize,
         ) -> bool {
-            match isa() {
-                Isa::Avx512 => $avx512(m, n, k, a, lda, b, ldb, beta, c, ldc),
-                Isa::Avx2 => $avx2(m, n, k, a, lda, b, ldb, beta, c, ldc),
-                Isa::None => return false,
+            // SAFETY: the caller guarantees this function's contract (CPU features, bounds, no aliasing), which is exactly what the block calls and the raw loads and stores below need.
+            unsafe {
+                match isa() {
+                    Isa::Avx512 => $avx512(m, n, k, a, lda, b, ldb, beta, c, ldc),
+                    Isa::Avx2 => $avx2(m, n, k, a, lda, b, ldb, beta, c, ldc),
+                    Isa::None => return false,
+                }
+                true
             }
-            true
         }
     };
 }

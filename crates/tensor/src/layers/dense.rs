@@ -18,9 +18,13 @@
 //! - `dx[n, i] += dy[n, o] * W[o, i]`, i.e. `dX = dY W` `(N, in)`,
 //! - `db[o] += dy[n, o]`, summed over the batch.
 //!
-//! Each is one GEMM over the whole batch; `matrixmultiply` runs single-threaded,
-//! so the order of the sums over `n` is fixed and the result is independent of
-//! the thread count.
+//! Each is a GEMM over the whole batch, split across threads in blocks of
+//! output rows: the forward `X W^T` through `gemm_nt`'s dot-product kernel
+//! (rows of `X` and of `W` both lie contiguous along `in`), `dW` and `dX`
+//! through `gemm` (`matrixmultiply`). A block split only decides which thread
+//! computes an element, never the order of the sum over `n` or `i` that makes
+//! it, so the result is independent of the thread count. The plain twins are
+//! [`dense_forward_naive`] and [`dense_backward_naive`] at the end of this file.
 //!
 //! ```
 //! use convnet_tensor::{Dense, Layer, Mode};

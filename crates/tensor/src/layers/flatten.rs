@@ -3,8 +3,9 @@
 //! Element `(n, c, h, w)` goes to feature `(c*H + h)*W + w`: C, H, W order, which
 //! is PyTorch's `nn.Flatten` on NCHW. (Keras flattens NHWC tensors in H, W, C
 //! order; weights of the first dense layer after a flatten must be permuted when
-//! moving between the two.) Because activations are row-major, the data does not
-//! move at all: forward and backward are plain copies.
+//! moving between the two.) Because activations are row-major, the order of the
+//! elements does not change: forward and backward are plain copies from one
+//! buffer to the next (`memcpy`), no gather.
 //!
 //! ```text
 //! forward:  y[n, (c*H + h)*W + w] = x[n, c, h, w]

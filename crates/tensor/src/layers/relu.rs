@@ -5,16 +5,17 @@
 //! dx = dy * [x > 0]                (the derivative at exactly 0 is taken as 0, as in PyTorch)
 //! ```
 //!
-//! ReLU runs in place inside a model ([`Layer::in_place`]): its output
-//! overwrites its input, and backward reads the mask from the output, since
-//! `y > 0` exactly where `x > 0`. That saves one activation buffer per ReLU
-//! (600 MB of the `baseline` at 224x224, batch 32).
+//! Inside a model the plan ([`crate::model::plan`]) runs a ReLU in place
+//! ([`Relu::forward_in_place`]): its output overwrites its input, and backward
+//! reads the mask from the output, since `y > 0` exactly where `x > 0`. That
+//! saves one activation buffer per ReLU (600 MB of the `baseline` at 224x224,
+//! batch 32).
 //!
-//! Better still, in a model a ReLU costs nothing of its own next to the layers
-//! that can do its work: a convolution before it clamps each tile of its output
-//! while it is in cache ([`Layer::forward_fused_relu`]), and a max-pool after it
-//! masks its own winners ([`Layer::backward_through_relu`]); this layer's passes
-//! are then skipped. Alone, it is the plain layer below.
+//! Better still, a ReLU costs nothing of its own next to the layers that can
+//! do its work: a convolution before it clamps each tile of its output while it
+//! is in cache ([`crate::Conv2d::forward_fused_relu`]), and a max-pool after it
+//! masks its own winners ([`crate::MaxPool2d::backward_through_relu`]); this
+//! layer's passes are then skipped. Alone, it is the plain layer below.
 //!
 //! ReLU has a kink at 0: a numerical gradient across it is meaningless, so the
 //! layer reports the sign pattern of its input to [`crate::gradcheck`] (see
