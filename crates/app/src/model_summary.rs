@@ -33,12 +33,10 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     );
     let _ = writeln!(out, "{rule}");
     let mut total_flops = 0u64;
-    let mut activation_elements = model.input_shape().iter().product::<usize>();
     for (i, layer) in model.layers().iter().enumerate() {
         let params: usize = layer.params().iter().map(|p| p.value.len()).sum();
         let flops = layer.forward_flops(&model.shapes()[i]);
         total_flops += flops;
-        activation_elements += model.shapes()[i + 1].iter().product::<usize>();
         let _ = writeln!(
             out,
             "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8.1}",
@@ -55,14 +53,14 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let _ = writeln!(out, "Total params: {params} ({})", human_bytes(params as f64 * 4.0));
     let _ = writeln!(
         out,
-        "Forward: {:.3} GFLOP per image; a training step (forward + backward) is about {:.3} GFLOP per image",
+        "Forward: {:.3} GFLOP per image; a training step (forward + backward) is {:.3} GFLOP per image",
         total_flops as f64 / 1e9,
-        3.0 * total_flops as f64 / 1e9
+        model.layer_flops().iter().map(|(forward, backward)| forward + backward).sum::<u64>() as f64 / 1e9
     );
     let _ = writeln!(
         out,
-        "Activations: {} per batch of {batch_size} (f32; backward needs as much again at most for gradients)",
-        human_bytes(activation_elements as f64 * 4.0 * batch_size as f64)
+        "Activations and gradients: {} per batch of {batch_size} (f32, buffers shared where layers run in place)",
+        human_bytes(model.buffer_bytes(batch_size) as f64)
     );
     let _ = writeln!(out, "{rule}");
     out

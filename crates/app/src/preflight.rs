@@ -11,19 +11,10 @@ pub fn total_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Bytes of f32 activations and gradients one training batch needs: every
-/// activation plus the two gradient buffers (each as large as the largest
-/// activation). The same estimate `summary` prints.
-pub fn batch_memory(model: &Sequential<f32>, batch_size: usize) -> u64 {
-    let elements: Vec<usize> = model.shapes().iter().map(|s| s.iter().product::<usize>()).collect();
-    let per_sample = elements.iter().sum::<usize>() + 2 * elements.iter().max().copied().unwrap_or(0);
-    (batch_size as u64).saturating_mul(per_sample as u64).saturating_mul(4)
-}
-
 /// Refuses a batch whose activations (plus the two gradient buffers) cannot
 /// fit in this machine's memory, before anything is allocated.
 pub fn check_memory(model: &Sequential<f32>, batch_size: usize) -> Result<()> {
-    let needed = batch_memory(model, batch_size);
+    let needed = model.buffer_bytes(batch_size);
     if let Some(total) = total_memory() {
         if needed > total {
             bail!(

@@ -159,6 +159,48 @@ pub trait Layer<T: Element>: Send + Sync {
     }
 }
 
+/// A weight, a bias and their gradients: the parameters of [`crate::Conv2d`]
+/// and [`crate::Dense`], and their plumbing, written once.
+#[derive(Debug)]
+pub struct WeightAndBias<T> {
+    /// The weight (`(OC, C, KH, KW)` for a convolution, `(out, in)` for dense).
+    pub weight: ArrayD<T>,
+    /// The bias `(out,)`.
+    pub bias: ArrayD<T>,
+    /// `dL/dweight` from the last backward pass.
+    pub grad_weight: ArrayD<T>,
+    /// `dL/dbias` from the last backward pass.
+    pub grad_bias: ArrayD<T>,
+}
+
+impl<T: Element> WeightAndBias<T> {
+    /// Zero weight of `weight_shape`, zero bias of `outputs`, zero gradients.
+    pub fn zeros(weight_shape: &[usize], outputs: usize) -> Self {
+        WeightAndBias {
+            weight: zeros(weight_shape),
+            bias: zeros(&[outputs]),
+            grad_weight: zeros(weight_shape),
+            grad_bias: zeros(&[outputs]),
+        }
+    }
+
+    /// `[weight, bias]` with their gradients, for [`Layer::params`].
+    pub fn params(&self) -> Vec<Param<'_, T>> {
+        vec![
+            Param { name: "weight", value: &self.weight, grad: &self.grad_weight },
+            Param { name: "bias", value: &self.bias, grad: &self.grad_bias },
+        ]
+    }
+
+    /// `[weight, bias]` mutably, for [`Layer::params_mut`].
+    pub fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        vec![
+            ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight },
+            ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias },
+        ]
+    }
+}
+
 /// Returns the contiguous slice of a view in standard layout.
 ///
 /// # Panics

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use convnet_optim::{Adam, Optimizer};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
-use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
+use convnet_tensor::{Mode, SoftmaxCrossEntropy};
 use rand::Rng;
 use serde_json::json;
 use std::process::ExitCode;
@@ -46,20 +46,6 @@ pub struct BenchArgs {
     json: bool,
 }
 
-fn layer_flops(model: &Sequential<f32>) -> Vec<(u64, u64)> {
-    model
-        .layers()
-        .iter()
-        .enumerate()
-        .map(|(i, layer)| {
-            let forward = layer.forward_flops(&model.shapes()[i]);
-            let has_params = !layer.params().is_empty();
-            let backward = if has_params { forward + if i == 0 { 0 } else { forward } } else { 0 };
-            (forward, backward)
-        })
-        .collect()
-}
-
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(
         args.batch_size > 0 && args.steps > 0 && args.channels > 0 && args.classes > 0,
@@ -78,7 +64,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let labels: Vec<usize> = (0..args.batch_size).map(|_| rng.random_range(0..classes)).collect();
     let mut loss_fn = SoftmaxCrossEntropy::new();
     let mut adam = Adam::new(1e-3);
-    let flops = layer_flops(&model);
+    let flops = model.layer_flops();
     let (forward_flops, backward_flops): (u64, u64) = flops.iter().fold((0, 0), |(f, b), &(lf, lb)| (f + lf, b + lb));
     let step_flops =
         if args.inference { forward_flops } else { forward_flops + backward_flops } * args.batch_size as u64;

@@ -13,12 +13,12 @@
 //!    layer barely learns, far above that it is unstable.
 
 use crate::inputs::resolve_architecture;
-use crate::options::{parse_size, set_threads};
+use crate::options::{set_threads, ImageOptions};
 use crate::training::balanced_class_weights;
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_data::scan::{scan, ClassNames};
-use convnet_data::{ColorMode, DatasetOptions, DecodeOptions, ImageSet, PixelScale};
+use convnet_data::{DatasetOptions, DecodeOptions, ImageSet, PixelScale};
 use convnet_optim::{Adam, Optimizer};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
@@ -38,10 +38,8 @@ pub struct DoctorArgs {
     /// Architecture: baseline, small, or a TOML file
     #[arg(long, default_value = "baseline")]
     model: String,
-    #[arg(long, default_value = "224", value_parser = parse_size)]
-    image_size: [usize; 2],
-    #[arg(long, default_value = "rgb", value_parser = |s: &str| ColorMode::parse(s).ok_or("expected rgb, grayscale or rgba"))]
-    color_mode: ColorMode,
+    #[command(flatten)]
+    image: ImageOptions,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     #[arg(long, default_value_t = 42)]
@@ -83,8 +81,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let train_scan = scan(&args.train, &ClassNames::Infer, false)?;
     let options = DatasetOptions {
         decode: DecodeOptions {
-            image_size: (args.image_size[0], args.image_size[1]),
-            color_mode: args.color_mode,
+            image_size: (args.image.image_size[0], args.image.image_size[1]),
+            color_mode: args.image.color_mode,
             ..DecodeOptions::default()
         },
         skip_bad: true,
@@ -150,7 +148,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let set = &loaded.training;
     let classes = set.class_names().len();
     let spec = resolve_architecture(&args.model)?;
-    let input = [args.color_mode.channels(), args.image_size[0], args.image_size[1]];
+    let input = [args.image.color_mode.channels(), args.image.image_size[0], args.image.image_size[1]];
     let build = || {
         spec.build::<f32>(&input, classes, args.seed)
             .with_context(|| format!("{} cannot take {}x{} inputs", args.model, input[1], input[2]))

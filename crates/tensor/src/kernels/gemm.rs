@@ -140,12 +140,9 @@ pub fn gemm_naive<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use crate::kernels::testing::{assert_close, random};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    fn random(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
 
     #[test]
     fn fast_gemm_matches_naive_for_all_transpositions_and_betas() {
@@ -158,16 +155,15 @@ mod tests {
                             if trans_a == Trans::No { k } else { m } + 2,
                             if trans_b == Trans::No { n } else { k } + 1,
                         );
-                        let a = random(&mut rng, m.max(k) * lda);
-                        let b = random(&mut rng, n.max(k) * ldb);
+                        let a: Vec<f64> = random(&mut rng, m.max(k) * lda);
+                        let b: Vec<f64> = random(&mut rng, n.max(k) * ldb);
                         let ldc = n + 3;
-                        let c0 = random(&mut rng, m * ldc);
+                        let c0: Vec<f64> = random(&mut rng, m * ldc);
                         let (mut fast, mut slow) = (c0.clone(), c0.clone());
                         gemm(trans_a, trans_b, m, n, k, 0.7, &a, lda, &b, ldb, beta, &mut fast, ldc);
                         gemm_naive(trans_a, trans_b, m, n, k, 0.7, &a, lda, &b, ldb, beta, &mut slow, ldc);
-                        for (x, y) in fast.iter().zip(&slow) {
-                            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
-                        }
+                        let case = format!("m={m} n={n} k={k} {trans_a:?} {trans_b:?} beta={beta}");
+                        assert_close(&fast, &slow, k, 1e-13, &case);
                     }
                 }
             }

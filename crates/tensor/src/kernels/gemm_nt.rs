@@ -125,9 +125,10 @@ pub fn gemm_nt_naive<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testing::{assert_close, random};
     #[cfg(target_arch = "x86_64")]
     use crate::kernels::x86_gemm_nt;
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     fn check<T: Element>(tolerance: f64) {
@@ -147,20 +148,12 @@ mod tests {
         ] {
             for beta in [0.0, 1.0, 0.5] {
                 let (lda, ldb, ldc) = (k + 3, k + 1, n + 2);
-                let a: Vec<T> = (0..m * lda).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect();
-                let b: Vec<T> = (0..n * ldb).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect();
-                let c0: Vec<T> = (0..m * ldc).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect();
+                let (a, b, c0): (Vec<T>, Vec<T>, Vec<T>) =
+                    (random(&mut rng, m * lda), random(&mut rng, n * ldb), random(&mut rng, m * ldc));
                 let (mut fast, mut slow) = (c0.clone(), c0.clone());
                 gemm_nt(m, n, k, &a, lda, &b, ldb, T::from_f64(beta), &mut fast, ldc);
                 gemm_nt_naive(m, n, k, &a, lda, &b, ldb, T::from_f64(beta), &mut slow, ldc);
-                for (index, (x, y)) in fast.iter().zip(&slow).enumerate() {
-                    let scale = 1.0 + (k as f64).sqrt();
-                    assert!(
-                        (Element::to_f64(*x) - Element::to_f64(*y)).abs() <= tolerance * scale,
-                        "{} m={m} n={n} k={k} beta={beta} index {index}: {x} vs {y}",
-                        T::NAME
-                    );
-                }
+                assert_close(&fast, &slow, k, tolerance, &format!("m={m} n={n} k={k} beta={beta}"));
             }
         }
     }

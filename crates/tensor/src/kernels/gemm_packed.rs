@@ -151,7 +151,8 @@ fn gemm_packed_fallback<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use crate::kernels::testing::{assert_close, random};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     fn check<T: Element>(tolerance: f64) {
@@ -173,9 +174,8 @@ mod tests {
                 for beta in [0.0, 1.0, -0.5] {
                     let lda = if trans == Trans::No { k + 2 } else { m + 2 };
                     let (ldb, ldc) = (n + 3, n + 1);
-                    let a: Vec<T> = (0..m.max(k) * lda).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect();
-                    let b: Vec<T> = (0..k * ldb).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect();
-                    let c0: Vec<T> = (0..m * ldc).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect();
+                    let (a, b, c0): (Vec<T>, Vec<T>, Vec<T>) =
+                        (random(&mut rng, m.max(k) * lda), random(&mut rng, k * ldb), random(&mut rng, m * ldc));
                     let mut packed = PackedA::new();
                     packed.pack(trans, m, k, &a, lda);
                     let (mut fast, mut slow) = (c0.clone(), c0.clone());
@@ -195,14 +195,7 @@ mod tests {
                         &mut slow,
                         ldc,
                     );
-                    for (index, (x, y)) in fast.iter().zip(&slow).enumerate() {
-                        let scale = 1.0 + (k as f64).sqrt();
-                        assert!(
-                            (Element::to_f64(*x) - Element::to_f64(*y)).abs() <= tolerance * scale,
-                            "{} m={m} n={n} k={k} {trans:?} beta={beta} index {index}: {x} vs {y}",
-                            T::NAME
-                        );
-                    }
+                    assert_close(&fast, &slow, k, tolerance, &format!("m={m} n={n} k={k} {trans:?} beta={beta}"));
                 }
             }
         }

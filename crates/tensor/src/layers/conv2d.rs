@@ -85,7 +85,7 @@ use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, Co
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
-use crate::layer::{expect_rank, slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
+use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 
 // ---------------------------------------------------------------------------
@@ -285,12 +285,8 @@ pub struct Conv2d<T: Element> {
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: Padding,
-    /// `(OC, C, KH, KW)`
-    weight: ArrayD<T>,
-    /// `(OC,)`
-    bias: ArrayD<T>,
-    grad_weight: ArrayD<T>,
-    grad_bias: ArrayD<T>,
+    /// Weight `(OC, C, KH, KW)`, bias `(OC,)` and their gradients.
+    tensors: WeightAndBias<T>,
     /// The fast kernel's buffers, reused from batch to batch.
     workspace: ConvWorkspace<T>,
 }
@@ -317,35 +313,32 @@ impl<T: Element> Conv2d<T> {
             kernel,
             stride,
             padding,
-            weight: zeros(&weight_shape),
-            bias: zeros(&[out_channels]),
-            grad_weight: zeros(&weight_shape),
-            grad_bias: zeros(&[out_channels]),
+            tensors: WeightAndBias::zeros(&weight_shape, out_channels),
             workspace: ConvWorkspace::default(),
         })
     }
 
     /// The weights `(OC, C, KH, KW)`.
     pub fn weight(&self) -> &ArrayD<T> {
-        &self.weight
+        &self.tensors.weight
     }
 
     /// Mutable weights.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
-        &mut self.weight
+        &mut self.tensors.weight
     }
 
     /// Mutable bias `(OC,)`.
     pub fn bias_mut(&mut self) -> &mut ArrayD<T> {
-        &mut self.bias
+        &mut self.tensors.bias
     }
 
     /// The forward pass; with `fused_relu`, `output = max(conv, 0)` (the plan
     /// of [`crate::model`] fuses a ReLU that follows into this pass).
     pub fn forward_fused_relu(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, fused_relu: bool) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
-        let weight = self.weight.as_slice().expect("weights are contiguous");
-        let bias = self.bias.as_slice().expect("bias is contiguous");
+        let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
+        let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
         conv2d_forward_tiled(
             &geom,
             weight,
@@ -428,9 +421,9 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         grad_input: Option<ArrayViewMutD<'_, T>>,
     ) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
-        let weight = self.weight.as_slice().expect("weights are contiguous");
-        let grad_weight = self.grad_weight.as_slice_mut().expect("contiguous");
-        let grad_bias = self.grad_bias.as_slice_mut().expect("contiguous");
+        let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
+        let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
+        let grad_bias = self.tensors.grad_bias.as_slice_mut().expect("contiguous");
         let mut grad_input = grad_input;
         let grad_input = grad_input.as_mut().map(slice_mut);
         conv2d_backward_tiled(
@@ -454,16 +447,10 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     }
 
     fn params(&self) -> Vec<Param<'_, T>> {
-        vec![
-            Param { name: "weight", value: &self.weight, grad: &self.grad_weight },
-            Param { name: "bias", value: &self.bias, grad: &self.grad_bias },
-        ]
+        self.tensors.params()
     }
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
-        vec![
-            ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight },
-            ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias },
-        ]
+        self.tensors.params_mut()
     }
 }

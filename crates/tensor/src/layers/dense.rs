@@ -41,7 +41,7 @@
 use crate::element::Element;
 use crate::kernels::gemm::{gemm, gemm_naive, Trans};
 use crate::kernels::gemm_nt::gemm_nt;
-use crate::layer::{expect_rank, slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
+use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
@@ -54,12 +54,8 @@ const ROWS_PER_TASK: usize = 8;
 pub struct Dense<T: Element> {
     in_features: usize,
     out_features: usize,
-    /// `(out, in)`
-    weight: ArrayD<T>,
-    /// `(out,)`
-    bias: ArrayD<T>,
-    grad_weight: ArrayD<T>,
-    grad_bias: ArrayD<T>,
+    /// Weight `(out, in)`, bias `(out,)` and their gradients.
+    tensors: WeightAndBias<T>,
 }
 
 impl<T: Element> Dense<T> {
@@ -73,21 +69,18 @@ impl<T: Element> Dense<T> {
         Ok(Dense {
             in_features,
             out_features,
-            weight: zeros(&[out_features, in_features]),
-            bias: zeros(&[out_features]),
-            grad_weight: zeros(&[out_features, in_features]),
-            grad_bias: zeros(&[out_features]),
+            tensors: WeightAndBias::zeros(&[out_features, in_features], out_features),
         })
     }
 
     /// Mutable weights `(out, in)`.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
-        &mut self.weight
+        &mut self.tensors.weight
     }
 
     /// Mutable bias `(out,)`.
     pub fn bias_mut(&mut self) -> &mut ArrayD<T> {
-        &mut self.bias
+        &mut self.tensors.bias
     }
 }
 
@@ -120,7 +113,7 @@ impl<T: Element> Layer<T> for Dense<T> {
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {
         let (fan_in, fan_out) = (self.in_features, self.out_features);
         let output = slice_mut(&mut output);
-        let weight = self.weight.as_slice().expect("contiguous");
+        let weight = self.tensors.weight.as_slice().expect("contiguous");
         // y (N, out) = x (N, in) * W^T (in, out). Rows of x and of W are both
         // contiguous along `in`, the long reduction: gemm_nt's dot-product kernel
         // reads them as they lie (a packed GEMM would gather W^T with a stride of
@@ -131,7 +124,7 @@ impl<T: Element> Layer<T> for Dense<T> {
                 gemm_nt(rows, fan_out, fan_in, input_rows, fan_in, weight, fan_in, T::zero(), output_rows, fan_out);
             },
         );
-        let bias = self.bias.as_slice().expect("contiguous");
+        let bias = self.tensors.bias.as_slice().expect("contiguous");
         for row in output.chunks_mut(fan_out) {
             for (value, &b) in row.iter_mut().zip(bias) {
                 *value += b;
@@ -155,7 +148,8 @@ impl<T: Element> Layer<T> for Dense<T> {
         // block, so the split changes no result)
         // (one block per thread: each block packs all of X once)
         let rows_per_task = fan_out.div_ceil(rayon::current_num_threads()).max(1);
-        self.grad_weight
+        self.tensors
+            .grad_weight
             .as_slice_mut()
             .expect("contiguous")
             .par_chunks_mut(rows_per_task * fan_in)
@@ -179,7 +173,7 @@ impl<T: Element> Layer<T> for Dense<T> {
                 );
             });
         // db[o] = sum_n dy[n, o]
-        let grad_bias = self.grad_bias.as_slice_mut().expect("contiguous");
+        let grad_bias = self.tensors.grad_bias.as_slice_mut().expect("contiguous");
         grad_bias.fill(T::zero());
         for row in dy.chunks(fan_out) {
             for (db, &value) in grad_bias.iter_mut().zip(row) {
@@ -189,7 +183,7 @@ impl<T: Element> Layer<T> for Dense<T> {
         if let Some(mut grad_input) = grad_input {
             // dX (N, in) = dY (N, out) * W (out, in), in blocks of rows of dX (one per
             // thread: each packs all of W once)
-            let weight = self.weight.as_slice().expect("contiguous");
+            let weight = self.tensors.weight.as_slice().expect("contiguous");
             let rows_per_task = batch.div_ceil(rayon::current_num_threads()).max(1);
             slice_mut(&mut grad_input)
                 .par_chunks_mut(rows_per_task * fan_in)
@@ -216,17 +210,11 @@ impl<T: Element> Layer<T> for Dense<T> {
     }
 
     fn params(&self) -> Vec<Param<'_, T>> {
-        vec![
-            Param { name: "weight", value: &self.weight, grad: &self.grad_weight },
-            Param { name: "bias", value: &self.bias, grad: &self.grad_bias },
-        ]
+        self.tensors.params()
     }
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
-        vec![
-            ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight },
-            ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias },
-        ]
+        self.tensors.params_mut()
     }
 }
 

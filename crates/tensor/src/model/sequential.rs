@@ -220,6 +220,42 @@ impl<T: Element> Sequential<T> {
         self.layers.iter().zip(&self.shapes).map(|(layer, shape)| layer.forward_flops(shape)).sum()
     }
 
+    /// FLOPs per sample of each layer's forward and backward pass
+    /// `(forward, backward)`: a layer with parameters does two GEMMs of its
+    /// forward's size backward (the weight gradient and the input gradient),
+    /// the first layer only the first (nobody needs its input gradient); the
+    /// others' passes are memory-bound and counted as 0.
+    pub fn layer_flops(&self) -> Vec<(u64, u64)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let forward = layer.forward_flops(&self.shapes[i]);
+                let has_params = !layer.params().is_empty();
+                let backward = if has_params { forward + if i == 0 { 0 } else { forward } } else { 0 };
+                (forward, backward)
+            })
+            .collect()
+    }
+
+    /// Bytes of the activation and gradient buffers for a batch of `batch` (what
+    /// forward and backward allocate on their first call): every activation
+    /// buffer of the plan, sized for the largest activation it holds, plus the
+    /// two gradient buffers, each as large as the largest activation. The
+    /// layers' own workspaces (column tiles, packed weights) come on top.
+    pub fn buffer_bytes(&self, batch: usize) -> u64 {
+        let mut buffers = vec![0u64; self.plan.buffers];
+        let mut largest = 0u64;
+        for (i, shape) in self.shapes.iter().enumerate() {
+            let elements = shape.iter().product::<usize>() as u64;
+            let slot = &mut buffers[self.plan.storage[i]];
+            *slot = (*slot).max(elements);
+            largest = largest.max(elements);
+        }
+        let elements = buffers.iter().sum::<u64>() + 2 * largest;
+        elements.saturating_mul(batch as u64).saturating_mul(std::mem::size_of::<T>() as u64)
+    }
+
     /// Runs the batch `input` `(N, ...input_shape)` through every layer and
     /// returns the output `(N, ...output_shape)`, which stays valid until the next
     /// forward. In [`Mode::Train`], layer `i` gets the seed `derive(seed, i)`.
