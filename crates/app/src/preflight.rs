@@ -1,26 +1,104 @@
 //! Checks of the machine before work starts: will it fit in memory?
+//!
+//! "Memory available" is the smaller of the machine's available physical
+//! memory (`MemAvailable`) and what the process's memory cgroup still allows
+//! (its limit, or any ancestor's, minus its usage; cgroup v1
+//! `memory.limit_in_bytes` or v2 `memory.max`), as a container or a shared
+//! server sets it.
 
 use anyhow::{bail, Result};
 use convnet_tensor::Sequential;
+use std::path::{Path, PathBuf};
 
-/// Bytes of RAM on this machine, from /proc/meminfo (None elsewhere).
-pub fn total_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+/// Share of the available memory the decoded images may take; the rest is for
+/// the model's buffers, the batches in flight and everything else.
+pub const IMAGES_SHARE: f64 = 0.75;
+
+/// Memory this process can still use, and what limits it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Available {
+    /// Bytes.
+    pub bytes: u64,
+    /// "available physical memory" or "the cgroup memory limit of 3.0 GB".
+    pub source: String,
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The tightest cgroup limit on this process, minus what its cgroup uses.
+fn cgroup_available() -> Option<Available> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut best: Option<Available> = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let relative = path.trim_start_matches('/');
+        // (directory of the process's cgroup, limit file, usage file)
+        let candidates: Vec<(PathBuf, &str, &str)> = if controllers.split(',').any(|c| c == "memory") {
+            vec![(Path::new("/sys/fs/cgroup/memory").join(relative), "memory.limit_in_bytes", "memory.usage_in_bytes")]
+        } else if controllers.is_empty() {
+            vec![
+                (Path::new("/sys/fs/cgroup").join(relative), "memory.max", "memory.current"),
+                (Path::new("/sys/fs/cgroup/unified").join(relative), "memory.max", "memory.current"),
+            ]
+        } else {
+            continue;
+        };
+        for (dir, limit_file, usage_file) in candidates {
+            let usage = read_u64(&dir.join(usage_file)).unwrap_or(0);
+            // the effective limit is the smallest on the way up to the root
+            let mut level = Some(dir.as_path());
+            while let Some(current) = level {
+                if let Some(limit) = read_u64(&current.join(limit_file)).filter(|&l| l < 1 << 60) {
+                    let free = limit.saturating_sub(usage);
+                    if best.as_ref().is_none_or(|b| free < b.bytes) {
+                        let source = format!("the cgroup memory limit of {}", convnet_data::error::human_bytes(limit));
+                        best = Some(Available { bytes: free, source });
+                    }
+                }
+                level = current.parent().filter(|p| p.starts_with("/sys/fs/cgroup") && p.components().count() > 4);
+            }
+        }
+    }
+    best
+}
+
+/// Memory this process can still use (see the module docs); `None` where
+/// neither `/proc/meminfo` nor a cgroup says.
+pub fn available_memory() -> Option<Available> {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(Available { bytes: kb * 1024, source: "available physical memory".into() })
+    });
+    match (physical, cgroup_available()) {
+        (Some(p), Some(c)) => Some(if c.bytes < p.bytes { c } else { p }),
+        (p, c) => p.or(c),
+    }
+}
+
+/// The budget for decoded images handed to the data loader:
+/// [`IMAGES_SHARE`] of the available memory, minus `already` (bytes of sets
+/// loaded before).
+pub fn images_budget(already: u64) -> Option<(u64, String)> {
+    let available = available_memory()?;
+    let budget = ((available.bytes as f64 * IMAGES_SHARE) as u64).saturating_sub(already);
+    Some((budget, format!("{:.0}% of {}", IMAGES_SHARE * 100.0, available.source)))
 }
 
 /// Refuses a batch whose activations (plus the two gradient buffers) cannot
 /// fit in this machine's memory, before anything is allocated.
 pub fn check_memory(model: &Sequential<f32>, batch_size: usize) -> Result<()> {
     let needed = model.buffer_bytes(batch_size);
-    if let Some(total) = total_memory() {
-        if needed > total {
+    if let Some(available) = available_memory() {
+        if needed > available.bytes {
             bail!(
-                "a batch of {batch_size} needs about {:.1} GB for activations and gradients, more than this machine's {:.1} GB: use a smaller --batch-size or --image-size",
+                "a batch of {batch_size} needs about {:.1} GB for activations and gradients, more than the {:.1} GB left ({}): use a smaller --batch-size or --image-size",
                 needed as f64 / 1e9,
-                total as f64 / 1e9
+                available.bytes as f64 / 1e9,
+                available.source
             );
         }
     }

@@ -52,6 +52,10 @@ pub struct DatasetOptions {
     pub validation_split: Option<f64>,
     /// Seed of the split.
     pub seed: u64,
+    /// The most bytes the decoded images may take, and where that figure comes
+    /// from (for the message): checked after scanning, before anything is
+    /// decoded ([`DataError::TooBigForMemory`]). `None`: no limit.
+    pub memory_budget: Option<(u64, String)>,
 }
 
 impl Default for DatasetOptions {
@@ -63,6 +67,7 @@ impl Default for DatasetOptions {
             skip_bad: false,
             validation_split: None,
             seed: 42,
+            memory_budget: None,
         }
     }
 }
@@ -100,6 +105,11 @@ impl ImageSet {
             return Err(DataError::Config(format!("label {label} but only {} classes", class_names.len())));
         }
         Ok(ImageSet { class_names, shape, pixels, labels, paths })
+    }
+
+    /// Bytes of decoded pixels held.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.pixels.len() as u64
     }
 
     /// Number of images.
@@ -177,15 +187,28 @@ pub struct LoadReport {
     pub ignored: usize,
     /// Classes of an explicit list without a folder.
     pub missing_classes: Vec<String>,
-    /// Files that could not be decoded and were skipped, with the reason.
+    /// Files that could not be decoded and were skipped, with the reason
+    /// (the reason does not repeat the path).
     pub skipped: Vec<(PathBuf, String)>,
-    /// Files used for training and for validation (when split).
+    /// Images used for training and for validation (when split), after
+    /// skipping unreadable ones.
     pub split: Option<(usize, usize)>,
 }
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "Found {} files belonging to {} classes.", self.files, self.class_names.len())?;
+        if self.skipped.is_empty() {
+            writeln!(f, "Found {} files belonging to {} classes.", self.files, self.class_names.len())?;
+        } else {
+            writeln!(
+                f,
+                "Found {} files belonging to {} classes; {} unreadable skipped, {} used.",
+                self.files,
+                self.class_names.len(),
+                self.skipped.len(),
+                self.files - self.skipped.len()
+            )?;
+        }
         if let Some((training, validation)) = self.split {
             writeln!(f, "Using {training} files for training and {validation} for validation.")?;
         }
@@ -205,8 +228,25 @@ impl fmt::Display for LoadReport {
             for (path, reason) in &self.skipped {
                 writeln!(f, "  {}: {reason}", path.display())?;
             }
+            writeln!(f, "Per class after skipping: {}", self.used_counts_text())?;
         }
         Ok(())
+    }
+}
+
+impl LoadReport {
+    /// `name count, ...` of the images used per class.
+    fn used_counts_text(&self) -> String {
+        let mut counts = self.class_counts.clone();
+        for (path, _) in &self.skipped {
+            // the class of a skipped file is its folder under the root
+            let class = path.strip_prefix(&self.root).ok().and_then(|p| p.iter().next()).map(|c| c.to_string_lossy());
+            if let Some(index) = class.and_then(|c| self.class_names.iter().position(|n| *n == c)) {
+                counts[index] = counts[index].saturating_sub(1);
+            }
+        }
+        let parts: Vec<String> = self.class_names.iter().zip(&counts).map(|(n, c)| format!("{n} {c}")).collect();
+        parts.join(", ")
     }
 }
 
@@ -260,7 +300,14 @@ pub fn decode_files(
     for (index, result) in results.into_iter().enumerate() {
         match result {
             Ok(()) => keep.push(index),
-            Err(error) if skip_bad => skipped.push((files[index].path.clone(), error.to_string())),
+            Err(error) if skip_bad => {
+                // the message starts with the path; the report prints the path once
+                let path = &files[index].path;
+                let message = error.to_string();
+                let prefix = format!("{}: ", path.display());
+                let reason = message.strip_prefix(&prefix).map(str::to_string).unwrap_or(message);
+                skipped.push((path.clone(), reason));
+            }
             Err(error) => return Err(error),
         }
     }
@@ -315,10 +362,25 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
                     scan.files.len()
                 )));
             }
-            report.split = Some((train.len(), validation.len()));
             (train, Some(validation))
         }
     };
+    if let Some((budget, source)) = &options.memory_budget {
+        let images = train_files.len() + validation_files.as_ref().map_or(0, Vec::len);
+        let needed = (images as u64).saturating_mul(options.decode.image_len() as u64);
+        if needed > *budget {
+            return Err(DataError::TooBigForMemory {
+                root: root.to_path_buf(),
+                images,
+                height,
+                width,
+                channels: options.decode.color_mode.channels(),
+                needed,
+                budget: *budget,
+                budget_source: source.clone(),
+            });
+        }
+    }
     let (training, mut skipped) = decode_files(&train_files, &scan.class_names, &options.decode, options.skip_bad)?;
     let validation = match validation_files {
         Some(files) => {
@@ -332,5 +394,8 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
         return Err(DataError::Config(format!("{}: no readable images", root.display())));
     }
     report.skipped = skipped;
+    if let Some(validation) = &validation {
+        report.split = Some((training.len(), validation.len()));
+    }
     Ok(Loaded { training, validation, report })
 }

@@ -78,11 +78,47 @@ pub enum DataError {
     /// An invalid option (zero image size, split outside (0, 1), ...).
     #[error("{0}")]
     Config(String),
+    /// The decoded images would not fit in the memory budget the caller gave
+    /// ([`crate::DatasetOptions::memory_budget`]); nothing was decoded.
+    #[error(
+        "{}: the {images} images decoded at {height}x{width}x{channels} need {}, more than {} available for them ({budget_source}); use a smaller --image-size or fewer images",
+        root.display(), human_bytes(*needed), human_bytes(*budget)
+    )]
+    TooBigForMemory {
+        /// The folder.
+        root: PathBuf,
+        /// Images that would be decoded.
+        images: usize,
+        /// Decoded height.
+        height: usize,
+        /// Decoded width.
+        width: usize,
+        /// Decoded channels.
+        channels: usize,
+        /// Bytes they need.
+        needed: u64,
+        /// Bytes the caller allows.
+        budget: u64,
+        /// Where the budget comes from, e.g. "75% of the 3.0 GB cgroup memory limit".
+        budget_source: String,
+    },
 }
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io { path: path.into(), error: source }
+    }
+}
+
+/// `1.5 GB`, `320.0 MB`, `12.0 KB`: decimal units, one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    let bytes = bytes as f64;
+    if bytes >= 1e9 {
+        format!("{:.1} GB", bytes / 1e9)
+    } else if bytes >= 1e6 {
+        format!("{:.1} MB", bytes / 1e6)
+    } else {
+        format!("{:.1} KB", bytes / 1e3)
     }
 }
 

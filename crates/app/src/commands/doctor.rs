@@ -86,6 +86,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             ..DecodeOptions::default()
         },
         skip_bad: true,
+        memory_budget: crate::preflight::images_budget(0),
         ..DatasetOptions::default()
     };
     let loaded = convnet_data::load(&args.train, &options)?;

@@ -4,6 +4,7 @@
 use crate::inputs::load_labelled;
 use crate::options::{positive, set_threads};
 use crate::render::draw_grid;
+use crate::training::interrupt::Interrupted;
 use crate::training::{self, TrainConfig};
 use anyhow::Result;
 use clap::Args;
@@ -30,7 +31,17 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         Some(dir) => (training::read_config(dir)?, true),
         None => (args.config, false),
     };
-    let outcome = training::train(&config, resume)?;
+    let outcome = match training::train(&config, resume) {
+        Ok(outcome) => outcome,
+        Err(error) => match error.downcast_ref::<Interrupted>() {
+            // stopped by Ctrl-C or SIGTERM after writing a checkpoint: one line, 130 / 143
+            Some(interrupted) => {
+                eprintln!("{interrupted}");
+                return Ok(ExitCode::from(interrupted.exit_code()));
+            }
+            None => return Err(error),
+        },
+    };
     let files = &outcome.files;
     println!("\nModel written to {}", files.model().display());
     if files.best().exists() {

@@ -1,0 +1,261 @@
+//! The configuration of a training run: the `convnet train` flags, clap reads
+//! them straight into [`TrainConfig`], which is also `config.toml`.
+
+use crate::options::{parse_interpolation, parse_scale, positive, ClassWeighting, ImageOptions, OptimizerKind};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use convnet_data::{DecodeOptions, Interpolation, PixelScale};
+use convnet_io::model_file;
+use convnet_tensor::ModelSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// When to write a checkpoint inside an epoch (one is always written at the
+/// end of every epoch).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CheckpointEvery {
+    /// After every N training steps.
+    Steps(u64),
+    /// After this much training time since the last checkpoint.
+    Time(Duration),
+    /// Only at the end of each epoch.
+    Never,
+}
+
+impl std::str::FromStr for CheckpointEvery {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}`: expected a number of steps (500), a time (90s, 10m, 2h) or `never`");
+        let text = text.trim();
+        if text == "never" {
+            return Ok(CheckpointEvery::Never);
+        }
+        let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+            Some(at) => text.split_at(at),
+            None => (text, ""),
+        };
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        if !(value.is_finite() && value > 0.0) {
+            return Err(bad());
+        }
+        let seconds = match unit {
+            "" if value.fract() == 0.0 => return Ok(CheckpointEvery::Steps(value as u64)),
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(bad()),
+        };
+        Ok(CheckpointEvery::Time(Duration::from_secs_f64(seconds)))
+    }
+}
+
+impl std::fmt::Display for CheckpointEvery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointEvery::Steps(steps) => write!(f, "{steps}"),
+            CheckpointEvery::Time(time) => write!(f, "{}s", time.as_secs_f64()),
+            CheckpointEvery::Never => write!(f, "never"),
+        }
+    }
+}
+
+impl Serialize for CheckpointEvery {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckpointEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Default for CheckpointEvery {
+    fn default() -> Self {
+        CheckpointEvery::Time(Duration::from_secs(600))
+    }
+}
+
+/// The complete configuration of a run: the `convnet train` flags (clap reads
+/// them into this struct directly) and, saved as `config.toml` in the output
+/// directory, all that `--resume DIR` needs.
+#[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Training images, one sub-folder per class
+    #[arg(long, required_unless_present = "resume", default_value = "-", hide_default_value = true)]
+    pub train: PathBuf,
+    /// Validation images (same classes); or use --validation-split
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// Hold out this fraction of --train for validation (deterministic from --seed)
+    #[arg(long)]
+    pub validation_split: Option<f64>,
+    /// After training, evaluate on this folder, print the test accuracy and draw grid.png
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Architecture: baseline, small, or an architecture TOML file
+    #[arg(long, default_value = "baseline")]
+    pub model: String,
+    #[arg(long, default_value_t = 15, value_parser = positive)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32, value_parser = positive)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub image: ImageOptions,
+    /// Learning rate
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// Decoupled weight decay for adamw
+    #[arg(long, default_value_t = 0.004)]
+    pub weight_decay: f64,
+    /// Momentum for sgd
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Seed of initialisation, split, shuffling, augmentation and dropout
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Output directory (default: runs/MODEL-SEED)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Weight the loss by class
+    #[arg(long, value_enum)]
+    pub class_weight: Option<ClassWeighting>,
+    /// Stop when val_loss has not improved for this many epochs
+    #[arg(long, value_parser = positive)]
+    pub early_stopping: Option<usize>,
+    /// Multiply the learning rate by --lr-factor when val_loss has not improved for PATIENCE epochs
+    #[arg(long, value_name = "PATIENCE", num_args = 0..=1, default_missing_value = "3", value_parser = positive)]
+    pub reduce_lr_on_plateau: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_factor: f64,
+    /// Random flips, rotation, zoom, shift, brightness and contrast on training images
+    #[arg(long)]
+    pub augment: bool,
+    /// Skip unreadable images (they are listed) instead of stopping
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Keep the file order (no shuffling)
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Start from the weights of an earlier model file (fine-tuning)
+    #[arg(long)]
+    pub init_weights: Option<PathBuf>,
+    /// Pixel scaling: unit (0-1, default) or raw (0-255, as the original Keras script)
+    #[arg(long, default_value = "unit", value_parser = parse_scale)]
+    pub pixel_scale: PixelScale,
+    /// Resize filter: bilinear, nearest, area, lanczos3
+    #[arg(long, default_value = "bilinear", value_parser = parse_interpolation)]
+    pub interpolation: Interpolation,
+    /// Centre-crop to the target aspect ratio before resizing
+    #[arg(long)]
+    pub crop_to_aspect_ratio: bool,
+    /// Write a checkpoint during an epoch every N steps (`500`) or every so
+    /// much training time (`10m`, `90s`, `2h`); `never`: at epoch ends only
+    #[arg(long, default_value = "10m")]
+    #[serde(default)]
+    pub checkpoint_every: CheckpointEvery,
+    /// The resolved architecture (so a resumed run does not depend on the TOML
+    /// file still being there).
+    #[arg(skip)]
+    pub architecture: Option<ModelSpec>,
+}
+
+impl TrainConfig {
+    /// Checks the options a user can get wrong before any work is done.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        let image_size = self.image.image_size;
+        if image_size.contains(&0) {
+            bail!("--image-size must be positive, got {}x{}", image_size[0], image_size[1]);
+        }
+        if image_size.iter().any(|&s| s > 4096) {
+            bail!("--image-size {} is larger than 4096", image_size[0]);
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if self.val.is_some() && self.validation_split.is_some() {
+            bail!("give either --val or --validation-split, not both");
+        }
+        if let Some(split) = self.validation_split {
+            if !(split > 0.0 && split < 1.0) {
+                bail!("--validation-split must be between 0 and 1, got {split}");
+            }
+        }
+        if !(self.lr_factor > 0.0 && self.lr_factor < 1.0) {
+            bail!("--lr-factor must be between 0 and 1, got {}", self.lr_factor);
+        }
+        Ok(())
+    }
+
+    pub fn decode_options(&self) -> DecodeOptions {
+        model_file::decode_options(
+            self.image.image_size,
+            self.image.color_mode,
+            self.interpolation,
+            self.crop_to_aspect_ratio,
+        )
+    }
+
+    /// The output directory: `--out`, or `runs/<model>-<seed>`.
+    pub fn out_dir(&self) -> PathBuf {
+        if let Some(out) = &self.out {
+            return out.clone();
+        }
+        let stem = Path::new(&self.model)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        PathBuf::from("runs").join(format!("{stem}-{}", self.seed))
+    }
+}
+
+/// Reads a run's saved configuration for `--resume`.
+pub fn read_config(dir: &Path) -> Result<TrainConfig> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--resume {}: no config.toml (is this a convnet run directory?)", dir.display()))?;
+    let mut config: TrainConfig = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
+    config.out = Some(dir.to_path_buf());
+    if !dir.join("checkpoint.safetensors").exists() {
+        bail!(
+            "--resume {}: no checkpoint yet (the run stopped before its first epoch ended); start it again",
+            dir.display()
+        );
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_schedules_parse_and_print_back() {
+        for (text, expected) in [
+            ("500", CheckpointEvery::Steps(500)),
+            ("10m", CheckpointEvery::Time(Duration::from_secs(600))),
+            ("90s", CheckpointEvery::Time(Duration::from_secs(90))),
+            ("1.5h", CheckpointEvery::Time(Duration::from_secs(5400))),
+            ("never", CheckpointEvery::Never),
+        ] {
+            let parsed: CheckpointEvery = text.parse().unwrap();
+            assert_eq!(parsed, expected, "{text}");
+            assert_eq!(parsed.to_string().parse::<CheckpointEvery>().unwrap(), parsed);
+        }
+        for bad in ["", "0", "-5", "10x", "m", "1.5", "nan"] {
+            assert!(bad.parse::<CheckpointEvery>().is_err(), "{bad} should be refused");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! One epoch of training, validation, and the end-of-epoch callbacks (best
+//! model, reduce-on-plateau, early stopping), as Keras' `fit` runs them.
+
+use super::checkpoint::{save_checkpoint, RunFiles, TrainingState};
+use super::config::{CheckpointEvery, TrainConfig};
+use super::interrupt::Interrupt;
+use anyhow::{bail, Result};
+use convnet_data::batch::{BatchConfig, BatchStream};
+use convnet_data::{Augmentation, ImageSet};
+use convnet_io::metrics::predict_set;
+use convnet_io::model_file::{self, ModelMeta};
+use convnet_optim::Optimizer;
+use convnet_tensor::rng::derive;
+use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What an epoch's training loop needs besides the model and the optimizer.
+pub struct EpochInputs<'a> {
+    pub config: &'a TrainConfig,
+    pub files: &'a RunFiles,
+    pub meta: &'a ModelMeta,
+    pub train_set: &'a Arc<ImageSet>,
+    /// Batches per epoch.
+    pub batches: usize,
+    pub interrupt: &'a Interrupt,
+}
+
+/// How the training part of an epoch ended.
+pub enum EpochEnd {
+    /// Every batch trained; the running sums are in the state.
+    Completed {
+        /// Wall time of the training part (this process's share of the epoch).
+        seconds: f64,
+        /// Time spent waiting for the image loader.
+        data_wait: Duration,
+    },
+    /// A signal arrived; a checkpoint of the position was written.
+    Interrupted(i32),
+}
+
+/// Writes a checkpoint of the current position (weights, optimizer, state).
+pub fn checkpoint_now(
+    files: &RunFiles,
+    model: &Sequential<f32>,
+    meta: &ModelMeta,
+    optimizer: &mut dyn Optimizer<f32>,
+    state: &mut TrainingState,
+) -> Result<()> {
+    state.lr = optimizer.learning_rate();
+    let optimizer_state = optimizer.state();
+    state.optimizer_step = optimizer_state.step;
+    save_checkpoint(files, model, meta, &optimizer_state, state)
+}
+
+/// Trains the rest of epoch `state.epochs_done + 1`, from batch
+/// `state.batches_done` on (a resumed run starts where its checkpoint was),
+/// keeping the running sums in `state`.
+pub fn train_epoch(
+    model: &mut Sequential<f32>,
+    loss_fn: &mut SoftmaxCrossEntropy<f32>,
+    optimizer: &mut dyn Optimizer<f32>,
+    state: &mut TrainingState,
+    inputs: &EpochInputs<'_>,
+) -> Result<EpochEnd> {
+    let EpochInputs { config, files, meta, train_set, batches, interrupt } = *inputs;
+    let epoch = state.epochs_done;
+    let started = Instant::now();
+    let stream_config = BatchConfig {
+        batch_size: config.batch_size,
+        shuffle: !config.no_shuffle,
+        seed: config.seed,
+        epoch: epoch as u64,
+        scale: config.pixel_scale,
+        augment: config.augment.then(Augmentation::standard),
+        first_batch: state.batches_done,
+    };
+    let mut stream = BatchStream::new((*train_set).clone(), stream_config);
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(batches as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("Epoch {}/{}", epoch + 1, config.epochs));
+        bar.set_position(state.batches_done as u64);
+        bar
+    });
+    // time spent waiting for the loader thread: the share of the epoch lost to data
+    let mut data_wait = Duration::ZERO;
+    let (mut last_checkpoint, mut steps_since_checkpoint) = (Instant::now(), 0u64);
+    let seen_before = state.epoch_seen;
+    loop {
+        let waiting = Instant::now();
+        let Some(batch) = stream.next_batch() else { break };
+        data_wait += waiting.elapsed();
+        let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
+        let logits = model.forward(batch.images.view(), Mode::Train { seed: step_seed })?;
+        let loss = loss_fn.forward(logits, &batch.labels)?;
+        if !loss.is_finite() {
+            let kept = if state.epochs_done == 0 && state.batches_done == 0 {
+                "no checkpoint had been written yet".to_string()
+            } else {
+                format!("the last good checkpoint, {}, is kept", files.checkpoint().display())
+            };
+            bail!(
+                "the loss became {loss} at epoch {}, batch {} of {batches}; training stopped and {kept}. Try a smaller --lr.",
+                epoch + 1,
+                batch.number + 1,
+            );
+        }
+        model.backward(loss_fn.grad_logits().view())?;
+        optimizer.step(&mut model.params_mut())?;
+        state.step += 1;
+        state.batches_done = batch.number + 1;
+        state.epoch_loss_sum += loss as f64 * batch.labels.len() as f64;
+        state.epoch_correct += loss_fn.correct(&batch.labels);
+        state.epoch_seen += batch.labels.len();
+        if let Some(bar) = &bar {
+            let rate = (state.epoch_seen - seen_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.4} {rate:.0} img/s",
+                state.epoch_loss_sum / state.epoch_seen as f64,
+                state.epoch_correct as f64 / state.epoch_seen as f64
+            ));
+            bar.inc(1);
+        }
+        stream.recycle(batch);
+        steps_since_checkpoint += 1;
+        if let Some(signal) = interrupt.requested() {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            checkpoint_now(files, model, meta, optimizer, state)?;
+            return Ok(EpochEnd::Interrupted(signal));
+        }
+        let due = match config.checkpoint_every {
+            CheckpointEvery::Steps(steps) => steps_since_checkpoint >= steps,
+            CheckpointEvery::Time(every) => last_checkpoint.elapsed() >= every,
+            CheckpointEvery::Never => false,
+        };
+        if due && state.batches_done < batches {
+            checkpoint_now(files, model, meta, optimizer, state)?;
+            (last_checkpoint, steps_since_checkpoint) = (Instant::now(), 0);
+        }
+    }
+    drop(stream);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(EpochEnd::Completed { seconds: started.elapsed().as_secs_f64(), data_wait })
+}
+
+/// Loss and accuracy on the validation set, if there is one.
+pub fn validate(
+    model: &mut Sequential<f32>,
+    val_set: Option<&ImageSet>,
+    config: &TrainConfig,
+) -> Result<(Option<f64>, Option<f64>)> {
+    let Some(set) = val_set else { return Ok((None, None)) };
+    let predictions = predict_set(model, set, config.batch_size, config.pixel_scale)?;
+    let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();
+    Ok((Some(predictions.loss), Some(correct as f64 / set.len().max(1) as f64)))
+}
+
+/// The callbacks after an epoch with validation: keep the best model (by
+/// validation accuracy), reduce the learning rate on a plateau of the
+/// validation loss, stop early.
+pub fn after_epoch(
+    (val_loss, val_accuracy): (f64, f64),
+    model: &Sequential<f32>,
+    optimizer: &mut dyn Optimizer<f32>,
+    state: &mut TrainingState,
+    inputs: &EpochInputs<'_>,
+) -> Result<()> {
+    let config = inputs.config;
+    if state.best_val_accuracy.is_none_or(|best| val_accuracy > best) {
+        state.best_val_accuracy = Some(val_accuracy);
+        model_file::save_model(&inputs.files.best(), model, inputs.meta)?;
+    }
+    if state.best_val_loss.is_none_or(|best| val_loss < best) {
+        state.best_val_loss = Some(val_loss);
+        state.epochs_without_improvement = 0;
+        state.epochs_on_plateau = 0;
+        return Ok(());
+    }
+    state.epochs_without_improvement += 1;
+    state.epochs_on_plateau += 1;
+    if let Some(patience) = config.reduce_lr_on_plateau {
+        if state.epochs_on_plateau >= patience {
+            let lr = optimizer.learning_rate();
+            let new_lr = lr * config.lr_factor;
+            optimizer.set_learning_rate(new_lr);
+            state.epochs_on_plateau = 0;
+            println!("val_loss has not improved for {patience} epochs: learning rate {lr:.2e} -> {new_lr:.2e}");
+        }
+    }
+    if let Some(patience) = config.early_stopping {
+        if state.epochs_without_improvement >= patience {
+            state.stopped_early = true;
+            println!("Early stopping: val_loss has not improved for {patience} epochs.");
+        }
+    }
+    Ok(())
+}

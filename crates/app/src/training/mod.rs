@@ -1,0 +1,264 @@
+//! `convnet train`: the Keras script's `fit`, with checkpoints and exact resume.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`config`] | the run's configuration (the flags, and `config.toml`) |
+//! | [`epoch`] | one epoch of training, validation, the end-of-epoch callbacks |
+//! | [`checkpoint`] | checkpoints, `history.csv`, `curves.png` |
+//! | [`lock`] | one run per output directory |
+//! | [`interrupt`] | Ctrl-C and SIGTERM: stop after the step, checkpoint, say how to resume |
+//!
+//! Reproducibility: every random choice is a function of the seed and *where*
+//! it happens: the split of (seed), the order of epoch `e` of (seed, e), the
+//! augmentation of image `i` in epoch `e` of (seed, e, i), the dropout masks of
+//! step `s` of (seed, s). A checkpoint therefore needs no generator state beyond
+//! the epoch and step counters, and a resumed run replays exactly what the
+//! uninterrupted run would have done.
+
+pub mod checkpoint;
+pub mod config;
+pub mod epoch;
+pub mod interrupt;
+pub mod lock;
+
+use crate::inputs::resolve_architecture;
+use crate::options::{ClassWeighting, OptimizerKind};
+use anyhow::{anyhow, bail, Context, Result};
+use checkpoint::{load_checkpoint, read_history_seconds, write_curves, write_history, HistoryRow, RunFiles, TrainingState};
+use convnet_data::batch::batches_per_epoch;
+use convnet_data::{ClassNames, DatasetOptions, ImageSet};
+use convnet_io::atomic::write_atomic;
+use convnet_io::model_file::{self, ModelMeta, FORMAT_VERSION};
+use convnet_optim::{Adam, OptimError, Optimizer, Sgd};
+use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
+use epoch::{after_epoch, checkpoint_now, train_epoch, validate, EpochEnd, EpochInputs};
+use interrupt::{Interrupt, Interrupted};
+use lock::RunLock;
+use std::sync::Arc;
+
+pub use config::{read_config, CheckpointEvery, TrainConfig};
+
+/// The optimizer, behind one type for the three kinds.
+enum AnyOptimizer {
+    Adam(Adam<f32>),
+    Sgd(Sgd<f32>),
+}
+
+impl AnyOptimizer {
+    fn new(config: &TrainConfig) -> Result<Self> {
+        Ok(match config.optimizer {
+            OptimizerKind::Adam => AnyOptimizer::Adam(Adam::new(config.lr)),
+            OptimizerKind::Adamw => AnyOptimizer::Adam(Adam::adamw(config.lr, config.weight_decay)),
+            OptimizerKind::Sgd => AnyOptimizer::Sgd(Sgd::with_momentum(config.lr, config.momentum, false)?),
+        })
+    }
+
+    fn get(&mut self) -> &mut dyn Optimizer<f32> {
+        match self {
+            AnyOptimizer::Adam(adam) => adam,
+            AnyOptimizer::Sgd(sgd) => sgd,
+        }
+    }
+}
+
+/// Per-class weights `total / (classes * count)` (Keras' "balanced").
+pub fn balanced_class_weights(counts: &[usize]) -> Vec<f32> {
+    let total: usize = counts.iter().sum();
+    let classes = counts.len();
+    counts.iter().map(|&count| if count == 0 { 0.0 } else { total as f32 / (classes * count) as f32 }).collect()
+}
+
+/// The outcome of `train`, for the caller's summary.
+pub struct TrainOutcome {
+    pub model: Sequential<f32>,
+    pub meta: ModelMeta,
+    pub files: RunFiles,
+    /// The run directory's lock, held until the caller is done (`--test`).
+    pub lock: RunLock,
+}
+
+/// Loads training and validation data for a config.
+pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet, Option<ImageSet>)> {
+    let options = DatasetOptions {
+        decode: config.decode_options(),
+        class_names: ClassNames::Infer,
+        follow_links: false,
+        skip_bad: config.skip_bad,
+        validation_split: config.validation_split,
+        seed: config.seed,
+        memory_budget: crate::preflight::images_budget(0),
+    };
+    let loaded = convnet_data::load(&config.train, &options)?;
+    if !quiet {
+        print!("{}", loaded.report);
+    }
+    let mut validation = loaded.validation;
+    if let Some(val_dir) = &config.val {
+        let options = DatasetOptions {
+            class_names: ClassNames::Explicit { names: loaded.training.class_names().to_vec(), allow_missing: true },
+            validation_split: None,
+            memory_budget: crate::preflight::images_budget(loaded.training.decoded_bytes()),
+            ..options
+        };
+        let val = convnet_data::load(val_dir, &options)?;
+        if !quiet {
+            print!("Validation: {}", val.report);
+        }
+        validation = Some(val.training);
+    }
+    Ok((loaded.training, validation))
+}
+
+/// Runs (or resumes) a training run.
+pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
+    config.validate()?;
+    let files = RunFiles { dir: config.out_dir() };
+    let architecture = match &config.architecture {
+        Some(spec) => spec.clone(),
+        None => resolve_architecture(&config.model)?,
+    };
+    std::fs::create_dir_all(&files.dir)
+        .with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
+    // before the slow part, so a second run into the same directory fails at once
+    let lock = RunLock::acquire(&files.dir)?;
+    let (train_set, val_set) = load_training_data(config, false)?;
+    let class_names = train_set.class_names().to_vec();
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        architecture: architecture.clone(),
+        class_names: class_names.clone(),
+        image_size: config.image.image_size,
+        color_mode: config.image.color_mode,
+        pixel_scale: config.pixel_scale,
+        interpolation: config.interpolation,
+        crop_to_aspect_ratio: config.crop_to_aspect_ratio,
+    };
+    let input_shape = meta.input_shape();
+    let mut model = architecture.build::<f32>(&input_shape, class_names.len(), config.seed).with_context(|| {
+        format!(
+            "the {} architecture cannot take {}x{}x{} inputs",
+            config.model, input_shape[1], input_shape[2], input_shape[0]
+        )
+    })?;
+    if config.batch_size > train_set.len() {
+        bail!(
+            "--batch-size {} is larger than the {} training images in {}: choose at most {}",
+            config.batch_size,
+            train_set.len(),
+            config.train.display(),
+            train_set.len()
+        );
+    }
+    crate::preflight::check_memory(&model, config.batch_size)?;
+    if let Some(init) = &config.init_weights {
+        let file = model_file::read_tensor_file(init)?;
+        model_file::assign_params(&mut model, &file.tensors)
+            .with_context(|| format!("--init-weights {}: does not fit this model", init.display()))?;
+        println!("Initialised weights from {}", init.display());
+    }
+    let mut optimizer = AnyOptimizer::new(config)?;
+    let mut state = TrainingState { lr: config.lr, ..TrainingState::default() };
+    let batches = batches_per_epoch(train_set.len(), config.batch_size);
+
+    if resume {
+        let (optimizer_state, saved) = load_checkpoint(&files.checkpoint(), &mut model)?;
+        optimizer
+            .get()
+            .load_state(optimizer_state)
+            .map_err(|e: OptimError| anyhow!("{}: {e}", files.checkpoint().display()))?;
+        optimizer.get().set_learning_rate(saved.lr);
+        state = saved;
+        // the checkpoint keeps no times; history.csv has them
+        for (row, seconds) in state.history.iter_mut().zip(read_history_seconds(&files)) {
+            row.seconds = seconds;
+        }
+        if state.batches_done > 0 {
+            println!(
+                "Resuming {} at epoch {} of {}, batch {} of {batches}",
+                files.dir.display(),
+                state.epochs_done + 1,
+                config.epochs,
+                state.batches_done + 1
+            );
+        } else {
+            println!("Resuming {} after epoch {} of {}", files.dir.display(), state.epochs_done, config.epochs);
+        }
+    } else {
+        let mut saved = config.clone();
+        saved.architecture = Some(architecture.clone());
+        saved.out = Some(files.dir.clone());
+        let text = toml::to_string_pretty(&saved).map_err(|e| anyhow!("cannot encode the configuration: {e}"))?;
+        write_atomic(&files.config(), text.as_bytes())?;
+        print!("{}", crate::model_summary::summary_table(&model, config.batch_size));
+    }
+
+    let class_weights =
+        config.class_weight.map(|ClassWeighting::Balanced| balanced_class_weights(&train_set.class_counts()));
+    if let Some(weights) = &class_weights {
+        let shown: Vec<String> = class_names.iter().zip(weights).map(|(n, w)| format!("{n}: {w:.3}")).collect();
+        println!("Class weights (balanced): {}", shown.join(", "));
+    }
+    let mut loss_fn = match &class_weights {
+        Some(weights) => SoftmaxCrossEntropy::with_class_weights(weights.clone()),
+        None => SoftmaxCrossEntropy::new(),
+    };
+    let train_set = Arc::new(train_set);
+    let interrupt = Interrupt::install().context("cannot install the Ctrl-C handler")?;
+    let inputs = EpochInputs { config, files: &files, meta: &meta, train_set: &train_set, batches, interrupt: &interrupt };
+    let resume_hint = format!("continue with: convnet train --resume {}", files.dir.display());
+
+    while state.epochs_done < config.epochs && !state.stopped_early {
+        let epoch = state.epochs_done;
+        let started = std::time::Instant::now();
+        let (training_seconds, data_wait) =
+            match train_epoch(&mut model, &mut loss_fn, optimizer.get(), &mut state, &inputs)? {
+                EpochEnd::Completed { seconds, data_wait } => (seconds, data_wait),
+                EpochEnd::Interrupted(signal) => {
+                    let message = format!(
+                        "Interrupted at epoch {}, batch {} of {batches}; {resume_hint}",
+                        epoch + 1,
+                        state.batches_done
+                    );
+                    return Err(Interrupted { signal, message }.into());
+                }
+            };
+        let seen = state.epoch_seen.max(1) as f64;
+        let (loss, accuracy) = (state.epoch_loss_sum / seen, state.epoch_correct as f64 / seen);
+        let (val_loss, val_accuracy) = validate(&mut model, val_set.as_ref(), config)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let lr = optimizer.get().learning_rate();
+        state.history.push(HistoryRow { epoch: epoch + 1, loss, accuracy, val_loss, val_accuracy, lr, seconds });
+        let mut line = format!(
+            "Epoch {}/{} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4}",
+            epoch + 1,
+            config.epochs
+        );
+        if let (Some(vl), Some(va)) = (val_loss, val_accuracy) {
+            line.push_str(&format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}"));
+        }
+        line.push_str(&format!(
+            " - lr: {lr:.2e} - {:.1} img/s - data wait {:.1}%",
+            state.epoch_seen as f64 / training_seconds.max(1e-9),
+            100.0 * data_wait.as_secs_f64() / training_seconds.max(1e-9)
+        ));
+        println!("{line}");
+        if let (Some(vl), Some(va)) = (val_loss, val_accuracy) {
+            after_epoch((vl, va), &model, optimizer.get(), &mut state, &inputs)?;
+        }
+        state.epochs_done = epoch + 1;
+        (state.batches_done, state.epoch_loss_sum, state.epoch_correct, state.epoch_seen) = (0, 0.0, 0, 0);
+        checkpoint_now(&files, &model, &meta, optimizer.get(), &mut state)?;
+        write_history(&files, &state.history)?;
+        write_curves(&files, &state.history)?;
+        if let Some(signal) = interrupt.requested() {
+            if state.epochs_done < config.epochs && !state.stopped_early {
+                let message =
+                    format!("Interrupted after epoch {} of {}; {resume_hint}", state.epochs_done, config.epochs);
+                return Err(Interrupted { signal, message }.into());
+            }
+        }
+    }
+    drop(interrupt);
+    model_file::save_model(&files.model(), &model, &meta)?;
+    Ok(TrainOutcome { model, meta, files, lock })
+}
