@@ -47,7 +47,8 @@ pub fn model_for(
 /// Loads a labelled folder with the model's classes (mapped by name) and input
 /// format, reporting skipped files and classes without a folder on stderr.
 pub fn load_labelled(dir: &Path, meta: &ModelMeta, skip_bad: bool) -> Result<ImageSet> {
-    let options = DatasetOptions { memory_budget: crate::preflight::images_budget(0), ..meta.dataset_options(skip_bad) };
+    let options =
+        DatasetOptions { memory_budget: crate::preflight::images_budget(0), ..meta.dataset_options(skip_bad) };
     let loaded = convnet_data::load(dir, &options)?;
     if !loaded.report.missing_classes.is_empty() || !loaded.report.skipped.is_empty() {
         eprint!("{}", loaded.report);

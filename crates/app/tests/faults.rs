@@ -1,10 +1,15 @@
 //! Faults a real user meets, on the real binary: a kill in the middle of
-//! training, a loss that explodes.
+//! training, Ctrl-C and SIGTERM, two runs into one directory, a loss that
+//! explodes, and the promise that the same run writes the same bytes.
 
 mod common;
 
 use common::*;
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn resume_after_kill_is_bitwise_identical_to_an_uninterrupted_run() {
@@ -115,4 +120,217 @@ fn an_exploding_loss_stops_with_the_epoch_and_batch_named_and_keeps_the_checkpoi
         "the earlier checkpoint is untouched"
     );
     ok(&["evaluate", "--model", out.join("checkpoint.safetensors").to_str().unwrap(), "--data", train_s]);
+}
+
+/// `convnet` with SIGINT and SIGTERM at their default dispositions, as in a
+/// user's terminal (a background job of a non-interactive shell inherits
+/// SIGINT ignored).
+fn convnet_default_signals() -> Command {
+    let mut command = convnet();
+    // SAFETY: between fork and exec the closure only calls signal(2), which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Training on the bundled Fashion-MNIST subset: `small`, batches of 8 (about
+/// 560 steps an epoch, so a signal lands inside an epoch), 10% validation.
+fn fmnist_args(out: &Path, epochs: usize, extra: &[&str]) -> Vec<String> {
+    let data = repo_data().join("train");
+    let mut args: Vec<String> = [
+        "train",
+        "--train",
+        data.to_str().unwrap(),
+        "--model",
+        "small",
+        "--image-size",
+        "28",
+        "--color-mode",
+        "grayscale",
+        "--validation-split",
+        "0.1",
+        "--batch-size",
+        "8",
+        "--epochs",
+        &epochs.to_string(),
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Starts `args` and returns the child once its stdout has printed a line
+/// starting with `line` and the end-of-epoch checkpoint after it is written
+/// (the rest of stdout is drained in the background).
+fn spawn_until(args: &[String], line: &str) -> std::process::Child {
+    let mut child = convnet_default_signals().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(text);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the line never came");
+        if text.starts_with(line) {
+            let out = PathBuf::from(&args[args.iter().position(|a| a == "--out").unwrap() + 1]);
+            let epoch: u64 = line.trim_start_matches("Epoch ").split('/').next().unwrap().parse().unwrap();
+            while !out.join("checkpoint.safetensors").exists()
+                || training_state(&out.join("checkpoint.safetensors"))["epochs_done"].as_u64() < Some(epoch)
+            {
+                assert!(Instant::now() < deadline, "the checkpoint of epoch {epoch} never came");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return child;
+        }
+    }
+}
+
+fn signal(child: &std::process::Child, number: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, number) }, 0);
+}
+
+fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    ["model.safetensors", "best.safetensors", "checkpoint.safetensors"]
+        .iter()
+        .map(|name| (name.to_string(), std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))))
+        .collect()
+}
+
+fn assert_same_files(left: &Path, right: &Path, what: &str) {
+    for ((name, a), (_, b)) in file_bytes(left).into_iter().zip(file_bytes(right)) {
+        assert!(a == b, "{what}: {name} differs ({} vs {} bytes)", a.len(), b.len());
+    }
+}
+
+/// The `training` metadata of a checkpoint.
+fn training_state(checkpoint: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(checkpoint).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    serde_json::from_str(header["__metadata__"]["training"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn ctrl_c_and_sigterm_stop_with_a_checkpoint_and_resume_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    ok(&fmnist_args(&reference, 3, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+
+    for (number, code, name) in [(libc::SIGINT, 130, "SIGINT"), (libc::SIGTERM, 143, "SIGTERM")] {
+        let out = dir.path().join(name);
+        let child = spawn_until(&fmnist_args(&out, 3, &[]), "Epoch 1/3");
+        std::thread::sleep(Duration::from_millis(100)); // inside epoch 2
+        signal(&child, number);
+        let output = child.wait_with_output().unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{name}: {err}");
+        let line = err.lines().last().unwrap_or_default();
+        let expected_start = "Interrupted at epoch 2, batch ";
+        assert!(line.starts_with(expected_start), "{name}: {err}");
+        assert!(line.ends_with(&format!("; continue with: convnet train --resume {}", out.display())), "{line}");
+        let position: Vec<usize> =
+            line[expected_start.len()..].split(';').next().unwrap().split(" of ").map(|n| n.parse().unwrap()).collect();
+        assert!(position[0] > 0 && position[0] < position[1], "inside the epoch: {line}");
+        let state = training_state(&out.join("checkpoint.safetensors"));
+        assert_eq!(state["batches_done"].as_u64(), Some(position[0] as u64), "the checkpoint records the position");
+        assert_eq!(state["epochs_done"].as_u64(), Some(1));
+        // resume (on one thread this time: the result must not care)
+        let log = ok(&["train", "--resume", out.to_str().unwrap(), "--threads", "1"]);
+        assert!(
+            log.contains(&format!("Resuming {} at epoch 2 of 3, batch {}", out.display(), position[0] + 1)),
+            "{log}"
+        );
+        assert_same_files(&out, &reference, &format!("resumed after {name}"));
+    }
+
+    // two Ctrl-C in a row: the second exits at once; the last checkpoint stays valid
+    let out = dir.path().join("twice");
+    let child = spawn_until(&fmnist_args(&out, 3, &[]), "Epoch 1/3");
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    ok(&["train", "--resume", out.to_str().unwrap()]);
+    assert_same_files(&out, &reference, "resumed after two Ctrl-C");
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn the_same_run_writes_the_same_bytes_on_any_thread_count_and_from_any_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<PathBuf> = ["a", "b", "one-thread"].iter().map(|n| dir.path().join(n)).collect();
+    for (run, threads) in runs.iter().zip(["2", "2", "1"]) {
+        ok(&fmnist_args(run, 2, &["--threads", threads]).iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    assert_same_files(&runs[0], &runs[1], "two runs");
+    assert_same_files(&runs[0], &runs[2], "1 vs 2 threads");
+
+    // a checkpoint every 40 steps, and kill -9 inside epoch 2 after one was written
+    let out = dir.path().join("killed");
+    let mut child = spawn_until(&fmnist_args(&out, 2, &["--checkpoint-every", "40"]), "Epoch 1/2");
+    let checkpoint = out.join("checkpoint.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while training_state(&checkpoint)["batches_done"].as_u64() == Some(0) {
+        assert!(Instant::now() < deadline, "no mid-epoch checkpoint was written");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = training_state(&checkpoint);
+    let batches_done = state["batches_done"].as_u64().unwrap();
+    assert!(batches_done > 0 && batches_done % 40 == 0, "a scheduled mid-epoch checkpoint: {state}");
+    ok(&["train", "--resume", out.to_str().unwrap()]);
+    assert_same_files(&out, &runs[0], "resumed from a mid-epoch checkpoint");
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_is_refused_and_a_dead_runs_lock_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut first = spawn_until(&fmnist_args(&out, 30, &[]), "Epoch 1/30");
+    let second = run(&fmnist_args(&out, 1, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let expected = format!("error: {} is in use by another convnet run (pid {} on host ", out.display(), first.id());
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.trim_end().ends_with("wait for it to finish, or choose another --out"), "{err}");
+    // --resume takes the lock too
+    let resumed = run(&["train", "--resume", out.to_str().unwrap()]);
+    assert!(stderr(&resumed).contains("is in use by another convnet run"), "{}", stderr(&resumed));
+
+    // the owner dies without cleaning up: the next run takes the lock over, and says so
+    let dead_pid = first.id();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let output = run(&fmnist_args(&out, 1, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("from a run that is no longer running (pid {dead_pid} on host ")),
+        "{}",
+        stderr(&output)
+    );
+    // a run that ended normally leaves nothing to take over
+    let again = run(&fmnist_args(&out, 1, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(again.status.success() && !stderr(&again).contains("taking over"), "{}", stderr(&again));
 }

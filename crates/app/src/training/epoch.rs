@@ -12,6 +12,7 @@ use convnet_io::model_file::{self, ModelMeta};
 use convnet_optim::Optimizer;
 use convnet_tensor::rng::derive;
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,23 @@ pub struct EpochInputs<'a> {
     /// Batches per epoch.
     pub batches: usize,
     pub interrupt: &'a Interrupt,
+    /// Where the newest checkpoint of this run stands, `(epochs done, batches
+    /// done)`, for the message when the loss explodes; `None` before the first.
+    pub last_checkpoint: Cell<Option<(usize, usize)>>,
+}
+
+impl EpochInputs<'_> {
+    /// [`checkpoint_now`], remembering where it was.
+    pub fn checkpoint(
+        &self,
+        model: &Sequential<f32>,
+        optimizer: &mut dyn Optimizer<f32>,
+        state: &mut TrainingState,
+    ) -> Result<()> {
+        checkpoint_now(self.files, model, self.meta, optimizer, state)?;
+        self.last_checkpoint.set(Some((state.epochs_done, state.batches_done)));
+        Ok(())
+    }
 }
 
 /// How the training part of an epoch ended.
@@ -64,7 +82,7 @@ pub fn train_epoch(
     state: &mut TrainingState,
     inputs: &EpochInputs<'_>,
 ) -> Result<EpochEnd> {
-    let EpochInputs { config, files, meta, train_set, batches, interrupt } = *inputs;
+    let EpochInputs { config, files, train_set, batches, interrupt, .. } = *inputs;
     let epoch = state.epochs_done;
     let started = Instant::now();
     let stream_config = BatchConfig {
@@ -100,10 +118,19 @@ pub fn train_epoch(
         let logits = model.forward(batch.images.view(), Mode::Train { seed: step_seed })?;
         let loss = loss_fn.forward(logits, &batch.labels)?;
         if !loss.is_finite() {
-            let kept = if state.epochs_done == 0 && state.batches_done == 0 {
-                "no checkpoint had been written yet".to_string()
-            } else {
-                format!("the last good checkpoint, {}, is kept", files.checkpoint().display())
+            let kept = match inputs.last_checkpoint.get() {
+                None => "no checkpoint had been written yet".to_string(),
+                Some((epochs, 0)) => {
+                    format!(
+                        "the last good checkpoint, {} (after epoch {epochs}), is kept",
+                        files.checkpoint().display()
+                    )
+                }
+                Some((epochs, batches)) => format!(
+                    "the last good checkpoint, {} (epoch {}, batch {batches}), is kept",
+                    files.checkpoint().display(),
+                    epochs + 1
+                ),
             };
             bail!(
                 "the loss became {loss} at epoch {}, batch {} of {batches}; training stopped and {kept}. Try a smaller --lr.",
@@ -133,7 +160,7 @@ pub fn train_epoch(
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            checkpoint_now(files, model, meta, optimizer, state)?;
+            inputs.checkpoint(model, optimizer, state)?;
             return Ok(EpochEnd::Interrupted(signal));
         }
         let due = match config.checkpoint_every {
@@ -142,7 +169,7 @@ pub fn train_epoch(
             CheckpointEvery::Never => false,
         };
         if due && state.batches_done < batches {
-            checkpoint_now(files, model, meta, optimizer, state)?;
+            inputs.checkpoint(model, optimizer, state)?;
             (last_checkpoint, steps_since_checkpoint) = (Instant::now(), 0);
         }
     }

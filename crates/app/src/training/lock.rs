@@ -95,6 +95,16 @@ impl RunLock {
             file.sync_all()
         };
         write(&mut file).map_err(|error| convnet_io::IoError::Write { path: path.clone(), error })?;
+        // temporary files of atomic writes cut short (a second Ctrl-C, kill -9)
+        // can only be a previous run's now: nobody else writes here
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(RunLock { file, path })
     }
 

@@ -24,14 +24,16 @@ pub mod lock;
 use crate::inputs::resolve_architecture;
 use crate::options::{ClassWeighting, OptimizerKind};
 use anyhow::{anyhow, bail, Context, Result};
-use checkpoint::{load_checkpoint, read_history_seconds, write_curves, write_history, HistoryRow, RunFiles, TrainingState};
+use checkpoint::{
+    load_checkpoint, read_history_seconds, write_curves, write_history, HistoryRow, RunFiles, TrainingState,
+};
 use convnet_data::batch::batches_per_epoch;
 use convnet_data::{ClassNames, DatasetOptions, ImageSet};
 use convnet_io::atomic::write_atomic;
 use convnet_io::model_file::{self, ModelMeta, FORMAT_VERSION};
 use convnet_optim::{Adam, OptimError, Optimizer, Sgd};
 use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
-use epoch::{after_epoch, checkpoint_now, train_epoch, validate, EpochEnd, EpochInputs};
+use epoch::{after_epoch, train_epoch, validate, EpochEnd, EpochInputs};
 use interrupt::{Interrupt, Interrupted};
 use lock::RunLock;
 use std::sync::Arc;
@@ -204,7 +206,15 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
     };
     let train_set = Arc::new(train_set);
     let interrupt = Interrupt::install().context("cannot install the Ctrl-C handler")?;
-    let inputs = EpochInputs { config, files: &files, meta: &meta, train_set: &train_set, batches, interrupt: &interrupt };
+    let inputs = EpochInputs {
+        config,
+        files: &files,
+        meta: &meta,
+        train_set: &train_set,
+        batches,
+        interrupt: &interrupt,
+        last_checkpoint: std::cell::Cell::new(resume.then_some((state.epochs_done, state.batches_done))),
+    };
     let resume_hint = format!("continue with: convnet train --resume {}", files.dir.display());
 
     while state.epochs_done < config.epochs && !state.stopped_early {
@@ -247,7 +257,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         }
         state.epochs_done = epoch + 1;
         (state.batches_done, state.epoch_loss_sum, state.epoch_correct, state.epoch_seen) = (0, 0.0, 0, 0);
-        checkpoint_now(&files, &model, &meta, optimizer.get(), &mut state)?;
+        inputs.checkpoint(&model, optimizer.get(), &mut state)?;
         write_history(&files, &state.history)?;
         write_curves(&files, &state.history)?;
         if let Some(signal) = interrupt.requested() {
