@@ -172,7 +172,8 @@ fn fmnist_args(out: &Path, epochs: usize, extra: &[&str]) -> Vec<String> {
 
 /// Starts `args` and returns the child once its stdout has printed a line
 /// starting with `line` and the end-of-epoch checkpoint after it is written
-/// (the rest of stdout is drained in the background).
+/// (the rest of stdout is drained in the background). The caller waits for it.
+#[allow(clippy::zombie_processes)]
 fn spawn_until(args: &[String], line: &str) -> std::process::Child {
     let mut child = convnet_default_signals().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -298,7 +299,7 @@ fn the_same_run_writes_the_same_bytes_on_any_thread_count_and_from_any_checkpoin
     child.wait().unwrap();
     let state = training_state(&checkpoint);
     let batches_done = state["batches_done"].as_u64().unwrap();
-    assert!(batches_done > 0 && batches_done % 40 == 0, "a scheduled mid-epoch checkpoint: {state}");
+    assert!(batches_done > 0 && batches_done.is_multiple_of(40), "a scheduled mid-epoch checkpoint: {state}");
     ok(&["train", "--resume", out.to_str().unwrap()]);
     assert_same_files(&out, &runs[0], "resumed from a mid-epoch checkpoint");
 }

@@ -224,7 +224,37 @@ fn truncated_and_zero_byte_images_fail_by_default_and_are_listed_with_skip_bad()
     let skipped: Vec<_> = loaded.report.skipped.iter().map(|(p, _)| p.file_name().unwrap().to_owned()).collect();
     assert_eq!(skipped, ["cut.png", "empty.jpg"]);
     assert!(loaded.report.skipped[1].1.contains("the file is empty"));
-    assert!(loaded.report.to_string().contains("Skipped 2 unreadable images:"));
+    let report = loaded.report.to_string();
+    assert!(report.contains("Found 3 files belonging to 1 classes; 2 unreadable skipped, 1 used."), "{report}");
+    assert!(report.contains("Skipped 2 unreadable images:"), "{report}");
+    // each skipped file is listed once, with its reason, its path not repeated
+    let cut_line = report.lines().find(|l| l.contains("cut.png")).unwrap();
+    assert_eq!(cut_line.matches("cut.png").count(), 1, "{cut_line}");
+    assert!(cut_line.trim_start().starts_with(&dir.path().join("a/cut.png").display().to_string()), "{cut_line}");
+    assert!(report.contains("Per class after skipping: a 1"), "{report}");
+}
+
+#[test]
+fn with_skip_bad_the_split_counts_are_the_images_actually_used() {
+    // 38 files in 3 classes, 2 unreadable: 36 used, 27 for training and 9 for validation
+    let dir = tempfile::tempdir().unwrap();
+    for (class, count) in [("a", 13), ("b", 13), ("c", 12)] {
+        for i in 0..count {
+            write(&dir.path().join(format!("{class}/{i:02}.png")), rgb(i as u8), ImageFormat::Png);
+        }
+    }
+    std::fs::write(dir.path().join("a/00.png"), b"").unwrap();
+    std::fs::write(dir.path().join("c/05.png"), b"not a png").unwrap();
+    let mut opts = options(4);
+    opts.skip_bad = true;
+    opts.validation_split = Some(0.25);
+    let loaded = load(dir.path(), &opts).unwrap();
+    let report = loaded.report.to_string();
+    assert!(report.contains("Found 38 files belonging to 3 classes; 2 unreadable skipped, 36 used.\n"), "{report}");
+    assert!(report.contains("Using 27 files for training and 9 for validation."), "{report}");
+    assert_eq!(loaded.training.len() + loaded.validation.as_ref().unwrap().len(), 36);
+    assert_eq!(loaded.report.split, Some((loaded.training.len(), loaded.validation.unwrap().len())));
+    assert!(report.contains("Per class after skipping: a 12, b 13, c 11"), "{report}");
 }
 
 #[test]

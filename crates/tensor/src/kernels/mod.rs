@@ -25,6 +25,8 @@ pub mod im2col;
 pub mod pool2x2;
 pub mod reduce;
 pub mod scratch;
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_gemm_nt;
 #[cfg(target_arch = "x86_64")]
@@ -33,30 +35,3 @@ pub(crate) mod x86_gemm_packed;
 /// Rows of `A` per packed panel of [`gemm_packed`] (and of `C` per
 /// micro-kernel block).
 pub const MR: usize = 8;
-
-/// What the kernels' twin tests share: random operands and the comparison.
-#[cfg(test)]
-pub(crate) mod testing {
-    use crate::element::Element;
-    use rand::Rng;
-    use rand_chacha::ChaCha8Rng;
-
-    /// `len` values uniform in [-1, 1).
-    pub(crate) fn random<T: Element>(rng: &mut ChaCha8Rng, len: usize) -> Vec<T> {
-        (0..len).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect()
-    }
-
-    /// `fast` equals `slow` within `tolerance * (1 + sqrt(k))` per element (the
-    /// rounding of a `k`-term sum), or panics naming `case` and the element.
-    pub(crate) fn assert_close<T: Element>(fast: &[T], slow: &[T], k: usize, tolerance: f64, case: &str) {
-        assert_eq!(fast.len(), slow.len(), "{case}: lengths");
-        let scale = 1.0 + (k as f64).sqrt();
-        for (index, (x, y)) in fast.iter().zip(slow).enumerate() {
-            assert!(
-                (Element::to_f64(*x) - Element::to_f64(*y)).abs() <= tolerance * scale,
-                "{} {case} index {index}: {x} vs {y}",
-                T::NAME
-            );
-        }
-    }
-}

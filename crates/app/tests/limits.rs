@@ -1,0 +1,198 @@
+//! Real limits of the machine, not simulated ones: a disk that fills up (a
+//! small tmpfs) and a memory cgroup smaller than the decoded data set.
+//!
+//! Both need root (to mount a tmpfs, to create a cgroup), as every machine of
+//! this project and its CI is; without it they fail and say why, they do not
+//! skip.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn training_state(checkpoint: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(checkpoint).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    serde_json::from_str(header["__metadata__"]["training"].as_str().unwrap()).unwrap()
+}
+
+/// A tmpfs of `bytes` mounted on a fresh directory; unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs failed: this test needs root (CI runs as root)");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn train_args(train: &Path, out: &Path, epochs: &str) -> Vec<String> {
+    [
+        "train",
+        "--train",
+        train.to_str().unwrap(),
+        "--validation-split",
+        "0.25",
+        "--model",
+        "small",
+        "--image-size",
+        "28",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn a_full_disk_stops_training_with_one_line_naming_the_file_and_keeps_the_previous_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let train = data.path().join("train");
+    colour_tree(&train, 12, 28, 3);
+    // sizes on a normal disk first
+    let sized = data.path().join("sized");
+    let args = train_args(&train, &sized, "1");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let size = |name: &str| std::fs::metadata(sized.join(name)).unwrap().len();
+    let (checkpoint, best) = (size("checkpoint.safetensors"), size("best.safetensors"));
+    let small_files = size("config.toml") + size("history.csv") + size("curves.png") + 64 * 1024;
+    // epoch 1 fits (best + checkpoint); the second checkpoint's temporary copy does not
+    let disk = SmallDisk::new(best + checkpoint + checkpoint / 2 + small_files);
+    let out = disk.path().join("run");
+    let output = run(&train_args(&train, &out, "3").iter().map(String::as_str).collect::<Vec<_>>());
+    let err = stderr(&output);
+    assert!(!output.status.success(), "the run should fail: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let expected = format!("error: cannot write {}: the disk is full (", out.join("checkpoint.safetensors").display());
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.trim_end().ends_with("; free some space and run again"), "{err}");
+    // the previous version is intact, and no temporary file is left
+    let state = training_state(&out.join("checkpoint.safetensors"));
+    assert_eq!(state["epochs_done"].as_u64(), Some(1), "{state}");
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    ok(&[
+        "evaluate",
+        "--model",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+    ]);
+}
+
+/// A memory cgroup of `bytes` (v1 or v2, whichever this machine mounts);
+/// removed on drop.
+struct MemoryCgroup {
+    dir: PathBuf,
+    usage_file: &'static str,
+}
+
+impl MemoryCgroup {
+    fn new(bytes: u64) -> MemoryCgroup {
+        let name = format!("convnet-test-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let (dir, limit_file, usage_file) = if v1.is_dir() {
+            (v1.join(&name), "memory.limit_in_bytes", "memory.max_usage_in_bytes")
+        } else {
+            (Path::new("/sys/fs/cgroup").join(&name), "memory.max", "memory.peak")
+        };
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("creating {}: {e} (this test needs root and a memory cgroup)", dir.display()));
+        std::fs::write(dir.join(limit_file), bytes.to_string()).unwrap();
+        MemoryCgroup { dir, usage_file }
+    }
+
+    /// `convnet ARGS` started inside the cgroup.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(&self.dir)
+            .arg(env!("CARGO_BIN_EXE_convnet"))
+            .args(args);
+        command
+    }
+
+    fn peak(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join(self.usage_file)).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_set_too_big_for_the_memory_cgroup_is_refused_before_anything_is_decoded() {
+    let data = tempfile::tempdir().unwrap();
+    let train = data.path().join("train");
+    colour_tree(&train, 20, 16, 1);
+    let limit = 96 * 1024 * 1024;
+    let cgroup = MemoryCgroup::new(limit);
+    // 60 images decoded at 1024x1024x3 are 189 MB, twice the 96 MB limit
+    let out = data.path().join("run");
+    let args = ["train", "--train", train.to_str().unwrap(), "--image-size", "1024", "--out", out.to_str().unwrap()];
+    let output = cgroup.command(&args).output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let expected =
+        format!("error: {}: the 60 images decoded at 1024x1024x3 need 188.7 MB, more than ", train.display());
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(
+        err.trim_end().ends_with(
+            "available for them (75% of the cgroup memory limit of 100.7 MB); use a smaller --image-size or fewer images"
+        ),
+        "{err}"
+    );
+    // refused before decoding: the cgroup never came near the decoded size
+    assert!(cgroup.peak() < 40 * 1024 * 1024, "peak {} bytes: something was decoded", cgroup.peak());
+
+    // and the same set at a size that fits trains inside the same limit
+    let args = [
+        "train",
+        "--train",
+        train.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--model",
+        "small",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let output = cgroup.command(&args).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
