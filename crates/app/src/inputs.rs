@@ -1,8 +1,9 @@
 //! What commands read besides their flags: architecture names and files,
 //! model files, labelled folders.
 
+use crate::options::CacheOptions;
 use anyhow::{bail, Context, Result};
-use convnet_data::{DatasetOptions, ImageSet};
+use convnet_data::ImageSet;
 use convnet_io::model_file::{self, ModelMeta};
 use convnet_tensor::ModelSpec;
 use std::path::{Path, PathBuf};
@@ -46,12 +47,12 @@ pub fn model_for(
 
 /// Loads a labelled folder with the model's classes (mapped by name) and input
 /// format, reporting skipped files and classes without a folder on stderr.
-pub fn load_labelled(dir: &Path, meta: &ModelMeta, skip_bad: bool) -> Result<ImageSet> {
-    let options =
-        DatasetOptions { memory_budget: crate::preflight::images_budget(0), ..meta.dataset_options(skip_bad) };
-    let loaded = convnet_data::load(dir, &options)?;
+pub fn load_labelled(dir: &Path, meta: &ModelMeta, skip_bad: bool, cache: &CacheOptions) -> Result<ImageSet> {
+    let loaded = convnet_data::load(dir, &cache.apply(meta.dataset_options(skip_bad)))?;
     if !loaded.report.missing_classes.is_empty() || !loaded.report.skipped.is_empty() {
         eprint!("{}", loaded.report);
+    } else if let Some(storage) = &loaded.report.storage {
+        eprintln!("{storage}");
     }
     Ok(loaded.training)
 }

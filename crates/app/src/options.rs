@@ -1,8 +1,9 @@
 //! Argument types and value parsers shared by several commands.
 
 use clap::{Args, ValueEnum};
-use convnet_data::{ColorMode, Interpolation, PixelScale};
+use convnet_data::{ColorMode, DatasetOptions, Interpolation, PixelScale, Storage};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// The input format of a new model: size and colour mode (`train`, `summary`,
 /// `doctor`, `bench`).
@@ -21,6 +22,40 @@ impl ImageOptions {
     pub fn input_shape(&self) -> [usize; 3] {
         [self.color_mode.channels(), self.image_size[0], self.image_size[1]]
     }
+}
+
+/// Where decoded images go (`train`, `evaluate`, `show`, `doctor`).
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheOptions {
+    /// Where decoded images go: auto (memory if they fit, else a memory-mapped cache on disk), memory, disk, or stream (decode every epoch)
+    #[arg(long, default_value = "auto", value_parser = parse_storage)]
+    #[serde(default)]
+    pub cache: Storage,
+    /// Keep no decoded images: decode every image again each epoch (for sets larger than the disk); same as --cache stream
+    #[arg(long, conflicts_with = "cache")]
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Directory of the decoded-image cache (default: $XDG_CACHE_HOME/convnet or ~/.cache/convnet)
+    #[arg(long, value_name = "DIR")]
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheOptions {
+    /// These options applied to `options`, with the memory budget of this machine.
+    pub fn apply(&self, options: DatasetOptions) -> DatasetOptions {
+        DatasetOptions {
+            storage: if self.no_cache { Storage::Stream } else { self.cache },
+            cache_dir: self.cache_dir.clone(),
+            memory_budget: crate::preflight::images_budget(0),
+            ..options
+        }
+    }
+}
+
+/// `auto`, `memory`, `disk` or `stream`.
+pub fn parse_storage(text: &str) -> Result<Storage, String> {
+    Storage::parse(text).ok_or_else(|| format!("`{text}`: expected auto, memory, disk or stream"))
 }
 
 /// The optimizer of a training run.

@@ -7,6 +7,7 @@
 //! server sets it.
 
 use anyhow::{bail, Result};
+use convnet_data::error::human_bytes;
 use convnet_tensor::Sequential;
 use std::path::{Path, PathBuf};
 
@@ -47,14 +48,30 @@ fn cgroup_available() -> Option<Available> {
             continue;
         };
         for (dir, limit_file, usage_file) in candidates {
-            let usage = read_u64(&dir.join(usage_file)).unwrap_or(0);
+            // file pages (the page cache: files read or written, a memory-mapped
+            // data cache) are reclaimable: what the cgroup really holds is the rest
+            let reclaimable = std::fs::read_to_string(dir.join("memory.stat"))
+                .map(|stat| {
+                    stat.lines()
+                        .filter_map(|line| line.split_once(' '))
+                        .filter(|(key, _)| {
+                            matches!(
+                                *key,
+                                "total_inactive_file" | "total_active_file" | "inactive_file" | "active_file"
+                            )
+                        })
+                        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+                        .sum::<u64>()
+                })
+                .unwrap_or(0);
+            let usage = read_u64(&dir.join(usage_file)).unwrap_or(0).saturating_sub(reclaimable);
             // the effective limit is the smallest on the way up to the root
             let mut level = Some(dir.as_path());
             while let Some(current) = level {
                 if let Some(limit) = read_u64(&current.join(limit_file)).filter(|&l| l < 1 << 60) {
                     let free = limit.saturating_sub(usage);
                     if best.as_ref().is_none_or(|b| free < b.bytes) {
-                        let source = format!("the cgroup memory limit of {}", convnet_data::error::human_bytes(limit));
+                        let source = format!("the cgroup memory limit of {}", human_bytes(limit));
                         best = Some(Available { bytes: free, source });
                     }
                 }
@@ -95,9 +112,9 @@ pub fn check_memory(model: &Sequential<f32>, batch_size: usize) -> Result<()> {
     if let Some(available) = available_memory() {
         if needed > available.bytes {
             bail!(
-                "a batch of {batch_size} needs about {:.1} GB for activations and gradients, more than the {:.1} GB left ({}): use a smaller --batch-size or --image-size",
-                needed as f64 / 1e9,
-                available.bytes as f64 / 1e9,
+                "a batch of {batch_size} needs about {} for activations and gradients, more than the {} left ({}): use a smaller --batch-size or --image-size",
+                human_bytes(needed),
+                human_bytes(available.bytes),
                 available.source
             );
         }

@@ -207,7 +207,7 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
         let color = if predicted[index] == set.labels()[index] { GREEN } else { RED };
         draw_text(&mut canvas, x + (cell_w as i64 - text_width(title, 1) as i64) / 2, y + 8, title, 1, color);
         let image_x = x + (cell_w - width * scale as usize) as i64 / 2;
-        blit_chw(&mut canvas, set.image(index), [channels, height, width], image_x, y + 24, scale);
+        blit_chw(&mut canvas, &set.image(index)?, [channels, height, width], image_x, y + 24, scale);
         draw_rect(
             &mut canvas,
             image_x - 2,

@@ -154,45 +154,96 @@ impl Drop for MemoryCgroup {
 }
 
 #[test]
-fn a_set_too_big_for_the_memory_cgroup_is_refused_before_anything_is_decoded() {
+fn a_set_too_big_for_memory_and_disk_is_refused_before_anything_is_decoded() {
     let data = tempfile::tempdir().unwrap();
     let train = data.path().join("train");
     colour_tree(&train, 20, 16, 1);
-    let limit = 96 * 1024 * 1024;
-    let cgroup = MemoryCgroup::new(limit);
-    // 60 images decoded at 1024x1024x3 are 189 MB, twice the 96 MB limit
+    let cgroup = MemoryCgroup::new(96 * 1024 * 1024);
+    let disk = SmallDisk::new(16_000_000);
+    // 60 images decoded at 1024x1024x3 are 189 MB: twice the 96 MB limit, ten times the 16 MB disk
     let out = data.path().join("run");
-    let args = ["train", "--train", train.to_str().unwrap(), "--image-size", "1024", "--out", out.to_str().unwrap()];
-    let output = cgroup.command(&args).output().unwrap();
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    let expected =
-        format!("error: {}: the 60 images decoded at 1024x1024x3 need 188.7 MB, more than ", train.display());
-    assert!(err.starts_with(&expected), "{err}");
-    assert!(
-        err.trim_end().ends_with(
-            "available for them (75% of the cgroup memory limit of 100.7 MB); use a smaller --image-size or fewer images"
-        ),
-        "{err}"
-    );
-    // refused before decoding: the cgroup never came near the decoded size
-    assert!(cgroup.peak() < 40 * 1024 * 1024, "peak {} bytes: something was decoded", cgroup.peak());
-
-    // and the same set at a size that fits trains inside the same limit
     let args = [
         "train",
         "--train",
         train.to_str().unwrap(),
         "--image-size",
-        "32",
-        "--model",
-        "small",
-        "--epochs",
-        "1",
+        "1024",
+        "--cache-dir",
+        disk.path().to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ];
     let output = cgroup.command(&args).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let expected_start =
+        format!("error: {}: the 60 images decoded at 1024x1024x3 need 188.7 MB: more than the ", train.display());
+    assert!(err.starts_with(&expected_start), "{err}");
+    // (what is available in memory depends on what the process already uses)
+    let expected_end = format!(
+        " available in memory (75% of the cgroup memory limit of 100.7 MB) and the 16.0 MB free on the disk at {}; use a smaller --image-size, --cache-dir on a larger disk, or --no-cache to decode them again every epoch",
+        disk.path().display()
+    );
+    assert!(err.trim_end().ends_with(&expected_end), "{err}");
+    // refused before decoding: nothing written, and memory never near the decoded size
+    assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
+    assert!(cgroup.peak() < 40 * 1024 * 1024, "peak {} bytes: something was decoded", cgroup.peak());
+}
+
+/// A model small enough that the data path dominates: one strided convolution,
+/// a pool and the classifier.
+const TINY_MODEL: &str = "[[layers]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 4\nstride = 4\n\n[[layers]]\ntype = \"relu\"\n\n[[layers]]\ntype = \"maxpool2d\"\npool = 4\n\n[[layers]]\ntype = \"flatten\"\n\n[[layers]]\ntype = \"dense\"\n";
+
+#[test]
+fn a_set_three_times_the_memory_limit_trains_from_the_disk_cache_to_the_same_weights() {
+    let data = tempfile::tempdir().unwrap();
+    let train = data.path().join("train");
+    colour_tree(&train, 500, 16, 2);
+    let model = data.path().join("tiny.toml");
+    std::fs::write(&model, TINY_MODEL).unwrap();
+    let args = |out: &Path, cache: &Path| -> Vec<String> {
+        [
+            "train",
+            "--train",
+            train.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--image-size",
+            "256",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--validation-split",
+            "0.1",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // the reference: in memory, outside any limit (1500 images at 256x256x3 = 295 MB)
+    let cache = data.path().join("cache");
+    let in_memory = data.path().join("in-memory");
+    let mut reference = args(&in_memory, &cache);
+    reference.extend(["--cache".to_string(), "memory".to_string()]);
+    ok(&reference.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // inside a 96 MB cgroup, three times smaller than the decoded set: the disk cache
+    let cgroup = MemoryCgroup::new(96 * 1024 * 1024);
+    let limited = data.path().join("limited");
+    let limited_args = args(&limited, &cache);
+    let output = cgroup.command(&limited_args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let log = stdout(&output);
+    assert!(output.status.success(), "{log}\n{}", stderr(&output));
+    assert!(log.contains(&format!("Decoded cache: 294.9 MB on disk at {} (memory-mapped)", cache.display())), "{log}");
+    assert!(log.contains("Epoch 2/2"), "{log}");
+    for name in ["model.safetensors", "checkpoint.safetensors", "best.safetensors"] {
+        let (a, b) = (std::fs::read(in_memory.join(name)).unwrap(), std::fs::read(limited.join(name)).unwrap());
+        assert!(a == b, "{name}: the disk-cache run differs from the in-memory one");
+    }
+    assert!(cgroup.peak() <= 96 * 1024 * 1024, "peak {}", cgroup.peak());
 }

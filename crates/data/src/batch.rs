@@ -41,6 +41,9 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// Index of the batch within its epoch.
     pub number: usize,
+    /// Why the batch could not be assembled (an image of a streamed set that
+    /// no longer decodes); the consumer must stop with it.
+    pub error: Option<crate::error::DataError>,
 }
 
 /// How to cut an epoch into batches.
@@ -83,7 +86,7 @@ fn assemble(
     batch.indices.extend_from_slice(indices);
     batch.number = number;
     let out = batch.images.as_slice_mut().expect("contiguous");
-    set.fill_batch(indices, config.scale, out, &mut batch.labels);
+    batch.error = set.fill_batch(indices, config.scale, out, &mut batch.labels).err();
     if let Some(augment) = &config.augment {
         let len = c * h * w;
         scratch.resize(len, 0.0);
@@ -123,6 +126,7 @@ impl BatchStream {
                     labels: Vec::new(),
                     indices: Vec::new(),
                     number,
+                    error: None,
                 });
                 assemble(&set, &order, &config, number, &mut batch, &mut scratch);
                 if ready_tx.send(batch).is_err() {
@@ -158,13 +162,23 @@ impl Drop for BatchStream {
 
 /// Assembles every batch of an epoch in order on the calling thread (for
 /// evaluation, where there is nothing to overlap with). Calls `visit` with each.
-pub fn for_each_batch(set: &ImageSet, batch_size: usize, scale: PixelScale, mut visit: impl FnMut(&Batch)) {
+pub fn for_each_batch(
+    set: &ImageSet,
+    batch_size: usize,
+    scale: PixelScale,
+    mut visit: impl FnMut(&Batch),
+) -> crate::error::Result<()> {
     let config = BatchConfig { batch_size, shuffle: false, seed: 0, epoch: 0, scale, augment: None, first_batch: 0 };
     let order: Vec<usize> = (0..set.len()).collect();
-    let mut batch = Batch { images: ArrayD::zeros(IxDyn(&[0])), labels: Vec::new(), indices: Vec::new(), number: 0 };
+    let mut batch =
+        Batch { images: ArrayD::zeros(IxDyn(&[0])), labels: Vec::new(), indices: Vec::new(), number: 0, error: None };
     let mut scratch = Vec::new();
     for number in 0..batches_per_epoch(set.len(), batch_size) {
         assemble(set, &order, &config, number, &mut batch, &mut scratch);
+        if let Some(error) = batch.error.take() {
+            return Err(error);
+        }
         visit(&batch);
     }
+    Ok(())
 }

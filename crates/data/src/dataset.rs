@@ -6,6 +6,7 @@
 //! decoded twice. A 5,000-image 224x224 RGB set takes 750 MB as bytes (3 GB as
 //! f32, which is why the cache stays `u8` and batches are converted on the fly).
 
+use crate::cache::{cache_key, default_cache_dir, free_space, CacheEntry, Storage};
 use crate::decode::{decode_file, DecodeOptions};
 use crate::error::{DataError, Result};
 use crate::scan::{scan, ClassNames, FileEntry, Scan};
@@ -13,8 +14,10 @@ use convnet_tensor::rng::rng_at;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How pixel bytes become network inputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +59,11 @@ pub struct DatasetOptions {
     /// from (for the message): checked after scanning, before anything is
     /// decoded ([`DataError::TooBigForMemory`]). `None`: no limit.
     pub memory_budget: Option<(u64, String)>,
+    /// Where decoded images are kept ([`Storage::Auto`]: memory if they fit
+    /// the budget, else a disk cache).
+    pub storage: Storage,
+    /// The disk cache's directory; `None`: [`default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for DatasetOptions {
@@ -68,17 +76,30 @@ impl Default for DatasetOptions {
             validation_split: None,
             seed: 42,
             memory_budget: None,
+            storage: Storage::Auto,
+            cache_dir: None,
         }
     }
 }
 
-/// Decoded images held in memory as bytes.
+/// Where an [`ImageSet`]'s decoded pixels are (see [`crate::cache`]).
+#[derive(Clone, Debug)]
+enum Pixels {
+    /// `N x C x H x W` bytes in memory.
+    Memory(Vec<u8>),
+    /// A memory-mapped cache file; image `i` is at slot `slots[i]`.
+    Mapped { map: Arc<memmap2::Mmap>, slots: Vec<usize> },
+    /// Nowhere: each image is decoded from its file when used.
+    Stream { options: DecodeOptions },
+}
+
+/// Decoded images, `C x H x W` bytes each, with their labels and paths: in
+/// memory, in a memory-mapped cache file, or decoded on use.
 #[derive(Clone, Debug)]
 pub struct ImageSet {
     class_names: Vec<String>,
     shape: [usize; 3],
-    /// `N x C x H x W` bytes.
-    pixels: Vec<u8>,
+    pixels: Pixels,
     labels: Vec<usize>,
     paths: Vec<PathBuf>,
 }
@@ -104,12 +125,16 @@ impl ImageSet {
         if let Some(&label) = labels.iter().find(|&&l| l >= class_names.len()) {
             return Err(DataError::Config(format!("label {label} but only {} classes", class_names.len())));
         }
-        Ok(ImageSet { class_names, shape, pixels, labels, paths })
+        Ok(ImageSet { class_names, shape, pixels: Pixels::Memory(pixels), labels, paths })
     }
 
-    /// Bytes of decoded pixels held.
-    pub fn decoded_bytes(&self) -> u64 {
-        self.pixels.len() as u64
+    /// Bytes of decoded pixels held in this process's memory (a mapped or
+    /// streamed set holds none of its own).
+    pub fn resident_bytes(&self) -> u64 {
+        match &self.pixels {
+            Pixels::Memory(pixels) => pixels.len() as u64,
+            Pixels::Mapped { .. } | Pixels::Stream { .. } => 0,
+        }
     }
 
     /// Number of images.
@@ -142,10 +167,19 @@ impl ImageSet {
         &self.paths
     }
 
-    /// The bytes of image `index`, `C x H x W`.
-    pub fn image(&self, index: usize) -> &[u8] {
+    /// The bytes of image `index`, `C x H x W` (decoded now for a streamed
+    /// set, which is where an error can come from).
+    pub fn image(&self, index: usize) -> Result<Cow<'_, [u8]>> {
         let len = self.shape.iter().product::<usize>();
-        &self.pixels[index * len..(index + 1) * len]
+        Ok(match &self.pixels {
+            Pixels::Memory(pixels) => Cow::Borrowed(&pixels[index * len..(index + 1) * len]),
+            Pixels::Mapped { map, slots } => Cow::Borrowed(&map[slots[index] * len..(slots[index] + 1) * len]),
+            Pixels::Stream { options } => {
+                let mut bytes = vec![0u8; len];
+                decode_file(&self.paths[index], options, &mut bytes)?;
+                Cow::Owned(bytes)
+            }
+        })
     }
 
     /// Images per class.
@@ -158,16 +192,41 @@ impl ImageSet {
     }
 
     /// Writes the images `indices` into `out` (`len x C x H x W` floats, scaled)
-    /// and their labels into `labels` (cleared first).
-    pub fn fill_batch(&self, indices: &[usize], scale: PixelScale, out: &mut [f32], labels: &mut Vec<usize>) {
+    /// and their labels into `labels` (cleared first). Only a streamed set,
+    /// which decodes here, can fail.
+    pub fn fill_batch(
+        &self,
+        indices: &[usize],
+        scale: PixelScale,
+        out: &mut [f32],
+        labels: &mut Vec<usize>,
+    ) -> Result<()> {
         let len = self.shape.iter().product::<usize>();
         let factor = scale.factor();
         labels.clear();
-        for (slot, &index) in indices.iter().enumerate() {
-            for (dst, &src) in out[slot * len..(slot + 1) * len].iter_mut().zip(self.image(index)) {
-                *dst = src as f32 * factor;
+        labels.extend(indices.iter().map(|&index| self.labels[index]));
+        let convert = |dst: &mut [f32], src: &[u8]| {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s as f32 * factor;
             }
-            labels.push(self.labels[index]);
+        };
+        match &self.pixels {
+            Pixels::Stream { options } => {
+                // decode the batch's files in parallel, each into its own slot
+                out[..indices.len() * len].par_chunks_mut(len).zip(indices.par_iter()).try_for_each(|(dst, &index)| {
+                    let mut bytes = vec![0u8; len];
+                    decode_file(&self.paths[index], options, &mut bytes)?;
+                    convert(dst, &bytes);
+                    Ok(())
+                })
+            }
+            _ => {
+                for (slot, &index) in indices.iter().enumerate() {
+                    let image = self.image(index)?;
+                    convert(&mut out[slot * len..(slot + 1) * len], &image);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -193,6 +252,9 @@ pub struct LoadReport {
     /// Images used for training and for validation (when split), after
     /// skipping unreadable ones.
     pub split: Option<(usize, usize)>,
+    /// Where the decoded images are, when not simply in memory, e.g.
+    /// "Decoded cache: 6.0 GB on disk at DIR (memory-mapped)".
+    pub storage: Option<String>,
 }
 
 impl fmt::Display for LoadReport {
@@ -219,6 +281,9 @@ impl fmt::Display for LoadReport {
         }
         if self.ignored > 0 {
             writeln!(f, "Ignored {} files that are not images (by extension).", self.ignored)?;
+        }
+        if let Some(storage) = &self.storage {
+            writeln!(f, "{storage}")?;
         }
         for class in &self.missing_classes {
             writeln!(f, "Warning: class `{class}` has no folder in {}.", self.root.display())?;
@@ -301,12 +366,7 @@ pub fn decode_files(
         match result {
             Ok(()) => keep.push(index),
             Err(error) if skip_bad => {
-                // the message starts with the path; the report prints the path once
-                let path = &files[index].path;
-                let message = error.to_string();
-                let prefix = format!("{}: ", path.display());
-                let reason = message.strip_prefix(&prefix).map(str::to_string).unwrap_or(message);
-                skipped.push((path.clone(), reason));
+                skipped.push((files[index].path.clone(), reason_without_path(&files[index].path, &error)))
             }
             Err(error) => return Err(error),
         }
@@ -331,6 +391,194 @@ pub fn decode_files(
     Ok((set, skipped))
 }
 
+/// Files that could not be decoded and were skipped, with the reason.
+pub type Skipped = Vec<(PathBuf, String)>;
+
+/// An error's message without the leading `path: ` (the report prints the path once).
+fn reason_without_path(path: &Path, error: &DataError) -> String {
+    let message = error.to_string();
+    let prefix = format!("{}: ", path.display());
+    message.strip_prefix(&prefix).map(str::to_string).unwrap_or(message)
+}
+
+/// Bytes of decoded images per block when writing a cache or validating a
+/// streamed set: large enough for every thread to have work, small enough
+/// that memory stays bounded whatever the set's size (and at most an eighth
+/// of the memory budget, when there is one).
+fn block_bytes(memory_budget: Option<&(u64, String)>) -> usize {
+    let cap = memory_budget.map_or(64 << 20, |(budget, _)| (*budget / 8) as usize);
+    cap.clamp(4 << 20, 64 << 20)
+}
+
+/// Decodes `files` block by block in parallel, handing each block's bytes (its
+/// images in order, a failed one's slot zero) to `sink`; returns the `(slot,
+/// reason)` of the files that failed, or the first failure without `skip_bad`.
+fn decode_in_blocks(
+    files: &[FileEntry],
+    options: &DecodeOptions,
+    skip_bad: bool,
+    block_bytes: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<Vec<(usize, String)>> {
+    let image_len = options.image_len();
+    let per_block = (block_bytes / image_len.max(1)).max(1);
+    let mut buffer = Vec::new();
+    let mut skipped = Vec::new();
+    for (block, chunk) in files.chunks(per_block).enumerate() {
+        buffer.clear();
+        buffer.resize(chunk.len() * image_len, 0u8);
+        let results: Vec<Result<()>> = buffer
+            .par_chunks_mut(image_len)
+            .zip(chunk.par_iter())
+            .map(|(out, file)| decode_file(&file.path, options, out).inspect_err(|_| out.fill(0)))
+            .collect();
+        for (offset, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(()) => {}
+                Err(error) if skip_bad => {
+                    let file = &chunk[offset];
+                    skipped.push((block * per_block + offset, reason_without_path(&file.path, &error)));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        sink(&buffer)?;
+    }
+    Ok(skipped)
+}
+
+/// The set of `files` minus the `skipped` slots, its pixels in `pixels`.
+fn kept_set(
+    files: &[FileEntry],
+    class_names: &[String],
+    options: &DecodeOptions,
+    skipped: &[(usize, String)],
+    pixels: impl FnOnce(Vec<usize>) -> Pixels,
+) -> (ImageSet, Vec<(PathBuf, String)>) {
+    let bad: std::collections::HashSet<usize> = skipped.iter().map(|(slot, _)| *slot).collect();
+    let kept: Vec<usize> = (0..files.len()).filter(|slot| !bad.contains(slot)).collect();
+    let (height, width) = options.image_size;
+    let set = ImageSet {
+        class_names: class_names.to_vec(),
+        shape: [options.color_mode.channels(), height, width],
+        labels: kept.iter().map(|&i| files[i].label).collect(),
+        paths: kept.iter().map(|&i| files[i].path.clone()).collect(),
+        pixels: pixels(kept),
+    };
+    (set, skipped.iter().map(|(slot, reason)| (files[*slot].path.clone(), reason.clone())).collect())
+}
+
+/// Decodes `files` once into the cache file of `dir` (or reuses a valid one)
+/// and maps it. Returns the set, the skipped files and whether the cache was reused.
+pub fn cache_files(
+    files: &[FileEntry],
+    class_names: &[String],
+    options: &DecodeOptions,
+    skip_bad: bool,
+    dir: &Path,
+    block_bytes: usize,
+) -> Result<(ImageSet, Skipped, bool)> {
+    let image_len = options.image_len();
+    let entry = CacheEntry::new(dir, &cache_key(files, options)?);
+    let (info, reused) = match entry.read_valid(files.len(), image_len) {
+        Some(info) => (info, true),
+        None => {
+            let info = entry
+                .write(image_len, files.len(), |sink| decode_in_blocks(files, options, skip_bad, block_bytes, sink))?;
+            (info, false)
+        }
+    };
+    if !skip_bad && !info.skipped.is_empty() {
+        // a cache written with --skip-bad, read without it: fail as a fresh decode would
+        let (slot, reason) = &info.skipped[0];
+        return Err(DataError::Decode { path: files[*slot].path.clone(), reason: reason.clone() });
+    }
+    let map = Arc::new(entry.map()?);
+    let (set, skipped) = kept_set(files, class_names, options, &info.skipped, |slots| Pixels::Mapped { map, slots });
+    Ok((set, skipped, reused))
+}
+
+/// A set decoded on use: every file is decoded once now (block by block, in
+/// bounded memory) so unreadable ones are found, and skipped with `skip_bad`,
+/// before training starts; nothing is kept.
+pub fn stream_files(
+    files: &[FileEntry],
+    class_names: &[String],
+    options: &DecodeOptions,
+    skip_bad: bool,
+    block_bytes: usize,
+) -> Result<(ImageSet, Vec<(PathBuf, String)>)> {
+    let skipped = decode_in_blocks(files, options, skip_bad, block_bytes, &mut |_| Ok(()))?;
+    Ok(kept_set(files, class_names, options, &skipped, |_| Pixels::Stream { options: options.clone() }))
+}
+
+/// How [`load`] keeps a set's pixels.
+enum Chosen {
+    Memory,
+    Disk(PathBuf),
+    Stream,
+}
+
+/// Decides where `needed` bytes of decoded images go (see [`crate::cache`]),
+/// refusing before anything is decoded when neither memory nor disk can take them.
+fn choose_storage(root: &Path, options: &DatasetOptions, subsets: &[&[FileEntry]], images: usize) -> Result<Chosen> {
+    let decode = &options.decode;
+    let needed = (images as u64).saturating_mul(decode.image_len() as u64);
+    let fits_memory = options.memory_budget.as_ref().is_none_or(|(budget, _)| needed <= *budget);
+    let too_big_for_memory = || {
+        let (budget, source) = options.memory_budget.clone().expect("over a budget");
+        DataError::TooBigForMemory {
+            root: root.to_path_buf(),
+            images,
+            height: decode.image_size.0,
+            width: decode.image_size.1,
+            channels: decode.color_mode.channels(),
+            needed,
+            budget,
+            budget_source: source,
+        }
+    };
+    let disk = || -> Result<std::result::Result<PathBuf, (PathBuf, u64)>> {
+        let dir = options.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+        // a valid cache of every subset needs no space at all
+        let mut missing = 0u64;
+        for files in subsets {
+            let entry = CacheEntry::new(&dir, &cache_key(files, decode)?);
+            if entry.read_valid(files.len(), decode.image_len()).is_none() {
+                missing += files.len() as u64 * decode.image_len() as u64;
+            }
+        }
+        let free = free_space(&dir).unwrap_or(u64::MAX);
+        // keep 5% of the need (and 64 MB) spare for everything else on that disk
+        let margin = (missing / 20).max(64 << 20);
+        Ok(if missing == 0 || missing.saturating_add(margin) <= free { Ok(dir) } else { Err((dir, free)) })
+    };
+    let too_big_for_disk = |dir: PathBuf, free: u64| {
+        DataError::TooBigForDisk(Box::new(crate::error::TooBig {
+            root: root.to_path_buf(),
+            images,
+            height: decode.image_size.0,
+            width: decode.image_size.1,
+            channels: decode.color_mode.channels(),
+            needed,
+            memory: options.memory_budget.clone(),
+            cache_dir: dir,
+            free,
+        }))
+    };
+    match options.storage {
+        Storage::Stream => Ok(Chosen::Stream),
+        Storage::Memory if fits_memory => Ok(Chosen::Memory),
+        Storage::Memory => Err(too_big_for_memory()),
+        Storage::Auto if fits_memory => Ok(Chosen::Memory),
+        Storage::Auto | Storage::Disk => match disk()? {
+            Ok(dir) => Ok(Chosen::Disk(dir)),
+            Err((dir, free)) => Err(too_big_for_disk(dir, free)),
+        },
+    }
+}
+
 /// Scans, splits and decodes a folder-per-class tree (see the module docs).
 pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
     let (height, width) = options.decode.image_size;
@@ -347,6 +595,7 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
         missing_classes: scan.missing_classes.clone(),
         skipped: Vec::new(),
         split: None,
+        storage: None,
     };
     let (train_files, validation_files) = match options.validation_split {
         None => (scan.files.clone(), None),
@@ -365,30 +614,46 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
             (train, Some(validation))
         }
     };
-    if let Some((budget, source)) = &options.memory_budget {
-        let images = train_files.len() + validation_files.as_ref().map_or(0, Vec::len);
-        let needed = (images as u64).saturating_mul(options.decode.image_len() as u64);
-        if needed > *budget {
-            return Err(DataError::TooBigForMemory {
-                root: root.to_path_buf(),
-                images,
-                height,
-                width,
-                channels: options.decode.color_mode.channels(),
-                needed,
-                budget: *budget,
-                budget_source: source.clone(),
-            });
+    let images = train_files.len() + validation_files.as_ref().map_or(0, Vec::len);
+    let mut subsets: Vec<&[FileEntry]> = vec![&train_files];
+    subsets.extend(validation_files.as_deref());
+    let chosen = choose_storage(root, options, &subsets, images)?;
+    let decoded_bytes = (images as u64) * options.decode.image_len() as u64;
+    let (options_decode, skip_bad, names) = (&options.decode, options.skip_bad, &scan.class_names);
+    let mut reused_all = true;
+    let block = block_bytes(options.memory_budget.as_ref());
+    let mut materialize = |files: &[FileEntry]| -> Result<(ImageSet, Vec<(PathBuf, String)>)> {
+        match &chosen {
+            Chosen::Memory => decode_files(files, names, options_decode, skip_bad),
+            Chosen::Disk(dir) => {
+                let (set, skipped, reused) = cache_files(files, names, options_decode, skip_bad, dir, block)?;
+                reused_all &= reused;
+                Ok((set, skipped))
+            }
+            Chosen::Stream => stream_files(files, names, options_decode, skip_bad, block),
         }
-    }
-    let (training, mut skipped) = decode_files(&train_files, &scan.class_names, &options.decode, options.skip_bad)?;
-    let validation = match validation_files {
+    };
+    let (training, mut skipped) = materialize(&train_files)?;
+    let validation = match &validation_files {
         Some(files) => {
-            let (set, more) = decode_files(&files, &scan.class_names, &options.decode, options.skip_bad)?;
+            let (set, more) = materialize(files)?;
             skipped.extend(more);
             Some(set)
         }
         None => None,
+    };
+    report.storage = match &chosen {
+        Chosen::Memory => None,
+        Chosen::Disk(dir) => Some(format!(
+            "Decoded cache: {} on disk at {} (memory-mapped{})",
+            crate::error::human_bytes(decoded_bytes),
+            dir.display(),
+            if reused_all { ", reused" } else { "" }
+        )),
+        Chosen::Stream => Some(format!(
+            "No cache: the {images} images are decoded again every epoch ({} decoded)",
+            crate::error::human_bytes(decoded_bytes)
+        )),
     };
     if training.is_empty() {
         return Err(DataError::Config(format!("{}: no readable images", root.display())));

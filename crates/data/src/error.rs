@@ -78,6 +78,10 @@ pub enum DataError {
     /// An invalid option (zero image size, split outside (0, 1), ...).
     #[error("{0}")]
     Config(String),
+    /// The decoded images fit neither the memory budget nor the cache disk;
+    /// nothing was decoded.
+    #[error("{0}")]
+    TooBigForDisk(Box<TooBig>),
     /// The decoded images would not fit in the memory budget the caller gave
     /// ([`crate::DatasetOptions::memory_budget`]); nothing was decoded.
     #[error(
@@ -107,6 +111,54 @@ pub enum DataError {
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io { path: path.into(), error: source }
+    }
+}
+
+/// The sizes behind [`DataError::TooBigForDisk`].
+#[derive(Debug)]
+pub struct TooBig {
+    /// The folder.
+    pub root: PathBuf,
+    /// Images that would be decoded.
+    pub images: usize,
+    /// Decoded height.
+    pub height: usize,
+    /// Decoded width.
+    pub width: usize,
+    /// Decoded channels.
+    pub channels: usize,
+    /// Bytes they need.
+    pub needed: u64,
+    /// The memory budget and its source, if any.
+    pub memory: Option<(u64, String)>,
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    /// Bytes free there.
+    pub free: u64,
+}
+
+impl std::fmt::Display for TooBig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the {} images decoded at {}x{}x{} need {}: more than {} and the {} free on the disk at {}; use a smaller --image-size, --cache-dir on a larger disk, or --no-cache to decode them again every epoch",
+            self.root.display(),
+            self.images,
+            self.height,
+            self.width,
+            self.channels,
+            human_bytes(self.needed),
+            memory_text(&self.memory),
+            human_bytes(self.free),
+            self.cache_dir.display()
+        )
+    }
+}
+
+fn memory_text(memory: &Option<(u64, String)>) -> String {
+    match memory {
+        Some((budget, source)) => format!("the {} available in memory ({source})", human_bytes(*budget)),
+        None => "memory allows (--cache disk)".into(),
     }
 }
 

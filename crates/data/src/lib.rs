@@ -37,6 +37,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod cache;
 pub mod dataset;
 pub mod decode;
 pub mod error;
@@ -45,6 +46,7 @@ pub mod scan;
 
 pub use augment::Augmentation;
 pub use batch::{Batch, BatchConfig, BatchStream};
+pub use cache::Storage;
 pub use dataset::{load, DatasetOptions, ImageSet, LoadReport, Loaded, PixelScale};
 pub use decode::{ColorMode, DecodeOptions, Interpolation};
 pub use error::{DataError, Result};

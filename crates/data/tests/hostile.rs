@@ -21,7 +21,7 @@ fn load_one(name: &str, bytes: &[u8], size: usize, color_mode: ColorMode) -> Res
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("class")).unwrap();
     std::fs::write(dir.path().join("class").join(name), bytes).unwrap();
-    load(dir.path(), &options(size, color_mode)).map(|loaded| loaded.training.image(0).to_vec())
+    load(dir.path(), &options(size, color_mode)).map(|loaded| loaded.training.image(0).unwrap().to_vec())
 }
 
 fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {

@@ -38,6 +38,9 @@ pub enum IoError {
     /// The engine refused the architecture or an input.
     #[error(transparent)]
     Tensor(#[from] convnet_tensor::TensorError),
+    /// The data set could not be read.
+    #[error(transparent)]
+    Data(#[from] convnet_data::DataError),
 }
 
 /// Whether an I/O error means the disk (or a quota) is full.

@@ -41,7 +41,7 @@ pub fn predict_set(
             }
             Err(e) => error = Some(e.into()),
         }
-    });
+    })?;
     if let Some(error) = error {
         return Err(error);
     }

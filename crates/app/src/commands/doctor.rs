@@ -13,7 +13,7 @@
 //!    layer barely learns, far above that it is unstable.
 
 use crate::inputs::resolve_architecture;
-use crate::options::{set_threads, ImageOptions};
+use crate::options::{set_threads, CacheOptions, ImageOptions};
 use crate::training::balanced_class_weights;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -40,6 +40,8 @@ pub struct DoctorArgs {
     model: String,
     #[command(flatten)]
     image: ImageOptions,
+    #[command(flatten)]
+    cache: CacheOptions,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     #[arg(long, default_value_t = 42)]
@@ -62,12 +64,12 @@ fn file_hash(path: &Path) -> Option<(u64, u64)> {
     Some((hasher.finish(), bytes.len() as u64))
 }
 
-fn batch_of(set: &ImageSet, indices: &[usize]) -> (ArrayD<f32>, Vec<usize>) {
+fn batch_of(set: &ImageSet, indices: &[usize]) -> Result<(ArrayD<f32>, Vec<usize>)> {
     let [c, h, w] = set.image_shape();
     let mut images = ArrayD::zeros(IxDyn(&[indices.len(), c, h, w]));
     let mut labels = Vec::new();
-    set.fill_batch(indices, PixelScale::Unit, images.as_slice_mut().expect("contiguous"), &mut labels);
-    (images, labels)
+    set.fill_batch(indices, PixelScale::Unit, images.as_slice_mut().expect("contiguous"), &mut labels)?;
+    Ok((images, labels))
 }
 
 fn norm(values: impl Iterator<Item = f32>) -> f64 {
@@ -86,9 +88,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             ..DecodeOptions::default()
         },
         skip_bad: true,
-        memory_budget: crate::preflight::images_budget(0),
         ..DatasetOptions::default()
     };
+    let options = args.cache.apply(options);
     let loaded = convnet_data::load(&args.train, &options)?;
     print!("{}", loaded.report);
     let weights = balanced_class_weights(&loaded.training.class_counts());
@@ -159,7 +161,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let mut model = build()?;
     let mut loss_fn = SoftmaxCrossEntropy::new();
     let sample: Vec<usize> = (0..set.len()).step_by((set.len() / 256).max(1)).take(256).collect();
-    let (images, labels) = batch_of(set, &sample);
+    let (images, labels) = batch_of(set, &sample)?;
     let logits = model.forward(images.view(), Mode::Eval)?;
     let initial = loss_fn.forward(logits, &labels)? as f64;
     let expected = (classes as f64).ln();
@@ -184,7 +186,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         );
     }
     tiny.truncate(20);
-    let (images, labels) = batch_of(set, &tiny);
+    let (images, labels) = batch_of(set, &tiny)?;
     let mut model = build()?;
     let mut adam = Adam::new(args.lr);
     let max_steps = 300;
@@ -221,7 +223,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let mut ratios = vec![0.0f64; model.params().len()];
     for step in 0..5u64 {
         let indices: Vec<usize> = (0..32).map(|i| (step as usize * 32 + i * 7919) % set.len()).collect();
-        let (images, labels) = batch_of(set, &indices);
+        let (images, labels) = batch_of(set, &indices)?;
         let logits = model.forward(images.view(), Mode::Train { seed: step })?;
         loss_fn.forward(logits, &labels)?;
         model.backward(loss_fn.grad_logits().view())?;

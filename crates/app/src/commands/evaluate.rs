@@ -2,6 +2,7 @@
 //! Cohen's kappa of a model on a labelled folder.
 
 use crate::inputs::load_labelled;
+use crate::options::CacheOptions;
 use crate::options::{positive, set_threads};
 use crate::render::{confusion_png, png_bytes};
 use anyhow::Result;
@@ -32,12 +33,14 @@ pub struct EvaluateArgs {
     pub skip_bad: bool,
     #[arg(long, value_parser = positive)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheOptions,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     set_threads(args.threads)?;
     let (mut model, meta) = load_model(&args.model)?;
-    let set = load_labelled(&args.data, &meta, args.skip_bad)?;
+    let set = load_labelled(&args.data, &meta, args.skip_bad, &args.cache)?;
     let predictions = predict_set(&mut model, &set, args.batch_size, meta.pixel_scale)?;
     let result = report(predictions.loss, set.labels(), &predictions.predicted, &meta.class_names);
     let png = args.confusion_png.clone().unwrap_or_else(|| args.model.with_file_name("confusion.png"));

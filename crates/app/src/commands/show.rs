@@ -3,6 +3,7 @@
 
 use crate::inputs::load_labelled;
 use crate::options::positive;
+use crate::options::CacheOptions;
 use crate::render::draw_grid;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -27,6 +28,8 @@ pub struct ShowArgs {
     /// Seed of the random choice of images
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub cache: CacheOptions,
 }
 
 pub fn run(args: ShowArgs) -> Result<ExitCode> {
@@ -34,7 +37,7 @@ pub fn run(args: ShowArgs) -> Result<ExitCode> {
         bail!("--rows and --cols must be at most 20, got {}x{}", args.rows, args.cols);
     }
     let (mut model, meta) = load_model(&args.model)?;
-    let set = load_labelled(&args.data, &meta, true)?;
+    let set = load_labelled(&args.data, &meta, true, &args.cache)?;
     let predictions = predict_set(&mut model, &set, 32, meta.pixel_scale)?;
     draw_grid(&set, &predictions.predicted, args.rows, args.cols, args.seed, &args.out)?;
     let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();

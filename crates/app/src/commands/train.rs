@@ -55,7 +55,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     );
     if let Some(test_dir) = &config.test {
         let mut model = outcome.model;
-        let set = load_labelled(test_dir, &outcome.meta, false)?;
+        let set = load_labelled(test_dir, &outcome.meta, false, &config.cache)?;
         let predictions = predict_set(&mut model, &set, config.batch_size, outcome.meta.pixel_scale)?;
         let result = report(predictions.loss, set.labels(), &predictions.predicted, set.class_names());
         println!(

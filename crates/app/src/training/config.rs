@@ -1,7 +1,9 @@
 //! The configuration of a training run: the `convnet train` flags, clap reads
 //! them straight into [`TrainConfig`], which is also `config.toml`.
 
-use crate::options::{parse_interpolation, parse_scale, positive, ClassWeighting, ImageOptions, OptimizerKind};
+use crate::options::{
+    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ImageOptions, OptimizerKind,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use convnet_data::{DecodeOptions, Interpolation, PixelScale};
@@ -106,6 +108,9 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub image: ImageOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cache: CacheOptions,
     /// Learning rate
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,

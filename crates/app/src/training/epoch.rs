@@ -112,8 +112,11 @@ pub fn train_epoch(
     let seen_before = state.epoch_seen;
     loop {
         let waiting = Instant::now();
-        let Some(batch) = stream.next_batch() else { break };
+        let Some(mut batch) = stream.next_batch() else { break };
         data_wait += waiting.elapsed();
+        if let Some(error) = batch.error.take() {
+            return Err(error.into());
+        }
         let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
         let logits = model.forward(batch.images.view(), Mode::Train { seed: step_seed })?;
         let loss = loss_fn.forward(logits, &batch.labels)?;

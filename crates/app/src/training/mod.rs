@@ -81,15 +81,14 @@ pub struct TrainOutcome {
 
 /// Loads training and validation data for a config.
 pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet, Option<ImageSet>)> {
-    let options = DatasetOptions {
+    let options = config.cache.apply(DatasetOptions {
         decode: config.decode_options(),
         class_names: ClassNames::Infer,
-        follow_links: false,
         skip_bad: config.skip_bad,
         validation_split: config.validation_split,
         seed: config.seed,
-        memory_budget: crate::preflight::images_budget(0),
-    };
+        ..DatasetOptions::default()
+    });
     let loaded = convnet_data::load(&config.train, &options)?;
     if !quiet {
         print!("{}", loaded.report);
@@ -99,7 +98,7 @@ pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet
         let options = DatasetOptions {
             class_names: ClassNames::Explicit { names: loaded.training.class_names().to_vec(), allow_missing: true },
             validation_split: None,
-            memory_budget: crate::preflight::images_budget(loaded.training.decoded_bytes()),
+            memory_budget: crate::preflight::images_budget(loaded.training.resident_bytes()),
             ..options
         };
         let val = convnet_data::load(val_dir, &options)?;
