@@ -27,7 +27,7 @@ impl ImageOptions {
 /// Where decoded images go (`train`, `evaluate`, `show`, `doctor`).
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheOptions {
-    /// Where decoded images go: auto (memory if they fit, else a memory-mapped cache on disk), memory, disk, or stream (decode every epoch)
+    /// Where decoded images go: auto (memory if they fit, else a cache on disk), memory, disk, or stream (decode every epoch)
     #[arg(long, default_value = "auto", value_parser = parse_storage)]
     #[serde(default)]
     pub cache: Storage,

@@ -48,8 +48,8 @@ fn cgroup_available() -> Option<Available> {
             continue;
         };
         for (dir, limit_file, usage_file) in candidates {
-            // file pages (the page cache: files read or written, a memory-mapped
-            // data cache) are reclaimable: what the cgroup really holds is the rest
+            // file pages (the page cache: files read or written, the decoded-
+            // image cache) are reclaimable: what the cgroup really holds is the rest
             let reclaimable = std::fs::read_to_string(dir.join("memory.stat"))
                 .map(|stat| {
                     stat.lines()

@@ -248,3 +248,62 @@ pub fn confusion_png(report: &Report) -> RgbImage {
     }
     image
 }
+
+/// One curve of [`roc_png`]: its name, its `(fpr, tpr)` points, its AUC.
+pub type RocCurve = (String, Vec<(f64, f64)>, Option<f64>);
+
+/// `roc.png`: ROC curves, false positive rate across, true positive rate up,
+/// the chance diagonal dashed, the AUC of each curve in its legend entry.
+pub fn roc_png(curves: &[RocCurve]) -> RgbImage {
+    const PALETTE: [Rgb<u8>; 8] = [
+        BLUE,
+        ORANGE,
+        Rgb([44, 160, 44]),
+        Rgb([214, 39, 40]),
+        Rgb([148, 103, 189]),
+        Rgb([140, 86, 75]),
+        Rgb([227, 119, 194]),
+        Rgb([127, 127, 127]),
+    ];
+    let (plot, left, top) = (360i64, 56i64, 40i64);
+    let legend_w = curves.iter().map(|(name, _, _)| text_width(name, 1) as i64 + 110).max().unwrap_or(0);
+    let (width, height) = (left + plot + 24 + legend_w, top + plot + 56);
+    let mut image = RgbImage::from_pixel(width as u32, height as u32, WHITE);
+    draw_text(&mut image, left, 12, "ROC curves", 2, BLACK);
+    let to_pixel = |(fpr, tpr): (f64, f64)| {
+        (left + (fpr * plot as f64).round() as i64, top + plot - (tpr * plot as f64).round() as i64)
+    };
+    draw_rect(&mut image, left, top, plot + 1, plot + 1, 1, BLACK);
+    for tick in 0..=4 {
+        let value = tick as f64 / 4.0;
+        let (x, y) = to_pixel((value, value));
+        draw_line(&mut image, (x, top + plot), (x, top + plot + 4), 1, BLACK);
+        draw_line(&mut image, (left - 4, y), (left, y), 1, BLACK);
+        let label = format!("{value:.2}");
+        draw_text(&mut image, x - text_width(&label, 1) as i64 / 2, top + plot + 8, &label, 1, BLACK);
+        draw_text(&mut image, left - 8 - text_width(&label, 1) as i64, y - 4, &label, 1, BLACK);
+    }
+    draw_text(&mut image, left + plot / 2 - 80, top + plot + 24, "false positive rate", 1, BLACK);
+    draw_text(&mut image, 4, top - 14, "true positive rate", 1, BLACK);
+    // chance: the diagonal, dashed
+    for step in (0..plot).step_by(8) {
+        draw_line(
+            &mut image,
+            (left + step, top + plot - step),
+            (left + step + 4, top + plot - step - 4),
+            1,
+            Rgb([160, 160, 160]),
+        );
+    }
+    for (i, (name, curve, auc)) in curves.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        for pair in curve.windows(2) {
+            draw_line(&mut image, to_pixel(pair[0]), to_pixel(pair[1]), 2, color);
+        }
+        let y = top + 8 + 16 * i as i64;
+        fill_rect(&mut image, left + plot + 24, y, 16, 4, color);
+        let auc = auc.map_or("AUC -".to_string(), |a| format!("AUC {a:.3}"));
+        draw_text(&mut image, left + plot + 46, y - 2, &format!("{name}  {auc}"), 1, BLACK);
+    }
+    image
+}

@@ -71,6 +71,28 @@ fn train_evaluate_predict_show_inspect_summary_end_to_end() {
     let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(total, 12);
     assert!(out.join("confusion.png").exists());
+    // ROC AUC per class and its macro average; roc.png beside the confusion matrix
+    for class in report["per_class"].as_array().unwrap() {
+        let auc = class["roc_auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{class}");
+    }
+    assert!(report["macro_avg"]["roc_auc"].as_f64().is_some(), "{json}");
+    assert!(report.get("binary").is_none(), "three classes and no --positive: no binary question");
+    let roc = image::open(out.join("roc.png")).unwrap();
+    assert!(roc.width() > 400 && roc.height() > 400);
+    // a binary question: red against the other two
+    let json = ok(&["evaluate", "--model", model_s, "--data", test_s, "--json", "--positive", "red"]);
+    let binary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(binary["binary"]["positive"], serde_json::json!(["red"]), "{json}");
+    assert_eq!(binary["binary"]["positives"].as_u64(), Some(4));
+    assert_eq!(binary["binary"]["negatives"].as_u64(), Some(8));
+    for key in ["roc_auc", "sensitivity", "specificity"] {
+        assert!(binary["binary"][key].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{key}: {json}");
+    }
+    fails_with(
+        &["evaluate", "--model", model_s, "--data", test_s, "--positive", "purple"],
+        "--positive purple: not a class of this model (blue, green, red)",
+    );
     let text = ok(&["evaluate", "--model", model_s, "--data", test_s]);
     assert!(
         text.contains("Confusion matrix") && text.contains("precision") && text.contains("Cohen's kappa"),

@@ -99,6 +99,11 @@ fn assemble(
     }
 }
 
+/// How many batches ahead the loader asks a disk-cached set's images from
+/// the disk ([`ImageSet::prefetch`]): enough requests in flight to keep an SSD
+/// busy, few enough that they stay in memory until used.
+const READ_AHEAD_BATCHES: usize = 4;
+
 /// Number of batches in an epoch of `n` images.
 pub fn batches_per_epoch(n: usize, batch_size: usize) -> usize {
     n.div_ceil(batch_size.max(1))
@@ -120,7 +125,18 @@ impl BatchStream {
             let order = epoch_order(set.len(), config.shuffle, config.seed, config.epoch);
             let total = batches_per_epoch(set.len(), config.batch_size);
             let mut scratch = Vec::new();
+            // a disk-cached set: ask the disk for the next batches' images ahead
+            let batch_indices = |number: usize| {
+                let start = number * config.batch_size;
+                &order[start.min(order.len())..(start + config.batch_size).min(order.len())]
+            };
+            for ahead in config.first_batch..(config.first_batch + READ_AHEAD_BATCHES).min(total) {
+                set.prefetch(batch_indices(ahead));
+            }
             for number in config.first_batch..total {
+                if number + READ_AHEAD_BATCHES < total {
+                    set.prefetch(batch_indices(number + READ_AHEAD_BATCHES));
+                }
                 let mut batch = returned_rx.try_recv().unwrap_or_else(|_| Batch {
                     images: ArrayD::zeros(IxDyn(&[0])),
                     labels: Vec::new(),

@@ -6,7 +6,7 @@
 //! decoded twice. A 5,000-image 224x224 RGB set takes 750 MB as bytes (3 GB as
 //! f32, which is why the cache stays `u8` and batches are converted on the fly).
 
-use crate::cache::{cache_key, default_cache_dir, free_space, CacheEntry, Storage};
+use crate::cache::{cache_key, default_cache_dir, free_space, CacheEntry, CacheFile, Storage};
 use crate::decode::{decode_file, DecodeOptions};
 use crate::error::{DataError, Result};
 use crate::scan::{scan, ClassNames, FileEntry, Scan};
@@ -87,14 +87,14 @@ impl Default for DatasetOptions {
 enum Pixels {
     /// `N x C x H x W` bytes in memory.
     Memory(Vec<u8>),
-    /// A memory-mapped cache file; image `i` is at slot `slots[i]`.
-    Mapped { map: Arc<memmap2::Mmap>, slots: Vec<usize> },
+    /// A cache file on disk, read as batches need it; image `i` is at slot `slots[i]`.
+    Disk { file: Arc<CacheFile>, slots: Vec<usize> },
     /// Nowhere: each image is decoded from its file when used.
     Stream { options: DecodeOptions },
 }
 
 /// Decoded images, `C x H x W` bytes each, with their labels and paths: in
-/// memory, in a memory-mapped cache file, or decoded on use.
+/// memory, in a cache file on disk, or decoded on use.
 #[derive(Clone, Debug)]
 pub struct ImageSet {
     class_names: Vec<String>,
@@ -133,7 +133,7 @@ impl ImageSet {
     pub fn resident_bytes(&self) -> u64 {
         match &self.pixels {
             Pixels::Memory(pixels) => pixels.len() as u64,
-            Pixels::Mapped { .. } | Pixels::Stream { .. } => 0,
+            Pixels::Disk { .. } | Pixels::Stream { .. } => 0,
         }
     }
 
@@ -173,13 +173,28 @@ impl ImageSet {
         let len = self.shape.iter().product::<usize>();
         Ok(match &self.pixels {
             Pixels::Memory(pixels) => Cow::Borrowed(&pixels[index * len..(index + 1) * len]),
-            Pixels::Mapped { map, slots } => Cow::Borrowed(&map[slots[index] * len..(slots[index] + 1) * len]),
+            Pixels::Disk { file, slots } => {
+                let mut bytes = vec![0u8; len];
+                file.read_slot(slots[index], &mut bytes)?;
+                Cow::Owned(bytes)
+            }
             Pixels::Stream { options } => {
                 let mut bytes = vec![0u8; len];
                 decode_file(&self.paths[index], options, &mut bytes)?;
                 Cow::Owned(bytes)
             }
         })
+    }
+
+    /// Asks the kernel to start reading the images `indices` of a set on disk
+    /// now, without waiting (`posix_fadvise(WILLNEED)`), so they are in memory
+    /// when a batch is assembled from them; a no-op for the other storages.
+    pub fn prefetch(&self, indices: &[usize]) {
+        if let Pixels::Disk { file, slots } = &self.pixels {
+            for &index in indices {
+                file.will_need(slots[index]);
+            }
+        }
     }
 
     /// Images per class.
@@ -211,14 +226,22 @@ impl ImageSet {
             }
         };
         match &self.pixels {
-            Pixels::Stream { options } => {
+            Pixels::Stream { .. } => {
                 // decode the batch's files in parallel, each into its own slot
                 out[..indices.len() * len].par_chunks_mut(len).zip(indices.par_iter()).try_for_each(|(dst, &index)| {
-                    let mut bytes = vec![0u8; len];
-                    decode_file(&self.paths[index], options, &mut bytes)?;
-                    convert(dst, &bytes);
+                    convert(dst, &self.image(index)?);
                     Ok(())
                 })
+            }
+            Pixels::Disk { file, slots } => {
+                // one reused buffer, read on the loader thread: the disk already
+                // works ahead (prefetch), and the training threads keep the cores
+                let mut bytes = vec![0u8; len];
+                for (slot, &index) in indices.iter().enumerate() {
+                    file.read_slot(slots[index], &mut bytes)?;
+                    convert(&mut out[slot * len..(slot + 1) * len], &bytes);
+                }
+                Ok(())
             }
             _ => {
                 for (slot, &index) in indices.iter().enumerate() {
@@ -253,7 +276,7 @@ pub struct LoadReport {
     /// skipping unreadable ones.
     pub split: Option<(usize, usize)>,
     /// Where the decoded images are, when not simply in memory, e.g.
-    /// "Decoded cache: 6.0 GB on disk at DIR (memory-mapped)".
+    /// "Decoded cache: 6.0 GB on disk at DIR (read as needed)".
     pub storage: Option<String>,
 }
 
@@ -493,8 +516,8 @@ pub fn cache_files(
         let (slot, reason) = &info.skipped[0];
         return Err(DataError::Decode { path: files[*slot].path.clone(), reason: reason.clone() });
     }
-    let map = Arc::new(entry.map()?);
-    let (set, skipped) = kept_set(files, class_names, options, &info.skipped, |slots| Pixels::Mapped { map, slots });
+    let file = Arc::new(entry.open(image_len)?);
+    let (set, skipped) = kept_set(files, class_names, options, &info.skipped, |slots| Pixels::Disk { file, slots });
     Ok((set, skipped, reused))
 }
 
@@ -645,7 +668,7 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
     report.storage = match &chosen {
         Chosen::Memory => None,
         Chosen::Disk(dir) => Some(format!(
-            "Decoded cache: {} on disk at {} (memory-mapped{})",
+            "Decoded cache: {} on disk at {} (read as needed{})",
             crate::error::human_bytes(decoded_bytes),
             dir.display(),
             if reused_all { ", reused" } else { "" }

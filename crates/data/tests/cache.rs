@@ -1,4 +1,4 @@
-//! The three ways of keeping decoded images (memory, a memory-mapped disk
+//! The three ways of keeping decoded images (memory, a disk
 //! cache, decoding on use) give the same pixels; the cache is reused only
 //! while nothing it was made from has changed; and a set too big for memory
 //! and disk is refused before anything is decoded.
@@ -51,7 +51,7 @@ fn memory_disk_and_stream_give_the_same_images_and_the_cache_is_reused_until_a_f
     assert!(!cache.exists(), "the memory path writes no cache");
     let disk = load(&root, &options(Storage::Disk, &cache)).unwrap();
     let summary = disk.report.to_string();
-    assert!(summary.contains(&format!("on disk at {} (memory-mapped)", cache.display())), "{summary}");
+    assert!(summary.contains(&format!("on disk at {} (read as needed)", cache.display())), "{summary}");
     let stream = load(&root, &options(Storage::Stream, &cache)).unwrap();
     assert!(stream.report.to_string().contains("decoded again every epoch"), "{}", stream.report);
     for other in [&disk, &stream] {
@@ -67,7 +67,7 @@ fn memory_disk_and_stream_give_the_same_images_and_the_cache_is_reused_until_a_f
 
     // a second load reuses the cache
     let again = load(&root, &options(Storage::Disk, &cache)).unwrap();
-    assert!(again.report.to_string().contains("(memory-mapped, reused)"), "{}", again.report);
+    assert!(again.report.to_string().contains("(read as needed, reused)"), "{}", again.report);
     assert!(all_pixels(&again.training) == all_pixels(&memory.training));
     let entries = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
     let before = entries(&cache);

@@ -4,11 +4,11 @@
 use crate::inputs::load_labelled;
 use crate::options::CacheOptions;
 use crate::options::{positive, set_threads};
-use crate::render::{confusion_png, png_bytes};
-use anyhow::Result;
+use crate::render::{confusion_png, png_bytes, roc_png, RocCurve};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use convnet_io::atomic::write_atomic;
-use convnet_io::metrics::{predict_set, report};
+use convnet_io::metrics::{predict_set, report, roc_curve, scores_for};
 use convnet_io::model_file::load_model;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,14 @@ pub struct EvaluateArgs {
     /// Where to write the confusion matrix picture (default: confusion.png beside the model)
     #[arg(long)]
     pub confusion_png: Option<PathBuf>,
+    /// Where to write the ROC curves (default: roc.png beside the model)
+    #[arg(long)]
+    pub roc_png: Option<PathBuf>,
+    /// Classes that together make the positive answer of a binary question
+    /// (e.g. the four *Malignant folders): adds its ROC AUC, sensitivity and
+    /// specificity. With two classes the second is positive by default.
+    #[arg(long, value_name = "CLASS[,CLASS...]", value_delimiter = ',')]
+    pub positive: Vec<String>,
     #[arg(long)]
     pub skip_bad: bool,
     #[arg(long, value_parser = positive)]
@@ -42,14 +50,50 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     let (mut model, meta) = load_model(&args.model)?;
     let set = load_labelled(&args.data, &meta, args.skip_bad, &args.cache)?;
     let predictions = predict_set(&mut model, &set, args.batch_size, meta.pixel_scale)?;
-    let result = report(predictions.loss, set.labels(), &predictions.predicted, &meta.class_names);
+    let positive: Vec<usize> = args
+        .positive
+        .iter()
+        .map(|name| {
+            meta.class_names.iter().position(|n| n == name.trim()).ok_or_else(|| {
+                anyhow!("--positive {name}: not a class of this model ({})", meta.class_names.join(", "))
+            })
+        })
+        .collect::<Result<_>>()?;
+    if !positive.is_empty() && positive.len() == meta.class_names.len() {
+        bail!("--positive names every class: nothing is left to be negative");
+    }
+    let (labels, predicted) = (set.labels(), &predictions.predicted);
+    let result = report(predictions.loss, labels, predicted, &meta.class_names).with_roc(
+        &predictions.probabilities,
+        labels,
+        predicted,
+        (!positive.is_empty()).then_some(positive.as_slice()),
+    );
     let png = args.confusion_png.clone().unwrap_or_else(|| args.model.with_file_name("confusion.png"));
     write_atomic(&png, &png_bytes(&confusion_png(&result))?)?;
+    // one-vs-rest curves, or the binary question's alone
+    let classes = meta.class_names.len();
+    let curves: Vec<RocCurve> = match &result.binary {
+        Some(binary) => {
+            let group: Vec<usize> =
+                binary.positive.iter().filter_map(|n| meta.class_names.iter().position(|c| c == n)).collect();
+            let (scores, truth) = scores_for(&predictions.probabilities, labels, classes, &group);
+            vec![(format!("{} vs rest", binary.positive.join("+")), roc_curve(&scores, &truth), binary.roc_auc)]
+        }
+        None => (0..classes)
+            .map(|k| {
+                let (scores, truth) = scores_for(&predictions.probabilities, labels, classes, &[k]);
+                (meta.class_names[k].clone(), roc_curve(&scores, &truth), result.per_class[k].roc_auc)
+            })
+            .collect(),
+    };
+    let roc = args.roc_png.clone().unwrap_or_else(|| args.model.with_file_name("roc.png"));
+    write_atomic(&roc, &png_bytes(&roc_png(&curves))?)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         print!("{}", result.to_text());
-        println!("\nConfusion matrix picture: {}", png.display());
+        println!("\nConfusion matrix picture: {}  ROC curves: {}", png.display(), roc.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 //! One epoch of training, validation, and the end-of-epoch callbacks (best
 //! model, reduce-on-plateau, early stopping), as Keras' `fit` runs them.
 
-use super::checkpoint::{save_checkpoint, RunFiles, TrainingState};
+use super::checkpoint::{save_checkpoint, HistoryRow, RunFiles, TrainingState};
 use super::config::{CheckpointEvery, TrainConfig};
 use super::interrupt::Interrupt;
 use anyhow::{bail, Result};
@@ -234,4 +234,53 @@ pub fn after_epoch(
         }
     }
     Ok(())
+}
+
+/// A warning when training has not started to learn: the training loss still
+/// within 1% of `ln(classes)` (what a network that predicts the class shares,
+/// or uniform probabilities, scores), or the training accuracy within half a
+/// point of the majority class's share, for the last two epochs. Keras says
+/// nothing in this case; the run goes on either way.
+pub fn stall_warning(history: &[HistoryRow], classes: usize, majority_share: f64) -> Option<String> {
+    let last = history.get(history.len().checked_sub(2)?..)?;
+    let chance = (classes as f64).ln();
+    let at_chance = last.iter().all(|row| (row.loss - chance).abs() <= 0.01 * chance);
+    let at_majority = last.iter().all(|row| (row.accuracy - majority_share).abs() <= 0.005);
+    let what = if at_chance {
+        format!("the training loss has stayed at ln({classes}) = {chance:.3}, chance level,")
+    } else if at_majority {
+        format!("the training accuracy has stayed at {:.1}%, the share of the largest class,", 100.0 * majority_share)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "Warning: {what} for {} epochs: the network is not learning. What usually helps: a lower --lr (e.g. 1e-4), checking --pixel-scale, and `convnet doctor`.",
+        last.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, loss: f64, accuracy: f64) -> HistoryRow {
+        HistoryRow { epoch, loss, accuracy, val_loss: None, val_accuracy: None, lr: 1e-3, seconds: 1.0 }
+    }
+
+    #[test]
+    fn a_run_stuck_at_chance_for_two_epochs_is_warned_about_once_it_is() {
+        let chance = 8f64.ln();
+        let stuck = [row(1, chance + 0.01, 0.2), row(2, chance - 0.005, 0.21)];
+        assert_eq!(stall_warning(&stuck[..1], 8, 0.37), None, "one epoch is not enough");
+        let warning = stall_warning(&stuck, 8, 0.37).unwrap();
+        assert!(
+            warning.starts_with("Warning: the training loss has stayed at ln(8) = 2.079, chance level, for 2 epochs")
+        );
+        assert!(warning.contains("a lower --lr (e.g. 1e-4)"), "{warning}");
+        // stuck on the majority class, with a loss away from ln(classes)
+        let majority = [row(1, 1.7, 0.371), row(2, 1.69, 0.372)];
+        assert!(stall_warning(&majority, 8, 0.37).unwrap().contains("stayed at 37.0%, the share of the largest class"));
+        // learning: no warning
+        assert_eq!(stall_warning(&[row(1, 2.0, 0.3), row(2, 1.5, 0.5)], 8, 0.37), None);
+    }
 }

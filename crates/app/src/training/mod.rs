@@ -33,7 +33,7 @@ use convnet_io::atomic::write_atomic;
 use convnet_io::model_file::{self, ModelMeta, FORMAT_VERSION};
 use convnet_optim::{Adam, OptimError, Optimizer, Sgd};
 use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
-use epoch::{after_epoch, train_epoch, validate, EpochEnd, EpochInputs};
+use epoch::{after_epoch, stall_warning, train_epoch, validate, EpochEnd, EpochInputs};
 use interrupt::{Interrupt, Interrupted};
 use lock::RunLock;
 use std::sync::Arc;
@@ -215,6 +215,9 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         last_checkpoint: std::cell::Cell::new(resume.then_some((state.epochs_done, state.batches_done))),
     };
     let resume_hint = format!("continue with: convnet train --resume {}", files.dir.display());
+    let counts = train_set.class_counts();
+    let majority_share = counts.iter().copied().max().unwrap_or(0) as f64 / train_set.len().max(1) as f64;
+    let mut warned_stall = false;
 
     while state.epochs_done < config.epochs && !state.stopped_early {
         let epoch = state.epochs_done;
@@ -251,6 +254,12 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             100.0 * data_wait.as_secs_f64() / training_seconds.max(1e-9)
         ));
         println!("{line}");
+        if !warned_stall {
+            if let Some(warning) = stall_warning(&state.history, class_names.len(), majority_share) {
+                println!("{warning}");
+                warned_stall = true;
+            }
+        }
         if let (Some(vl), Some(va)) = (val_loss, val_accuracy) {
             after_epoch((vl, va), &model, optimizer.get(), &mut state, &inputs)?;
         }
