@@ -255,7 +255,8 @@ pub type RocCurve = (String, Vec<(f64, f64)>, Option<f64>);
 /// `roc.png`: ROC curves, false positive rate across, true positive rate up,
 /// the chance diagonal dashed, the AUC of each curve in its legend entry.
 pub fn roc_png(curves: &[RocCurve]) -> RgbImage {
-    const PALETTE: [Rgb<u8>; 8] = [
+    // matplotlib's tab10
+    const PALETTE: [Rgb<u8>; 10] = [
         BLUE,
         ORANGE,
         Rgb([44, 160, 44]),
@@ -264,12 +265,14 @@ pub fn roc_png(curves: &[RocCurve]) -> RgbImage {
         Rgb([140, 86, 75]),
         Rgb([227, 119, 194]),
         Rgb([127, 127, 127]),
+        Rgb([188, 189, 34]),
+        Rgb([23, 190, 207]),
     ];
-    let (plot, left, top) = (360i64, 56i64, 40i64);
+    let (plot, left, top) = (360i64, 56i64, 56i64);
     let legend_w = curves.iter().map(|(name, _, _)| text_width(name, 1) as i64 + 110).max().unwrap_or(0);
     let (width, height) = (left + plot + 24 + legend_w, top + plot + 56);
     let mut image = RgbImage::from_pixel(width as u32, height as u32, WHITE);
-    draw_text(&mut image, left, 12, "ROC curves", 2, BLACK);
+    draw_text(&mut image, left, 10, "ROC curves", 2, BLACK);
     let to_pixel = |(fpr, tpr): (f64, f64)| {
         (left + (fpr * plot as f64).round() as i64, top + plot - (tpr * plot as f64).round() as i64)
     };
