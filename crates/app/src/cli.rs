@@ -1,6 +1,8 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
-use crate::commands::{bench, doctor, evaluate, gradcheck, import_idx, inspect, predict, show, summary, train};
+use crate::commands::{
+    bench, doctor, evaluate, explain, gradcheck, import_idx, inspect, predict, show, summary, train,
+};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +43,11 @@ enum Command {
         after_help = "Example:\n  convnet predict --model runs/mammo/model.safetensors --images new/ extra.png --top-k 3 --csv predictions.csv"
     )]
     Predict(predict::PredictArgs),
+    /// Grad-CAM: where in each image the network looked for its prediction, as a picture and in JSON
+    #[command(
+        after_help = "Example:\n  convnet explain --model runs/mammo/best.safetensors --images new_scans/ --out explained/ --json"
+    )]
+    Explain(explain::ExplainArgs),
     /// Draw a grid of images titled "Pred: X | Real: Y" (green when right, red when wrong)
     #[command(
         after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png"
@@ -101,6 +108,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Train(args) => train::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Show(args) => show::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

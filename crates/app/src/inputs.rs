@@ -3,6 +3,7 @@
 
 use crate::options::CacheOptions;
 use anyhow::{bail, Context, Result};
+use convnet_data::scan::IMAGE_EXTENSIONS;
 use convnet_data::ImageSet;
 use convnet_io::model_file::{self, ModelMeta};
 use convnet_tensor::ModelSpec;
@@ -55,4 +56,32 @@ pub fn load_labelled(dir: &Path, meta: &ModelMeta, skip_bad: bool, cache: &Cache
         eprintln!("{storage}");
     }
     Ok(loaded.training)
+}
+
+/// The image files of `path`: the file itself, or a folder searched
+/// recursively in sorted order (files with an image extension only).
+pub fn collect_images(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            if entry.is_dir() {
+                collect_images(&entry, out)?;
+            } else if entry
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(e)))
+            {
+                out.push(entry);
+            }
+        }
+    } else if path.exists() {
+        out.push(path.to_path_buf());
+    } else {
+        bail!("{}: no such file or directory", path.display());
+    }
+    Ok(())
 }

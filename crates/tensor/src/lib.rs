@@ -15,6 +15,7 @@
 //! | which layers fuse and share buffers, and why | [`model::plan`] |
 //! | how presets and TOML files become a model | [`model::spec`] |
 //! | how a gradient is proven, not trusted | [`gradcheck`] |
+//! | where the network looked (Grad-CAM) | [`explain`] |
 //! | why it is fast: tiled im2col, packed and dot-product GEMMs, 2x2 pooling | [`kernels`] — each kernel beside the reference it must equal |
 //! | window sizes and padding, shared by convolution and pooling | [`geometry`] |
 //! | one element type for f32 training and f64 checks | [`element`] |
@@ -57,6 +58,7 @@
 
 pub mod element;
 pub mod error;
+pub mod explain;
 pub mod geometry;
 pub mod gradcheck;
 pub mod init;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod evaluate;
+pub mod explain;
 pub mod gradcheck;
 pub mod import_idx;
 pub mod inspect;

@@ -1,16 +1,16 @@
 //! `convnet predict`: classify image files and folders.
 
+use crate::inputs::collect_images;
 use anyhow::{bail, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
-use convnet_data::scan::IMAGE_EXTENSIONS;
 use convnet_io::atomic::write_atomic;
 use convnet_io::model_file::load_model;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::Mode;
 use rayon::prelude::*;
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -31,32 +31,6 @@ pub struct PredictArgs {
     batch_size: usize,
 }
 
-fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    if path.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for entry in entries {
-            if entry.is_dir() {
-                collect(&entry, out)?;
-            } else if entry
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(e)))
-            {
-                out.push(entry);
-            }
-        }
-    } else if path.exists() {
-        out.push(path.to_path_buf());
-    } else {
-        bail!("{}: no such file or directory", path.display());
-    }
-    Ok(())
-}
-
 /// The top-k `(class, probability)` of an image, or why it could not be read.
 type Outcome = Result<Vec<(usize, f32)>, String>;
 
@@ -75,7 +49,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     let (mut model, meta) = load_model(&args.model)?;
     let mut files = Vec::new();
     for path in &args.images {
-        collect(path, &mut files)?;
+        collect_images(path, &mut files)?;
     }
     if files.is_empty() {
         bail!(

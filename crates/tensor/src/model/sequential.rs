@@ -326,16 +326,40 @@ impl<T: Element> Sequential<T> {
     /// The gradient with respect to the model's input is not computed (the first
     /// layer is told it is not needed).
     pub fn backward(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<()> {
-        self.backward_impl(grad_output, false).map(|_| ())
+        self.backward_impl(grad_output, 0, false).map(|_| ())
+    }
+
+    /// Backpropagates `grad_output` down to activation `stop` (the input of
+    /// layer `stop`, the output of layer `stop - 1`) and returns `dL/d` that
+    /// activation, `(N, ...shapes()[stop])`. Only layers `stop..` run their
+    /// backward (and overwrite their parameter gradients). Grad-CAM uses it for
+    /// the gradient of a class score with respect to a convolution's feature
+    /// maps; run the model unfused ([`Sequential::set_fused`]) for the gradient
+    /// with respect to a ReLU's output exactly (fused, a max-pool after an
+    /// in-place ReLU also applies the ReLU's mask).
+    pub fn backward_to(&mut self, grad_output: ArrayViewD<'_, T>, stop: usize) -> Result<ArrayD<T>> {
+        if stop > self.layers.len() {
+            return Err(TensorError::Mismatch(format!(
+                "backward_to: activation {stop} does not exist ({} layers)",
+                self.layers.len()
+            )));
+        }
+        let grad = self.backward_impl(grad_output, stop, true)?;
+        Ok(grad.expect("asked for the gradient"))
     }
 
     /// Like [`Sequential::backward`], and also returns `dL/d input`.
     pub fn backward_with_input_grad(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
-        let grad_input = self.backward_impl(grad_output, true)?;
+        let grad_input = self.backward_impl(grad_output, 0, true)?;
         Ok(grad_input.expect("asked for the input gradient"))
     }
 
-    fn backward_impl(&mut self, grad_output: ArrayViewD<'_, T>, want_input_grad: bool) -> Result<Option<ArrayD<T>>> {
+    fn backward_impl(
+        &mut self,
+        grad_output: ArrayViewD<'_, T>,
+        stop: usize,
+        want_input_grad: bool,
+    ) -> Result<Option<ArrayD<T>>> {
         let last = self.layers.len();
         let expected: Vec<usize> = std::iter::once(self.batch).chain(self.shapes[last].iter().copied()).collect();
         if self.batch == 0 || grad_output.shape() != expected.as_slice() {
@@ -353,8 +377,8 @@ impl<T: Element> Sequential<T> {
         // `read` holds dL/d(output of layer i) from here on
         let (output_len, grad_output_values) = (grad_output.len(), grad_output.as_slice().expect("standard layout"));
         read[..output_len].copy_from_slice(grad_output_values);
-        for i in (0..last).rev() {
-            let want = i > 0 || want_input_grad;
+        for i in (stop..last).rev() {
+            let want = i > stop || want_input_grad;
             let started = self.timings.is_some().then(std::time::Instant::now);
             let output = view(&self.activations[self.plan.storage[i + 1]], batch, &self.shapes[i + 1]);
             match self.plan.backward[i] {
@@ -384,8 +408,8 @@ impl<T: Element> Sequential<T> {
                 timings[i][1] = started.elapsed();
             }
         }
-        // `read` now holds dL/d(input of layer 0)
-        let grad_input = (want_input_grad && last > 0).then(|| view(&read, batch, &self.shapes[0]).to_owned());
+        // `read` now holds dL/d(input of layer `stop`)
+        let grad_input = want_input_grad.then(|| view(&read, batch, &self.shapes[stop]).to_owned());
         self.grad_buffers = [read, write];
         Ok(grad_input)
     }

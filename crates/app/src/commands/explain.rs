@@ -1,0 +1,161 @@
+//! `convnet explain`: Grad-CAM maps — where in each image the network looked
+//! for the predicted class (or `--class`) — overlaid on the image.
+
+use crate::inputs::collect_images;
+use crate::options::positive;
+use crate::render::{blit_chw, draw_text, png_bytes, text_width, BLACK, WHITE};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use convnet_data::decode::decode_file;
+use convnet_io::atomic::write_atomic;
+use convnet_io::model_file::load_model;
+use convnet_tensor::explain::{default_activation, grad_cam, upsample};
+use convnet_tensor::ndarray::{ArrayD, IxDyn};
+use image::RgbImage;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// Model file (.safetensors written by convnet)
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image files and folders (searched recursively)
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// Where to write the pictures (one PNG per image)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Explain this class instead of the predicted one
+    #[arg(long)]
+    pub class: Option<String>,
+    /// The layer whose output to explain (default: the last convolution, after its ReLU)
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Print one JSON array with an object per image
+    #[arg(long)]
+    pub json: bool,
+    /// Smallest side of the pictures, in pixels (small inputs are enlarged)
+    #[arg(long, default_value_t = 224, value_parser = positive)]
+    pub size: usize,
+}
+
+/// An RGB colour for `value` in [0, 1]: dark blue, cyan, yellow, red (a
+/// "jet"-like ramp, readable over grey images).
+fn heat(value: f64) -> [f64; 3] {
+    let v = value.clamp(0.0, 1.0);
+    let ramp = |centre: f64| (1.5 - (4.0 * v - centre).abs()).clamp(0.0, 1.0);
+    [ramp(3.0), ramp(2.0), ramp(1.0)]
+}
+
+pub fn run(args: ExplainArgs) -> Result<ExitCode> {
+    let (model, meta) = load_model(&args.model)?;
+    let mut model = {
+        // Grad-CAM in f64: the gradient is checked against finite differences in f64
+        let mut model64 = meta.architecture.build::<f64>(&meta.input_shape(), meta.class_names.len(), 0)?;
+        for (dst, src) in model64.params_mut().into_iter().zip(model.params()) {
+            dst.value.iter_mut().zip(src.value.iter()).for_each(|(d, &s)| *d = s as f64);
+        }
+        model64
+    };
+    let class =
+        match &args.class {
+            Some(name) => Some(meta.class_names.iter().position(|n| n == name).ok_or_else(|| {
+                anyhow!("--class {name}: not a class of this model ({})", meta.class_names.join(", "))
+            })?),
+            None => None,
+        };
+    let activation = match args.layer {
+        Some(layer) => layer + 1,
+        None => default_activation(&model).ok_or_else(|| anyhow!("the model has no convolution to explain"))?,
+    };
+    if activation > model.layers().len() || model.shapes()[activation].len() != 3 {
+        bail!(
+            "--layer {}: its output {:?} is not feature maps (channels, height, width); choose a convolution",
+            activation - 1,
+            model.shapes().get(activation)
+        );
+    }
+    let mut files = Vec::new();
+    for path in &args.images {
+        collect_images(path, &mut files)?;
+    }
+    if files.is_empty() {
+        bail!(
+            "no images found in {}",
+            args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let decode = meta.decode_options();
+    let [channels, height, width] = meta.input_shape();
+    let factor = meta.pixel_scale.factor() as f64;
+    let scale = args.size.div_ceil(height.min(width)).max(1);
+    let (shown_h, shown_w) = (height * scale, width * scale);
+    let mut records = Vec::new();
+    let mut failures = 0;
+    for file in &files {
+        let mut bytes = vec![0u8; decode.image_len()];
+        if let Err(error) = decode_file(file, &decode, &mut bytes) {
+            eprintln!("{error}");
+            failures += 1;
+            continue;
+        }
+        let input = ArrayD::from_shape_fn(IxDyn(&[1, channels, height, width]), |i| {
+            bytes[(i[1] * height + i[2]) * width + i[3]] as f64 * factor
+        });
+        let cam = grad_cam(&mut model, input.view(), class, activation)?;
+        let predicted = convnet_tensor::loss::argmax(&cam.probabilities);
+        let peak_value = cam.map.iter().copied().fold(0.0, f64::max);
+        // the map at the input's resolution: its peak in input pixels
+        let at_input = upsample(&cam.map, cam.map_shape, [height, width]);
+        let peak = at_input.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+        let shown = upsample(&cam.map, cam.map_shape, [shown_h, shown_w]);
+        // the picture: the image, the map over it (half transparent), a title
+        let title_h = 24usize;
+        let mut picture = RgbImage::from_pixel(shown_w.max(200) as u32, (shown_h + title_h) as u32, WHITE);
+        blit_chw(&mut picture, &bytes, [channels, height, width], 0, title_h as i64, scale as u32);
+        for y in 0..shown_h {
+            for x in 0..shown_w {
+                let value = if peak_value > 0.0 { shown[y * shown_w + x] / peak_value } else { 0.0 };
+                let colour = heat(value);
+                let pixel = picture.get_pixel_mut(x as u32, (y + title_h) as u32);
+                let alpha = 0.5 * value.sqrt();
+                for c in 0..3 {
+                    pixel[c] = ((1.0 - alpha) * pixel[c] as f64 + alpha * 255.0 * colour[c]).round() as u8;
+                }
+            }
+        }
+        let explained = cam.class;
+        let title = if explained == predicted {
+            format!("Pred: {} ({:.2})", meta.class_names[predicted], cam.probabilities[predicted])
+        } else {
+            format!(
+                "{} ({:.2}), pred {}",
+                meta.class_names[explained], cam.probabilities[explained], meta.class_names[predicted]
+            )
+        };
+        let x = (picture.width() as i64 - text_width(&title, 1) as i64).max(0) / 2;
+        draw_text(&mut picture, x, 8, &title, 1, BLACK);
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let out = args.out.join(format!("{stem}.gradcam.png"));
+        write_atomic(&out, &png_bytes(&picture)?)?;
+        if !args.json {
+            println!("{}: {title} -> {}", file.display(), out.display());
+        }
+        records.push(json!({
+            "file": file,
+            "predicted": meta.class_names[predicted],
+            "probability": cam.probabilities[predicted],
+            "class": meta.class_names[explained],
+            "class_probability": cam.probabilities[explained],
+            "peak": [peak % width, peak / width],
+            "map": out,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&records)?);
+    }
+    Ok(if failures > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
