@@ -218,14 +218,6 @@ fn assert_same_files(left: &Path, right: &Path, what: &str) {
     }
 }
 
-/// The `training` metadata of a checkpoint.
-fn training_state(checkpoint: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(checkpoint).unwrap();
-    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
-    serde_json::from_str(header["__metadata__"]["training"].as_str().unwrap()).unwrap()
-}
-
 #[test]
 fn ctrl_c_and_sigterm_stop_with_a_checkpoint_and_resume_is_byte_identical() {
     let dir = tempfile::tempdir().unwrap();

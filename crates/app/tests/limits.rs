@@ -11,13 +11,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn training_state(checkpoint: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(checkpoint).unwrap();
-    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
-    serde_json::from_str(header["__metadata__"]["training"].as_str().unwrap()).unwrap()
-}
-
 /// A tmpfs of `bytes` mounted on a fresh directory; unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,

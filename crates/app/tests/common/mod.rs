@@ -85,3 +85,11 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<u32>)> {
 pub fn repo_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fashion-mnist")
 }
+
+/// The `training` metadata of a checkpoint.
+pub fn training_state(checkpoint: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(checkpoint).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    serde_json::from_str(header["__metadata__"]["training"].as_str().unwrap()).unwrap()
+}
