@@ -59,7 +59,7 @@ pub enum DataError {
         limit: u64,
     },
     /// A file could not be read or written.
-    #[error("{path}: {error}")]
+    #[error("{}: {}", path.display(), describe_io(error))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -159,6 +159,15 @@ fn memory_text(memory: &Option<(u64, String)>) -> String {
     match memory {
         Some((budget, source)) => format!("the {} available in memory ({source})", human_bytes(*budget)),
         None => "memory allows (--cache disk)".into(),
+    }
+}
+
+/// An I/O error in words, naming a full disk as such.
+fn describe_io(error: &std::io::Error) -> String {
+    if matches!(error.raw_os_error(), Some(28) | Some(122)) {
+        format!("the disk is full ({error}); free some space, or use --cache-dir on another disk")
+    } else {
+        error.to_string()
     }
 }
 

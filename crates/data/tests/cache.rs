@@ -138,3 +138,11 @@ fn a_set_too_big_for_memory_and_disk_is_refused_with_the_sizes_and_what_helps() 
     let written: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert!(written.is_empty(), "nothing decoded, nothing written: {written:?}");
 }
+
+#[test]
+fn a_full_disk_while_writing_the_cache_is_named_as_such() {
+    let error = DataError::Io { path: "/cache/x.pixels".into(), error: std::io::Error::from_raw_os_error(28) };
+    assert!(error.to_string().starts_with("/cache/x.pixels: the disk is full (No space left on device"), "{error}");
+    let other = DataError::Io { path: "/cache/x.pixels".into(), error: std::io::Error::from_raw_os_error(13) };
+    assert_eq!(other.to_string(), "/cache/x.pixels: Permission denied (os error 13)");
+}
