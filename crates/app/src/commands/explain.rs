@@ -67,14 +67,20 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
             None => None,
         };
     let activation = match args.layer {
-        Some(layer) => layer + 1,
+        Some(layer) => layer.checked_add(1).ok_or_else(|| anyhow!("--layer {layer}: no such layer"))?,
         None => default_activation(&model).ok_or_else(|| anyhow!("the model has no convolution to explain"))?,
     };
-    if activation > model.layers().len() || model.shapes()[activation].len() != 3 {
+    let layers = model.layers().len();
+    if activation > layers {
+        bail!("--layer {}: the model has {layers} layers (0 to {})", activation - 1, layers - 1);
+    }
+    if model.shapes()[activation].len() != 3 {
+        let shape: Vec<String> = model.shapes()[activation].iter().map(|d| d.to_string()).collect();
         bail!(
-            "--layer {}: its output {:?} is not feature maps (channels, height, width); choose a convolution",
+            "--layer {} ({}) outputs ({}), not feature maps (channels, height, width); choose a convolution",
             activation - 1,
-            model.shapes().get(activation)
+            model.layers()[activation - 1].kind(),
+            shape.join(", ")
         );
     }
     let mut files = Vec::new();
