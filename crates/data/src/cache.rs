@@ -213,8 +213,12 @@ impl CacheEntry {
         result
     }
 
-    /// Opens the pixel file for reading images of `image_len` bytes.
-    pub fn open(&self, image_len: usize) -> Result<CacheFile> {
+    /// Opens the pixel file for reading images of `image_len` bytes. With
+    /// `drop_after_read` (a cache larger than the memory available), each
+    /// image's pages are dropped from the page cache once read: they could not
+    /// all stay anyway, and dropping them at once costs less than the kernel
+    /// reclaiming them under memory pressure.
+    pub fn open(&self, image_len: usize, drop_after_read: bool) -> Result<CacheFile> {
         let file = std::fs::File::open(&self.pixels).map_err(|e| DataError::io(&self.pixels, e))?;
         // Batches read images in a shuffled order: the kernel's read-ahead
         // (read_ahead_kb, often megabytes) would pull in far more than the
@@ -222,7 +226,7 @@ impl CacheEntry {
         // turns it off; the loader asks for each batch's images ahead of time
         // instead (CacheFile::will_need).
         advise(&file, 0, 0, libc::POSIX_FADV_RANDOM);
-        Ok(CacheFile { file, path: self.pixels.clone(), image_len })
+        Ok(CacheFile { file, path: self.pixels.clone(), image_len, drop_after_read })
     }
 }
 
@@ -243,13 +247,19 @@ pub struct CacheFile {
     file: std::fs::File,
     path: PathBuf,
     image_len: usize,
+    drop_after_read: bool,
 }
 
 impl CacheFile {
     /// Reads the image in `slot` into `out` (`image_len` bytes).
     pub fn read_slot(&self, slot: usize, out: &mut [u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(out, (slot * self.image_len) as u64).map_err(|e| DataError::io(&self.path, e))
+        let offset = (slot * self.image_len) as u64;
+        self.file.read_exact_at(out, offset).map_err(|e| DataError::io(&self.path, e))?;
+        if self.drop_after_read {
+            advise(&self.file, offset, self.image_len as u64, libc::POSIX_FADV_DONTNEED);
+        }
+        Ok(())
     }
 
     /// Asks the kernel to start reading the image in `slot` (see

@@ -500,6 +500,7 @@ pub fn cache_files(
     skip_bad: bool,
     dir: &Path,
     block_bytes: usize,
+    larger_than_memory: bool,
 ) -> Result<(ImageSet, Skipped, bool)> {
     let image_len = options.image_len();
     let entry = CacheEntry::new(dir, &cache_key(files, options)?);
@@ -516,7 +517,7 @@ pub fn cache_files(
         let (slot, reason) = &info.skipped[0];
         return Err(DataError::Decode { path: files[*slot].path.clone(), reason: reason.clone() });
     }
-    let file = Arc::new(entry.open(image_len)?);
+    let file = Arc::new(entry.open(image_len, larger_than_memory)?);
     let (set, skipped) = kept_set(files, class_names, options, &info.skipped, |slots| Pixels::Disk { file, slots });
     Ok((set, skipped, reused))
 }
@@ -641,6 +642,10 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
     let mut subsets: Vec<&[FileEntry]> = vec![&train_files];
     subsets.extend(validation_files.as_deref());
     let chosen = choose_storage(root, options, &subsets, images)?;
+    let fits_memory = options
+        .memory_budget
+        .as_ref()
+        .is_none_or(|(budget, _)| images as u64 * options.decode.image_len() as u64 <= *budget);
     let decoded_bytes = (images as u64) * options.decode.image_len() as u64;
     let (options_decode, skip_bad, names) = (&options.decode, options.skip_bad, &scan.class_names);
     let mut reused_all = true;
@@ -649,7 +654,8 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
         match &chosen {
             Chosen::Memory => decode_files(files, names, options_decode, skip_bad),
             Chosen::Disk(dir) => {
-                let (set, skipped, reused) = cache_files(files, names, options_decode, skip_bad, dir, block)?;
+                let (set, skipped, reused) =
+                    cache_files(files, names, options_decode, skip_bad, dir, block, !fits_memory)?;
                 reused_all &= reused;
                 Ok((set, skipped))
             }
