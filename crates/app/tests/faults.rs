@@ -260,11 +260,7 @@ fn ctrl_c_and_sigterm_stop_with_a_checkpoint_and_resume_is_byte_identical() {
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     ok(&["train", "--resume", out.to_str().unwrap()]);
     assert_same_files(&out, &reference, "resumed after two Ctrl-C");
-    let leftovers: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains(".tmp-"))
-        .collect();
+    let leftovers = temporary_files(&out);
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 

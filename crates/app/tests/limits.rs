@@ -86,11 +86,7 @@ fn a_full_disk_stops_training_with_one_line_naming_the_file_and_keeps_the_previo
     // the previous version is intact, and no temporary file is left
     let state = training_state(&out.join("checkpoint.safetensors"));
     assert_eq!(state["epochs_done"].as_u64(), Some(1), "{state}");
-    let leftovers: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains(".tmp-"))
-        .collect();
+    let leftovers = temporary_files(&out);
     assert!(leftovers.is_empty(), "{leftovers:?}");
     ok(&[
         "evaluate",

@@ -539,7 +539,11 @@ pub fn stream_files(
 /// How [`load`] keeps a set's pixels.
 enum Chosen {
     Memory,
-    Disk(PathBuf),
+    /// The cache directory, and whether the set is larger than the memory budget.
+    Disk {
+        dir: PathBuf,
+        larger_than_memory: bool,
+    },
     Stream,
 }
 
@@ -597,7 +601,7 @@ fn choose_storage(root: &Path, options: &DatasetOptions, subsets: &[&[FileEntry]
         Storage::Memory => Err(too_big_for_memory()),
         Storage::Auto if fits_memory => Ok(Chosen::Memory),
         Storage::Auto | Storage::Disk => match disk()? {
-            Ok(dir) => Ok(Chosen::Disk(dir)),
+            Ok(dir) => Ok(Chosen::Disk { dir, larger_than_memory: !fits_memory }),
             Err((dir, free)) => Err(too_big_for_disk(dir, free)),
         },
     }
@@ -642,10 +646,6 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
     let mut subsets: Vec<&[FileEntry]> = vec![&train_files];
     subsets.extend(validation_files.as_deref());
     let chosen = choose_storage(root, options, &subsets, images)?;
-    let fits_memory = options
-        .memory_budget
-        .as_ref()
-        .is_none_or(|(budget, _)| images as u64 * options.decode.image_len() as u64 <= *budget);
     let decoded_bytes = (images as u64) * options.decode.image_len() as u64;
     let (options_decode, skip_bad, names) = (&options.decode, options.skip_bad, &scan.class_names);
     let mut reused_all = true;
@@ -653,9 +653,9 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
     let mut materialize = |files: &[FileEntry]| -> Result<(ImageSet, Vec<(PathBuf, String)>)> {
         match &chosen {
             Chosen::Memory => decode_files(files, names, options_decode, skip_bad),
-            Chosen::Disk(dir) => {
+            Chosen::Disk { dir, larger_than_memory } => {
                 let (set, skipped, reused) =
-                    cache_files(files, names, options_decode, skip_bad, dir, block, !fits_memory)?;
+                    cache_files(files, names, options_decode, skip_bad, dir, block, *larger_than_memory)?;
                 reused_all &= reused;
                 Ok((set, skipped))
             }
@@ -673,7 +673,7 @@ pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
     };
     report.storage = match &chosen {
         Chosen::Memory => None,
-        Chosen::Disk(dir) => Some(format!(
+        Chosen::Disk { dir, .. } => Some(format!(
             "Decoded cache: {} on disk at {} (read as needed{})",
             crate::error::human_bytes(decoded_bytes),
             dir.display(),

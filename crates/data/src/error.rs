@@ -163,8 +163,14 @@ fn memory_text(memory: &Option<(u64, String)>) -> String {
 }
 
 /// An I/O error in words, naming a full disk as such.
+/// Whether an I/O error means the disk (or a quota) is full.
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    // ENOSPC (28) and EDQUOT (122) on Linux
+    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
+}
+
 fn describe_io(error: &std::io::Error) -> String {
-    if matches!(error.raw_os_error(), Some(28) | Some(122)) {
+    if is_disk_full(error) {
         format!("the disk is full ({error}); free some space, or use --cache-dir on another disk")
     } else {
         error.to_string()

@@ -43,14 +43,8 @@ pub enum IoError {
     Data(#[from] convnet_data::DataError),
 }
 
-/// Whether an I/O error means the disk (or a quota) is full.
-pub fn is_disk_full(error: &std::io::Error) -> bool {
-    // ENOSPC (28) and EDQUOT (122) on Linux
-    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
-}
-
 fn describe_write_error(error: &std::io::Error) -> String {
-    if is_disk_full(error) {
+    if convnet_data::error::is_disk_full(error) {
         format!("the disk is full ({error}); free some space and run again")
     } else {
         error.to_string()

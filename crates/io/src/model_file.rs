@@ -282,9 +282,18 @@ pub fn assign_params<T: Element>(
 
 /// Loads a model file: metadata, architecture, weights.
 pub fn load_model(path: &Path) -> Result<(Sequential<f32>, ModelMeta)> {
+    load_model_as::<f32>(path)
+}
+
+/// [`load_model`] into a model of element type `T` (f64 for gradient checks
+/// and Grad-CAM: the stored f32 weights convert exactly).
+pub fn load_model_as<T: Element>(path: &Path) -> Result<(Sequential<T>, ModelMeta)> {
     let file = read_tensor_file(path)?;
     let meta = parse_meta(&file.metadata).map_err(|e| invalid(path, "not a valid convnet model file", e))?;
-    let mut model = meta.build().map_err(|e| invalid(path, "invalid architecture", e))?;
+    let mut model = meta
+        .architecture
+        .build::<T>(&meta.input_shape(), meta.class_names.len(), 0)
+        .map_err(|e| invalid(path, "invalid architecture", e.into()))?;
     assign_params(&mut model, &file.tensors).map_err(|e| invalid(path, "weights do not fit the architecture", e))?;
     Ok((model, meta))
 }

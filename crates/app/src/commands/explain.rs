@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
 use convnet_io::atomic::write_atomic;
-use convnet_io::model_file::load_model;
+use convnet_io::model_file::load_model_as;
 use convnet_tensor::explain::{default_activation, grad_cam, upsample};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use image::RgbImage;
@@ -50,15 +50,8 @@ fn heat(value: f64) -> [f64; 3] {
 }
 
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
-    let (model, meta) = load_model(&args.model)?;
-    let mut model = {
-        // Grad-CAM in f64: the gradient is checked against finite differences in f64
-        let mut model64 = meta.architecture.build::<f64>(&meta.input_shape(), meta.class_names.len(), 0)?;
-        for (dst, src) in model64.params_mut().into_iter().zip(model.params()) {
-            dst.value.iter_mut().zip(src.value.iter()).for_each(|(d, &s)| *d = s as f64);
-        }
-        model64
-    };
+    // Grad-CAM in f64: the gradient is checked against finite differences in f64
+    let (mut model, meta) = load_model_as::<f64>(&args.model)?;
     let class =
         match &args.class {
             Some(name) => Some(meta.class_names.iter().position(|n| n == name).ok_or_else(|| {

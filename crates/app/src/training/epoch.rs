@@ -32,14 +32,18 @@ pub struct EpochInputs<'a> {
 }
 
 impl EpochInputs<'_> {
-    /// [`checkpoint_now`], remembering where it was.
+    /// Writes a checkpoint of the current position (weights, optimizer,
+    /// state), remembering where it was.
     pub fn checkpoint(
         &self,
         model: &Sequential<f32>,
         optimizer: &mut dyn Optimizer<f32>,
         state: &mut TrainingState,
     ) -> Result<()> {
-        checkpoint_now(self.files, model, self.meta, optimizer, state)?;
+        state.lr = optimizer.learning_rate();
+        let optimizer_state = optimizer.state();
+        state.optimizer_step = optimizer_state.step;
+        save_checkpoint(self.files, model, self.meta, &optimizer_state, state)?;
         self.last_checkpoint.set(Some((state.epochs_done, state.batches_done)));
         Ok(())
     }
@@ -56,20 +60,6 @@ pub enum EpochEnd {
     },
     /// A signal arrived; a checkpoint of the position was written.
     Interrupted(i32),
-}
-
-/// Writes a checkpoint of the current position (weights, optimizer, state).
-pub fn checkpoint_now(
-    files: &RunFiles,
-    model: &Sequential<f32>,
-    meta: &ModelMeta,
-    optimizer: &mut dyn Optimizer<f32>,
-    state: &mut TrainingState,
-) -> Result<()> {
-    state.lr = optimizer.learning_rate();
-    let optimizer_state = optimizer.state();
-    state.optimizer_step = optimizer_state.step;
-    save_checkpoint(files, model, meta, &optimizer_state, state)
 }
 
 /// Trains the rest of epoch `state.epochs_done + 1`, from batch

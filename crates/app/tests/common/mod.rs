@@ -93,3 +93,12 @@ pub fn training_state(checkpoint: &Path) -> serde_json::Value {
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
     serde_json::from_str(header["__metadata__"]["training"].as_str().unwrap()).unwrap()
 }
+
+/// Temporary files of atomic writes left in `dir` (there must be none).
+pub fn temporary_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp-"))
+        .collect()
+}
