@@ -3,7 +3,7 @@
 
 use crate::options::CacheOptions;
 use anyhow::{bail, Context, Result};
-use convnet_data::scan::IMAGE_EXTENSIONS;
+use convnet_data::scan::is_image;
 use convnet_data::ImageSet;
 use convnet_io::model_file::{self, ModelMeta};
 use convnet_tensor::ModelSpec;
@@ -59,7 +59,8 @@ pub fn load_labelled(dir: &Path, meta: &ModelMeta, skip_bad: bool, cache: &Cache
 }
 
 /// The image files of `path`: the file itself, or a folder searched
-/// recursively in sorted order (files with an image extension only).
+/// recursively in sorted order (files with an image extension, and DICOM
+/// files without an extension).
 pub fn collect_images(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
@@ -70,11 +71,7 @@ pub fn collect_images(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for entry in entries {
             if entry.is_dir() {
                 collect_images(&entry, out)?;
-            } else if entry
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(e)))
-            {
+            } else if is_image(&entry) {
                 out.push(entry);
             }
         }

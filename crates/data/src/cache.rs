@@ -143,6 +143,9 @@ pub struct CacheInfo {
     pub image_len: usize,
     /// `(slot, reason)` of the files that could not be decoded.
     pub skipped: Vec<(usize, String)>,
+    /// Files with several frames (DICOM), of which the first was used.
+    #[serde(default)]
+    pub multi_frame: usize,
 }
 
 /// The two files of one cache entry.
@@ -178,7 +181,7 @@ impl CacheEntry {
         &self,
         image_len: usize,
         files: usize,
-        mut blocks: impl FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Vec<(usize, String)>>,
+        mut blocks: impl FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<(Vec<(usize, String)>, usize)>,
     ) -> Result<CacheInfo> {
         let dir = self.pixels.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
@@ -189,7 +192,7 @@ impl CacheEntry {
                 std::fs::File::create(&tmp).map_err(|e| DataError::io(&self.pixels, e))?,
             );
             let mut written = 0u64;
-            let skipped = blocks(&mut |bytes: &[u8]| {
+            let (skipped, multi_frame) = blocks(&mut |bytes: &[u8]| {
                 written += bytes.len() as u64;
                 file.write_all(bytes).map_err(|e| DataError::io(&self.pixels, e))
             })?;
@@ -199,7 +202,7 @@ impl CacheEntry {
             let file = file.into_inner().map_err(|e| DataError::io(&self.pixels, e.into_error()))?;
             file.sync_all().map_err(|e| DataError::io(&self.pixels, e))?;
             std::fs::rename(&tmp, &self.pixels).map_err(|e| DataError::io(&self.pixels, e))?;
-            let info = CacheInfo { format: FORMAT, files, image_len, skipped };
+            let info = CacheInfo { format: FORMAT, files, image_len, skipped, multi_frame };
             let text = serde_json::to_string(&info).expect("the description serializes");
             let info_tmp = self.info.with_extension(format!("json.tmp-{}", std::process::id()));
             std::fs::write(&info_tmp, text).map_err(|e| DataError::io(&self.info, e))?;

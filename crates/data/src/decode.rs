@@ -7,10 +7,14 @@
 //! - 16-bit images are scaled to 0-255 like 8-bit ones (mammograms are often
 //!   16-bit); palette, grey+alpha, CMYK JPEG and the rest are converted;
 //! - GIFs contribute their first frame;
+//! - DICOM files (`DICM` after the 128-byte preamble, whatever their name) go
+//!   through the radiology pixel pipeline of [`crate::dicom`] and contribute
+//!   their first frame;
 //! - images declaring more than [`DecodeOptions::max_pixels`] pixels are
 //!   refused before any pixel is decoded (a 60000x60000 "decompression bomb"
 //!   would need 10 GB), and the decoder's allocations are capped as well.
 
+use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{DataError, Result};
 use image::{imageops::FilterType, DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
@@ -115,11 +119,17 @@ impl DecodeOptions {
 }
 
 /// Decodes the bytes of one image file (`path` is for messages) into `out`,
-/// `channels x height x width` bytes in CHW order.
-pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut [u8]) -> Result<()> {
+/// `channels x height x width` bytes in CHW order. Returns the number of
+/// frames of a DICOM file (only the first is used), 1 for other images.
+pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut [u8]) -> Result<u32> {
     let decode_error = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
     if bytes.is_empty() {
         return Err(decode_error("the file is empty".into()));
+    }
+    if is_dicom(bytes) {
+        let picture = decode_dicom(path, bytes, options.max_pixels)?;
+        convert_into(picture.image, options, out);
+        return Ok(picture.frames);
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_error(e.to_string()))?;
     if reader.format().is_none() {
@@ -140,11 +150,11 @@ pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut
     reader.limits(limits);
     let image = reader.decode().map_err(|e| decode_error(e.to_string()))?;
     convert_into(image, options, out);
-    Ok(())
+    Ok(1)
 }
 
 /// Reads and decodes one file; see [`decode_into`].
-pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Result<()> {
+pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Result<u32> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     decode_into(path, &bytes, options, out)
 }

@@ -40,14 +40,17 @@ pub mod batch;
 pub mod cache;
 pub mod dataset;
 pub mod decode;
+pub mod dicom;
 pub mod error;
 pub mod idx;
+pub mod load;
 pub mod scan;
 
 pub use augment::Augmentation;
 pub use batch::{Batch, BatchConfig, BatchStream};
 pub use cache::Storage;
-pub use dataset::{load, DatasetOptions, ImageSet, LoadReport, Loaded, PixelScale};
+pub use dataset::{DatasetOptions, ImageSet, LoadReport, Loaded, PixelScale};
 pub use decode::{ColorMode, DecodeOptions, Interpolation};
 pub use error::{DataError, Result};
+pub use load::load;
 pub use scan::{scan, ClassNames, Scan};

@@ -10,7 +10,8 @@
 //! Class names are the sub-folder names sorted by their bytes (alphanumerically,
 //! as Keras sorts them), and labels are their positions in that order. Files are
 //! kept by extension (case-insensitive): png, jpg, jpeg, bmp, gif, tif, tiff,
-//! webp; everything else (`.DS_Store`, `Thumbs.db`, `notes.txt`) is ignored and
+//! webp, dcm, dicom, and files without an extension that are DICOM (`DICM` at
+//! byte 128, as PACS exports name them `IM000001`); everything else (`.DS_Store`, `Thumbs.db`, `notes.txt`) is ignored and
 //! counted. Symbolic links are followed only when asked; a link that leads back
 //! into a folder already visited is not entered again, so a loop cannot hang the
 //! scan.
@@ -20,7 +21,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Extensions of the image files a scan keeps.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "dcm", "dicom"];
 
 /// Which classes to expect.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,10 +75,20 @@ impl Scan {
     }
 }
 
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|known| known.eq_ignore_ascii_case(e)))
+/// Whether a scan keeps `path`: an image extension, or no extension and a
+/// DICOM header (the first 132 bytes are read).
+pub fn is_image(path: &Path) -> bool {
+    match path.extension() {
+        Some(extension) => {
+            extension.to_str().is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|known| known.eq_ignore_ascii_case(e)))
+        }
+        None => {
+            let mut head = [0u8; 132];
+            std::fs::File::open(path)
+                .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut head))
+                .is_ok_and(|()| crate::dicom::is_dicom(&head))
+        }
+    }
 }
 
 fn is_dir(path: &Path, follow_links: bool) -> bool {

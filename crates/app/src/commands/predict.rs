@@ -68,7 +68,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             .par_iter()
             .map(|path| {
                 let mut bytes = vec![0u8; image_len];
-                decode_file(path, &decode, &mut bytes).map(|()| bytes).map_err(|e| {
+                decode_file(path, &decode, &mut bytes).map(|_frames| bytes).map_err(|e| {
                     // the row already names the file
                     let text = e.to_string();
                     text.strip_prefix(&format!("{}: ", path.display())).map(str::to_string).unwrap_or(text)
