@@ -188,7 +188,7 @@ fn training_step(c: &mut Criterion) {
         group.throughput(Throughput::Elements(32));
         group.bench_function(BenchmarkId::from_parameter(size), |b| {
             b.iter(|| {
-                let logits = model.forward(images.view(), Mode::Train { seed: 1 }).unwrap();
+                let logits = model.forward(images.view(), Mode::train(1)).unwrap();
                 loss_fn.forward(logits, &labels).unwrap();
                 model.backward(loss_fn.grad_logits().view()).unwrap();
                 adam.step(&mut model.params_mut()).unwrap();

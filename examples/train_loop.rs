@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut total_loss, mut correct, mut seen) = (0.0, 0, 0);
         while let Some(batch) = batches.next_batch() {
             // forward: logits (N, classes)
-            let logits = model.forward(batch.images.view(), Mode::Train { seed: step })?;
+            let logits = model.forward(batch.images.view(), Mode::train(step))?;
             // loss: softmax cross-entropy; its gradient (p - onehot) / N
             let loss = loss_fn.forward(logits, &batch.labels)?;
             // backward: every layer's parameter gradients

@@ -242,7 +242,7 @@ fn train_small(steps: u64, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut losses = Vec::new();
     for step in 0..steps {
         let (images, labels) = quadrant_batch(step, 16);
-        let logits = model.forward(images.view(), Mode::Train { seed: seed ^ step }).unwrap();
+        let logits = model.forward(images.view(), Mode::train(seed ^ step)).unwrap();
         losses.push(loss_fn.forward(logits, &labels).unwrap());
         model.backward(loss_fn.grad_logits().view()).unwrap();
         adam.step(&mut model.params_mut()).unwrap();
@@ -281,7 +281,7 @@ fn baseline_step_is_bitwise_identical_on_1_and_2_threads() {
         let images = random_tensor(&mut rng(1), &[6, 3, 40, 40]).mapv(|v| v as f32);
         let labels = [0, 1, 2, 3, 4, 5];
         for step in 0..3 {
-            let logits = model.forward(images.view(), Mode::Train { seed: step }).unwrap();
+            let logits = model.forward(images.view(), Mode::train(step)).unwrap();
             loss_fn.forward(logits, &labels).unwrap();
             model.backward(loss_fn.grad_logits().view()).unwrap();
             adam.step(&mut model.params_mut()).unwrap();
@@ -298,7 +298,7 @@ fn in_place_relu_inside_a_model_equals_layer_by_layer_execution() {
     let mut model = ModelSpec::baseline().build::<f64>(&[3, 30, 30], 4, 5).unwrap();
     let images = random_tensor(&mut rng(3), &[2, 3, 30, 30]);
     let labels = [1, 3];
-    let logits = model.forward(images.view(), Mode::Train { seed: 8 }).unwrap().to_owned();
+    let logits = model.forward(images.view(), Mode::train(8)).unwrap().to_owned();
     let mut loss_fn = SoftmaxCrossEntropy::new();
     loss_fn.forward(logits.view(), &labels).unwrap();
     let grad_input = model.backward_with_input_grad(loss_fn.grad_logits().view()).unwrap();
@@ -307,7 +307,7 @@ fn in_place_relu_inside_a_model_equals_layer_by_layer_execution() {
     // the same with every layer alone, out of place, one buffer each
     model.set_fused(false);
     assert_eq!(model.plan().buffers, model.layers().len() + 1);
-    let unfused_logits = model.forward(images.view(), Mode::Train { seed: 8 }).unwrap().to_owned();
+    let unfused_logits = model.forward(images.view(), Mode::train(8)).unwrap().to_owned();
     assert_eq!(unfused_logits, logits);
     let grad = model.backward_with_input_grad(loss_fn.grad_logits().view()).unwrap();
     assert_eq!(grad, grad_input);

@@ -58,6 +58,7 @@ pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomP
     if !is_dicom(bytes) {
         return Err(fail("not a DICOM file (no DICM after the 128-byte preamble)".into()));
     }
+    check_declared_lengths(bytes, max_pixels).map_err(fail)?;
     let object = OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(&bytes[128..])
@@ -147,6 +148,96 @@ pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomP
         }
     };
     Ok(DicomPicture { image, frames: header.frames })
+}
+
+/// Refuses a file any of whose elements declares more bytes than the file
+/// holds, before dicom-rs reads it: dicom-rs allocates and zeroes a value's
+/// declared length before reading it, so a 2 KB file declaring a 4 GB element
+/// would take 4 GB (found by the `dicom_decode` fuzz target). The meta group
+/// (always explicit VR little endian) is walked here; the data set through
+/// dicom-rs' token reader, checking each header before its value is read. A
+/// deflated data set is inflated first, at most to the size any image within
+/// `max_pixels` could need.
+fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<(), String> {
+    use dicom_parser::dataset::read::DataSetReader;
+    use dicom_parser::dataset::DataToken;
+    use std::io::Read;
+    let truncated = |what: &str, declared: u64, left: u64| {
+        format!("truncated or corrupt: {what} declares {declared} bytes but {left} remain")
+    };
+    // the meta group: (0002,eeee) VR length value, lengths of OB/OW/OF/SQ/UT/UN in 4 bytes
+    let mut position = 132usize;
+    while position + 8 <= bytes.len() && bytes[position..position + 2] == [2, 0] {
+        let vr = &bytes[position + 4..position + 6];
+        let (header, declared) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
+            if position + 12 > bytes.len() {
+                return Err("truncated file meta information".into());
+            }
+            (12, u32::from_le_bytes(bytes[position + 8..position + 12].try_into().expect("4 bytes")) as u64)
+        } else {
+            (8, u16::from_le_bytes([bytes[position + 6], bytes[position + 7]]) as u64)
+        };
+        let left = (bytes.len() - position - header) as u64;
+        if declared > left {
+            return Err(truncated("a file meta element", declared, left));
+        }
+        position += header + declared as usize;
+    }
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..])
+        .map_err(|e| format!("invalid DICOM file meta information: {}", first_line(&e)))?;
+    let uid = meta.transfer_syntax();
+    let Some(syntax) = TransferSyntaxRegistry.get(uid) else {
+        return Err(format!("unsupported transfer syntax {uid}"));
+    };
+    let inflated;
+    let (body, syntax) = if uid == "1.2.840.10008.1.2.1.99" {
+        // deflated explicit VR little endian: inflate, with a cap
+        let cap = max_pixels.saturating_mul(8).saturating_add(64 << 20);
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(&bytes[position..])
+            .take(cap + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("corrupt deflated data set: {e}"))?;
+        if out.len() as u64 > cap {
+            return Err(format!("the deflated data set inflates to more than {cap} bytes"));
+        }
+        inflated = out;
+        let explicit = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").expect("explicit VR little endian");
+        (&inflated[..], explicit)
+    } else {
+        (&bytes[position..], syntax)
+    };
+    let consumed = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let source = CountingReader { bytes: body, consumed: consumed.clone() };
+    let Ok(mut reader) = DataSetReader::new_with_ts(source, syntax) else { return Ok(()) };
+    loop {
+        let declared = match reader.next() {
+            None | Some(Err(_)) => return Ok(()), // the end, or an error dicom-object will report
+            Some(Ok(DataToken::ElementHeader(header))) => header.len.get(),
+            Some(Ok(DataToken::SequenceStart { len, .. } | DataToken::ItemStart { len })) => len.get(),
+            Some(Ok(_)) => None,
+        };
+        let left = (body.len() - consumed.get()) as u64;
+        if let Some(declared) = declared.filter(|&d| d as u64 > left) {
+            return Err(truncated("an element", declared as u64, left));
+        }
+    }
+}
+
+/// A byte slice as a reader that shares how much of it was read.
+struct CountingReader<'a> {
+    bytes: &'a [u8],
+    consumed: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl std::io::Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = self.consumed.get();
+        let n = buf.len().min(self.bytes.len() - start);
+        buf[..n].copy_from_slice(&self.bytes[start..start + n]);
+        self.consumed.set(start + n);
+        Ok(n)
+    }
 }
 
 /// The attributes read before any pixel is decoded.

@@ -169,6 +169,19 @@ fn hostile_files_are_refused_in_one_line() {
     long[at..at + 2].copy_from_slice(&48u16.to_le_bytes());
     let error = one_line_error("short.dcm", &long);
     assert!(error.contains("pixel data holds 768 bytes"), "{error}");
+    // an element declaring far more bytes than the file holds (dicom-rs would
+    // allocate and zero the declared 4 GB before reading; found by fuzzing)
+    let mut bomb = valid.clone();
+    let pixel_data = bomb.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).expect("pixel data tag");
+    bomb[pixel_data + 8..pixel_data + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let error = one_line_error("bomb.dcm", &bomb);
+    assert!(error.contains("declares 4294967280 bytes but 768 remain"), "{error}");
+    let mut meta_bomb = valid.clone();
+    let group_length_value = 132 + 8; // (0002,0000) UL 4: the first meta element
+    meta_bomb[132 + 4..132 + 6].copy_from_slice(b"OB");
+    meta_bomb[group_length_value..group_length_value + 4].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+    let error = one_line_error("meta_bomb.dcm", &meta_bomb);
+    assert!(error.contains("declares"), "{error}");
     // garbage after the preamble
     let mut garbage = valid[..132].to_vec();
     garbage.extend((0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));

@@ -433,7 +433,7 @@ pub fn check_layer(
         input: input.as_standard_layout().into_owned(),
         output: ArrayD::zeros(IxDyn(&out_shape)),
         projection,
-        mode: Mode::Train { seed: config.seed },
+        mode: Mode::train(config.seed),
     };
     run_check(&mut probe, config)
 }
@@ -501,7 +501,7 @@ pub fn check_model(
         input: input.as_standard_layout().into_owned(),
         labels,
         loss: SoftmaxCrossEntropy::new(),
-        mode: Mode::Train { seed: config.seed },
+        mode: Mode::train(config.seed),
     };
     run_check(&mut probe, config)
 }

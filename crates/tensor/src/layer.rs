@@ -39,9 +39,20 @@ pub enum Mode {
     Train {
         /// Seed of this step (the model mixes in the layer index).
         seed: u64,
+        /// Position in the whole batch of this pass's first image: a process
+        /// given images 8..16 of a batch passes 8, so image `n` draws the mask
+        /// of image `8 + n` and the masks do not depend on how the batch is shared.
+        first_image: usize,
     },
     /// Evaluation / inference: dropout is the identity.
     Eval,
+}
+
+impl Mode {
+    /// Training with step seed `seed`, the pass holding the whole batch.
+    pub fn train(seed: u64) -> Mode {
+        Mode::Train { seed, first_image: 0 }
+    }
 }
 
 /// A read-only view of one parameter and its gradient.
@@ -157,6 +168,13 @@ pub trait Layer<T: Element>: Send + Sync {
     fn describe(&self) -> String {
         String::new()
     }
+
+    /// Sum parameter gradients over the batch as a balanced tree of `leaves`
+    /// equal runs of images ([`crate::kernels::reduce`]), so that processes
+    /// sharing a batch reproduce one process's bits. Layers without parameters
+    /// ignore it; a layer of yours that sums over the batch in another order is
+    /// still correct, only not bit-identical across process counts.
+    fn set_gradient_leaves(&mut self, _leaves: usize) {}
 }
 
 /// A weight, a bias and their gradients: the parameters of [`crate::Conv2d`]

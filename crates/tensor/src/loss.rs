@@ -51,6 +51,8 @@ pub struct SoftmaxCrossEntropy<T> {
     probs: ArrayD<T>,
     /// `(N, K)` gradient with respect to the logits.
     grad_logits: ArrayD<T>,
+    /// `(N,)` weighted loss of each sample, `w[y_n] * (logsumexp(z[n]) - z[n, y_n])`.
+    sample_losses: Vec<T>,
 }
 
 impl<T: Element> SoftmaxCrossEntropy<T> {
@@ -60,6 +62,7 @@ impl<T: Element> SoftmaxCrossEntropy<T> {
             class_weights: None,
             probs: ArrayD::zeros(IxDyn(&[0, 0])),
             grad_logits: ArrayD::zeros(IxDyn(&[0, 0])),
+            sample_losses: Vec::new(),
         }
     }
 
@@ -72,6 +75,14 @@ impl<T: Element> SoftmaxCrossEntropy<T> {
     /// Computes the mean loss, the probabilities and the gradient for a batch.
     /// `logits` is `(N, K)`, `labels` has `N` entries in `0..K`.
     pub fn forward(&mut self, logits: ArrayViewD<'_, T>, labels: &[usize]) -> Result<T> {
+        self.forward_part(logits, labels, labels.len())
+    }
+
+    /// [`Self::forward`] for a part of a batch of `batch_total` images (a
+    /// process's share in data-parallel training): the gradient is divided by
+    /// `batch_total`, not by this part's `N`, so the parts' gradients add up to
+    /// the batch's; the loss returned is this part's sum over `batch_total`.
+    pub fn forward_part(&mut self, logits: ArrayViewD<'_, T>, labels: &[usize], batch_total: usize) -> Result<T> {
         let shape = logits.shape();
         if shape.len() != 2 || shape[0] != labels.len() {
             return Err(TensorError::Mismatch(format!(
@@ -97,8 +108,8 @@ impl<T: Element> SoftmaxCrossEntropy<T> {
         let logits = logits.as_slice().expect("standard layout");
         let probs = self.probs.as_slice_mut().expect("contiguous");
         let grad = self.grad_logits.as_slice_mut().expect("contiguous");
-        let inv_batch = T::one() / T::from_f64(batch.max(1) as f64);
-        let mut total = T::zero();
+        let inv_batch = T::one() / T::from_f64(batch_total.max(1) as f64);
+        self.sample_losses.clear();
         for n in 0..batch {
             let z = &logits[n * classes..(n + 1) * classes];
             let p = &mut probs[n * classes..(n + 1) * classes];
@@ -106,14 +117,26 @@ impl<T: Element> SoftmaxCrossEntropy<T> {
             let max = z.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
             let log_sum_exp = max + z.iter().fold(T::zero(), |s, &v| s + (v - max).exp()).ln();
             let weight = self.class_weights.as_ref().map_or(T::one(), |w| w[labels[n]]);
-            total += weight * (log_sum_exp - z[labels[n]]);
+            self.sample_losses.push(weight * (log_sum_exp - z[labels[n]]));
             // dz = w * (p - onehot) / N
             for (k, (g, &pk)) in grad[n * classes..(n + 1) * classes].iter_mut().zip(p.iter()).enumerate() {
                 let target = if k == labels[n] { T::one() } else { T::zero() };
                 *g = weight * (pk - target) * inv_batch;
             }
         }
-        Ok(total * inv_batch)
+        Ok(Self::sum_in_order(&self.sample_losses) * inv_batch)
+    }
+
+    /// The weighted loss of each sample of the last forward, `(N,)`: the batch
+    /// loss is their sum in order ([`Self::sum_in_order`]) over the batch size.
+    pub fn sample_losses(&self) -> &[T] {
+        &self.sample_losses
+    }
+
+    /// `sum_n losses[n]`, added left to right: how the loss of a batch is
+    /// summed, here or from the parts' [`Self::sample_losses`] gathered in order.
+    pub fn sum_in_order(losses: &[T]) -> T {
+        losses.iter().fold(T::zero(), |total, &loss| total + loss)
     }
 
     /// Softmax probabilities of the last forward, `(N, K)`.

@@ -77,7 +77,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         if args.inference {
             model.forward(images.view(), Mode::Eval)?;
         } else {
-            let logits = model.forward(images.view(), Mode::Train { seed: step as u64 })?;
+            let logits = model.forward(images.view(), Mode::train(step as u64))?;
             loss_fn.forward(logits, &labels)?;
             model.backward(loss_fn.grad_logits().view())?;
             adam.step(&mut model.params_mut())?;

@@ -192,7 +192,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     let max_steps = 300;
     let mut reached = None;
     for step in 0..max_steps {
-        let logits = model.forward(images.view(), Mode::Train { seed: step })?;
+        let logits = model.forward(images.view(), Mode::train(step))?;
         loss_fn.forward(logits, &labels)?;
         model.backward(loss_fn.grad_logits().view())?;
         adam.step(&mut model.params_mut())?;
@@ -224,7 +224,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     for step in 0..5u64 {
         let indices: Vec<usize> = (0..32).map(|i| (step as usize * 32 + i * 7919) % set.len()).collect();
         let (images, labels) = batch_of(set, &indices)?;
-        let logits = model.forward(images.view(), Mode::Train { seed: step })?;
+        let logits = model.forward(images.view(), Mode::train(step))?;
         loss_fn.forward(logits, &labels)?;
         model.backward(loss_fn.grad_logits().view())?;
         let before: Vec<Vec<f32>> = model.params().iter().map(|p| p.value.iter().copied().collect()).collect();

@@ -58,7 +58,7 @@ pub fn run(args: GradcheckArgs) -> Result<ExitCode> {
     // buffer of its own (fused, a ReLU overwrites its input), then fused again
     // for the whole-model check of the production path.
     model.set_fused(false);
-    model.forward(images.view(), Mode::Train { seed: args.seed })?;
+    model.forward(images.view(), Mode::train(args.seed))?;
     let inputs: Vec<ArrayD<f64>> = std::iter::once(images.clone())
         .chain((0..model.layers().len() - 1).map(|i| model.layer_output(i).expect("a layer").to_owned()))
         .collect();

@@ -108,7 +108,7 @@ pub fn train_epoch(
             return Err(error.into());
         }
         let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
-        let logits = model.forward(batch.images.view(), Mode::Train { seed: step_seed })?;
+        let logits = model.forward(batch.images.view(), Mode::train(step_seed))?;
         let loss = loss_fn.forward(logits, &batch.labels)?;
         if !loss.is_finite() {
             let kept = match inputs.last_checkpoint.get() {

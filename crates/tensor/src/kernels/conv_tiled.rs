@@ -30,7 +30,7 @@ use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::kernels::gemm_packed::{gemm_packed, PackedA};
 use crate::kernels::im2col::{col2im, im2col};
-use crate::kernels::reduce::{reduce_in_order, sum_in_lanes};
+use crate::kernels::reduce::{reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
 
@@ -60,9 +60,12 @@ pub struct ConvWorkspace<T> {
     /// The weights as the GEMM's `A`, packed once per pass: `W` `(OC, C*KH*KW)`
     /// for the forward pass, `W^T` for the column gradient.
     packed_weight: PackedA<T>,
-    /// Per-image weight and bias gradients `(N, OC*C*KH*KW + OC)`, summed in
-    /// image order after the parallel part.
+    /// Per-image weight and bias gradients `(N, OC*C*KH*KW + OC)`, summed
+    /// after the parallel part as a tree of `gradient_leaves` leaves.
     per_image_grads: Vec<T>,
+    /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]); 0 or 1:
+    /// image by image.
+    pub gradient_leaves: usize,
 }
 
 /// The tiled forward pass of a batch: `output := W * im2col(input) + b`, and
@@ -133,7 +136,7 @@ pub fn conv2d_forward_tiled<T: Element>(
 /// `db += rowsum(dY)`, `dW += dY col^T` ([`gemm_nt`]), `dcol = W^T dY`
 /// ([`gemm_packed`], written over the spent columns) and `dx += col2im(dcol)`.
 /// The per-image weight gradients are summed in image order
-/// ([`reduce_in_order`]), so the result does not depend on the thread count.
+/// ([`reduce_tree`]), so the result does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_tiled<T: Element>(
     geom: &ConvGeometry,
@@ -256,10 +259,11 @@ pub fn conv2d_backward_tiled<T: Element>(
         }
     }
 
-    // Sum the per-image gradients in image order (thread-count independent).
+    // Sum the per-image gradients as a tree of leaves, image by image inside a
+    // leaf (thread-count independent; see kernels::reduce).
     let partials = &workspace.per_image_grads[..batch * per_image_len];
-    reduce_in_order(partials, per_image_len, 0, grad_weight);
-    reduce_in_order(partials, per_image_len, weight_len, grad_bias);
+    reduce_tree(partials, per_image_len, 0, grad_weight, workspace.gradient_leaves);
+    reduce_tree(partials, per_image_len, weight_len, grad_bias, workspace.gradient_leaves);
 }
 
 /// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`

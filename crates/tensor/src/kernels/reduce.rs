@@ -2,9 +2,29 @@
 //! reproducible.
 //!
 //! Floating-point addition is not associative, so a sum's bits depend on its
-//! order. Both reductions here fix the order independently of the thread
+//! order. The reductions here fix the order independently of the thread
 //! count: [`reduce_in_order`] adds per-image partial gradients image by image,
 //! [`sum_in_lanes`] adds a row in 16 interleaved lanes and then a tree.
+//!
+//! ## Gradient leaves: the same bits on 1, 2 or 4 machines
+//!
+//! A batch's parameter gradient is a sum over its images. To make that sum
+//! independent of how many processes share the batch, it is always taken in
+//! one shape: the batch is cut into `L` *leaves* of equal, contiguous runs of
+//! images ([`gradient_leaves`]); each leaf is summed image by image; the leaf
+//! sums are added as a balanced binary tree ([`tree_sum`]):
+//!
+//! ```text
+//! images   0 1 2 3 | 4 5 6 7 | 8 9 10 11 | 12 13 14 15      (batch 16, L = 4)
+//! leaves   l0 = ((0+1)+2)+3   l1          l2                l3
+//! tree            (l0 + l1)         +          (l2 + l3)
+//! ```
+//!
+//! A process given a contiguous, aligned power-of-two block of leaves computes
+//! exactly one subtree, and finishing the tree over the processes' subtrees
+//! ([`tree_sum`] again, in rank order) gives the bits of one process doing it
+//! all. [`reduce_tree`] is this for per-image partials (convolutions); the
+//! dense layer runs one GEMM per leaf and adds them with [`tree_sum`].
 
 use crate::element::Element;
 use rayon::prelude::*;
@@ -57,6 +77,86 @@ pub fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset: usize,
     debug_assert!(len == 0 || offset + len <= stride);
 }
 
+/// Leaves a batch of `batch` images is cut into: the largest of 4, 2, 1 that
+/// divides it. Four leaves make the gradient bit-identical for 1, 2 and 4
+/// processes; more would allow more processes but cost the dense layer one
+/// pass over its weight gradient per leaf.
+pub fn gradient_leaves(batch: usize) -> usize {
+    [4, 2, 1].into_iter().find(|&leaves| batch % leaves == 0 && batch >= leaves).unwrap_or(1)
+}
+
+/// Where the balanced tree over `n` items splits: the largest power of two
+/// below `n` (`n >= 2`), so aligned power-of-two blocks are whole subtrees.
+fn tree_split(n: usize) -> usize {
+    n.next_power_of_two() / 2
+}
+
+/// `items[0] := items[0] + items[1] + ... + items[n-1]`, added as a balanced
+/// binary tree ((0+1)+(2+3)) elementwise; the other items are overwritten.
+/// Every item has the same length.
+pub fn tree_sum<T: Element>(items: &mut [&mut [T]]) {
+    let n = items.len();
+    if n < 2 {
+        return;
+    }
+    let (left, right) = items.split_at_mut(tree_split(n));
+    tree_sum(left);
+    tree_sum(right);
+    let (target, addend) = (&mut *left[0], &*right[0]);
+    target.par_chunks_mut(4096).zip(addend.par_chunks(4096)).for_each(|(t, a)| {
+        for (total, &value) in t.iter_mut().zip(a) {
+            *total += value;
+        }
+    });
+}
+
+/// `target[e] = sum_n partials[n * stride + offset + e]` over the batch's
+/// images as a tree of `leaves` leaves (module docs): image by image inside a
+/// leaf, leaf sums added as a balanced tree. `leaves = 1` is
+/// [`reduce_in_order`]; a `leaves` that does not divide the batch counts as 1.
+pub fn reduce_tree<T: Element>(partials: &[T], stride: usize, offset: usize, target: &mut [T], leaves: usize) {
+    let batch = partials.len() / stride.max(1);
+    if leaves <= 1 || batch % leaves != 0 {
+        return reduce_in_order(partials, stride, offset, target);
+    }
+    let per_leaf = batch / leaves;
+    target.par_chunks_mut(4096).enumerate().for_each(|(chunk_index, chunk)| {
+        let start = offset + chunk_index * 4096;
+        let len = chunk.len();
+        // leaf sums of this chunk, image by image inside each leaf
+        let mut sums = vec![T::zero(); leaves * len];
+        for (leaf, sum) in sums.chunks_mut(len).enumerate() {
+            for n in leaf * per_leaf..(leaf + 1) * per_leaf {
+                let row = &partials[n * stride + start..n * stride + start + len];
+                if n == leaf * per_leaf {
+                    sum.copy_from_slice(row);
+                } else {
+                    for (total, &value) in sum.iter_mut().zip(row) {
+                        *total += value;
+                    }
+                }
+            }
+        }
+        let mut items: Vec<&mut [T]> = sums.chunks_mut(len).collect();
+        tree_sum_serial(&mut items);
+        chunk.copy_from_slice(items[0]);
+    });
+}
+
+/// [`tree_sum`] without the parallel split (inside an already parallel loop).
+fn tree_sum_serial<T: Element>(items: &mut [&mut [T]]) {
+    let n = items.len();
+    if n < 2 {
+        return;
+    }
+    let (left, right) = items.split_at_mut(tree_split(n));
+    tree_sum_serial(left);
+    tree_sum_serial(right);
+    for (total, &value) in left[0].iter_mut().zip(right[0].iter()) {
+        *total += value;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +176,49 @@ mod tests {
         assert_eq!(first.to_bits(), sum_in_lanes(&values).to_bits());
         let plain: f64 = values.iter().map(|&v| v as f64).sum();
         assert!((first as f64 - plain).abs() < 1e-4, "{first} vs {plain}");
+    }
+
+    /// Values whose sums round differently in different orders.
+    fn rounding_values(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.731).sin() * 10f32.powi((i % 7) as i32 - 3)).collect()
+    }
+
+    #[test]
+    fn leaves_divide_the_batch() {
+        assert_eq!([1, 2, 3, 4, 6, 8, 32, 33].map(gradient_leaves), [1, 2, 1, 4, 2, 4, 4, 1]);
+    }
+
+    #[test]
+    fn a_tree_over_subtrees_equals_the_whole_tree() {
+        // 16 images x 5000 elements (more than one 4096 chunk), stride 5003, offset 2
+        let (batch, len, stride, offset) = (16, 5000, 5003, 2);
+        let partials = rounding_values(batch * stride);
+        let mut whole = vec![0f32; len];
+        reduce_tree(&partials, stride, offset, &mut whole, 4);
+        // the tree shape is what is computed: l0..l3 in order, then (l0+l1)+(l2+l3)
+        let leaf = |l: usize, e: usize| (l * 4..l * 4 + 4).fold(0f32, |s, n| s + partials[n * stride + offset + e]);
+        for e in [0, 1, 4095, 4096, 4999] {
+            let expected = (leaf(0, e) + leaf(1, e)) + (leaf(2, e) + leaf(3, e));
+            assert_eq!(whole[e].to_bits(), expected.to_bits(), "element {e}");
+        }
+        // 2 and 4 "processes": each reduces its block of leaves, then the tree over them
+        for ranks in [2, 4] {
+            let images = batch / ranks;
+            let mut parts: Vec<Vec<f32>> = (0..ranks)
+                .map(|r| {
+                    let mut part = vec![0f32; len];
+                    let block = &partials[r * images * stride..(r + 1) * images * stride];
+                    reduce_tree(block, stride, offset, &mut part, 4 / ranks);
+                    part
+                })
+                .collect();
+            let mut items: Vec<&mut [f32]> = parts.iter_mut().map(|p| p.as_mut_slice()).collect();
+            tree_sum(&mut items);
+            assert!(parts[0].iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "{ranks} ranks");
+        }
+        // and the order matters (the test could fail): in-order differs somewhere
+        let mut in_order = vec![0f32; len];
+        reduce_in_order(&partials, stride, offset, &mut in_order);
+        assert!(in_order.iter().zip(&whole).any(|(a, b)| a.to_bits() != b.to_bits()));
     }
 }

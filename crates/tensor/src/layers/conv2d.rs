@@ -438,6 +438,10 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         );
     }
 
+    fn set_gradient_leaves(&mut self, leaves: usize) {
+        self.workspace.gradient_leaves = leaves;
+    }
+
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
     }

@@ -41,6 +41,7 @@
 use crate::element::Element;
 use crate::kernels::gemm::{gemm, gemm_naive, Trans};
 use crate::kernels::gemm_nt::gemm_nt;
+use crate::kernels::reduce::tree_sum;
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
@@ -56,6 +57,10 @@ pub struct Dense<T: Element> {
     out_features: usize,
     /// Weight `(out, in)`, bias `(out,)` and their gradients.
     tensors: WeightAndBias<T>,
+    /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]).
+    gradient_leaves: usize,
+    /// Weight gradients of leaves 1.. `(leaves - 1, out, in)`, reused.
+    leaf_grads: Vec<T>,
 }
 
 impl<T: Element> Dense<T> {
@@ -70,6 +75,8 @@ impl<T: Element> Dense<T> {
             in_features,
             out_features,
             tensors: WeightAndBias::zeros(&[out_features, in_features], out_features),
+            gradient_leaves: 1,
+            leaf_grads: Vec::new(),
         })
     }
 
@@ -143,43 +150,56 @@ impl<T: Element> Layer<T> for Dense<T> {
         let (fan_in, fan_out) = (self.in_features, self.out_features);
         let dy = slice(&grad_output);
         let input = slice(&input);
-        // dW (out, in) = dY^T (out, N) * X (N, in), split across threads in blocks
-        // of rows of dW (each element is summed over the batch the same way in any
-        // block, so the split changes no result)
-        // (one block per thread: each block packs all of X once)
-        let rows_per_task = fan_out.div_ceil(rayon::current_num_threads()).max(1);
-        self.tensors
-            .grad_weight
-            .as_slice_mut()
-            .expect("contiguous")
-            .par_chunks_mut(rows_per_task * fan_in)
-            .enumerate()
-            .for_each(|(block, grad_weight_rows)| {
+        // dW (out, in) = dY^T (out, N) * X (N, in): one GEMM per leaf of the batch
+        // (leaf l: images l*B/L .. (l+1)*B/L, summed in order inside the GEMM), the
+        // leaves then added as a balanced tree (kernels::reduce), so processes that
+        // split the batch reproduce these bits; one leaf is the plain product
+        let leaves = if self.gradient_leaves > 1 && batch % self.gradient_leaves == 0 { self.gradient_leaves } else { 1 };
+        let per_leaf = batch / leaves;
+        let weight_len = fan_out * fan_in;
+        self.leaf_grads.resize((leaves - 1) * weight_len, T::zero());
+        let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
+        let mut leaf_targets: Vec<&mut [T]> = std::iter::once(grad_weight)
+            .chain(self.leaf_grads.chunks_mut(weight_len.max(1)))
+            .collect();
+        for (leaf, target) in leaf_targets.iter_mut().enumerate() {
+            let (dy_leaf, x_leaf) = (&dy[leaf * per_leaf * fan_out..], &input[leaf * per_leaf * fan_in..]);
+            // split across threads in blocks of rows of dW (each element is summed
+            // over the leaf the same way in any block, so the split changes no
+            // result); one block per thread: each block packs the leaf's X once
+            let rows_per_task = fan_out.div_ceil(rayon::current_num_threads()).max(1);
+            target.par_chunks_mut(rows_per_task * fan_in).enumerate().for_each(|(block, grad_weight_rows)| {
                 let rows = grad_weight_rows.len() / fan_in;
                 gemm(
                     Trans::Yes,
                     Trans::No,
                     rows,
                     fan_in,
-                    batch,
+                    per_leaf,
                     T::one(),
-                    &dy[block * rows_per_task..],
+                    &dy_leaf[block * rows_per_task..],
                     fan_out,
-                    input,
+                    x_leaf,
                     fan_in,
                     T::zero(),
                     grad_weight_rows,
                     fan_in,
                 );
             });
-        // db[o] = sum_n dy[n, o]
-        let grad_bias = self.tensors.grad_bias.as_slice_mut().expect("contiguous");
-        grad_bias.fill(T::zero());
-        for row in dy.chunks(fan_out) {
-            for (db, &value) in grad_bias.iter_mut().zip(row) {
-                *db += value;
+        }
+        tree_sum(&mut leaf_targets);
+        // db[o] = sum_n dy[n, o]: in order inside each leaf, leaves as a tree
+        let mut bias_leaves = vec![T::zero(); leaves * fan_out];
+        for (leaf, sums) in bias_leaves.chunks_mut(fan_out).enumerate() {
+            for row in dy[leaf * per_leaf * fan_out..(leaf + 1) * per_leaf * fan_out].chunks(fan_out) {
+                for (db, &value) in sums.iter_mut().zip(row) {
+                    *db += value;
+                }
             }
         }
+        let mut bias_items: Vec<&mut [T]> = bias_leaves.chunks_mut(fan_out).collect();
+        tree_sum(&mut bias_items);
+        self.tensors.grad_bias.as_slice_mut().expect("contiguous").copy_from_slice(&bias_leaves[..fan_out]);
         if let Some(mut grad_input) = grad_input {
             // dX (N, in) = dY (N, out) * W (out, in), in blocks of rows of dX (one per
             // thread: each packs all of W once)
@@ -211,6 +231,10 @@ impl<T: Element> Layer<T> for Dense<T> {
 
     fn params(&self) -> Vec<Param<'_, T>> {
         self.tensors.params()
+    }
+
+    fn set_gradient_leaves(&mut self, leaves: usize) {
+        self.gradient_leaves = leaves.max(1);
     }
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {

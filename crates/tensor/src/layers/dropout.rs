@@ -11,7 +11,8 @@
 //! so the expected activation is unchanged and evaluation is the identity
 //! (`y = x`), as in Keras and PyTorch.
 //!
-//! The mask of image `n` is drawn from a generator seeded by (step seed, `n`),
+//! The mask of image `n` is drawn from a generator seeded by (step seed, `n`)
+//! (`n` counted in the whole batch: `first_image + n` of [`Mode::Train`]),
 //! so it does not depend on how the batch is split across threads, and two
 //! forward passes with the same [`Mode::Train`] seed draw the same mask (which
 //! is what lets [`crate::gradcheck`] check a model with dropout on).
@@ -67,7 +68,7 @@ impl<T: Element> Layer<T> for Dropout<T> {
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
         let x = slice(&input);
         let y = slice_mut(&mut output);
-        let Mode::Train { seed } = mode else {
+        let Mode::Train { seed, first_image } = mode else {
             self.trained = false;
             y.copy_from_slice(x);
             return;
@@ -79,7 +80,7 @@ impl<T: Element> Layer<T> for Dropout<T> {
         let keep = 1.0 - self.rate;
         let scale = T::from_f64(1.0 / keep);
         self.mask.par_chunks_mut(per_image.max(1)).enumerate().for_each(|(n, mask)| {
-            let mut rng = crate::rng::rng_at(seed, n as u64);
+            let mut rng = crate::rng::rng_at(seed, (first_image + n) as u64);
             for m in mask.iter_mut() {
                 *m = if rng.random::<f64>() < keep { scale } else { T::zero() };
             }

@@ -26,7 +26,7 @@
 //! let images = ArrayD::<f32>::zeros(IxDyn(&[4, 1, 28, 28]));
 //! let labels = [0, 1, 2, 3];
 //! let mut loss_fn = SoftmaxCrossEntropy::new();
-//! let logits = model.forward(images.view(), Mode::Train { seed: 1 }).unwrap();
+//! let logits = model.forward(images.view(), Mode::train(1)).unwrap();
 //! let loss = loss_fn.forward(logits, &labels).unwrap();
 //! assert!((loss - 10f32.ln()).abs() < 0.1); // ~ln(classes) at initialisation
 //! model.backward(loss_fn.grad_logits().view()).unwrap();
@@ -175,6 +175,15 @@ impl<T: Element> Sequential<T> {
         self.replan();
     }
 
+    /// Sum every layer's parameter gradients over the batch as a tree of
+    /// `leaves` leaves (see [`crate::kernels::reduce`]): a process given a
+    /// block of a batch's leaves then computes exactly its subtree.
+    pub fn set_gradient_leaves(&mut self, leaves: usize) {
+        for layer in &mut self.layers {
+            layer.set_gradient_leaves(leaves);
+        }
+    }
+
     /// The plan in use: which layers fuse, which activations share a buffer.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -286,7 +295,7 @@ impl<T: Element> Sequential<T> {
         }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let layer_mode = match mode {
-                Mode::Train { seed } => Mode::Train { seed: crate::rng::derive(seed, i as u64) },
+                Mode::Train { seed, first_image } => Mode::Train { seed: crate::rng::derive(seed, i as u64), first_image },
                 Mode::Eval => Mode::Eval,
             };
             let started = self.timings.is_some().then(std::time::Instant::now);
