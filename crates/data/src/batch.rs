@@ -41,6 +41,11 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// Index of the batch within its epoch.
     pub number: usize,
+    /// Position of this part's first image in the whole batch (0 unless the
+    /// batch is shared between processes, see [`Shard`]).
+    pub first_image: usize,
+    /// Images in the whole batch (this part has `labels.len()` of them).
+    pub batch_total: usize,
     /// Why the batch could not be assembled (an image of a streamed set that
     /// no longer decodes); the consumer must stop with it.
     pub error: Option<crate::error::DataError>,
@@ -63,6 +68,52 @@ pub struct BatchConfig {
     pub augment: Option<Augmentation>,
     /// Start at this batch (to resume mid-epoch).
     pub first_batch: usize,
+    /// This process's part of every batch (the whole batch by default).
+    pub shard: Shard,
+}
+
+/// The part of each batch one of `ranks` processes trains on, in data-parallel
+/// training: every process draws the same epoch order and takes a contiguous
+/// run of each batch.
+///
+/// When `ranks` divides the batch's gradient leaves
+/// ([`convnet_tensor::kernels::reduce::gradient_leaves`]: 4 for a batch of 32),
+/// each process takes a whole block of leaves and reduces it as one subtree, so
+/// the summed gradient has the bits of one process doing the whole batch.
+/// Otherwise the parts are as equal as possible, each reduced image by image:
+/// every process still ends with the same bits as the others, but not those of
+/// a single process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This process, `0..ranks`.
+    pub rank: usize,
+    /// Processes sharing each batch.
+    pub ranks: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { rank: 0, ranks: 1 }
+    }
+}
+
+impl Shard {
+    /// The positions in a batch of `batch` images that `rank` takes, and the
+    /// gradient leaves it reduces them as.
+    pub fn part(&self, batch: usize) -> (std::ops::Range<usize>, usize) {
+        self.part_of(self.rank, batch)
+    }
+
+    /// [`Self::part`] for any rank (every process knows every part's size).
+    pub fn part_of(&self, rank: usize, batch: usize) -> (std::ops::Range<usize>, usize) {
+        let leaves = convnet_tensor::kernels::reduce::gradient_leaves(batch);
+        if self.ranks <= leaves && leaves % self.ranks == 0 {
+            let per_rank = batch / self.ranks;
+            (rank * per_rank..(rank + 1) * per_rank, leaves / self.ranks)
+        } else {
+            (rank * batch / self.ranks..(rank + 1) * batch / self.ranks, 1)
+        }
+    }
 }
 
 /// Assembles batch `number` of `order` into `batch`, resizing its buffers only
@@ -76,7 +127,11 @@ fn assemble(
     scratch: &mut Vec<f32>,
 ) {
     let start = number * config.batch_size;
-    let indices = &order[start..(start + config.batch_size).min(order.len())];
+    let whole = &order[start..(start + config.batch_size).min(order.len())];
+    let (part, _) = config.shard.part(whole.len());
+    let indices = &whole[part.clone()];
+    batch.first_image = part.start;
+    batch.batch_total = whole.len();
     let [c, h, w] = set.image_shape();
     let shape = [indices.len(), c, h, w];
     if batch.images.shape() != shape {
@@ -128,7 +183,8 @@ impl BatchStream {
             // a disk-cached set: ask the disk for the next batches' images ahead
             let batch_indices = |number: usize| {
                 let start = number * config.batch_size;
-                &order[start.min(order.len())..(start + config.batch_size).min(order.len())]
+                let whole = &order[start.min(order.len())..(start + config.batch_size).min(order.len())];
+                &whole[config.shard.part(whole.len()).0]
             };
             for ahead in config.first_batch..(config.first_batch + READ_AHEAD_BATCHES).min(total) {
                 set.prefetch(batch_indices(ahead));
@@ -142,6 +198,8 @@ impl BatchStream {
                     labels: Vec::new(),
                     indices: Vec::new(),
                     number,
+                    first_image: 0,
+                    batch_total: 0,
                     error: None,
                 });
                 assemble(&set, &order, &config, number, &mut batch, &mut scratch);
@@ -182,14 +240,42 @@ pub fn for_each_batch(
     set: &ImageSet,
     batch_size: usize,
     scale: PixelScale,
+    visit: impl FnMut(&Batch),
+) -> crate::error::Result<()> {
+    for_each_batch_in(set, 0..set.len(), batch_size, scale, visit)
+}
+
+/// [`for_each_batch`] over the images `range` of the set only (a process's
+/// share of a validation set).
+pub fn for_each_batch_in(
+    set: &ImageSet,
+    range: std::ops::Range<usize>,
+    batch_size: usize,
+    scale: PixelScale,
     mut visit: impl FnMut(&Batch),
 ) -> crate::error::Result<()> {
-    let config = BatchConfig { batch_size, shuffle: false, seed: 0, epoch: 0, scale, augment: None, first_batch: 0 };
-    let order: Vec<usize> = (0..set.len()).collect();
-    let mut batch =
-        Batch { images: ArrayD::zeros(IxDyn(&[0])), labels: Vec::new(), indices: Vec::new(), number: 0, error: None };
+    let config = BatchConfig {
+        batch_size,
+        shuffle: false,
+        seed: 0,
+        epoch: 0,
+        scale,
+        augment: None,
+        first_batch: 0,
+        shard: Shard::default(),
+    };
+    let order: Vec<usize> = range.collect();
+    let mut batch = Batch {
+        images: ArrayD::zeros(IxDyn(&[0])),
+        labels: Vec::new(),
+        indices: Vec::new(),
+        number: 0,
+        first_image: 0,
+        batch_total: 0,
+        error: None,
+    };
     let mut scratch = Vec::new();
-    for number in 0..batches_per_epoch(set.len(), batch_size) {
+    for number in 0..batches_per_epoch(order.len(), batch_size) {
         assemble(set, &order, &config, number, &mut batch, &mut scratch);
         if let Some(error) = batch.error.take() {
             return Err(error);

@@ -94,6 +94,14 @@ pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomP
             )));
         }
     }
+    if uid == "1.2.840.10008.1.2.5" {
+        let fragment = object
+            .element(tags::PIXEL_DATA)
+            .ok()
+            .and_then(|e| e.value().fragments().and_then(|f| f.first().cloned()))
+            .ok_or_else(|| fail("RLE Lossless without pixel data fragments".into()))?;
+        check_rle_frame(&fragment, &header).map_err(|reason| fail(format!("corrupt RLE pixel data: {reason}")))?;
+    }
     let decoded =
         object.decode_pixel_data_frame(0).map_err(|e| fail(format!("cannot decode pixel data: {}", first_line(&e))))?;
     if decoded.rows() != header.rows || decoded.columns() != header.columns {
@@ -222,6 +230,50 @@ fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<
             return Err(truncated("an element", declared as u64, left));
         }
     }
+}
+
+/// Checks an RLE Lossless frame (PS3.5 annex G) before dicom-rs decodes it:
+/// dicom-rs indexes past a segment that decodes short and unwraps read errors
+/// (found by the `dicom_decode` fuzz target), so every segment must be there
+/// and decode (PackBits) to at least `Rows x Columns` bytes.
+fn check_rle_frame(fragment: &[u8], header: &Header) -> std::result::Result<(), String> {
+    let word = |at: usize| fragment.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    let segments = word(0).ok_or("no RLE header")?;
+    let expected = header.samples_per_pixel as usize * header.bits_allocated.div_ceil(8) as usize;
+    if segments != expected || segments > 15 || fragment.len() < 64 {
+        return Err(format!("{segments} segments, expected {expected} in a 64-byte header"));
+    }
+    let mut offsets: Vec<usize> = (0..segments).map(|i| word(4 + 4 * i).expect("within the header")).collect();
+    offsets.push(fragment.len());
+    let needed = header.rows as usize * header.columns as usize;
+    for pair in offsets.windows(2) {
+        let segment = fragment.get(pair[0]..pair[1]).ok_or("segment offsets out of order or past the end")?;
+        // PackBits: n in 0..=127 copies n + 1 bytes, n in 129..=255 repeats the next byte 257 - n times
+        let (mut at, mut produced) = (0usize, 0usize);
+        while at < segment.len() && produced < needed {
+            let n = segment[at] as usize;
+            at += 1;
+            match n {
+                0..=127 => {
+                    if at + n + 1 > segment.len() {
+                        return Err("a literal run past the end of its segment".into());
+                    }
+                    (at, produced) = (at + n + 1, produced + n + 1);
+                }
+                128 => {}
+                _ => {
+                    if at >= segment.len() {
+                        return Err("a repeat run past the end of its segment".into());
+                    }
+                    (at, produced) = (at + 1, produced + 257 - n);
+                }
+            }
+        }
+        if produced < needed {
+            return Err(format!("a segment decodes to {produced} bytes, {needed} needed"));
+        }
+    }
+    Ok(())
 }
 
 /// A byte slice as a reader that shares how much of it was read.

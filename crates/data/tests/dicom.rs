@@ -182,6 +182,12 @@ fn hostile_files_are_refused_in_one_line() {
     meta_bomb[group_length_value..group_length_value + 4].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
     let error = one_line_error("meta_bomb.dcm", &meta_bomb);
     assert!(error.contains("declares"), "{error}");
+    // fuzz finds, stored as the bytes after the preamble and DICM: an RLE
+    // segment that decodes 4 bytes short (dicom-rs indexed past it)
+    let mut file = valid[..132].to_vec();
+    file.extend(read("fuzz_rle_short_segment.body"));
+    let error = one_line_error("rle.dcm", &file);
+    assert!(error.contains("corrupt RLE pixel data: a segment decodes to 764 bytes, 768 needed"), "{error}");
     // garbage after the preamble
     let mut garbage = valid[..132].to_vec();
     garbage.extend((0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));

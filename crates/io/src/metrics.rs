@@ -20,7 +20,7 @@
 //! ```
 
 use crate::error::Result;
-use convnet_data::batch::for_each_batch;
+use convnet_data::batch::for_each_batch_in;
 use convnet_data::{ImageSet, PixelScale};
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
 use serde::Serialize;
@@ -43,30 +43,54 @@ pub fn predict_set(
     batch_size: usize,
     scale: PixelScale,
 ) -> Result<Predictions> {
+    let (probabilities, losses) = predict_probabilities(model, set, 0..set.len(), batch_size, scale)?;
+    Ok(Predictions::from_parts(probabilities, &losses, model.output_shape()[0]))
+}
+
+/// The class probabilities `(len, classes)` of the images `range` of `set`,
+/// and each image's cross-entropy loss `(len,)`.
+pub fn predict_probabilities(
+    model: &mut Sequential<f32>,
+    set: &ImageSet,
+    range: std::ops::Range<usize>,
+    batch_size: usize,
+    scale: PixelScale,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let classes = model.output_shape()[0];
     let mut loss_fn = SoftmaxCrossEntropy::<f32>::new();
-    let mut total_loss = 0.0f64;
-    let mut probs = Vec::with_capacity(set.len() * classes);
+    let mut probs = Vec::with_capacity(range.len() * classes);
+    let mut losses = Vec::with_capacity(range.len());
     let mut error = None;
-    for_each_batch(set, batch_size, scale, |batch| {
+    for_each_batch_in(set, range, batch_size, scale, |batch| {
         if error.is_some() {
             return;
         }
         let result =
             model.forward(batch.images.view(), Mode::Eval).and_then(|logits| loss_fn.forward(logits, &batch.labels));
         match result {
-            Ok(loss) => {
-                total_loss += loss as f64 * batch.labels.len() as f64;
+            Ok(_) => {
                 probs.extend_from_slice(loss_fn.probs().as_slice().expect("contiguous"));
+                losses.extend_from_slice(loss_fn.sample_losses());
             }
             Err(e) => error = Some(e.into()),
         }
     })?;
-    if let Some(error) = error {
-        return Err(error);
+    match error {
+        Some(error) => Err(error),
+        None => Ok((probs, losses)),
     }
-    let predicted = probs.chunks(classes).map(convnet_tensor::loss::argmax).collect();
-    Ok(Predictions { loss: total_loss / set.len().max(1) as f64, predicted, probabilities: probs })
+}
+
+impl Predictions {
+    /// Predictions from class probabilities `(N, classes)` and per-image
+    /// losses `(N,)`: the arg-max class of each image and the mean loss,
+    /// summed in image order (so parts gathered from several processes give
+    /// the bits of one process).
+    pub fn from_parts(probabilities: Vec<f32>, losses: &[f32], classes: usize) -> Predictions {
+        let predicted: Vec<usize> = probabilities.chunks(classes).map(convnet_tensor::loss::argmax).collect();
+        let total: f64 = losses.iter().map(|&loss| loss as f64).sum();
+        Predictions { loss: total / losses.len().max(1) as f64, predicted, probabilities }
+    }
 }
 
 /// Precision, recall, F1 and support of one class.

@@ -5,10 +5,11 @@ use crate::inputs::load_labelled;
 use crate::options::{positive, set_threads};
 use crate::render::draw_grid;
 use crate::training::interrupt::Interrupted;
+use crate::training::distributed::Cluster;
 use crate::training::{self, TrainConfig};
 use anyhow::Result;
 use clap::Args;
-use convnet_io::metrics::{predict_set, report};
+use convnet_io::metrics::report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,11 +28,25 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     set_threads(args.threads)?;
+    // under mpirun (a binary built with `--features mpi`): one rank of a data-parallel run
+    let cluster = Cluster::join()?;
+    match run_on(args, &cluster) {
+        Ok(code) => Ok(code),
+        // an error on one rank ends every rank, so none waits in a collective forever
+        Err(error) if cluster.size() > 1 => {
+            eprintln!("error: rank {}: {error:#}", cluster.rank());
+            cluster.abort(1)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
     let (config, resume) = match &args.resume {
         Some(dir) => (training::read_config(dir)?, true),
         None => (args.config, false),
     };
-    let outcome = match training::train(&config, resume) {
+    let outcome = match training::train(&config, resume, cluster) {
         Ok(outcome) => outcome,
         Err(error) => match error.downcast_ref::<Interrupted>() {
             // stopped by Ctrl-C or SIGTERM after writing a checkpoint: one line, 130 / 143
@@ -56,7 +71,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(test_dir) = &config.test {
         let mut model = outcome.model;
         let set = load_labelled(test_dir, &outcome.meta, false, &config.cache)?;
-        let predictions = predict_set(&mut model, &set, config.batch_size, outcome.meta.pixel_scale)?;
+        let predictions = cluster.predict(&mut model, &set, config.batch_size, outcome.meta.pixel_scale)?;
+        if !cluster.is_root() {
+            return Ok(ExitCode::SUCCESS);
+        }
         let result = report(predictions.loss, set.labels(), &predictions.predicted, set.class_names());
         println!(
             "\nTest ({}): loss {:.4} - accuracy {:.4} ({:.1}% of {} images)",

@@ -3,11 +3,11 @@
 
 use super::checkpoint::{save_checkpoint, HistoryRow, RunFiles, TrainingState};
 use super::config::{CheckpointEvery, TrainConfig};
+use super::distributed::Cluster;
 use super::interrupt::Interrupt;
 use anyhow::{bail, Result};
 use convnet_data::batch::{BatchConfig, BatchStream};
 use convnet_data::{Augmentation, ImageSet};
-use convnet_io::metrics::predict_set;
 use convnet_io::model_file::{self, ModelMeta};
 use convnet_optim::Optimizer;
 use convnet_tensor::rng::derive;
@@ -26,6 +26,8 @@ pub struct EpochInputs<'a> {
     /// Batches per epoch.
     pub batches: usize,
     pub interrupt: &'a Interrupt,
+    /// The processes sharing the run (this one alone without MPI).
+    pub cluster: &'a Cluster,
     /// Where the newest checkpoint of this run stands, `(epochs done, batches
     /// done)`, for the message when the loss explodes; `None` before the first.
     pub last_checkpoint: Cell<Option<(usize, usize)>>,
@@ -43,7 +45,9 @@ impl EpochInputs<'_> {
         state.lr = optimizer.learning_rate();
         let optimizer_state = optimizer.state();
         state.optimizer_step = optimizer_state.step;
-        save_checkpoint(self.files, model, self.meta, &optimizer_state, state)?;
+        if self.cluster.is_root() {
+            save_checkpoint(self.files, model, self.meta, &optimizer_state, state)?;
+        }
         self.last_checkpoint.set(Some((state.epochs_done, state.batches_done)));
         Ok(())
     }
@@ -72,7 +76,7 @@ pub fn train_epoch(
     state: &mut TrainingState,
     inputs: &EpochInputs<'_>,
 ) -> Result<EpochEnd> {
-    let EpochInputs { config, files, train_set, batches, interrupt, .. } = *inputs;
+    let EpochInputs { config, files, train_set, batches, interrupt, cluster, .. } = *inputs;
     let epoch = state.epochs_done;
     let started = Instant::now();
     let stream_config = BatchConfig {
@@ -83,6 +87,7 @@ pub fn train_epoch(
         scale: config.pixel_scale,
         augment: config.augment.then(Augmentation::standard),
         first_batch: state.batches_done,
+        shard: cluster.shard(),
     };
     let mut stream = BatchStream::new((*train_set).clone(), stream_config);
     let bar = std::io::stdout().is_terminal().then(|| {
@@ -108,8 +113,25 @@ pub fn train_epoch(
             return Err(error.into());
         }
         let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
-        let logits = model.forward(batch.images.view(), Mode::train(step_seed))?;
-        let loss = loss_fn.forward(logits, &batch.labels)?;
+        // this process's part of the batch (all of it without MPI): forward,
+        // loss over the whole batch's size, backward as a subtree of leaves
+        let (_, leaves) = cluster.shard().part(batch.batch_total);
+        let correct = if batch.labels.is_empty() {
+            for param in model.params_mut() {
+                param.grad.fill(0.0); // a part with no image adds nothing
+            }
+            0
+        } else {
+            let mode = Mode::Train { seed: step_seed, first_image: batch.first_image };
+            let logits = model.forward(batch.images.view(), mode)?;
+            loss_fn.forward_part(logits, &batch.labels, batch.batch_total)?;
+            model.set_gradient_leaves(leaves);
+            model.backward(loss_fn.grad_logits().view())?;
+            loss_fn.correct(&batch.labels)
+        };
+        let sample_losses = if batch.labels.is_empty() { &[][..] } else { loss_fn.sample_losses() };
+        let totals = cluster.finish_step(model, sample_losses, batch.batch_total, correct, interrupt.requested());
+        let loss = totals.loss;
         if !loss.is_finite() {
             let kept = match inputs.last_checkpoint.get() {
                 None => "no checkpoint had been written yet".to_string(),
@@ -131,13 +153,12 @@ pub fn train_epoch(
                 batch.number + 1,
             );
         }
-        model.backward(loss_fn.grad_logits().view())?;
         optimizer.step(&mut model.params_mut())?;
         state.step += 1;
         state.batches_done = batch.number + 1;
-        state.epoch_loss_sum += loss as f64 * batch.labels.len() as f64;
-        state.epoch_correct += loss_fn.correct(&batch.labels);
-        state.epoch_seen += batch.labels.len();
+        state.epoch_loss_sum += loss as f64 * batch.batch_total as f64;
+        state.epoch_correct += totals.correct;
+        state.epoch_seen += batch.batch_total;
         if let Some(bar) = &bar {
             let rate = (state.epoch_seen - seen_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
@@ -149,7 +170,7 @@ pub fn train_epoch(
         }
         stream.recycle(batch);
         steps_since_checkpoint += 1;
-        if let Some(signal) = interrupt.requested() {
+        if let Some(signal) = totals.stop {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
@@ -178,9 +199,11 @@ pub fn validate(
     model: &mut Sequential<f32>,
     val_set: Option<&ImageSet>,
     config: &TrainConfig,
+    cluster: &Cluster,
 ) -> Result<(Option<f64>, Option<f64>)> {
     let Some(set) = val_set else { return Ok((None, None)) };
-    let predictions = predict_set(model, set, config.batch_size, config.pixel_scale)?;
+    // each rank predicts a share; the shares are gathered in order
+    let predictions = cluster.predict(model, set, config.batch_size, config.pixel_scale)?;
     let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();
     Ok((Some(predictions.loss), Some(correct as f64 / set.len().max(1) as f64)))
 }
@@ -198,7 +221,9 @@ pub fn after_epoch(
     let config = inputs.config;
     if state.best_val_accuracy.is_none_or(|best| val_accuracy > best) {
         state.best_val_accuracy = Some(val_accuracy);
-        model_file::save_model(&inputs.files.best(), model, inputs.meta)?;
+        if inputs.cluster.is_root() {
+            model_file::save_model(&inputs.files.best(), model, inputs.meta)?;
+        }
     }
     if state.best_val_loss.is_none_or(|best| val_loss < best) {
         state.best_val_loss = Some(val_loss);

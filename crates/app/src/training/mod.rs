@@ -7,6 +7,7 @@
 //! | [`checkpoint`] | checkpoints, `history.csv`, `curves.png` |
 //! | [`lock`] | one run per output directory |
 //! | [`interrupt`] | Ctrl-C and SIGTERM: stop after the step, checkpoint, say how to resume |
+//! | [`distributed`] | data-parallel training over MPI: sharded batches, the gradient tree across ranks |
 //!
 //! Reproducibility: every random choice is a function of the seed and *where*
 //! it happens: the split of (seed), the order of epoch `e` of (seed, e), the
@@ -17,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod epoch;
 pub mod interrupt;
 pub mod lock;
@@ -33,6 +35,7 @@ use convnet_io::atomic::write_atomic;
 use convnet_io::model_file::{self, ModelMeta, FORMAT_VERSION};
 use convnet_optim::{Adam, OptimError, Optimizer, Sgd};
 use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
+use distributed::Cluster;
 use epoch::{after_epoch, stall_warning, train_epoch, validate, EpochEnd, EpochInputs};
 use interrupt::{Interrupt, Interrupted};
 use lock::RunLock;
@@ -75,13 +78,35 @@ pub struct TrainOutcome {
     pub model: Sequential<f32>,
     pub meta: ModelMeta,
     pub files: RunFiles,
-    /// The run directory's lock, held until the caller is done (`--test`).
-    pub lock: RunLock,
+    /// The run directory's lock, held until the caller is done (`--test`);
+    /// only rank 0 of a distributed run holds it.
+    pub lock: Option<RunLock>,
 }
 
 /// Loads training and validation data for a config.
 pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet, Option<ImageSet>)> {
-    let options = config.cache.apply(DatasetOptions {
+    load_data_as(config, quiet, false)
+}
+
+/// Loads the data on every rank of `cluster`: rank 0 first, then the others,
+/// which find its decoded cache (ranks on one machine decode once; with
+/// several ranks an automatic choice keeps the images in the shared disk
+/// cache rather than one copy in memory per rank).
+fn load_shared(config: &TrainConfig, cluster: &Cluster) -> Result<(ImageSet, Option<ImageSet>)> {
+    let shared_cache = cluster.size() > 1 && !config.cache.no_cache && config.cache.cache == convnet_data::Storage::Auto;
+    let mut result = None;
+    if cluster.is_root() {
+        result = Some(load_data_as(config, false, shared_cache));
+    }
+    cluster.barrier();
+    if !cluster.is_root() {
+        result = Some(load_data_as(config, true, shared_cache));
+    }
+    result.expect("loaded on every rank")
+}
+
+fn load_data_as(config: &TrainConfig, quiet: bool, shared_cache: bool) -> Result<(ImageSet, Option<ImageSet>)> {
+    let mut options = config.cache.apply(DatasetOptions {
         decode: config.decode_options(),
         class_names: ClassNames::Infer,
         skip_bad: config.skip_bad,
@@ -89,6 +114,9 @@ pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet
         seed: config.seed,
         ..DatasetOptions::default()
     });
+    if shared_cache {
+        options.storage = convnet_data::Storage::Disk;
+    }
     let loaded = convnet_data::load(&config.train, &options)?;
     if !quiet {
         print!("{}", loaded.report);
@@ -110,19 +138,24 @@ pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet
     Ok((loaded.training, validation))
 }
 
-/// Runs (or resumes) a training run.
-pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
+/// Runs (or resumes) a training run, on this process or on every rank of an
+/// MPI job (see [`distributed`]).
+pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
     config.validate()?;
     let files = RunFiles { dir: config.out_dir() };
     let architecture = match &config.architecture {
         Some(spec) => spec.clone(),
         None => resolve_architecture(&config.model)?,
     };
-    std::fs::create_dir_all(&files.dir)
-        .with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
-    // before the slow part, so a second run into the same directory fails at once
-    let lock = RunLock::acquire(&files.dir)?;
-    let (train_set, val_set) = load_training_data(config, false)?;
+    let lock = if cluster.is_root() {
+        std::fs::create_dir_all(&files.dir)
+            .with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
+        // before the slow part, so a second run into the same directory fails at once
+        Some(RunLock::acquire(&files.dir)?)
+    } else {
+        None
+    };
+    let (train_set, val_set) = load_shared(config, cluster)?;
     let class_names = train_set.class_names().to_vec();
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
@@ -189,7 +222,9 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         saved.architecture = Some(architecture.clone());
         saved.out = Some(files.dir.clone());
         let text = toml::to_string_pretty(&saved).map_err(|e| anyhow!("cannot encode the configuration: {e}"))?;
-        write_atomic(&files.config(), text.as_bytes())?;
+        if cluster.is_root() {
+            write_atomic(&files.config(), text.as_bytes())?;
+        }
         print!("{}", crate::model_summary::summary_table(&model, config.batch_size));
     }
 
@@ -212,6 +247,7 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         train_set: &train_set,
         batches,
         interrupt: &interrupt,
+        cluster,
         last_checkpoint: std::cell::Cell::new(resume.then_some((state.epochs_done, state.batches_done))),
     };
     let resume_hint = format!("continue with: convnet train --resume {}", files.dir.display());
@@ -236,7 +272,9 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             };
         let seen = state.epoch_seen.max(1) as f64;
         let (loss, accuracy) = (state.epoch_loss_sum / seen, state.epoch_correct as f64 / seen);
-        let (val_loss, val_accuracy) = validate(&mut model, val_set.as_ref(), config)?;
+        let (val_loss, val_accuracy) = validate(&mut model, val_set.as_ref(), config, cluster)?;
+        let communication = cluster.take_communication().as_secs_f64();
+        cluster.check_same_weights(&model, &format!("after epoch {}", epoch + 1))?;
         let seconds = started.elapsed().as_secs_f64();
         let lr = optimizer.get().learning_rate();
         state.history.push(HistoryRow { epoch: epoch + 1, loss, accuracy, val_loss, val_accuracy, lr, seconds });
@@ -253,6 +291,14 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
             state.epoch_seen as f64 / training_seconds.max(1e-9),
             100.0 * data_wait.as_secs_f64() / training_seconds.max(1e-9)
         ));
+        if cluster.size() > 1 {
+            line.push_str(&format!(
+                " - {} ranks, {:.1} img/s each, communication {:.1}%",
+                cluster.size(),
+                state.epoch_seen as f64 / training_seconds.max(1e-9) / cluster.size() as f64,
+                100.0 * communication / seconds.max(1e-9)
+            ));
+        }
         println!("{line}");
         if !warned_stall {
             if let Some(warning) = stall_warning(&state.history, class_names.len(), majority_share) {
@@ -266,9 +312,11 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         state.epochs_done = epoch + 1;
         (state.batches_done, state.epoch_loss_sum, state.epoch_correct, state.epoch_seen) = (0, 0.0, 0, 0);
         inputs.checkpoint(&model, optimizer.get(), &mut state)?;
-        write_history(&files, &state.history)?;
-        write_curves(&files, &state.history)?;
-        if let Some(signal) = interrupt.requested() {
+        if cluster.is_root() {
+            write_history(&files, &state.history)?;
+            write_curves(&files, &state.history)?;
+        }
+        if let Some(signal) = cluster.any_stop(interrupt.requested()) {
             if state.epochs_done < config.epochs && !state.stopped_early {
                 let message =
                     format!("Interrupted after epoch {} of {}; {resume_hint}", state.epochs_done, config.epochs);
@@ -277,6 +325,8 @@ pub fn train(config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
         }
     }
     drop(interrupt);
-    model_file::save_model(&files.model(), &model, &meta)?;
+    if cluster.is_root() {
+        model_file::save_model(&files.model(), &model, &meta)?;
+    }
     Ok(TrainOutcome { model, meta, files, lock })
 }
