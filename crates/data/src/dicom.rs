@@ -173,11 +173,16 @@ fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<
     let truncated = |what: &str, declared: u64, left: u64| {
         format!("truncated or corrupt: {what} declares {declared} bytes but {left} remain")
     };
-    // the meta group: (0002,eeee) VR length value, lengths of OB/OW/OF/SQ/UT/UN in 4 bytes
+    // the meta group: (0002,eeee) VR length value
     let mut position = 132usize;
     while position + 8 <= bytes.len() && bytes[position..position + 2] == [2, 0] {
         let vr = &bytes[position + 4..position + 6];
-        let (header, declared) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
+        // VRs with a 2-byte length; every other (and an unknown one, as dicom-rs reads it) has 4
+        let short = [
+            b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL",
+            b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+        ];
+        let (header, declared) = if !short.iter().any(|v| v[..] == *vr) {
             if position + 12 > bytes.len() {
                 return Err("truncated file meta information".into());
             }

@@ -188,6 +188,11 @@ fn hostile_files_are_refused_in_one_line() {
     file.extend(read("fuzz_rle_short_segment.body"));
     let error = one_line_error("rle.dcm", &file);
     assert!(error.contains("corrupt RLE pixel data: a segment decodes to 764 bytes, 768 needed"), "{error}");
+    // a meta element with an unknown VR, read with a 4-byte length of 4 GB
+    let mut file = valid[..132].to_vec();
+    file.extend(read("fuzz_meta_unknown_vr.body"));
+    let error = one_line_error("vr.dcm", &file);
+    assert!(error.contains("a file meta element declares 4294901760 bytes"), "{error}");
     // garbage after the preamble
     let mut garbage = valid[..132].to_vec();
     garbage.extend((0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));

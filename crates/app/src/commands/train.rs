@@ -51,7 +51,9 @@ fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
         Err(error) => match error.downcast_ref::<Interrupted>() {
             // stopped by Ctrl-C or SIGTERM after writing a checkpoint: one line, 130 / 143
             Some(interrupted) => {
-                eprintln!("{interrupted}");
+                if cluster.is_root() {
+                    eprintln!("{interrupted}");
+                }
                 return Ok(ExitCode::from(interrupted.exit_code()));
             }
             None => return Err(error),
