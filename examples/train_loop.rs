@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scale: PixelScale::Unit,
             augment: None,
             first_batch: 0,
+            shard: Default::default(), // the whole batch (see Shard for data-parallel parts)
         };
         let mut batches = BatchStream::new(images.clone(), config);
         let (mut total_loss, mut correct, mut seen) = (0.0, 0, 0);

@@ -15,7 +15,13 @@ use convnet::tensor::{Mode, ModelSpec, Sequential, SoftmaxCrossEntropy};
 
 /// One step's gradient (flattened, layer order) and loss for `images` split
 /// into `parts` equal parts, computed part by part.
-fn step_in_parts(model: &mut Sequential<f32>, images: &ArrayD<f32>, labels: &[usize], parts: usize, seed: u64) -> (Vec<f32>, f32) {
+fn step_in_parts(
+    model: &mut Sequential<f32>,
+    images: &ArrayD<f32>,
+    labels: &[usize],
+    parts: usize,
+    seed: u64,
+) -> (Vec<f32>, f32) {
     let batch = labels.len();
     let per_part = batch / parts;
     let leaves = gradient_leaves(batch);

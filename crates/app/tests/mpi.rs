@@ -28,8 +28,25 @@ fn mpirun(ranks: usize, args: &[&str]) -> Command {
 fn training_args<'a>(out: &'a str, cache: &'a str, epochs: &'a str) -> Vec<&'a str> {
     let train = Box::leak(repo_data().join("train").to_string_lossy().into_owned().into_boxed_str());
     vec![
-        "train", "--train", train, "--model", "small", "--image-size", "28", "--color-mode", "grayscale",
-        "--validation-split", "0.1", "--epochs", epochs, "--threads", "1", "--cache-dir", cache, "--out", out,
+        "train",
+        "--train",
+        train,
+        "--model",
+        "small",
+        "--image-size",
+        "28",
+        "--color-mode",
+        "grayscale",
+        "--validation-split",
+        "0.1",
+        "--epochs",
+        epochs,
+        "--threads",
+        "1",
+        "--cache-dir",
+        cache,
+        "--out",
+        out,
     ]
 }
 
@@ -125,7 +142,8 @@ fn a_killed_rank_ends_the_job_with_an_error_within_a_minute() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let ranks = Command::new("pgrep").args(["-P", &job.id().to_string()]).output().unwrap();
-    let pids: Vec<i32> = String::from_utf8_lossy(&ranks.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let pids: Vec<i32> =
+        String::from_utf8_lossy(&ranks.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
     assert_eq!(pids.len(), 2, "two ranks under mpirun");
     let killed = Instant::now();
     // SAFETY: kill(2) with a pid read from pgrep and a valid signal number.

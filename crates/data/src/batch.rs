@@ -107,7 +107,7 @@ impl Shard {
     /// [`Self::part`] for any rank (every process knows every part's size).
     pub fn part_of(&self, rank: usize, batch: usize) -> (std::ops::Range<usize>, usize) {
         let leaves = convnet_tensor::kernels::reduce::gradient_leaves(batch);
-        if self.ranks <= leaves && leaves % self.ranks == 0 {
+        if self.ranks <= leaves && leaves.is_multiple_of(self.ranks) {
             let per_rank = batch / self.ranks;
             (rank * per_rank..(rank + 1) * per_rank, leaves / self.ranks)
         } else {
@@ -283,4 +283,32 @@ pub fn for_each_batch_in(
         visit(&batch);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn parts_cover_the_batch_in_order_and_align_with_leaves() {
+        for ranks in 1..=5 {
+            for batch in [1, 3, 7, 20, 32, 33] {
+                let shard = Shard { rank: 0, ranks };
+                let parts: Vec<_> = (0..ranks).map(|r| shard.part_of(r, batch)).collect();
+                // contiguous, in rank order, covering 0..batch
+                assert_eq!(parts[0].0.start, 0);
+                assert_eq!(parts[ranks - 1].0.end, batch);
+                assert!(parts.windows(2).all(|w| w[0].0.end == w[1].0.start));
+                let leaves = convnet_tensor::kernels::reduce::gradient_leaves(batch);
+                if leaves % ranks == 0 {
+                    // whole blocks of leaves: the same tree as one process
+                    assert!(parts.iter().all(|(range, l)| range.len() == batch / ranks && *l == leaves / ranks));
+                } else {
+                    assert!(parts.iter().all(|(_, l)| *l == 1), "ranks {ranks} batch {batch}");
+                }
+            }
+        }
+        assert_eq!(Shard { rank: 1, ranks: 2 }.part(32), (16..32, 2));
+        assert_eq!(Shard { rank: 2, ranks: 3 }.part(32), (21..32, 1));
+    }
 }

@@ -242,7 +242,8 @@ fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<
 /// (found by the `dicom_decode` fuzz target), so every segment must be there
 /// and decode (PackBits) to at least `Rows x Columns` bytes.
 fn check_rle_frame(fragment: &[u8], header: &Header) -> std::result::Result<(), String> {
-    let word = |at: usize| fragment.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    let word =
+        |at: usize| fragment.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
     let segments = word(0).ok_or("no RLE header")?;
     let expected = header.samples_per_pixel as usize * header.bits_allocated.div_ceil(8) as usize;
     if segments != expected || segments > 15 || fragment.len() < 64 {

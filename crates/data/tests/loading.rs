@@ -125,6 +125,7 @@ fn epochs_reshuffle_reproducibly_and_batches_cover_the_set() {
         scale: PixelScale::Unit,
         augment: None,
         first_batch: 0,
+        shard: Default::default(),
     };
     let mut stream = BatchStream::new(set.clone(), config);
     let mut seen = Vec::new();
@@ -160,6 +161,7 @@ fn augmentation_is_seeded_and_stays_in_range() {
             scale: PixelScale::Unit,
             augment: Some(convnet_data::Augmentation::standard()),
             first_batch: 0,
+            shard: Default::default(),
         };
         BatchStream::new(set.clone(), config).next_batch().unwrap().images
     };

@@ -4,8 +4,8 @@
 use crate::inputs::load_labelled;
 use crate::options::{positive, set_threads};
 use crate::render::draw_grid;
-use crate::training::interrupt::Interrupted;
 use crate::training::distributed::Cluster;
+use crate::training::interrupt::Interrupted;
 use crate::training::{self, TrainConfig};
 use anyhow::Result;
 use clap::Args;

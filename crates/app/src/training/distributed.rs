@@ -168,7 +168,8 @@ impl Cluster {
                 world.all_gather_into(local, &mut out[..]);
             } else {
                 let count: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
-                let displacements: Vec<i32> = counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c as i32))).collect();
+                let displacements: Vec<i32> =
+                    counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c as i32))).collect();
                 let mut partition = PartitionMut::new(&mut out[..], count, displacements);
                 world.all_gather_varcount_into(local, &mut partition);
             }
@@ -237,7 +238,13 @@ impl Cluster {
     }
 
     /// Predictions for `set`, each rank computing a contiguous share of it.
-    pub fn predict(&self, model: &mut Sequential<f32>, set: &ImageSet, batch_size: usize, scale: PixelScale) -> Result<Predictions> {
+    pub fn predict(
+        &self,
+        model: &mut Sequential<f32>,
+        set: &ImageSet,
+        batch_size: usize,
+        scale: PixelScale,
+    ) -> Result<Predictions> {
         let classes = model.output_shape()[0];
         let share = |rank: usize| rank * set.len() / self.size..(rank + 1) * set.len() / self.size;
         let (probabilities, losses) = predict_probabilities(model, set, share(self.rank), batch_size, scale)?;

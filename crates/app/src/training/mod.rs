@@ -93,7 +93,8 @@ pub fn load_training_data(config: &TrainConfig, quiet: bool) -> Result<(ImageSet
 /// several ranks an automatic choice keeps the images in the shared disk
 /// cache rather than one copy in memory per rank).
 fn load_shared(config: &TrainConfig, cluster: &Cluster) -> Result<(ImageSet, Option<ImageSet>)> {
-    let shared_cache = cluster.size() > 1 && !config.cache.no_cache && config.cache.cache == convnet_data::Storage::Auto;
+    let shared_cache =
+        cluster.size() > 1 && !config.cache.no_cache && config.cache.cache == convnet_data::Storage::Auto;
     let mut result = None;
     if cluster.is_root() {
         result = Some(load_data_as(config, false, shared_cache));

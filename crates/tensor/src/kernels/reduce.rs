@@ -82,7 +82,7 @@ pub fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset: usize,
 /// processes; more would allow more processes but cost the dense layer one
 /// pass over its weight gradient per leaf.
 pub fn gradient_leaves(batch: usize) -> usize {
-    [4, 2, 1].into_iter().find(|&leaves| batch % leaves == 0 && batch >= leaves).unwrap_or(1)
+    [4, 2, 1].into_iter().find(|&leaves| batch.is_multiple_of(leaves) && batch >= leaves).unwrap_or(1)
 }
 
 /// Where the balanced tree over `n` items splits: the largest power of two
@@ -116,7 +116,7 @@ pub fn tree_sum<T: Element>(items: &mut [&mut [T]]) {
 /// [`reduce_in_order`]; a `leaves` that does not divide the batch counts as 1.
 pub fn reduce_tree<T: Element>(partials: &[T], stride: usize, offset: usize, target: &mut [T], leaves: usize) {
     let batch = partials.len() / stride.max(1);
-    if leaves <= 1 || batch % leaves != 0 {
+    if leaves <= 1 || !batch.is_multiple_of(leaves) {
         return reduce_in_order(partials, stride, offset, target);
     }
     let per_leaf = batch / leaves;

@@ -154,14 +154,17 @@ impl<T: Element> Layer<T> for Dense<T> {
         // (leaf l: images l*B/L .. (l+1)*B/L, summed in order inside the GEMM), the
         // leaves then added as a balanced tree (kernels::reduce), so processes that
         // split the batch reproduce these bits; one leaf is the plain product
-        let leaves = if self.gradient_leaves > 1 && batch % self.gradient_leaves == 0 { self.gradient_leaves } else { 1 };
+        let leaves = if self.gradient_leaves > 1 && batch.is_multiple_of(self.gradient_leaves) {
+            self.gradient_leaves
+        } else {
+            1
+        };
         let per_leaf = batch / leaves;
         let weight_len = fan_out * fan_in;
         self.leaf_grads.resize((leaves - 1) * weight_len, T::zero());
         let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
-        let mut leaf_targets: Vec<&mut [T]> = std::iter::once(grad_weight)
-            .chain(self.leaf_grads.chunks_mut(weight_len.max(1)))
-            .collect();
+        let mut leaf_targets: Vec<&mut [T]> =
+            std::iter::once(grad_weight).chain(self.leaf_grads.chunks_mut(weight_len.max(1))).collect();
         for (leaf, target) in leaf_targets.iter_mut().enumerate() {
             let (dy_leaf, x_leaf) = (&dy[leaf * per_leaf * fan_out..], &input[leaf * per_leaf * fan_in..]);
             // split across threads in blocks of rows of dW (each element is summed

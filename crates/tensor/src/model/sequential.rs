@@ -295,7 +295,9 @@ impl<T: Element> Sequential<T> {
         }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let layer_mode = match mode {
-                Mode::Train { seed, first_image } => Mode::Train { seed: crate::rng::derive(seed, i as u64), first_image },
+                Mode::Train { seed, first_image } => {
+                    Mode::Train { seed: crate::rng::derive(seed, i as u64), first_image }
+                }
                 Mode::Eval => Mode::Eval,
             };
             let started = self.timings.is_some().then(std::time::Instant::now);
