@@ -173,9 +173,21 @@ fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<
     let truncated = |what: &str, declared: u64, left: u64| {
         format!("truncated or corrupt: {what} declares {declared} bytes but {left} remain")
     };
-    // the meta group: (0002,eeee) VR length value
-    let mut position = 132usize;
-    while position + 8 <= bytes.len() && bytes[position..position + 2] == [2, 0] {
+    // the meta group: (0002,0000) UL group length, then elements `tag VR length value`
+    // up to that many bytes, whatever their tags (as dicom-rs reads it)
+    if bytes.len() < 144 || bytes[132..138] != [2, 0, 0, 0, b'U', b'L'] {
+        return Err("the file meta information does not start with its group length".into());
+    }
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().expect("4 bytes")) as usize;
+    let meta_end = 144usize.saturating_add(group_length);
+    if meta_end > bytes.len() {
+        return Err(truncated("the file meta information", group_length as u64, (bytes.len() - 144) as u64));
+    }
+    let mut position = 144usize;
+    while position < meta_end {
+        if position + 8 > meta_end {
+            return Err("truncated file meta information".into());
+        }
         let vr = &bytes[position + 4..position + 6];
         // VRs with a 2-byte length; every other (and an unknown one, as dicom-rs reads it) has 4
         let short = [
@@ -183,14 +195,14 @@ fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<
             b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
         ];
         let (header, declared) = if !short.iter().any(|v| v[..] == *vr) {
-            if position + 12 > bytes.len() {
+            if position + 12 > meta_end {
                 return Err("truncated file meta information".into());
             }
             (12, u32::from_le_bytes(bytes[position + 8..position + 12].try_into().expect("4 bytes")) as u64)
         } else {
             (8, u16::from_le_bytes([bytes[position + 6], bytes[position + 7]]) as u64)
         };
-        let left = (bytes.len() - position - header) as u64;
+        let left = (meta_end - position - header) as u64;
         if declared > left {
             return Err(truncated("a file meta element", declared, left));
         }

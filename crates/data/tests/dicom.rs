@@ -176,12 +176,12 @@ fn hostile_files_are_refused_in_one_line() {
     bomb[pixel_data + 8..pixel_data + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     let error = one_line_error("bomb.dcm", &bomb);
     assert!(error.contains("declares 4294967280 bytes but 768 remain"), "{error}");
+    // (0002,0001) OB, the meta group's second element, declaring 2 GB
     let mut meta_bomb = valid.clone();
-    let group_length_value = 132 + 8; // (0002,0000) UL 4: the first meta element
-    meta_bomb[132 + 4..132 + 6].copy_from_slice(b"OB");
-    meta_bomb[group_length_value..group_length_value + 4].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+    assert_eq!(&meta_bomb[144..150], &[2, 0, 1, 0, b'O', b'B']);
+    meta_bomb[152..156].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
     let error = one_line_error("meta_bomb.dcm", &meta_bomb);
-    assert!(error.contains("declares"), "{error}");
+    assert!(error.contains("a file meta element declares 2147483647 bytes"), "{error}");
     // fuzz finds, stored as the bytes after the preamble and DICM: an RLE
     // segment that decodes 4 bytes short (dicom-rs indexed past it)
     let mut file = valid[..132].to_vec();
@@ -193,6 +193,11 @@ fn hostile_files_are_refused_in_one_line() {
     file.extend(read("fuzz_meta_unknown_vr.body"));
     let error = one_line_error("vr.dcm", &file);
     assert!(error.contains("a file meta element declares 4294901760 bytes"), "{error}");
+    // a meta element whose tag is not in group 2, inside the group length
+    let mut file = valid[..132].to_vec();
+    file.extend(read("fuzz_meta_odd_tag.body"));
+    let error = one_line_error("tag.dcm", &file);
+    assert!(error.contains("a file meta element declares 1634489195 bytes"), "{error}");
     // garbage after the preamble
     let mut garbage = valid[..132].to_vec();
     garbage.extend((0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
