@@ -84,6 +84,12 @@ fn weights_after_two_epochs_are_bit_identical_for_1_2_and_4_ranks() {
             assert!(log.contains(&format!("{ranks} ranks")) && log.contains("communication"), "{log}");
         }
     }
+    // 3 ranks do not divide the 4 gradient leaves: the parts are summed as another
+    // tree, but every rank must hold the same bits (compared after every epoch,
+    // a difference fails the run)
+    let out = dir.path().join("ranks3");
+    let log = run_ok(mpirun(3, &training_args(out.to_str().unwrap(), cache, "2")));
+    assert!(log.contains("Epoch 2/2") && log.contains("3 ranks"), "{log}");
 }
 
 /// Sends SIGTERM to every rank once the run has written its first checkpoint

@@ -219,22 +219,77 @@ impl Cluster {
             for param in model.params() {
                 gradient.extend(param.grad.iter());
             }
-            let parameters = gradient.len();
-            let mut gathered = self.gathered.borrow_mut();
-            self.gather_f32(&gradient, &vec![parameters; self.size], &mut gathered);
-            let started = Instant::now();
-            let mut parts: Vec<&mut [f32]> = gathered.chunks_mut(parameters.max(1)).collect();
-            tree_sum(&mut parts);
+            if self.size.is_power_of_two() {
+                self.tree_allreduce(&mut gradient);
+            } else {
+                // any other rank count: every rank gathers every part and adds them as the tree
+                let parameters = gradient.len();
+                let mut gathered = self.gathered.borrow_mut();
+                self.gather_f32(&gradient, &vec![parameters; self.size], &mut gathered);
+                let started = Instant::now();
+                let mut parts: Vec<&mut [f32]> = gathered.chunks_mut(parameters.max(1)).collect();
+                tree_sum(&mut parts);
+                gradient.copy_from_slice(&gathered[..parameters]);
+                self.communication.set(self.communication.get() + started.elapsed());
+            }
             let mut offset = 0;
             for param in model.params_mut() {
                 let len = param.grad.len();
-                param.grad.as_slice_mut().expect("contiguous").copy_from_slice(&gathered[offset..offset + len]);
+                param.grad.as_slice_mut().expect("contiguous").copy_from_slice(&gradient[offset..offset + len]);
                 offset += len;
             }
-            // the top of the tree is part of the exchange's cost
-            self.communication.set(self.communication.get() + started.elapsed());
         }
         StepTotals { loss, correct, stop }
+    }
+
+    /// `data := sum over ranks of data`, for a power-of-two number of ranks,
+    /// added as the balanced tree over the ranks in rank order — the bits of
+    /// [`tree_sum`] over the ranks' vectors — while each rank sends and
+    /// receives only `2 (N-1)/N` of the vector (an all-gather would move
+    /// `N - 1` times it):
+    ///
+    /// ```text
+    /// reduce-scatter, k = 0, 1, ...: partner = rank xor 2^k; split my segment in
+    ///     halves, keep the lower half if bit k of my rank is 0 (else the upper),
+    ///     send the other half, add the partner's copy of mine: after step k my
+    ///     segment holds the sum over a block of 2^(k+1) ranks, a whole subtree
+    /// all-gather, k = ..., 1, 0: swap segments with the same partners, in reverse
+    /// ```
+    fn tree_allreduce(&self, data: &mut [f32]) {
+        #[cfg(feature = "mpi")]
+        if let Some((_, world)) = &self.mpi {
+            use mpi::point_to_point::send_receive_into;
+            use mpi::traits::Communicator;
+            let started = Instant::now();
+            let mut received = self.gathered.borrow_mut();
+            let (mut lo, mut hi) = (0usize, data.len());
+            let mut segments = Vec::new();
+            let mut bit = 1usize;
+            while bit < self.size {
+                let partner = world.process_at_rank((self.rank ^ bit) as i32);
+                let mid = lo + (hi - lo) / 2;
+                let (keep, give) = if self.rank & bit == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
+                received.clear();
+                received.resize(keep.1 - keep.0, 0.0);
+                send_receive_into(&data[give.0..give.1], &partner, &mut received[..], &partner);
+                for (mine, &theirs) in data[keep.0..keep.1].iter_mut().zip(received.iter()) {
+                    *mine += theirs; // two operands: the same bits in either order
+                }
+                segments.push(((lo, hi), keep, give));
+                (lo, hi) = keep;
+                bit <<= 1;
+            }
+            for ((_, keep, give), bit) in segments.into_iter().rev().zip((0..).map(|k| self.size >> (k + 1))) {
+                let partner = world.process_at_rank((self.rank ^ bit) as i32);
+                received.clear();
+                received.resize(give.1 - give.0, 0.0);
+                send_receive_into(&data[keep.0..keep.1], &partner, &mut received[..], &partner);
+                data[give.0..give.1].copy_from_slice(&received);
+            }
+            self.communication.set(self.communication.get() + started.elapsed());
+            return;
+        }
+        let _ = data; // one process: its vector is the sum
     }
 
     /// Predictions for `set`, each rank computing a contiguous share of it.
