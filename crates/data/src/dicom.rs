@@ -208,8 +208,15 @@ fn check_declared_lengths(bytes: &[u8], max_pixels: u64) -> std::result::Result<
         }
         position += header + declared as usize;
     }
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..])
-        .map_err(|e| format!("invalid DICOM file meta information: {}", first_line(&e)))?;
+    // the data set starts where dicom-rs' meta reader stops (which need not be
+    // where the group length says), so read the meta group as it does
+    let meta_read = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let meta = dicom_object::meta::FileMetaTable::from_reader(CountingReader {
+        bytes: &bytes[128..],
+        consumed: meta_read.clone(),
+    })
+    .map_err(|e| format!("invalid DICOM file meta information: {}", first_line(&e)))?;
+    let position = 128 + meta_read.get();
     let uid = meta.transfer_syntax();
     let Some(syntax) = TransferSyntaxRegistry.get(uid) else {
         return Err(format!("unsupported transfer syntax {uid}"));

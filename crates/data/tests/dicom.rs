@@ -198,6 +198,12 @@ fn hostile_files_are_refused_in_one_line() {
     file.extend(read("fuzz_meta_odd_tag.body"));
     let error = one_line_error("tag.dcm", &file);
     assert!(error.contains("a file meta element declares 1634489195 bytes"), "{error}");
+    // a meta group whose elements end past its group length, then a 2 GB element:
+    // the data set is checked from where dicom-rs' meta reader stops
+    let mut file = valid[..132].to_vec();
+    file.extend(read("fuzz_body_after_meta.body"));
+    let error = one_line_error("body.dcm", &file);
+    assert!(error.contains("an element declares 2164130047 bytes"), "{error}");
     // garbage after the preamble
     let mut garbage = valid[..132].to_vec();
     garbage.extend((0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
