@@ -1,7 +1,7 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, doctor, evaluate, explain, gradcheck, import_idx, inspect, predict, show, summary, train,
+    bench, doctor, evaluate, explain, export, gradcheck, import_idx, inspect, predict, show, summary, train,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,6 +48,9 @@ enum Command {
         after_help = "Example:\n  convnet explain --model runs/mammo/best.safetensors --images new_scans/ --out explained/ --json"
     )]
     Explain(explain::ExplainArgs),
+    /// Write a trained model as an ONNX file (opset 13), to run in any ONNX runtime
+    #[command(after_help = "Example:\n  convnet export --model runs/mammo/best.safetensors --out mammo.onnx")]
+    Export(export::ExportArgs),
     /// Draw a grid of images titled "Pred: X | Real: Y" (green when right, red when wrong)
     #[command(
         after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png"
@@ -109,6 +112,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Export(args) => export::run(args),
         Command::Show(args) => show::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

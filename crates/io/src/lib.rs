@@ -25,5 +25,6 @@ pub mod atomic;
 pub mod error;
 pub mod metrics;
 pub mod model_file;
+pub mod onnx;
 
 pub use error::{IoError, Result};

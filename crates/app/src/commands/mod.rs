@@ -4,6 +4,7 @@ pub mod bench;
 pub mod doctor;
 pub mod evaluate;
 pub mod explain;
+pub mod export;
 pub mod gradcheck;
 pub mod import_idx;
 pub mod inspect;

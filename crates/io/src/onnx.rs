@@ -1,0 +1,293 @@
+//! ONNX export: a trained model as an ONNX graph any ONNX runtime can run.
+//!
+//! ```text
+//! input  "input"          float (N, C, H, W), pixels in the model's scale (0-1 or 0-255)
+//!   Conv2d    -> Conv     W (OC, C, KH, KW), B (OC,), strides, pads = [top, left, bottom, right]
+//!   Relu      -> Relu
+//!   MaxPool2d -> MaxPool  kernel_shape, strides, pads
+//!   Flatten   -> Flatten  axis 1: C, H, W order, ours and ONNX's (Keras' is H, W, C)
+//!   Dense     -> Gemm     B (out, in) with transB = 1: y = x W^T + b
+//!   Dropout   -> (nothing: the identity at inference)
+//! output "logits"         (N, classes)
+//!        "probabilities"  Softmax(axis -1) of the logits, the first output
+//! ```
+//!
+//! The batch dimension is symbolic (`N`). Keras-style `same` padding puts the
+//! odd extra row or column at the bottom or right, which ONNX's `auto_pad`
+//! cannot say portably, so the pads are written explicitly. Resizing, colour
+//! conversion and pixel scaling happen before the graph; they are recorded in
+//! `metadata_props` (`class_names`, `image_size`, `color_mode`,
+//! `pixel_scale`, `interpolation`).
+//!
+//! The file is protobuf (`onnx.proto`, IR version 8, opset 13) written by the
+//! small encoder below: the few messages a CNN needs, no dependency. Field
+//! numbers are those of `onnx.proto`.
+
+use crate::error::{IoError, Result};
+use crate::model_file::ModelMeta;
+use convnet_tensor::{ConvGeometry, LayerSpec, Padding, Sequential};
+
+/// ONNX IR version written (ONNX 1.10+ reads it).
+pub const IR_VERSION: u64 = 8;
+/// Operator set version written: the first where Dropout's ratio is an input,
+/// and every operator used here has its current meaning.
+pub const OPSET: u64 = 13;
+
+/// Protobuf wire format: the encoder of one message.
+#[derive(Default)]
+struct Message(Vec<u8>);
+
+impl Message {
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.0.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.0.push(value as u8);
+    }
+
+    /// `field` as a varint (wire type 0).
+    fn int(&mut self, field: u32, value: i64) -> &mut Self {
+        self.varint((field as u64) << 3);
+        self.varint(value as u64);
+        self
+    }
+
+    /// `field` length-delimited (wire type 2): bytes, a string or a message.
+    fn bytes(&mut self, field: u32, value: &[u8]) -> &mut Self {
+        self.varint(((field as u64) << 3) | 2);
+        self.varint(value.len() as u64);
+        self.0.extend_from_slice(value);
+        self
+    }
+
+    fn string(&mut self, field: u32, value: &str) -> &mut Self {
+        self.bytes(field, value.as_bytes())
+    }
+
+    fn message(&mut self, field: u32, value: Message) -> &mut Self {
+        self.bytes(field, &value.0)
+    }
+}
+
+/// AttributeProto: name 1, i 3, ints 8, type 20 (INT 2, INTS 7).
+fn attribute_ints(name: &str, values: &[usize]) -> Message {
+    let mut attribute = Message::default();
+    attribute.string(1, name);
+    for &value in values {
+        attribute.int(8, value as i64);
+    }
+    attribute.int(20, 7);
+    attribute
+}
+
+fn attribute_int(name: &str, value: i64) -> Message {
+    let mut attribute = Message::default();
+    attribute.string(1, name).int(3, value).int(20, 2);
+    attribute
+}
+
+/// NodeProto: input 1, output 2, name 3, op_type 4, attribute 5.
+fn node(op_type: &str, name: &str, inputs: &[&str], output: &str, attributes: Vec<Message>) -> Message {
+    let mut node = Message::default();
+    for input in inputs {
+        node.string(1, input);
+    }
+    node.string(2, output).string(3, name).string(4, op_type);
+    for attribute in attributes {
+        node.message(5, attribute);
+    }
+    node
+}
+
+/// TensorProto (float): dims 1, data_type 2 (FLOAT = 1), name 8, raw_data 9 (little-endian).
+fn initializer(name: &str, dims: &[usize], values: impl Iterator<Item = f32>) -> Message {
+    let mut tensor = Message::default();
+    for &dim in dims {
+        tensor.int(1, dim as i64);
+    }
+    tensor.int(2, 1).string(8, name);
+    let raw: Vec<u8> = values.flat_map(f32::to_le_bytes).collect();
+    tensor.bytes(9, &raw);
+    tensor
+}
+
+/// ValueInfoProto of a float tensor: name 1, type 2 -> TypeProto.tensor_type 1 ->
+/// elem_type 1, shape 2 -> dim 1 -> dim_value 1 | dim_param 2. `None` dims are the batch `N`.
+fn value_info(name: &str, dims: &[Option<usize>]) -> Message {
+    let mut shape = Message::default();
+    for dim in dims {
+        let mut dimension = Message::default();
+        match dim {
+            Some(size) => dimension.int(1, *size as i64),
+            None => dimension.string(2, "N"),
+        };
+        shape.message(1, dimension);
+    }
+    let mut tensor_type = Message::default();
+    tensor_type.int(1, 1).message(2, shape);
+    let mut type_proto = Message::default();
+    type_proto.message(1, tensor_type);
+    let mut info = Message::default();
+    info.string(1, name).message(2, type_proto);
+    info
+}
+
+/// The ONNX bytes of `model` (see the module docs).
+pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
+    let unsupported = |what: String| IoError::Format(format!("cannot export to ONNX: {what}"));
+    let specs = &meta.architecture.layers;
+    if specs.len() != model.layers().len() {
+        return Err(unsupported("the architecture does not match the model's layers".into()));
+    }
+    let mut graph = Message::default();
+    let params = model.params();
+    let mut next_param = 0;
+    let mut take = |what: &str| {
+        let param = params.get(next_param).ok_or_else(|| unsupported(format!("{what}: missing parameters")))?;
+        next_param += 1;
+        Ok::<_, IoError>(param.value.clone())
+    };
+    let mut current = "input".to_string();
+    // per-sample shapes: shapes()[i] is layer i's input, shapes()[i + 1] its output
+    for (index, (spec, io)) in specs.iter().zip(model.shapes().windows(2)).enumerate() {
+        let shape = &io[0];
+        let name = format!("{index}_{}", model.layers()[index].kind());
+        let output = format!("{name}_out");
+        match spec {
+            LayerSpec::Conv2d { kernel, stride, padding, .. } => {
+                let geom = geometry(shape, kernel.pair(), stride.pair(), *padding)
+                    .ok_or_else(|| unsupported(format!("layer {index}: convolution geometry")))?;
+                let (weight, bias) = (take("conv2d weight")?, take("conv2d bias")?);
+                let (w_name, b_name) = (format!("{name}.weight"), format!("{name}.bias"));
+                graph.message(5, initializer(&w_name, weight.shape(), weight.iter().copied()));
+                graph.message(5, initializer(&b_name, bias.shape(), bias.iter().copied()));
+                let attributes = vec![
+                    attribute_ints("kernel_shape", &[geom.kernel_h, geom.kernel_w]),
+                    attribute_ints("strides", &[geom.stride_h, geom.stride_w]),
+                    attribute_ints("pads", &pads(&geom)),
+                ];
+                graph.message(1, node("Conv", &name, &[&current, &w_name, &b_name], &output, attributes));
+            }
+            LayerSpec::Maxpool2d { pool, stride, padding } => {
+                let stride = stride.unwrap_or(*pool).pair();
+                let geom = geometry(shape, pool.pair(), stride, *padding)
+                    .ok_or_else(|| unsupported(format!("layer {index}: pooling geometry")))?;
+                let attributes = vec![
+                    attribute_ints("kernel_shape", &[geom.kernel_h, geom.kernel_w]),
+                    attribute_ints("strides", &[geom.stride_h, geom.stride_w]),
+                    attribute_ints("pads", &pads(&geom)),
+                ];
+                graph.message(1, node("MaxPool", &name, &[&current], &output, attributes));
+            }
+            LayerSpec::Relu => {
+                graph.message(1, node("Relu", &name, &[&current], &output, Vec::new()));
+            }
+            LayerSpec::Flatten => {
+                graph.message(1, node("Flatten", &name, &[&current], &output, vec![attribute_int("axis", 1)]));
+            }
+            LayerSpec::Dense { .. } => {
+                let (weight, bias) = (take("dense weight")?, take("dense bias")?);
+                let (w_name, b_name) = (format!("{name}.weight"), format!("{name}.bias"));
+                graph.message(5, initializer(&w_name, weight.shape(), weight.iter().copied()));
+                graph.message(5, initializer(&b_name, bias.shape(), bias.iter().copied()));
+                let attributes = vec![attribute_int("transB", 1)];
+                graph.message(1, node("Gemm", &name, &[&current, &w_name, &b_name], &output, attributes));
+            }
+            LayerSpec::Dropout { .. } => {
+                // the identity at inference: no node, the next layer reads this one's input
+                continue;
+            }
+            LayerSpec::Softmax => {
+                return Err(unsupported(format!(
+                    "layer {index} is a softmax; the export adds its own after the logits"
+                )))
+            }
+        }
+        current = output;
+    }
+    let shape = model.output_shape();
+    if shape.len() != 1 {
+        return Err(unsupported(format!("the last layer's output {shape:?} is not (classes,)")));
+    }
+    let classes = shape[0];
+    graph.message(1, node("Identity", "logits", &[&current], "logits", Vec::new()));
+    graph.message(1, node("Softmax", "probabilities", &["logits"], "probabilities", vec![attribute_int("axis", -1)]));
+    graph.string(2, "convnet");
+    let input_dims: Vec<Option<usize>> =
+        std::iter::once(None).chain(model.input_shape().iter().map(|&d| Some(d))).collect();
+    graph.message(11, value_info("input", &input_dims));
+    graph.message(12, value_info("probabilities", &[None, Some(classes)]));
+    graph.message(12, value_info("logits", &[None, Some(classes)]));
+
+    // ModelProto: ir_version 1, producer_name 2, producer_version 3, graph 7,
+    // opset_import 8 (domain 1, version 2), metadata_props 14 (key 1, value 2)
+    let mut model_proto = Message::default();
+    model_proto.int(1, IR_VERSION as i64).string(2, "convnet").string(3, env!("CARGO_PKG_VERSION"));
+    model_proto.message(7, graph);
+    let mut opset = Message::default();
+    opset.string(1, "").int(2, OPSET as i64);
+    model_proto.message(8, opset);
+    let metadata = [
+        ("class_names", serde_json::to_string(&meta.class_names).expect("strings serialize")),
+        ("image_size", format!("{}x{}", meta.image_size[0], meta.image_size[1])),
+        ("color_mode", format!("{:?}", meta.color_mode).to_lowercase()),
+        ("pixel_scale", format!("{:?}", meta.pixel_scale).to_lowercase()),
+        ("pixel_factor", format!("{}", meta.pixel_scale.factor())),
+        ("interpolation", format!("{:?}", meta.interpolation).to_lowercase()),
+        ("crop_to_aspect_ratio", meta.crop_to_aspect_ratio.to_string()),
+        ("input_layout", "NCHW float32: bytes 0-255 times pixel_factor".to_string()),
+    ];
+    for (key, value) in metadata {
+        let mut entry = Message::default();
+        entry.string(1, key).string(2, &value);
+        model_proto.message(14, entry);
+    }
+    Ok(model_proto.0)
+}
+
+fn geometry(shape: &[usize], kernel: (usize, usize), stride: (usize, usize), padding: Padding) -> Option<ConvGeometry> {
+    match shape {
+        [channels, height, width] => ConvGeometry::new(*channels, *height, *width, kernel, stride, padding),
+        _ => None,
+    }
+}
+
+/// `[top, left, bottom, right]`: the padding before, then the padding after,
+/// which is what the windows reach past the input (zero for valid).
+fn pads(geom: &ConvGeometry) -> [usize; 4] {
+    let bottom = ((geom.out_h - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.in_h + geom.pad_top);
+    let right = ((geom.out_w - 1) * geom.stride_w + geom.kernel_w).saturating_sub(geom.in_w + geom.pad_left);
+    [geom.pad_top, geom.pad_left, bottom, right]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_fields_follow_the_wire_format() {
+        let mut message = Message::default();
+        message.int(1, 150); // the protobuf documentation's example: 08 96 01
+        assert_eq!(message.0, [0x08, 0x96, 0x01]);
+        let mut message = Message::default();
+        message.string(2, "testing"); // 12 07 74 65 73 74 69 6e 67
+        assert_eq!(message.0, [0x12, 0x07, b't', b'e', b's', b't', b'i', b'n', b'g']);
+        let mut message = Message::default();
+        message.int(3, -1); // negative int64: ten bytes
+        assert_eq!(message.0.len(), 11);
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pad_at_the_end() {
+        // 3x3 stride 1 same on 5 wide: 1 and 1; 2x2 stride 2 same on 5: 0 and 1 (Keras)
+        let geom = ConvGeometry::new(1, 5, 5, (3, 3), (1, 1), Padding::Same).unwrap();
+        assert_eq!(pads(&geom), [1, 1, 1, 1]);
+        let geom = ConvGeometry::new(1, 5, 5, (2, 2), (2, 2), Padding::Same).unwrap();
+        assert_eq!(pads(&geom), [0, 0, 1, 1]);
+        let geom = ConvGeometry::new(1, 5, 6, (4, 4), (1, 1), Padding::Same).unwrap();
+        assert_eq!(pads(&geom), [1, 1, 2, 2]);
+        let geom = ConvGeometry::new(1, 7, 7, (3, 3), (2, 2), Padding::Valid).unwrap();
+        assert_eq!(pads(&geom), [0, 0, 0, 0]);
+    }
+}
