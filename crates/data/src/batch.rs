@@ -300,7 +300,7 @@ mod tests {
                 assert_eq!(parts[ranks - 1].0.end, batch);
                 assert!(parts.windows(2).all(|w| w[0].0.end == w[1].0.start));
                 let leaves = convnet_tensor::kernels::reduce::gradient_leaves(batch);
-                if leaves % ranks == 0 {
+                if leaves.is_multiple_of(ranks) {
                     // whole blocks of leaves: the same tree as one process
                     assert!(parts.iter().all(|(range, l)| range.len() == batch / ranks && *l == leaves / ranks));
                 } else {
