@@ -58,6 +58,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .build::<f32>(&input, classes, 1)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
     crate::preflight::check_memory(&model, args.batch_size)?;
+    // the gradient sums as `convnet train` takes them (a fixed tree of leaves, see kernels::reduce)
+    model.set_gradient_leaves(convnet_tensor::kernels::reduce::gradient_leaves(args.batch_size));
     let mut rng = convnet_tensor::rng::rng_at(7, 7);
     let shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();
     let images = ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(0.0f32..1.0));
