@@ -548,3 +548,49 @@ fn training_options_class_weights_plateau_early_stopping_and_optimizers() {
         "invalid value 'rmsprop' for '--optimizer <OPTIMIZER>' [possible values: adam, adamw, sgd]",
     );
 }
+
+/// A run that does not learn (a learning rate that moves nothing) is told so
+/// once, after two epochs at chance level, with advice that fits; a run that
+/// learns is not; history.csv is the same either way.
+#[test]
+fn a_run_stuck_at_chance_gets_one_warning_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = repo_data().join("test"); // 1,000 images, 10 classes
+    let run_with = |lr: &str, epochs: &str, out: &str| {
+        ok(&[
+            "train",
+            "--train",
+            train.to_str().unwrap(),
+            "--model",
+            "small",
+            "--image-size",
+            "28",
+            "--color-mode",
+            "grayscale",
+            "--epochs",
+            epochs,
+            "--lr",
+            lr,
+            "--out",
+            dir.path().join(out).to_str().unwrap(),
+        ])
+    };
+    let stuck = run_with("1e-7", "3", "stuck");
+    let warnings: Vec<&str> = stuck.lines().filter(|l| l.starts_with("Warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stuck}");
+    assert!(
+        warnings[0].starts_with("Warning: the training loss has stayed at ln(10) = 2.303, chance level, for 2 epochs")
+            && warnings[0].contains("a larger --lr (it is 1e-7)"),
+        "{}",
+        warnings[0]
+    );
+    // after epoch 2, not before
+    let epoch2 = stuck.find("Epoch 2/3").unwrap();
+    let epoch3 = stuck.find("Epoch 3/3").unwrap();
+    let warned = stuck.find("Warning: the training loss").unwrap();
+    assert!(epoch2 < warned && warned < epoch3, "{stuck}");
+    let history = std::fs::read_to_string(dir.path().join("stuck/history.csv")).unwrap();
+    assert!(!history.contains("Warning") && history.lines().count() == 4, "{history}");
+    let learning = run_with("1e-3", "2", "learning");
+    assert!(!learning.contains("Warning"), "{learning}");
+}

@@ -268,8 +268,12 @@ pub fn stall_warning(history: &[HistoryRow], classes: usize, majority_share: f64
     } else {
         return None;
     };
+    let lr = last[last.len() - 1].lr;
+    // a learning rate far below Adam's usual 1e-3 moves nothing; above it, steps overshoot
+    let lr_advice =
+        if lr < 1e-5 { format!("a larger --lr (it is {lr:.0e})") } else { "a lower --lr (e.g. 1e-4)".to_string() };
     Some(format!(
-        "Warning: {what} for {} epochs: the network is not learning. What usually helps: a lower --lr (e.g. 1e-4), checking --pixel-scale, and `convnet doctor`.",
+        "Warning: {what} for {} epochs: the network is not learning. What usually helps: {lr_advice}, checking --pixel-scale, and `convnet doctor`.",
         last.len()
     ))
 }
