@@ -15,6 +15,7 @@
 //! Model files and metrics are in the library crate `convnet-io`, the engine in
 //! `convnet-tensor`, the data pipeline in `convnet-data`.
 
+pub mod charts;
 pub mod cli;
 pub mod commands;
 pub mod inputs;

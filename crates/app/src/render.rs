@@ -1,10 +1,12 @@
-//! Drawing PNG pictures without a system font: text comes from the public-domain
-//! 8x8 bitmap font of the `font8x8` crate, compiled into the binary.
+//! Drawing PNG pictures without a system font: the prediction grid (its titles
+//! in DejaVu Sans through [`crate::charts::label`]) and the pixel-level helpers
+//! of the feature-map pictures, whose small labels use the public-domain 8x8
+//! bitmap font of the `font8x8` crate. The charts are in [`crate::charts`].
 
+use crate::charts::{label, label_width};
 use anyhow::Result;
 use convnet_data::ImageSet;
 use convnet_io::atomic::write_atomic;
-use convnet_io::metrics::Report;
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 use std::path::Path;
@@ -115,69 +117,6 @@ pub fn blit_chw(canvas: &mut RgbImage, chw: &[u8], shape: [usize; 3], x: i64, y:
     }
 }
 
-/// A line chart: one panel per metric, each with one or two series.
-pub struct Panel<'a> {
-    pub title: &'a str,
-    pub series: Vec<(&'a str, Vec<f64>, Rgb<u8>)>,
-}
-
-/// Renders panels side by side (`curves.png`).
-pub fn line_charts(panels: &[Panel<'_>]) -> RgbImage {
-    let (panel_w, panel_h) = (480i64, 360i64);
-    let mut image = RgbImage::from_pixel((panel_w * panels.len() as i64) as u32, panel_h as u32, WHITE);
-    for (p, panel) in panels.iter().enumerate() {
-        let ox = p as i64 * panel_w;
-        let (left, right, top, bottom) = (ox + 70, ox + panel_w - 20, 40i64, panel_h - 50);
-        draw_text(&mut image, ox + (panel_w - text_width(panel.title, 2) as i64) / 2, 10, panel.title, 2, BLACK);
-        let values: Vec<f64> =
-            panel.series.iter().flat_map(|(_, v, _)| v.iter().copied()).filter(|v| v.is_finite()).collect();
-        let (mut low, mut high) =
-            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
-        if !low.is_finite() {
-            (low, high) = (0.0, 1.0);
-        }
-        if high - low < 1e-9 {
-            high = low + 1.0;
-        }
-        let margin = (high - low) * 0.05;
-        let (low, high) = (low - margin, high + margin);
-        let points = panel.series.iter().map(|(_, v, _)| v.len()).max().unwrap_or(0).max(2);
-        draw_line(&mut image, (left, bottom), (right, bottom), 1, BLACK);
-        draw_line(&mut image, (left, top), (left, bottom), 1, BLACK);
-        for tick in 0..=4 {
-            let value = low + (high - low) * tick as f64 / 4.0;
-            let y = bottom - ((bottom - top) as f64 * tick as f64 / 4.0) as i64;
-            draw_line(&mut image, (left - 4, y), (left, y), 1, BLACK);
-            draw_text(&mut image, ox + 4, y - 4, &format!("{value:.3}"), 1, BLACK);
-        }
-        let label = format!("epoch 1..{}", points.max(1));
-        draw_text(&mut image, (left + right - text_width(&label, 1) as i64) / 2, bottom + 16, &label, 1, BLACK);
-        let to_xy = |i: usize, v: f64| {
-            let x = left + ((right - left) as f64 * i as f64 / (points - 1) as f64) as i64;
-            let y = bottom - ((bottom - top) as f64 * (v - low) / (high - low)) as i64;
-            (x, y)
-        };
-        for (s, (name, values, color)) in panel.series.iter().enumerate() {
-            for i in 1..values.len() {
-                if values[i - 1].is_finite() && values[i].is_finite() {
-                    draw_line(&mut image, to_xy(i - 1, values[i - 1]), to_xy(i, values[i]), 2, *color);
-                }
-            }
-            for (i, &v) in values.iter().enumerate() {
-                if v.is_finite() {
-                    let (x, y) = to_xy(i, v);
-                    fill_rect(&mut image, x - 2, y - 2, 5, 5, *color);
-                }
-            }
-            let legend_y = bottom + 30;
-            let legend_x = left + s as i64 * 150;
-            fill_rect(&mut image, legend_x, legend_y, 12, 8, *color);
-            draw_text(&mut image, legend_x + 16, legend_y, name, 1, BLACK);
-        }
-    }
-    image
-}
-
 /// The PNG encoding of a picture (every picture convnet writes goes through here).
 pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -186,6 +125,9 @@ pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("cannot encode a PNG picture: {e}"))?;
     Ok(bytes)
 }
+
+/// Point size of the grid's titles (DejaVu Sans).
+const TITLE_SIZE: u32 = 14;
 
 /// Draws the "Pred: X | Real: Y" grid for a random choice of images.
 pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, seed: u64, out: &Path) -> Result<()> {
@@ -198,20 +140,21 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
     let names = set.class_names();
     let titles: Vec<String> =
         chosen.iter().map(|&i| format!("Pred: {} | Real: {}", names[predicted[i]], names[set.labels()[i]])).collect();
-    let title_w = titles.iter().map(|t| text_width(t, 1)).max().unwrap_or(0) as usize;
+    let title_w = titles.iter().map(|t| label_width(t, TITLE_SIZE)).max().unwrap_or(0) as usize;
     let cell_w = (width * scale as usize).max(title_w) + 16;
-    let cell_h = height * scale as usize + 32;
+    let cell_h = height * scale as usize + 38;
     let mut canvas = image::RgbImage::from_pixel((cell_w * cols) as u32, (cell_h * rows) as u32, WHITE);
     for (slot, (&index, title)) in chosen.iter().zip(&titles).enumerate() {
         let (x, y) = ((slot % cols * cell_w) as i64, (slot / cols * cell_h) as i64);
         let color = if predicted[index] == set.labels()[index] { GREEN } else { RED };
-        draw_text(&mut canvas, x + (cell_w as i64 - text_width(title, 1) as i64) / 2, y + 8, title, 1, color);
+        let title_x = x + (cell_w as i64 - label_width(title, TITLE_SIZE) as i64) / 2;
+        label(&mut canvas, title_x as i32, y as i32 + 7, title, TITLE_SIZE, color)?;
         let image_x = x + (cell_w - width * scale as usize) as i64 / 2;
-        blit_chw(&mut canvas, &set.image(index)?, [channels, height, width], image_x, y + 24, scale);
+        blit_chw(&mut canvas, &set.image(index)?, [channels, height, width], image_x, y + 30, scale);
         draw_rect(
             &mut canvas,
             image_x - 2,
-            y + 22,
+            y + 28,
             (width * scale as usize) as i64 + 4,
             (height * scale as usize) as i64 + 4,
             2,
@@ -219,94 +162,4 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
         );
     }
     Ok(write_atomic(out, &png_bytes(&canvas)?)?)
-}
-
-/// `confusion.png`: the matrix as a heat map with counts.
-pub fn confusion_png(report: &Report) -> RgbImage {
-    let this = report;
-    let classes = this.confusion.len();
-    let cell = 48i64;
-    let label_w = 8 * this.per_class.iter().map(|c| c.class.len() + 3).max().unwrap_or(4) as i64 + 10;
-    let (width, height) = (label_w + cell * classes as i64 + 20, 60 + cell * classes as i64 + 30);
-    let mut image = RgbImage::from_pixel(width as u32, height as u32, WHITE);
-    let title = format!("Confusion matrix - accuracy {:.1}%", this.accuracy * 100.0);
-    draw_text(&mut image, 10, 10, &title, 2, BLACK);
-    draw_text(&mut image, label_w, 36, "predicted ->", 1, BLACK);
-    for (k, row) in this.confusion.iter().enumerate() {
-        let total: usize = row.iter().sum::<usize>().max(1);
-        let y = 60 + k as i64 * cell;
-        draw_text(&mut image, 4, y + cell / 2 - 4, &format!("{k} {}", this.per_class[k].class), 1, BLACK);
-        for (j, &count) in row.iter().enumerate() {
-            let x = label_w + j as i64 * cell;
-            let share = count as f64 / total as f64;
-            let shade = (255.0 * (1.0 - share)) as u8;
-            let color = if j == k { Rgb([shade, 255, shade]) } else { Rgb([255, shade, shade]) };
-            fill_rect(&mut image, x, y, cell - 2, cell - 2, color);
-            let text = count.to_string();
-            draw_text(&mut image, x + (cell - 2 - text_width(&text, 1) as i64) / 2, y + cell / 2 - 5, &text, 1, BLACK);
-        }
-    }
-    image
-}
-
-/// One curve of [`roc_png`]: its name, its `(fpr, tpr)` points, its AUC.
-pub type RocCurve = (String, Vec<(f64, f64)>, Option<f64>);
-
-/// `roc.png`: ROC curves, false positive rate across, true positive rate up,
-/// the chance diagonal dashed, the AUC of each curve in its legend entry.
-pub fn roc_png(curves: &[RocCurve]) -> RgbImage {
-    // matplotlib's tab10
-    const PALETTE: [Rgb<u8>; 10] = [
-        BLUE,
-        ORANGE,
-        Rgb([44, 160, 44]),
-        Rgb([214, 39, 40]),
-        Rgb([148, 103, 189]),
-        Rgb([140, 86, 75]),
-        Rgb([227, 119, 194]),
-        Rgb([127, 127, 127]),
-        Rgb([188, 189, 34]),
-        Rgb([23, 190, 207]),
-    ];
-    let (plot, left, top) = (360i64, 56i64, 56i64);
-    let legend_w = curves.iter().map(|(name, _, _)| text_width(name, 1) as i64 + 110).max().unwrap_or(0);
-    let (width, height) = (left + plot + 24 + legend_w, top + plot + 56);
-    let mut image = RgbImage::from_pixel(width as u32, height as u32, WHITE);
-    draw_text(&mut image, left, 10, "ROC curves", 2, BLACK);
-    let to_pixel = |(fpr, tpr): (f64, f64)| {
-        (left + (fpr * plot as f64).round() as i64, top + plot - (tpr * plot as f64).round() as i64)
-    };
-    draw_rect(&mut image, left, top, plot + 1, plot + 1, 1, BLACK);
-    for tick in 0..=4 {
-        let value = tick as f64 / 4.0;
-        let (x, y) = to_pixel((value, value));
-        draw_line(&mut image, (x, top + plot), (x, top + plot + 4), 1, BLACK);
-        draw_line(&mut image, (left - 4, y), (left, y), 1, BLACK);
-        let label = format!("{value:.2}");
-        draw_text(&mut image, x - text_width(&label, 1) as i64 / 2, top + plot + 8, &label, 1, BLACK);
-        draw_text(&mut image, left - 8 - text_width(&label, 1) as i64, y - 4, &label, 1, BLACK);
-    }
-    draw_text(&mut image, left + plot / 2 - 80, top + plot + 24, "false positive rate", 1, BLACK);
-    draw_text(&mut image, 4, top - 14, "true positive rate", 1, BLACK);
-    // chance: the diagonal, dashed
-    for step in (0..plot).step_by(8) {
-        draw_line(
-            &mut image,
-            (left + step, top + plot - step),
-            (left + step + 4, top + plot - step - 4),
-            1,
-            Rgb([160, 160, 160]),
-        );
-    }
-    for (i, (name, curve, auc)) in curves.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        for pair in curve.windows(2) {
-            draw_line(&mut image, to_pixel(pair[0]), to_pixel(pair[1]), 2, color);
-        }
-        let y = top + 8 + 16 * i as i64;
-        fill_rect(&mut image, left + plot + 24, y, 16, 4, color);
-        let auc = auc.map_or("AUC -".to_string(), |a| format!("AUC {a:.3}"));
-        draw_text(&mut image, left + plot + 46, y - 2, &format!("{name}  {auc}"), 1, BLACK);
-    }
-    image
 }

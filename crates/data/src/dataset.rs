@@ -38,7 +38,7 @@ impl PixelScale {
     }
 }
 
-/// Everything [`load`] needs to know.
+/// Everything [`crate::load::load`] needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatasetOptions {
     /// Size, channels, filter, crop.
@@ -60,7 +60,7 @@ pub struct DatasetOptions {
     /// Where decoded images are kept ([`Storage::Auto`]: memory if they fit
     /// the budget, else a disk cache).
     pub storage: Storage,
-    /// The disk cache's directory; `None`: [`default_cache_dir`].
+    /// The disk cache's directory; `None`: [`crate::cache::default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
 }
 

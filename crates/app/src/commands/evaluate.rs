@@ -1,10 +1,11 @@
 //! `convnet evaluate`: loss, accuracy, confusion matrix, per-class metrics and
 //! Cohen's kappa of a model on a labelled folder.
 
+use crate::charts::{self, RocCurve};
 use crate::inputs::load_labelled;
 use crate::options::CacheOptions;
 use crate::options::{positive, set_threads};
-use crate::render::{confusion_png, png_bytes, roc_png, RocCurve};
+use crate::render::png_bytes;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use convnet_io::atomic::write_atomic;
@@ -70,7 +71,7 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
         (!positive.is_empty()).then_some(positive.as_slice()),
     );
     let png = args.confusion_png.clone().unwrap_or_else(|| args.model.with_file_name("confusion.png"));
-    write_atomic(&png, &png_bytes(&confusion_png(&result))?)?;
+    write_atomic(&png, &png_bytes(&charts::confusion(&result)?)?)?;
     // one-vs-rest curves, or the binary question's alone
     let classes = meta.class_names.len();
     let curves: Vec<RocCurve> = match &result.binary {
@@ -88,7 +89,7 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
             .collect(),
     };
     let roc = args.roc_png.clone().unwrap_or_else(|| args.model.with_file_name("roc.png"));
-    write_atomic(&roc, &png_bytes(&roc_png(&curves))?)?;
+    write_atomic(&roc, &png_bytes(&charts::roc(&curves)?)?)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

@@ -1,9 +1,10 @@
 //! `convnet explain`: Grad-CAM maps — where in each image the network looked
 //! for the predicted class (or `--class`) — overlaid on the image.
 
+use crate::charts::{label, label_width};
 use crate::inputs::collect_images;
 use crate::options::positive;
-use crate::render::{blit_chw, draw_text, png_bytes, text_width, BLACK, WHITE};
+use crate::render::{blit_chw, png_bytes, BLACK, WHITE};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
@@ -135,8 +136,8 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
                 meta.class_names[explained], cam.probabilities[explained], meta.class_names[predicted]
             )
         };
-        let x = (picture.width() as i64 - text_width(&title, 1) as i64).max(0) / 2;
-        draw_text(&mut picture, x, 8, &title, 1, BLACK);
+        let x = (picture.width() as i32 - label_width(&title, 15) as i32).max(0) / 2;
+        label(&mut picture, x, 5, &title, 15, BLACK)?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let out = args.out.join(format!("{stem}.gradcam.png"));
         write_atomic(&out, &png_bytes(&picture)?)?;

@@ -5,7 +5,8 @@
 //! The checkpoint holds nothing that varies between two runs of the same
 //! configuration (no time, no path), so equal runs write equal bytes.
 
-use crate::render::{self, Panel};
+use crate::charts::{self, Panel};
+use crate::render::png_bytes;
 use anyhow::{anyhow, Context, Result};
 use convnet_io::atomic::write_atomic;
 use convnet_io::model_file::{self, f32_bytes, ModelMeta, META_KEY};
@@ -156,15 +157,24 @@ pub fn write_curves(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {
     let series =
         |f: &dyn Fn(&HistoryRow) -> Option<f64>| history.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect::<Vec<_>>();
     let has_val = history.iter().any(|r| r.val_loss.is_some());
-    let mut loss = vec![("train", series(&|r| Some(r.loss)), render::BLUE)];
-    let mut accuracy = vec![("train", series(&|r| Some(r.accuracy)), render::BLUE)];
+    let mut loss = vec![("train", series(&|r| Some(r.loss)))];
+    let mut accuracy = vec![("train", series(&|r| Some(r.accuracy)))];
     if has_val {
-        loss.push(("validation", series(&|r| r.val_loss), render::ORANGE));
-        accuracy.push(("validation", series(&|r| r.val_accuracy), render::ORANGE));
+        loss.push(("validation", series(&|r| r.val_loss)));
+        accuracy.push(("validation", series(&|r| r.val_accuracy)));
     }
-    let image =
-        render::line_charts(&[Panel { title: "loss", series: loss }, Panel { title: "accuracy", series: accuracy }]);
-    Ok(write_atomic(&files.curves(), &render::png_bytes(&image)?)?)
+    // the epoch kept as best.safetensors (the first with the highest validation accuracy)
+    let best = history
+        .iter()
+        .filter_map(|r| r.val_accuracy.map(|a| (r.epoch, a)))
+        .fold(None, |best: Option<(usize, f64)>, (epoch, a)| match best {
+            Some((_, b)) if b >= a => best,
+            _ => Some((epoch, a)),
+        })
+        .map(|(epoch, _)| (epoch, "best.safetensors"));
+    let panels = [Panel { metric: "loss", series: loss }, Panel { metric: "accuracy", series: accuracy }];
+    let image = charts::curves(&panels, best)?;
+    Ok(write_atomic(&files.curves(), &png_bytes(&image)?)?)
 }
 
 /// The `seconds` column of an existing `history.csv` (the checkpoint does not
