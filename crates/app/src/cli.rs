@@ -1,7 +1,8 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, doctor, evaluate, explain, export, gradcheck, import_idx, inspect, predict, show, summary, train,
+    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, inspect, predict, show, summary,
+    train,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,6 +52,11 @@ enum Command {
     /// Write a trained model as an ONNX file (opset 13), to run in any ONNX runtime
     #[command(after_help = "Example:\n  convnet export --model runs/mammo/best.safetensors --out mammo.onnx")]
     Export(export::ExportArgs),
+    /// Import a model trained with Keras (.keras or legacy .h5) without retraining
+    #[command(
+        after_help = "Example:\n  convnet import-keras --keras mammo.keras --class-names Density1Benign,Density1Malignant,Density2Benign,Density2Malignant,Density3Benign,Density3Malignant,Density4Benign,Density4Malignant --out mammo.safetensors"
+    )]
+    ImportKeras(import_keras::ImportKerasArgs),
     /// Draw a grid of images titled "Pred: X | Real: Y" (green when right, red when wrong)
     #[command(
         after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png"
@@ -113,6 +119,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Predict(args) => predict::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Export(args) => export::run(args),
+        Command::ImportKeras(args) => import_keras::run(args),
         Command::Show(args) => show::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

@@ -55,7 +55,7 @@ fn train_evaluate_predict_show_inspect_summary_end_to_end() {
     assert_eq!(lines.len(), 3);
     assert!(lines[2].starts_with("2,"));
     let curves = image::open(out.join("curves.png")).unwrap();
-    assert_eq!((curves.width(), curves.height()), (960, 360));
+    assert_eq!((curves.width(), curves.height()), (1120, 400), "two 560x400 panels");
 
     let model = out.join("model.safetensors");
     let model_s = model.to_str().unwrap();

@@ -23,6 +23,7 @@
 
 pub mod atomic;
 pub mod error;
+pub mod keras;
 pub mod metrics;
 pub mod model_file;
 pub mod onnx;

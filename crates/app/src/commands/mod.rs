@@ -7,6 +7,7 @@ pub mod explain;
 pub mod export;
 pub mod gradcheck;
 pub mod import_idx;
+pub mod import_keras;
 pub mod inspect;
 pub mod predict;
 pub mod show;
