@@ -127,8 +127,8 @@ fn train_evaluate_predict_show_inspect_summary_end_to_end() {
     let grid = dir.path().join("grid.png");
     ok(&["show", "--model", model_s, "--data", test_s, "--rows", "2", "--cols", "3", "--out", grid.to_str().unwrap()]);
     let picture = image::open(&grid).unwrap();
-    // 16 px images are drawn at 14x (224 px); a cell is at least 224 + 16 wide and 224 + 32 high
-    assert_eq!(picture.height(), 2 * (16 * 14 + 32));
+    // 16 px images are drawn at 14x (224 px); a cell is at least 224 + 16 wide and 224 + 38 high (the title)
+    assert_eq!(picture.height(), 2 * (16 * 14 + 38));
     assert!(picture.width() >= 3 * (16 * 14 + 16));
 
     let inspect = dir.path().join("inspect");
