@@ -6,6 +6,7 @@ mod common;
 
 use common::{max_rel_diff, random_tensor, rng, with_threads};
 use convnet::tensor::kernels::im2col::{col2im, col2im_naive, im2col, im2col_naive};
+use convnet::tensor::kernels::winograd::{winograd_backward_input, winograd_backward_weight, winograd_forward};
 use convnet::tensor::layers::conv2d::{
     conv2d_backward_im2col, conv2d_backward_naive, conv2d_forward_im2col, conv2d_forward_naive,
 };
@@ -332,5 +333,52 @@ fn softmax_cross_entropy_matches_naive() {
         let (naive_loss, naive_grad) = softmax_cross_entropy_naive(logits.as_slice().unwrap(), &labels, classes);
         assert!((loss - naive_loss).abs() < 1e-12 * naive_loss.abs().max(1.0));
         assert!(max_rel_diff(loss_fn.grad_logits().as_slice().unwrap(), &naive_grad) < 1e-12);
+    }
+}
+
+/// Uniform values in [-1, 1).
+fn uniform(rng: &mut rand_chacha::ChaCha8Rng, len: usize) -> Vec<f64> {
+    use rand::Rng;
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn close(a: &[f64], b: &[f64], what: &str) {
+    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-10 * scale, "{what}: max difference {worst:e} (largest value {scale:e})");
+}
+
+#[test]
+fn winograd_f4x4_3x3_all_three_passes_equal_the_direct_convolution_in_f64() {
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
+    // odd sizes, partial tiles, both paddings, one and several channels and images
+    for &(batch, channels, out_channels, h, w, padding) in &[
+        (1, 1, 1, 6, 6, Padding::Valid),
+        (2, 3, 4, 9, 11, Padding::Valid),
+        (1, 2, 3, 7, 5, Padding::Same),
+        (3, 4, 2, 13, 10, Padding::Same),
+        (1, 1, 2, 3, 3, Padding::Valid),
+    ] {
+        let geom = ConvGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
+        let what = format!("N{batch} C{channels} K{out_channels} {h}x{w} {padding:?}");
+        let input = uniform(&mut rng, batch * channels * h * w);
+        let weight = uniform(&mut rng, out_channels * channels * 9);
+        let bias = uniform(&mut rng, out_channels);
+        let out_len = batch * out_channels * geom.out_h * geom.out_w;
+        let (mut ours, mut direct) = (vec![0.0; out_len], vec![0.0; out_len]);
+        winograd_forward(&geom, &weight, &bias, &input, &mut ours);
+        conv2d_forward_naive(&geom, batch, out_channels, &input, &weight, &bias, &mut direct);
+        close(&ours, &direct, &format!("forward {what}"));
+
+        let grad_output = uniform(&mut rng, out_len);
+        let (mut gw, mut gb, mut gx) = (vec![0.0; weight.len()], vec![0.0; out_channels], vec![0.0; input.len()]);
+        conv2d_backward_naive(&geom, batch, out_channels, &input, &weight, &grad_output, &mut gw, &mut gb, &mut gx);
+        let mut ours_gx = vec![0.0; input.len()];
+        winograd_backward_input(&geom, &weight, &grad_output, &mut ours_gx);
+        close(&ours_gx, &gx, &format!("input gradient {what}"));
+        let (mut ours_gw, mut ours_gb) = (vec![0.0; weight.len()], vec![0.0; out_channels]);
+        winograd_backward_weight(&geom, &input, &grad_output, &mut ours_gw, &mut ours_gb);
+        close(&ours_gw, &gw, &format!("weight gradient {what}"));
+        close(&ours_gb, &gb, &format!("bias gradient {what}"));
     }
 }

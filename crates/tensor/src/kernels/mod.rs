@@ -13,7 +13,8 @@
 //! | [`im2col`] | the convolution's gather and its adjoint, col2im | [`im2col::im2col_naive`], [`im2col::col2im_naive`] |
 //! | [`conv_tiled`] | the whole convolution, tiled, fused with bias and ReLU | `conv2d_forward_im2col`, `conv2d_forward_naive` in [`crate::layers::conv2d`] |
 //! | [`pool2x2`] | the 2x2 stride-2 max-pool body | `maxpool_naive` in [`crate::layers::maxpool2d`] |
-//! | [`reduce`] | sums in a fixed order (reproducibility) | plain sums |
+//! | [`reduce`] | sums in a fixed order (reproducibility), the gradient tree of leaves | plain sums |
+//! | [`winograd`] | F(4x4, 3x3) forward, input and weight gradients: the arithmetic, plain (not yet used by the layers) | `conv2d_forward_naive`, `conv2d_backward_naive` |
 //! | [`scratch`] | per-thread buffers reused across batches | |
 //! | `x86_gemm_nt`, `x86_gemm_packed` | the SIMD bodies, raw pointers, one per (ISA, type) | the generic kernels above |
 
@@ -27,6 +28,7 @@ pub mod reduce;
 pub mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_gemm_nt;
 #[cfg(target_arch = "x86_64")]
