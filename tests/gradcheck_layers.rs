@@ -6,7 +6,9 @@ mod common;
 use common::{random_tensor, rng};
 use convnet::tensor::gradcheck::{check_layer, check_model, GradCheckConfig, GradCheckReport};
 use convnet::tensor::ndarray::ArrayD;
-use convnet::tensor::{init, Conv2d, Dense, Dropout, Flatten, Layer, MaxPool2d, ModelSpec, Padding, Relu, Softmax};
+use convnet::tensor::{
+    init, Conv2d, ConvAlgo, Dense, Dropout, Flatten, Layer, MaxPool2d, ModelSpec, Padding, Relu, Softmax,
+};
 
 /// Asserts a report passed, is not vacuous, and that every tensor was actually
 /// checked; prints the table (visible with --nocapture) with the element counts.
@@ -32,26 +34,37 @@ fn conv2d_over_a_matrix_of_shapes() {
             for kernel in [1, 3, 5] {
                 for stride in [1, 2] {
                     for padding in [Padding::Valid, Padding::Same] {
-                        // non-square input, large enough for a 5x5 valid kernel
-                        let (h, w) = (6, 7);
-                        let mut conv =
-                            Conv2d::<f64>::new(channels, 2, (kernel, kernel), (stride, stride), padding).unwrap();
-                        init::glorot_uniform(conv.weight_mut(), 3, 0);
-                        conv.bias_mut().iter_mut().for_each(|b| *b = 0.1);
-                        let input = random_tensor(&mut rng, &[batch, channels, h, w]);
-                        let what = format!(
-                            "conv2d batch {batch}, {channels} ch, {h}x{w}, kernel {kernel}, stride {stride}, {padding:?}"
-                        );
-                        let report = check_layer(&mut conv, input.view(), &GradCheckConfig::default()).unwrap();
-                        assert_passed(&what, &report);
-                        assert_eq!(report.tensor("bias").unwrap().checked, 2, "every bias element is checked");
-                        cases += 1;
+                        // 3x3 stride 1 also by Winograd F(4x4, 3x3) (a 6x7 input: partial tiles)
+                        let algos: &[ConvAlgo] = if kernel == 3 && stride == 1 {
+                            &[ConvAlgo::Im2col, ConvAlgo::Winograd]
+                        } else {
+                            &[ConvAlgo::Im2col]
+                        };
+                        for &algo in algos {
+                            // non-square input, large enough for a 5x5 valid kernel
+                            let (h, w) = (6, 7);
+                            let mut conv =
+                                Conv2d::<f64>::new(channels, 2, (kernel, kernel), (stride, stride), padding).unwrap();
+                            conv.set_algo(algo);
+                            assert_eq!(conv.resolved_algo(), algo);
+                            init::glorot_uniform(conv.weight_mut(), 3, 0);
+                            conv.bias_mut().iter_mut().for_each(|b| *b = 0.1);
+                            let input = random_tensor(&mut rng, &[batch, channels, h, w]);
+                            let what = format!(
+                                "conv2d batch {batch}, {channels} ch, {h}x{w}, kernel {kernel}, stride {stride}, {padding:?}, {}",
+                                algo.as_str()
+                            );
+                            let report = check_layer(&mut conv, input.view(), &GradCheckConfig::default()).unwrap();
+                            assert_passed(&what, &report);
+                            assert_eq!(report.tensor("bias").unwrap().checked, 2, "every bias element is checked");
+                            cases += 1;
+                        }
                     }
                 }
             }
         }
     }
-    assert_eq!(cases, 48);
+    assert_eq!(cases, 48 + 8, "48 shapes, 8 of them also by Winograd");
 }
 
 #[test]
@@ -154,21 +167,32 @@ fn whole_small_model() {
 }
 
 #[test]
-fn whole_baseline_model_at_small_input() {
-    let mut rng = rng(7);
-    // 28x28 is the smallest input the baseline takes: flatten = 64 * 1 * 1.
-    let mut model = ModelSpec::baseline().build::<f64>(&[3, 28, 28], 8, 12).unwrap();
-    assert_eq!(model.shapes()[12], vec![64]);
-    let input = random_tensor(&mut rng, &[2, 3, 28, 28]);
-    let report = check_model(&mut model, input.view(), &[5, 2], &model_config()).unwrap();
-    assert_passed("baseline model at 28x28", &report);
-    assert_eq!(report.tensors.len(), 1 + 16, "input + 8 weight/bias pairs");
+fn whole_baseline_model_at_small_input_by_im2col_and_by_winograd() {
+    for algo in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+        let mut rng = rng(7);
+        // 28x28 is the smallest input the baseline takes: flatten = 64 * 1 * 1.
+        let mut model = ModelSpec::baseline().build::<f64>(&[3, 28, 28], 8, 12).unwrap();
+        model.set_conv_algo(algo);
+        assert_eq!(model.shapes()[12], vec![64]);
+        let input = random_tensor(&mut rng, &[2, 3, 28, 28]);
+        let report = check_model(&mut model, input.view(), &[5, 2], &model_config()).unwrap();
+        assert_passed(&format!("baseline model at 28x28, {}", algo.as_str()), &report);
+        assert_eq!(report.tensors.len(), 1 + 16, "input + 8 weight/bias pairs");
+    }
 }
 
 #[test]
-fn baseline_model_at_larger_input_with_bigger_flatten() {
+fn baseline_model_at_larger_input_with_bigger_flatten_by_auto() {
     let mut rng = rng(8);
     let mut model = ModelSpec::baseline().build::<f64>(&[3, 36, 44], 3, 13).unwrap();
+    // the default: conv1 (3 input channels) by im2col, conv2-conv4 by Winograd
+    let algos: Vec<_> = model
+        .layers()
+        .iter()
+        .filter_map(|layer| layer.as_any().and_then(|any| any.downcast_ref::<Conv2d<f64>>()))
+        .map(|conv| conv.resolved_algo())
+        .collect();
+    assert_eq!(algos, [ConvAlgo::Im2col, ConvAlgo::Winograd, ConvAlgo::Winograd, ConvAlgo::Winograd]);
     let input = random_tensor(&mut rng, &[1, 3, 36, 44]);
     let report = check_model(&mut model, input.view(), &[1], &model_config()).unwrap();
     assert_passed("baseline model at 36x44", &report);

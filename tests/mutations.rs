@@ -6,7 +6,9 @@ mod common;
 use common::{random_tensor, rng};
 use convnet::tensor::gradcheck::{check_layer, GradCheckConfig, Mutant, Mutation};
 use convnet::tensor::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
-use convnet::tensor::{init, Conv2d, Dense, Dropout, Flatten, Layer, MaxPool2d, Mode, Padding, Relu, Softmax};
+use convnet::tensor::{
+    init, Conv2d, ConvAlgo, Dense, Dropout, Flatten, Layer, MaxPool2d, Mode, Padding, Relu, Softmax,
+};
 
 /// Checks `layer` with `mutation` and requires failure; also requires the
 /// unmutated layer to pass on the same input (so the failure is the mutation's).
@@ -39,6 +41,12 @@ fn conv2d_mutants_are_caught() {
         Mutation::ShiftInputGrad,    // an off-by-one in col2im
     ] {
         assert_caught("conv2d", conv, &input, mutation);
+        let winograd = || {
+            let mut conv = conv();
+            conv.set_algo(ConvAlgo::Winograd);
+            conv
+        };
+        assert_caught("conv2d by Winograd", winograd, &input, mutation);
     }
 }
 

@@ -130,3 +130,27 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How convolutions are computed (`--conv-algo`): see `convnet_tensor::ConvAlgo`.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvAlgoArg {
+    /// Winograd F(4x4,3x3) on 3x3 stride-1 layers with >= 8 channels in and out, im2col elsewhere
+    #[default]
+    Auto,
+    /// im2col + GEMM on every layer
+    Im2col,
+    /// Winograd F(4x4,3x3) on every 3x3 stride-1 layer, im2col elsewhere
+    Winograd,
+}
+
+impl ConvAlgoArg {
+    /// The engine's value.
+    pub fn algo(self) -> convnet_tensor::ConvAlgo {
+        match self {
+            ConvAlgoArg::Auto => convnet_tensor::ConvAlgo::Auto,
+            ConvAlgoArg::Im2col => convnet_tensor::ConvAlgo::Im2col,
+            ConvAlgoArg::Winograd => convnet_tensor::ConvAlgo::Winograd,
+        }
+    }
+}

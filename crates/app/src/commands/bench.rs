@@ -2,10 +2,12 @@
 //!
 //! FLOPs are counted as 2 per multiply-add: a layer's forward is `F`; its
 //! backward is `F` for the weight gradient plus `F` for the input gradient
-//! (skipped for the first layer, whose input gradient nobody needs).
+//! (skipped for the first layer, whose input gradient nobody needs). A
+//! Winograd convolution is credited with the FLOPs of the direct convolution
+//! it replaces, so its GFLOP/s are "effective" and comparable across methods.
 
 use crate::inputs::model_for;
-use crate::options::{parse_size, set_threads};
+use crate::options::{parse_size, set_threads, ConvAlgoArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_optim::{Adam, Optimizer};
@@ -44,6 +46,9 @@ pub struct BenchArgs {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
+    /// How convolutions are computed
+    #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto)]
+    conv_algo: ConvAlgoArg,
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
@@ -57,6 +62,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut model = spec
         .build::<f32>(&input, classes, 1)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
+    model.set_conv_algo(args.conv_algo.algo());
     crate::preflight::check_memory(&model, args.batch_size)?;
     // the gradient sums as `convnet train` takes them (a fixed tree of leaves, see kernels::reduce)
     model.set_gradient_leaves(convnet_tensor::kernels::reduce::gradient_leaves(args.batch_size));
@@ -111,8 +117,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             let (fwd, bwd) = (totals[i][0].as_secs_f64() / steps, totals[i][1].as_secs_f64() / steps);
             let layer_flops = (flops[i].0 + if args.inference { 0 } else { flops[i].1 }) * args.batch_size as u64;
             let seconds = fwd + if args.inference { 0.0 } else { bwd };
+            let algo = layer
+                .as_any()
+                .and_then(|any| any.downcast_ref::<convnet_tensor::Conv2d<f32>>())
+                .map(|conv| conv.resolved_algo().as_str());
             json!({
-                "index": i, "kind": layer.kind(), "fused": model.is_fused(i) || model.is_backward_absorbed(i),
+                "index": i, "kind": layer.kind(), "algo": algo, "fused": model.is_fused(i) || model.is_backward_absorbed(i),
                 "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
                 "gflops": if seconds > 0.0 { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
                 "share": seconds / mean,
@@ -157,17 +167,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     );
     if args.per_layer {
         println!(
-            "\n  {:<4} {:<13} {:>11} {:>12} {:>9} {:>7}",
-            "#", "layer", "forward ms", "backward ms", "GFLOP/s", "share"
+            "\n  {:<4} {:<13} {:<9} {:>11} {:>12} {:>9} {:>7}",
+            "#", "layer", "algorithm", "forward ms", "backward ms", "GFLOP/s", "share"
         );
         for entry in &per_layer {
             // a fused ReLU: its forward is part of the layer before it, its backward (after
             // a max-pool) part of the layer after it
             let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
             println!(
-                "  {:<4} {:<13} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
+                "  {:<4} {:<13} {:<9} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
                 entry["index"].as_u64().unwrap_or(0),
                 format!("{}{fused}", entry["kind"].as_str().unwrap_or("")),
+                entry["algo"].as_str().unwrap_or(""),
                 entry["forward_ms"].as_f64().unwrap_or(0.0),
                 entry["backward_ms"].as_f64().unwrap_or(0.0),
                 entry["gflops"].as_f64().unwrap_or(0.0),

@@ -19,6 +19,7 @@
 //! | `x86_gemm_nt`, `x86_gemm_packed` | the SIMD bodies, raw pointers, one per (ISA, type) | the generic kernels above |
 
 pub mod conv_tiled;
+pub mod conv_winograd;
 pub mod gemm;
 pub mod gemm_nt;
 pub mod gemm_packed;

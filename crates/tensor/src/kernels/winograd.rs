@@ -46,7 +46,7 @@ const BT: [[f64; ALPHA]; ALPHA] = [
 ];
 
 /// `G`, 6x3: the filter transform.
-const G: [[f64; 3]; ALPHA] = [
+pub(crate) const G: [[f64; 3]; ALPHA] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -84,7 +84,12 @@ fn sandwich(left: impl Fn(usize, usize) -> f64, rows: usize, n: usize, x: &[f64]
 
 /// Whether this convolution can run as F(4x4, 3x3): a 3x3 kernel at stride 1.
 pub fn applies(geom: &ConvGeometry) -> bool {
-    geom.kernel_h == 3 && geom.kernel_w == 3 && geom.stride_h == 1 && geom.stride_w == 1
+    geom.kernel_h == 3
+        && geom.kernel_w == 3
+        && geom.stride_h == 1
+        && geom.stride_w == 1
+        && geom.pad_top <= 2
+        && geom.pad_left <= 2
 }
 
 /// The 6x6 input tile whose top-left is `(y0, x0)` (may be outside: zeros).

@@ -78,10 +78,18 @@
 //! task, and sums per-image weight gradients in image order (the same bits on
 //! any thread count). When the model's plan fuses a following ReLU, the
 //! convolution applies it in the same pass as the bias.
+//!
+//! A 3x3 stride-1 convolution can instead run as Winograd F(4x4, 3x3)
+//! ([`crate::kernels::winograd`] for the arithmetic,
+//! [`crate::kernels::conv_winograd`] for the fast path): 4x fewer
+//! multiplications for slightly more rounding. [`ConvAlgo`] chooses; `Auto`
+//! takes Winograd where it applies and the layer has enough channels for the
+//! transforms to pay ([`AUTO_WINOGRAD_MIN_CHANNELS`]).
 
 use crate::element::Element;
 use crate::geometry::{ConvGeometry, Padding};
 use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, ConvWorkspace};
+use crate::kernels::conv_winograd::{self, conv2d_backward_winograd, conv2d_forward_winograd, WinogradWorkspace};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
@@ -277,6 +285,44 @@ pub fn conv2d_backward_naive<T: Element>(
 // The layer: the fast path, tested equal to the references above.
 // ---------------------------------------------------------------------------
 
+/// How a convolution is computed. The result is the same convolution either
+/// way, up to rounding (Winograd's f32 error is a few times im2col's, see
+/// `BENCHMARKS.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum ConvAlgo {
+    /// Winograd where it applies (3x3, stride 1) and both channel counts are at
+    /// least [`AUTO_WINOGRAD_MIN_CHANNELS`]; im2col otherwise.
+    #[default]
+    Auto,
+    /// im2col + GEMM, every layer ([`crate::kernels::conv_tiled`]).
+    Im2col,
+    /// Winograd F(4x4, 3x3) on every layer it applies to (3x3, stride 1); the
+    /// others run im2col ([`crate::kernels::conv_winograd`]).
+    Winograd,
+}
+
+/// With fewer input or output channels than this, `Auto` keeps im2col: the
+/// transforms, whose cost grows with the channels on one side only, no longer
+/// pay for the saved products (conv1 of `baseline`, 3 input channels, measured
+/// in `BENCHMARKS.md`).
+pub const AUTO_WINOGRAD_MIN_CHANNELS: usize = 8;
+
+impl ConvAlgo {
+    /// `"auto"`, `"im2col"` or `"winograd"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConvAlgo::Auto => "auto",
+            ConvAlgo::Im2col => "im2col",
+            ConvAlgo::Winograd => "winograd",
+        }
+    }
+
+    /// Parses [`ConvAlgo::as_str`]'s names.
+    pub fn parse(name: &str) -> Option<ConvAlgo> {
+        [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Winograd].into_iter().find(|algo| algo.as_str() == name)
+    }
+}
+
 /// A 2-D convolution layer (see the module docs for the math).
 #[derive(Debug)]
 pub struct Conv2d<T: Element> {
@@ -289,6 +335,10 @@ pub struct Conv2d<T: Element> {
     tensors: WeightAndBias<T>,
     /// The fast kernel's buffers, reused from batch to batch.
     workspace: ConvWorkspace<T>,
+    /// The Winograd path's buffers.
+    winograd: WinogradWorkspace<T>,
+    /// The method asked for ([`Conv2d::resolved_algo`]: the one that runs).
+    algo: ConvAlgo,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -315,7 +365,37 @@ impl<T: Element> Conv2d<T> {
             padding,
             tensors: WeightAndBias::zeros(&weight_shape, out_channels),
             workspace: ConvWorkspace::default(),
+            winograd: WinogradWorkspace::default(),
+            algo: ConvAlgo::Auto,
         })
+    }
+
+    /// Chooses how this layer is computed (default [`ConvAlgo::Auto`]).
+    pub fn set_algo(&mut self, algo: ConvAlgo) {
+        self.algo = algo;
+    }
+
+    /// The method asked for.
+    pub fn algo(&self) -> ConvAlgo {
+        self.algo
+    }
+
+    /// The method that runs: [`ConvAlgo::Im2col`] or [`ConvAlgo::Winograd`].
+    /// Independent of the input size (a 3x3 kernel never pads by more than 2).
+    pub fn resolved_algo(&self) -> ConvAlgo {
+        let winograd_applies = self.kernel == (3, 3) && self.stride == (1, 1);
+        let worth_it =
+            self.in_channels >= AUTO_WINOGRAD_MIN_CHANNELS && self.out_channels >= AUTO_WINOGRAD_MIN_CHANNELS;
+        match self.algo {
+            ConvAlgo::Winograd if winograd_applies => ConvAlgo::Winograd,
+            ConvAlgo::Auto if winograd_applies && worth_it => ConvAlgo::Winograd,
+            _ => ConvAlgo::Im2col,
+        }
+    }
+
+    /// Whether this input geometry runs by Winograd.
+    fn runs_winograd(&self, geom: &ConvGeometry) -> bool {
+        self.resolved_algo() == ConvAlgo::Winograd && conv_winograd::applies(geom)
     }
 
     /// The weights `(OC, C, KH, KW)`.
@@ -339,6 +419,17 @@ impl<T: Element> Conv2d<T> {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
         let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
+        if self.runs_winograd(&geom) {
+            return conv2d_forward_winograd(
+                &geom,
+                weight,
+                bias,
+                slice(&input),
+                slice_mut(&mut output),
+                fused_relu,
+                &mut self.winograd,
+            );
+        }
         conv2d_forward_tiled(
             &geom,
             weight,
@@ -366,12 +457,16 @@ impl<T: Element> Layer<T> for Conv2d<T> {
 
     fn describe(&self) -> String {
         format!(
-            "{} filters, {}x{}, stride {}, {}",
+            "{} filters, {}x{}, stride {}, {}, {}",
             self.out_channels,
             self.kernel.0,
             self.kernel.1,
             self.stride.0,
-            self.padding.as_str()
+            self.padding.as_str(),
+            match self.resolved_algo() {
+                ConvAlgo::Winograd => "winograd F(4x4,3x3)",
+                _ => "im2col",
+            }
         )
     }
 
@@ -421,11 +516,24 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         grad_input: Option<ArrayViewMutD<'_, T>>,
     ) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
+        let winograd = self.runs_winograd(&geom);
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
         let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
         let grad_bias = self.tensors.grad_bias.as_slice_mut().expect("contiguous");
         let mut grad_input = grad_input;
         let grad_input = grad_input.as_mut().map(slice_mut);
+        if winograd {
+            return conv2d_backward_winograd(
+                &geom,
+                weight,
+                slice(&input),
+                slice(&grad_output),
+                grad_weight,
+                grad_bias,
+                grad_input,
+                &mut self.winograd,
+            );
+        }
         conv2d_backward_tiled(
             &geom,
             weight,
@@ -440,6 +548,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
 
     fn set_gradient_leaves(&mut self, leaves: usize) {
         self.workspace.gradient_leaves = leaves;
+        self.winograd.gradient_leaves = leaves;
     }
 
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {

@@ -22,7 +22,7 @@ pub mod maxpool2d;
 pub mod relu;
 pub mod softmax;
 
-pub use conv2d::Conv2d;
+pub use conv2d::{Conv2d, ConvAlgo};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;

@@ -184,6 +184,17 @@ impl<T: Element> Sequential<T> {
         }
     }
 
+    /// How every convolution is computed ([`crate::ConvAlgo`]; default `Auto`).
+    /// Each layer resolves it for its own kernel and channels
+    /// ([`crate::Conv2d::resolved_algo`]).
+    pub fn set_conv_algo(&mut self, algo: crate::ConvAlgo) {
+        for layer in &mut self.layers {
+            if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<crate::Conv2d<T>>()) {
+                conv.set_algo(algo);
+            }
+        }
+    }
+
     /// The plan in use: which layers fuse, which activations share a buffer.
     pub fn plan(&self) -> &Plan {
         &self.plan
