@@ -145,6 +145,12 @@ pub enum ConvAlgoArg {
 }
 
 impl ConvAlgoArg {
+    /// What a run saved before `--conv-algo` existed computed with: im2col, so
+    /// that `--resume` of such a run stays bit-exact.
+    pub fn before_winograd() -> ConvAlgoArg {
+        ConvAlgoArg::Im2col
+    }
+
     /// The engine's value.
     pub fn algo(self) -> convnet_tensor::ConvAlgo {
         match self {

@@ -29,6 +29,9 @@ pub struct PredictArgs {
     csv: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// How convolutions are computed: auto, im2col, winograd
+    #[arg(long, value_enum, default_value_t = crate::options::ConvAlgoArg::Auto)]
+    pub conv_algo: crate::options::ConvAlgoArg,
 }
 
 /// The top-k `(class, probability)` of an image, or why it could not be read.
@@ -47,6 +50,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         bail!("--batch-size must be at least 1");
     }
     let (mut model, meta) = load_model(&args.model)?;
+    model.set_conv_algo(args.conv_algo.algo());
     let mut files = Vec::new();
     for path in &args.images {
         collect_images(path, &mut files)?;

@@ -2,7 +2,7 @@
 //! them straight into [`TrainConfig`], which is also `config.toml`.
 
 use crate::options::{
-    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ImageOptions, OptimizerKind,
+    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ConvAlgoArg, ImageOptions, OptimizerKind,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -165,6 +165,10 @@ pub struct TrainConfig {
     #[arg(long, default_value = "10m")]
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
+    /// How convolutions are computed: auto (Winograd on 3x3 stride-1 layers with >= 8 channels, im2col elsewhere), im2col, winograd
+    #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto)]
+    #[serde(default = "ConvAlgoArg::before_winograd")]
+    pub conv_algo: ConvAlgoArg,
     /// The resolved architecture (so a resumed run does not depend on the TOML
     /// file still being there).
     #[arg(skip)]

@@ -51,7 +51,32 @@ use crate::geometry::ConvGeometry;
 use crate::kernels::reduce::{reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
 use crate::kernels::winograd::{ALPHA, TILE};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::x86_winograd::{
+    apply_a_f32, apply_at_f32, apply_bt_f32, join_phases_f32, point_block_f32, split_phases4_f32, split_phases_f32,
+    transpose8x8_f32,
+};
 use rayon::prelude::*;
+use std::any::TypeId;
+
+/// Whether `T` is `f32` (decided at compile time for each instantiation).
+fn is_f32<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+}
+
+/// `values` as `&[f32]` when `T` is `f32` (the SIMD bodies are written for it).
+fn as_f32<T: 'static>(values: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (same type id), so the cast changes nothing.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len()) })
+}
+
+/// `values` as `&mut [f32]` when `T` is `f32`.
+fn as_f32_mut<T: 'static>(values: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32 (same type id), so the cast changes nothing; the borrow is moved.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len()) })
+}
 
 /// Points of the transformed tile, `ALPHA * ALPHA`: the 36 independent GEMMs.
 pub const POINTS: usize = ALPHA * ALPHA;
@@ -186,19 +211,53 @@ fn six<T>(buf: &[T], base: usize, stride: usize, n: usize) -> [&[T]; 6] {
 /// out2 = (d4 - d3) + 4 (d1 - d2)   out5 = 4 d1 - 5 d3 + d5
 /// ```
 #[inline(always)]
-fn apply_bt<T: Element>(d: [&[T]; 6], out: [&mut [T]; 6]) {
-    let [o0, o1, o2, o3, o4, o5] = out;
-    let n = o0.len();
+fn apply_bt<T: Element>(input: [&[T]; 6], out: [&mut [T]; 6]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let n = out[0].len();
+        assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
+        // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
+        // the outputs are distinct `&mut` slices; T is f32.
+        unsafe { apply_bt_f32(input.map(|v| v.as_ptr().cast::<f32>()), out.map(|v| v.as_mut_ptr().cast::<f32>()), n) };
+        return;
+    }
     let (four, five, two) = (T::from_f64(4.0), T::from_f64(5.0), T::from_f64(2.0));
-    let [d0, d1, d2, d3, d4, d5] = d.map(|v| &v[..n]);
-    for t in 0..n {
-        let (x0, x1, x2, x3, x4, x5) = (d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]);
-        o0[t] = four * x0 - five * x2 + x4;
-        o1[t] = (x3 + x4) - four * (x1 + x2);
-        o2[t] = (x4 - x3) + four * (x1 - x2);
-        o3[t] = (x4 - x2) + two * (x3 - x1);
-        o4[t] = (x4 - x2) - two * (x3 - x1);
-        o5[t] = four * x1 - five * x3 + x5;
+    // 8 tiles at a time, loaded into locals before anything is stored: the
+    // compiler then needs no proof that the vectors do not overlap to use SIMD
+    for_chunks(input, out, |x: [[T; LANES]; 6]| {
+        let mut o = [[T::zero(); LANES]; 6];
+        for t in 0..LANES {
+            let [x0, x1, x2, x3, x4, x5] = x.map(|v| v[t]);
+            o[0][t] = four * x0 - five * x2 + x4;
+            o[1][t] = (x3 + x4) - four * (x1 + x2);
+            o[2][t] = (x4 - x3) + four * (x1 - x2);
+            o[3][t] = (x4 - x2) + two * (x3 - x1);
+            o[4][t] = (x4 - x2) - two * (x3 - x1);
+            o[5][t] = four * x1 - five * x3 + x5;
+        }
+        o
+    });
+}
+
+/// Runs `f` on [`LANES`]-long chunks of the `I` input vectors, writing its
+/// `O` results to the output vectors (all as long as the first output, a
+/// multiple of [`LANES`]).
+#[inline(always)]
+fn for_chunks<T: Element, const I: usize, const O: usize>(
+    inputs: [&[T]; I],
+    outputs: [&mut [T]; O],
+    f: impl Fn([[T; LANES]; I]) -> [[T; LANES]; O],
+) {
+    let n = outputs[0].len();
+    debug_assert!(n % LANES == 0);
+    let inputs = inputs.map(|v| &v[..n]);
+    let mut outputs = outputs.map(|v| &mut v[..n]);
+    for t0 in (0..n).step_by(LANES) {
+        let x: [[T; LANES]; I] = std::array::from_fn(|i| inputs[i][t0..t0 + LANES].try_into().expect("LANES"));
+        let y = f(x);
+        for (out, values) in outputs.iter_mut().zip(&y) {
+            out[t0..t0 + LANES].copy_from_slice(values);
+        }
     }
 }
 
@@ -209,20 +268,30 @@ fn apply_bt<T: Element>(d: [&[T]; 6], out: [&mut [T]; 6]) {
 /// out1 = (m1 - m2) + 2 (m3 - m4)        out3 = (m1 - m2) + 8 (m3 - m4) + m5
 /// ```
 #[inline(always)]
-fn apply_at<T: Element>(m: [&[T]; 6], out: [&mut [T]; 4]) {
-    let [o0, o1, o2, o3] = out;
-    let n = o0.len();
-    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
-    let [m0, m1, m2, m3, m4, m5] = m.map(|v| &v[..n]);
-    let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
-    for t in 0..n {
-        let (sum12, diff12) = (m1[t] + m2[t], m1[t] - m2[t]);
-        let (sum34, diff34) = (m3[t] + m4[t], m3[t] - m4[t]);
-        o0[t] = m0[t] + sum12 + sum34;
-        o1[t] = diff12 + two * diff34;
-        o2[t] = sum12 + four * sum34;
-        o3[t] = diff12 + eight * diff34 + m5[t];
+fn apply_at<T: Element>(input: [&[T]; 6], out: [&mut [T]; 4]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let n = out[0].len();
+        assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
+        // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
+        // the outputs are distinct `&mut` slices; T is f32.
+        unsafe { apply_at_f32(input.map(|v| v.as_ptr().cast::<f32>()), out.map(|v| v.as_mut_ptr().cast::<f32>()), n) };
+        return;
     }
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    for_chunks(input, out, |x: [[T; LANES]; 6]| {
+        let mut o = [[T::zero(); LANES]; 4];
+        for t in 0..LANES {
+            let [m0, m1, m2, m3, m4, m5] = x.map(|v| v[t]);
+            let (sum12, diff12) = (m1 + m2, m1 - m2);
+            let (sum34, diff34) = (m3 + m4, m3 - m4);
+            o[0][t] = m0 + sum12 + sum34;
+            o[1][t] = diff12 + two * diff34;
+            o[2][t] = sum12 + four * sum34;
+            o[3][t] = diff12 + eight * diff34 + m5;
+        }
+        o
+    });
 }
 
 /// `out = A d` along one axis, the transform of a 4-vector `dY` tile into 6
@@ -234,21 +303,32 @@ fn apply_at<T: Element>(m: [&[T]; 6], out: [&mut [T]; 4]) {
 /// out2 = (d0 + d2) - (d1 + d3)      out5 = d3
 /// ```
 #[inline(always)]
-fn apply_a<T: Element>(d: [&[T]; 4], out: [&mut [T]; 6]) {
-    let [o0, o1, o2, o3, o4, o5] = out;
-    let n = o0.len();
-    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
-    let [d0, d1, d2, d3] = d.map(|v| &v[..n]);
-    for t in 0..n {
-        let (even, odd) = (d0[t] + d2[t], d1[t] + d3[t]);
-        let (even4, odd28) = (d0[t] + four * d2[t], two * d1[t] + eight * d3[t]);
-        o0[t] = d0[t];
-        o1[t] = even + odd;
-        o2[t] = even - odd;
-        o3[t] = even4 + odd28;
-        o4[t] = even4 - odd28;
-        o5[t] = d3[t];
+fn apply_a<T: Element>(input: [&[T]; 4], out: [&mut [T]; 6]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let n = out[0].len();
+        assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
+        // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
+        // the outputs are distinct `&mut` slices; T is f32.
+        unsafe { apply_a_f32(input.map(|v| v.as_ptr().cast::<f32>()), out.map(|v| v.as_mut_ptr().cast::<f32>()), n) };
+        return;
     }
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    for_chunks(input, out, |x: [[T; LANES]; 4]| {
+        let mut o = [[T::zero(); LANES]; 6];
+        for t in 0..LANES {
+            let [d0, d1, d2, d3] = x.map(|v| v[t]);
+            let (even, odd) = (d0 + d2, d1 + d3);
+            let (even4, odd28) = (d0 + four * d2, two * d1 + eight * d3);
+            o[0][t] = d0;
+            o[1][t] = even + odd;
+            o[2][t] = even - odd;
+            o[3][t] = even4 + odd28;
+            o[4][t] = even4 - odd28;
+            o[5][t] = d3;
+        }
+        o
+    });
 }
 
 /// `C := A B (+ C if accumulate)` for the point GEMMs: `A` is `rows x depth`
@@ -288,6 +368,32 @@ pub fn point_gemm<T: Element>(
     assert!(a.len() >= (rows - 1) * lda + depth, "point_gemm: A too short");
     assert!(depth == 0 || b.len() >= (depth - 1) * ldb + n, "point_gemm: B too short");
     assert!(c.len() >= (rows - 1) * ldc + n, "point_gemm: C too short");
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(a), Some(b), Some(c)) = (as_f32(a), as_f32(b), as_f32_mut(c)) {
+        if avx2_fma() {
+            let mut col = 0;
+            while col < n {
+                let width = (n - col).min(COL_BLOCK);
+                for row in (0..rows).step_by(ROW_BLOCK) {
+                    let (a, c) = (a[row * lda..].as_ptr(), c[row * ldc + col..].as_mut_ptr());
+                    let b = b[col..].as_ptr();
+                    // SAFETY: AVX2 and FMA are present; the asserts above put rows
+                    // `row..row + 4` of A (depth long), rows `0..depth` of B from
+                    // column `col` (`width` wide) and rows `row..row + 4` of C inside
+                    // their slices; C is a distinct `&mut`.
+                    unsafe {
+                        match width {
+                            24 => point_block_f32::<3>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                            16 => point_block_f32::<2>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                            _ => point_block_f32::<1>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                        }
+                    }
+                }
+                col += width;
+            }
+            return;
+        }
+    }
     let mut col = 0;
     while col < n {
         let width = (n - col).min(COL_BLOCK);
@@ -376,7 +482,7 @@ impl Layout {
         // the data `V` (36, C, tb) first, from offset 0
         let products = data_len;
         let rows = products + products_len;
-        let phases = rows + ALPHA * (TILE * tb + 2);
+        let phases = rows + ALPHA * (TILE * tb + 4);
         let half = phases + POINTS * tb;
         let len = half + POINTS * tb;
         Layout { products, rows, phases, half, len }
@@ -398,7 +504,8 @@ fn transform_input_plane<T: Element>(
     point_stride: usize,
 ) {
     let tb = block.padded;
-    let row_len = TILE * tb + 2;
+    // 4 tb + 2 pixels reach the last tile; 2 more of zeros let the SIMD split read 32 at a time
+    let row_len = TILE * tb + 4;
     let y0 = (block.ty * TILE) as isize - shape.pad_top as isize;
     let x0 = (block.tx0 * TILE) as isize - shape.pad_left as isize;
     // the six input rows y0..y0+6, columns x0..x0+row_len, zeros outside the plane
@@ -416,15 +523,34 @@ fn transform_input_plane<T: Element>(
         row[first..first + x_end - x_start].copy_from_slice(&src[x_start..x_end]);
         row[first + x_end - x_start..].fill(T::zero());
     }
-    // phases: d[l][ph][t] = row_l[4t + ph], at phases[(l * 6 + ph) * tb + t]
+    // phases: d[l][ph][t] = row_l[4t + ph], at phases[(l * 6 + ph) * tb + t];
+    // phases 4 and 5 are phases 0 and 1 one tile on
     for l in 0..ALPHA {
         let row = &rows_buf[l * row_len..][..row_len];
-        for ph in 0..ALPHA {
-            let dst = &mut phases[(l * ALPHA + ph) * tb..][..tb];
-            for (t, value) in dst.iter_mut().enumerate() {
-                *value = row[TILE * t + ph];
-            }
+        #[cfg(target_arch = "x86_64")]
+        if is_f32::<T>() && avx2_fma() {
+            let targets = six_mut(phases, l * ALPHA * tb, tb, tb).map(|v| v.as_mut_ptr().cast::<f32>());
+            // SAFETY: AVX2 is present; `row` holds 4 tb + 4 elements, each phase tb; T is f32.
+            unsafe { split_phases_f32(row.as_ptr().cast::<f32>(), targets, tb) };
+            continue;
         }
+        let [p0, p1, p2, p3, p4, p5] = six_mut(phases, l * ALPHA * tb, tb, tb);
+        for t0 in (0..tb).step_by(LANES) {
+            let pixels: &[T; TILE * LANES] = row[TILE * t0..][..TILE * LANES].try_into().expect("32 pixels");
+            let mut split = [[T::zero(); LANES]; TILE];
+            for t in 0..LANES {
+                for ph in 0..TILE {
+                    split[ph][t] = pixels[TILE * t + ph];
+                }
+            }
+            p0[t0..t0 + LANES].copy_from_slice(&split[0]);
+            p1[t0..t0 + LANES].copy_from_slice(&split[1]);
+            p2[t0..t0 + LANES].copy_from_slice(&split[2]);
+            p3[t0..t0 + LANES].copy_from_slice(&split[3]);
+        }
+        p4[..tb - 1].copy_from_slice(&p0[1..]);
+        p5[..tb - 1].copy_from_slice(&p1[1..]);
+        (p4[tb - 1], p5[tb - 1]) = (row[TILE * tb], row[TILE * tb + 1]);
     }
     // along y: half[j][ph] = sum_l B^T[j][l] d[l][ph]
     for ph in 0..ALPHA {
@@ -467,9 +593,42 @@ fn transform_output_plane<T: Element>(
         let x_first = block.tx0 * TILE;
         let valid = (shape.out_w - x_first).min(block.count * TILE);
         let row = &mut plane[(y_first + r) * shape.out_w + x_first..][..valid];
-        for (x, value) in row.iter_mut().enumerate() {
-            let biased = out4[(x % TILE) * tb + x / TILE] + bias;
-            *value = if !relu || biased > T::zero() { biased } else { T::zero() };
+        let epilogue = |value: T| {
+            let biased = value + bias;
+            if !relu || biased > T::zero() {
+                biased
+            } else {
+                T::zero()
+            }
+        };
+        // 8 tiles (32 pixels) at a time, then the rest pixel by pixel
+        let full_chunks = valid / (TILE * LANES);
+        #[cfg(target_arch = "x86_64")]
+        if is_f32::<T>() && avx2_fma() {
+            let sources: [*const f32; TILE] = std::array::from_fn(|s| out4[s * tb..][..tb].as_ptr().cast::<f32>());
+            let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
+            // SAFETY: AVX2 is present; `row` holds `valid` >= 32 full_chunks elements and each
+            // phase tb >= 8 full_chunks (full_chunks * 32 <= valid <= 4 count <= 4 tb); T is f32.
+            unsafe { join_phases_f32(sources, row.as_mut_ptr().cast::<f32>(), full_chunks, bias, relu) };
+            for x in full_chunks * TILE * LANES..valid {
+                row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
+            }
+            continue;
+        }
+        for (chunk, pixels) in row.chunks_exact_mut(TILE * LANES).enumerate() {
+            let t0 = chunk * LANES;
+            let phases: [&[T; LANES]; TILE] =
+                std::array::from_fn(|s| out4[s * tb + t0..][..LANES].try_into().expect("LANES"));
+            let mut joined = [T::zero(); TILE * LANES];
+            for t in 0..LANES {
+                for s in 0..TILE {
+                    joined[TILE * t + s] = epilogue(phases[s][t]);
+                }
+            }
+            pixels.copy_from_slice(&joined);
+        }
+        for x in full_chunks * TILE * LANES..valid {
+            row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
         }
     }
 }
@@ -783,14 +942,13 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
         }
         // V^T (36, tb, C8), zero past C
         for p in 0..POINTS {
-            let src = &v[p * channels * tb..][..channels * tb];
-            let dst = &mut vt[p * tb * c8..][..tb * c8];
-            for t in 0..tb {
-                let row = &mut dst[t * c8..][..c8];
-                for (c, value) in row.iter_mut().enumerate() {
-                    *value = if c < channels { src[c * tb + t] } else { T::zero() };
-                }
-            }
+            transpose_block(
+                &v[p * channels * tb..][..channels * tb],
+                channels,
+                tb,
+                &mut vt[p * tb * c8..][..tb * c8],
+                c8,
+            );
         }
         // DY' (36, K4, tb) = A dY A^T per output channel (rows past K stay zero)
         for k in 0..out_channels {
@@ -798,6 +956,7 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
                 &dy[k * out_plane..][..out_plane],
                 shape,
                 block,
+                rows_buf,
                 phases,
                 half,
                 &mut dy_t[k * tb..],
@@ -862,10 +1021,12 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
 /// `DY'[p][k][t] = (A dY A^T)[p]` for the 4x4 tiles of `dy` (one output
 /// channel, zeros past its edge) in `block`, at `out[p * point_stride + t]`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transform_grad_plane<T: Element>(
     dy: &[T],
     shape: &Shape,
     block: Block,
+    row_buf: &mut [T],
     phases: &mut [T],
     half: &mut [T],
     out: &mut [T],
@@ -873,18 +1034,30 @@ fn transform_grad_plane<T: Element>(
 ) {
     let tb = block.padded;
     let (y_first, x_first) = (block.ty * TILE, block.tx0 * TILE);
-    // phases g[r][s][t] = dY[y_first + r][x_first + 4t + s], at phases[(r * 4 + s) * tb + t]
+    // phases g[r][s][t] = dY[y_first + r][x_first + 4t + s], at phases[(r * 4 + s) * tb + t]:
+    // each row of the block's tiles copied (zeros past the edge and past the block), then split
+    let valid = (block.count * TILE).min(shape.out_w - x_first);
     for r in 0..TILE {
         let y = y_first + r;
+        let row = &mut row_buf[..TILE * tb];
+        row.fill(T::zero());
+        if y < shape.out_h {
+            row[..valid].copy_from_slice(&dy[y * shape.out_w + x_first..][..valid]);
+        }
+        let row = &row_buf[..TILE * tb];
+        #[cfg(target_arch = "x86_64")]
+        if is_f32::<T>() && avx2_fma() {
+            let targets: [*mut f32; TILE] =
+                std::array::from_fn(|s| phases[(r * TILE + s) * tb..][..tb].as_mut_ptr().cast::<f32>());
+            // SAFETY: AVX2 is present; `row` holds 4 tb elements, each phase tb (inside
+            // `phases`, distinct ranges); T is f32.
+            unsafe { split_phases4_f32(row.as_ptr().cast::<f32>(), targets, tb) };
+            continue;
+        }
         for s in 0..TILE {
             let dst = &mut phases[(r * TILE + s) * tb..][..tb];
             for (t, value) in dst.iter_mut().enumerate() {
-                let x = x_first + TILE * t + s;
-                *value = if y < shape.out_h && t < block.count && x < shape.out_w {
-                    dy[y * shape.out_w + x]
-                } else {
-                    T::zero()
-                };
+                *value = row[TILE * t + s];
             }
         }
     }
@@ -897,5 +1070,40 @@ fn transform_grad_plane<T: Element>(
     for j in 0..ALPHA {
         let src: [&[T]; 4] = std::array::from_fn(|s| &half[(j * TILE + s) * tb..][..tb]);
         apply_a(src, six_mut(out, j * ALPHA * point_stride, point_stride, tb));
+    }
+}
+
+/// `dst[t * ld_dst + c] = src[c * cols + t]` for `c < rows`, `t < cols` (a
+/// multiple of [`LANES`]), and zero in columns `rows..ld_dst` of `dst`.
+#[inline(always)]
+fn transpose_block<T: Element>(src: &[T], rows: usize, cols: usize, dst: &mut [T], ld_dst: usize) {
+    assert!(src.len() >= rows * cols && dst.len() >= cols * ld_dst && ld_dst >= rows && cols % LANES == 0);
+    let mut done_rows = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(src), Some(dst)) = (as_f32(src), as_f32_mut(dst)) {
+        if avx2_fma() {
+            for c0 in (0..rows - rows % 8).step_by(8) {
+                for t0 in (0..cols).step_by(8) {
+                    // SAFETY: AVX2 is present; rows c0..c0+8 (< rows) of src from column t0
+                    // (< cols, a multiple of 8) and rows t0..t0+8 of dst from column c0
+                    // (c0 + 8 <= rows <= ld_dst) are inside the slices (asserted above).
+                    unsafe {
+                        transpose8x8_f32(
+                            src[c0 * cols + t0..].as_ptr(),
+                            cols,
+                            dst[t0 * ld_dst + c0..].as_mut_ptr(),
+                            ld_dst,
+                        )
+                    };
+                }
+            }
+            done_rows = rows - rows % 8;
+        }
+    }
+    for t in 0..cols {
+        let row = &mut dst[t * ld_dst..][..ld_dst];
+        for (c, value) in row.iter_mut().enumerate().skip(done_rows) {
+            *value = if c < rows { src[c * cols + t] } else { T::zero() };
+        }
     }
 }

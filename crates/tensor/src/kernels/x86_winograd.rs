@@ -1,0 +1,288 @@
+//! The AVX2 + FMA f32 bodies of the Winograd path ([`crate::kernels::conv_winograd`]).
+//!
+//! A leaf module: raw pointers and one element type, no generic
+//! [`crate::element::Element`]. The generic code computes the same sums in
+//! the same order (with separate multiply and add where these fuse them), and
+//! runs for f64 and on CPUs without AVX2.
+
+use std::arch::x86_64::*;
+
+/// One `4 x (8 NV)` block of the point GEMM, held in `4 NV` registers over the
+/// whole depth: `C[r][j] := sum_p A[r][p] B[p][j] (+ C[r][j] if accumulate)`,
+/// `A[r][p] = a[r * lda + p]`, `B[p][j] = b[p * ldb + j]`, `C[r][j] = c[r * ldc + j]`.
+///
+/// Per depth step: `NV` loads of `B`, 4 broadcasts of `A`, `4 NV` FMAs (12 for
+/// `NV = 3`, which with 3 + 1 registers for the operands fills 16 of 16).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` holds rows `0..4` of `depth` elements at
+/// stride `lda`, `b` rows `0..depth` of `8 NV` elements at stride `ldb`, `c`
+/// rows `0..4` of `8 NV` elements at stride `ldc`; `c` aliases neither.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn point_block_f32<const NV: usize>(
+    depth: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: every address below lies inside the rows the caller vouches for.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); NV]; 4];
+        if accumulate {
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                for (v, acc_vec) in acc_row.iter_mut().enumerate() {
+                    *acc_vec = _mm256_loadu_ps(c.add(r * ldc + 8 * v));
+                }
+            }
+        }
+        let a_rows = [a, a.add(lda), a.add(2 * lda), a.add(3 * lda)];
+        for p in 0..depth {
+            let b_row = b.add(p * ldb);
+            let mut b_vecs = [_mm256_setzero_ps(); NV];
+            for (v, b_vec) in b_vecs.iter_mut().enumerate() {
+                *b_vec = _mm256_loadu_ps(b_row.add(8 * v));
+            }
+            for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
+                let a_value = _mm256_broadcast_ss(&*a_row.add(p));
+                for (acc_vec, &b_vec) in acc_row.iter_mut().zip(&b_vecs) {
+                    *acc_vec = _mm256_fmadd_ps(a_value, b_vec, *acc_vec);
+                }
+            }
+        }
+        for (r, acc_row) in acc.iter().enumerate() {
+            for (v, &acc_vec) in acc_row.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc + 8 * v), acc_vec);
+            }
+        }
+    }
+}
+
+/// Transposes an 8x8 block: `dst[j * ld_dst + i] = src[i * ld_src + j]`.
+///
+/// # Safety
+/// The CPU has AVX2; `src` holds 8 rows of 8 at stride `ld_src`, `dst` 8 rows of 8
+/// at stride `ld_dst`; they do not overlap.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn transpose8x8_f32(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
+    // SAFETY: the addresses are the caller's 8x8 blocks.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld_src)));
+        // pairs of rows interleaved, then pairs of pairs, then the 128-bit halves
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let out = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        for (j, &row) in out.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(j * ld_dst), row);
+        }
+    }
+}
+
+/// `out = B^T d` on `n` (a multiple of 8) lanes of six vectors: the generic
+/// `apply_bt` of `conv_winograd`, 8 tiles per instruction.
+///
+/// # Safety
+/// The CPU has AVX2; each `d[i]` and `out[i]` holds `n` elements; no `out[i]`
+/// overlaps another vector.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn apply_bt_f32(d: [*const f32; 6], out: [*mut f32; 6], n: usize) {
+    // SAFETY: `n` elements from each pointer, as the caller vouches.
+    unsafe {
+        let (four, five, two) = (_mm256_set1_ps(4.0), _mm256_set1_ps(5.0), _mm256_set1_ps(2.0));
+        for t in (0..n).step_by(8) {
+            let [x0, x1, x2, x3, x4, x5] = d.map(|v| _mm256_loadu_ps(v.add(t)));
+            let o0 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x0), _mm256_mul_ps(five, x2)), x4);
+            let o1 = _mm256_sub_ps(_mm256_add_ps(x3, x4), _mm256_mul_ps(four, _mm256_add_ps(x1, x2)));
+            let o2 = _mm256_add_ps(_mm256_sub_ps(x4, x3), _mm256_mul_ps(four, _mm256_sub_ps(x1, x2)));
+            let (d42, d31) = (_mm256_sub_ps(x4, x2), _mm256_mul_ps(two, _mm256_sub_ps(x3, x1)));
+            let o3 = _mm256_add_ps(d42, d31);
+            let o4 = _mm256_sub_ps(d42, d31);
+            let o5 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x1), _mm256_mul_ps(five, x3)), x5);
+            for (dst, value) in out.iter().zip([o0, o1, o2, o3, o4, o5]) {
+                _mm256_storeu_ps(dst.add(t), value);
+            }
+        }
+    }
+}
+
+/// `out = A^T m` (six vectors in, four out), as `apply_at` of `conv_winograd`.
+///
+/// # Safety
+/// As [`apply_bt_f32`].
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn apply_at_f32(m: [*const f32; 6], out: [*mut f32; 4], n: usize) {
+    // SAFETY: `n` elements from each pointer, as the caller vouches.
+    unsafe {
+        let (two, four, eight) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0), _mm256_set1_ps(8.0));
+        for t in (0..n).step_by(8) {
+            let [m0, m1, m2, m3, m4, m5] = m.map(|v| _mm256_loadu_ps(v.add(t)));
+            let (sum12, diff12) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
+            let (sum34, diff34) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
+            let o0 = _mm256_add_ps(_mm256_add_ps(m0, sum12), sum34);
+            let o1 = _mm256_add_ps(diff12, _mm256_mul_ps(two, diff34));
+            let o2 = _mm256_add_ps(sum12, _mm256_mul_ps(four, sum34));
+            let o3 = _mm256_add_ps(_mm256_add_ps(diff12, _mm256_mul_ps(eight, diff34)), m5);
+            for (dst, value) in out.iter().zip([o0, o1, o2, o3]) {
+                _mm256_storeu_ps(dst.add(t), value);
+            }
+        }
+    }
+}
+
+/// `out = A d` (four vectors in, six out), as `apply_a` of `conv_winograd`.
+///
+/// # Safety
+/// As [`apply_bt_f32`].
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn apply_a_f32(d: [*const f32; 4], out: [*mut f32; 6], n: usize) {
+    // SAFETY: `n` elements from each pointer, as the caller vouches.
+    unsafe {
+        let (two, four, eight) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0), _mm256_set1_ps(8.0));
+        for t in (0..n).step_by(8) {
+            let [d0, d1, d2, d3] = d.map(|v| _mm256_loadu_ps(v.add(t)));
+            let (even, odd) = (_mm256_add_ps(d0, d2), _mm256_add_ps(d1, d3));
+            let even4 = _mm256_add_ps(d0, _mm256_mul_ps(four, d2));
+            let odd28 = _mm256_add_ps(_mm256_mul_ps(two, d1), _mm256_mul_ps(eight, d3));
+            let outputs = [
+                d0,
+                _mm256_add_ps(even, odd),
+                _mm256_sub_ps(even, odd),
+                _mm256_add_ps(even4, odd28),
+                _mm256_sub_ps(even4, odd28),
+                d3,
+            ];
+            for (dst, value) in out.iter().zip(outputs) {
+                _mm256_storeu_ps(dst.add(t), value);
+            }
+        }
+    }
+}
+
+/// Splits 32 consecutive pixels (8 tiles of 4) into their 4 phases:
+/// `phase[s][t] = pixels[4 t + s]`. A 4x4 transpose of pairs after grouping
+/// each vector's pixels by phase.
+#[inline(always)]
+unsafe fn split4(pixels: *const f32) -> [__m256; 4] {
+    // SAFETY: 32 readable floats at `pixels` (the callers' contract); AVX2 is enabled in every caller.
+    unsafe {
+        let by_phase = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        // w_i = (p0 p0 p1 p1 p2 p2 p3 p3) of tiles 2i, 2i+1
+        let w: [__m256d; 4] = std::array::from_fn(|i| {
+            _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_loadu_ps(pixels.add(8 * i)), by_phase))
+        });
+        let t0 = _mm256_unpacklo_pd(w[0], w[1]);
+        let t1 = _mm256_unpackhi_pd(w[0], w[1]);
+        let t2 = _mm256_unpacklo_pd(w[2], w[3]);
+        let t3 = _mm256_unpackhi_pd(w[2], w[3]);
+        [
+            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x20>(t0, t2)),
+            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x20>(t1, t3)),
+            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x31>(t0, t2)),
+            _mm256_castpd_ps(_mm256_permute2f128_pd::<0x31>(t1, t3)),
+        ]
+    }
+}
+
+/// The six phases of a row of input pixels: `phase[ph][t] = row[4 t + ph]`
+/// for `t < n` (a multiple of 8), `ph < 6`.
+///
+/// # Safety
+/// The CPU has AVX2; `row` holds `4 n + 4` elements, each `phases[ph]` `n`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn split_phases_f32(row: *const f32, phases: [*mut f32; 6], n: usize) {
+    // SAFETY: reads end at row[4 (n - 8) + 4 + 31] = row[4 n + 3]; writes `n` per phase.
+    unsafe {
+        for t in (0..n).step_by(8) {
+            let first = split4(row.add(4 * t));
+            let next = split4(row.add(4 * t + 4));
+            for (dst, value) in phases.iter().zip([first[0], first[1], first[2], first[3], next[0], next[1]]) {
+                _mm256_storeu_ps(dst.add(t), value);
+            }
+        }
+    }
+}
+
+/// The four phases of a row of gradient pixels: `phase[s][t] = row[4 t + s]`.
+///
+/// # Safety
+/// The CPU has AVX2; `row` holds `4 n` elements, each `phases[s]` `n`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn split_phases4_f32(row: *const f32, phases: [*mut f32; 4], n: usize) {
+    // SAFETY: reads `4 n`, writes `n` per phase.
+    unsafe {
+        for t in (0..n).step_by(8) {
+            for (dst, value) in phases.iter().zip(split4(row.add(4 * t))) {
+                _mm256_storeu_ps(dst.add(t), value);
+            }
+        }
+    }
+}
+
+/// Joins four phases back into pixels with the epilogue:
+/// `row[4 t + s] = relu?(phase[s][t] + bias)` for `t < 8 chunks`.
+///
+/// # Safety
+/// The CPU has AVX2; `row` holds `32 chunks` elements, each `phases[s]` `8 chunks`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn join_phases_f32(phases: [*const f32; 4], row: *mut f32, chunks: usize, bias: f32, relu: bool) {
+    // SAFETY: reads 8 per phase per chunk, writes 32 per chunk, as the caller vouches.
+    unsafe {
+        let bias = _mm256_set1_ps(bias);
+        let zero = _mm256_setzero_ps();
+        // the inverse of split4: the same 4x4 transpose of pairs, then ungroup the phases
+        let by_tile = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        for chunk in 0..chunks {
+            let p: [__m256d; 4] = std::array::from_fn(|s| {
+                let mut value = _mm256_add_ps(_mm256_loadu_ps(phases[s].add(8 * chunk)), bias);
+                if relu {
+                    // max(y, 0) with y > 0 ? y : 0 semantics (NaN -> 0, like the im2col epilogue)
+                    value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
+                }
+                _mm256_castps_pd(value)
+            });
+            let t0 = _mm256_unpacklo_pd(p[0], p[1]);
+            let t1 = _mm256_unpackhi_pd(p[0], p[1]);
+            let t2 = _mm256_unpacklo_pd(p[2], p[3]);
+            let t3 = _mm256_unpackhi_pd(p[2], p[3]);
+            let w = [
+                _mm256_permute2f128_pd::<0x20>(t0, t2),
+                _mm256_permute2f128_pd::<0x20>(t1, t3),
+                _mm256_permute2f128_pd::<0x31>(t0, t2),
+                _mm256_permute2f128_pd::<0x31>(t1, t3),
+            ];
+            for (i, &value) in w.iter().enumerate() {
+                _mm256_storeu_ps(
+                    row.add(32 * chunk + 8 * i),
+                    _mm256_permutevar8x32_ps(_mm256_castpd_ps(value), by_tile),
+                );
+            }
+        }
+    }
+}
