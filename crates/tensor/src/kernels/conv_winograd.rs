@@ -53,8 +53,8 @@ use crate::kernels::scratch::Scratch;
 use crate::kernels::winograd::{ALPHA, TILE};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::x86_winograd::{
-    apply_a_f32, apply_at_f32, apply_bt_f32, join_phases_f32, point_block_f32, split_phases4_f32, split_phases_f32,
-    transpose8x8_f32,
+    apply_a_f32, apply_at_f32, apply_bt_f32, input_transform_f32, join_phases_f32, output_transform_f32,
+    point_block_f32, split_phases4_f32, split_phases_f32, transpose8x8_f32,
 };
 use rayon::prelude::*;
 use std::any::TypeId;
@@ -187,6 +187,7 @@ fn turn_weights<T: Element>(weight: &[T], out_channels: usize, channels: usize) 
 }
 
 /// Six disjoint mutable vectors `buf[base + i * stride..][..n]`, `i = 0..6`.
+#[inline(always)]
 fn six_mut<T>(buf: &mut [T], base: usize, stride: usize, n: usize) -> [&mut [T]; 6] {
     assert!(stride >= n && buf.len() >= base + 5 * stride + n, "six_mut: out of bounds");
     let (_, rest) = buf.split_at_mut(base);
@@ -199,8 +200,11 @@ fn six_mut<T>(buf: &mut [T], base: usize, stride: usize, n: usize) -> [&mut [T];
 }
 
 /// Six vectors `buf[base + i * stride..][..n]`.
+#[inline(always)]
 fn six<T>(buf: &[T], base: usize, stride: usize, n: usize) -> [&[T]; 6] {
-    std::array::from_fn(|i| &buf[base + i * stride..][..n])
+    assert!(buf.len() >= base + 5 * stride + n, "six: out of bounds");
+    let at = |i: usize| &buf[base + i * stride..base + i * stride + n];
+    [at(0), at(1), at(2), at(3), at(4), at(5)]
 }
 
 /// `out = B^T d` along one axis, vector by vector (`d`, `out`: 6 vectors):
@@ -218,7 +222,18 @@ fn apply_bt<T: Element>(input: [&[T]; 6], out: [&mut [T]; 6]) {
         assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
         // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
         // the outputs are distinct `&mut` slices; T is f32.
-        unsafe { apply_bt_f32(input.map(|v| v.as_ptr().cast::<f32>()), out.map(|v| v.as_mut_ptr().cast::<f32>()), n) };
+        {
+            let src = |k: usize| input[k].as_ptr().cast::<f32>();
+            let mut out = out;
+            let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
+            unsafe {
+                apply_bt_f32(
+                    [src(0), src(1), src(2), src(3), src(4), src(5)],
+                    [dst(0), dst(1), dst(2), dst(3), dst(4), dst(5)],
+                    n,
+                )
+            }
+        };
         return;
     }
     let (four, five, two) = (T::from_f64(4.0), T::from_f64(5.0), T::from_f64(2.0));
@@ -275,7 +290,14 @@ fn apply_at<T: Element>(input: [&[T]; 6], out: [&mut [T]; 4]) {
         assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
         // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
         // the outputs are distinct `&mut` slices; T is f32.
-        unsafe { apply_at_f32(input.map(|v| v.as_ptr().cast::<f32>()), out.map(|v| v.as_mut_ptr().cast::<f32>()), n) };
+        {
+            let src = |k: usize| input[k].as_ptr().cast::<f32>();
+            let mut out = out;
+            let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
+            unsafe {
+                apply_at_f32([src(0), src(1), src(2), src(3), src(4), src(5)], [dst(0), dst(1), dst(2), dst(3)], n)
+            }
+        };
         return;
     }
     let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
@@ -310,7 +332,14 @@ fn apply_a<T: Element>(input: [&[T]; 4], out: [&mut [T]; 6]) {
         assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
         // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
         // the outputs are distinct `&mut` slices; T is f32.
-        unsafe { apply_a_f32(input.map(|v| v.as_ptr().cast::<f32>()), out.map(|v| v.as_mut_ptr().cast::<f32>()), n) };
+        {
+            let src = |k: usize| input[k].as_ptr().cast::<f32>();
+            let mut out = out;
+            let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
+            unsafe {
+                apply_a_f32([src(0), src(1), src(2), src(3)], [dst(0), dst(1), dst(2), dst(3), dst(4), dst(5)], n)
+            }
+        };
         return;
     }
     let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
@@ -373,21 +402,27 @@ pub fn point_gemm<T: Element>(
         if avx2_fma() {
             let mut col = 0;
             while col < n {
-                let width = (n - col).min(COL_BLOCK);
-                for row in (0..rows).step_by(ROW_BLOCK) {
+                let width = (n - col).min(16);
+                // blocks of 6 rows, then of 4 (rows is a multiple of 4: 6s until 4 or 8 remain)
+                let mut row = 0;
+                while row < rows {
+                    let left = rows - row;
+                    let height = if left >= 6 && left != 8 { 6 } else { 4 };
                     let (a, c) = (a[row * lda..].as_ptr(), c[row * ldc + col..].as_mut_ptr());
                     let b = b[col..].as_ptr();
                     // SAFETY: AVX2 and FMA are present; the asserts above put rows
-                    // `row..row + 4` of A (depth long), rows `0..depth` of B from
-                    // column `col` (`width` wide) and rows `row..row + 4` of C inside
+                    // `row..row + height` of A (depth long), rows `0..depth` of B from
+                    // column `col` (`width` wide) and rows `row..row + height` of C inside
                     // their slices; C is a distinct `&mut`.
                     unsafe {
-                        match width {
-                            24 => point_block_f32::<3>(depth, a, lda, b, ldb, c, ldc, accumulate),
-                            16 => point_block_f32::<2>(depth, a, lda, b, ldb, c, ldc, accumulate),
-                            _ => point_block_f32::<1>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                        match (height, width) {
+                            (6, 16) => point_block_f32::<6, 2>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                            (6, _) => point_block_f32::<6, 1>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                            (_, 16) => point_block_f32::<4, 2>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                            _ => point_block_f32::<4, 1>(depth, a, lda, b, ldb, c, ldc, accumulate),
                         }
                     }
+                    row += height;
                 }
                 col += width;
             }
@@ -429,10 +464,11 @@ fn point_block<T: Element, const W: usize>(
             acc_row.copy_from_slice(&c[(row + r) * ldc + col..][..W]);
         }
     }
-    let a_rows: [&[T]; ROW_BLOCK] = std::array::from_fn(|r| &a[(row + r) * lda..][..depth]);
+    let a_row = |r: usize| &a[(row + r) * lda..][..depth];
+    let a_rows = [a_row(0), a_row(1), a_row(2), a_row(3)];
     for p in 0..depth {
         let b_row: &[T; W] = b[p * ldb + col..][..W].try_into().expect("W elements");
-        let a_col: [T; ROW_BLOCK] = std::array::from_fn(|r| a_rows[r][p]);
+        let a_col = [a_rows[0][p], a_rows[1][p], a_rows[2][p], a_rows[3][p]];
         for r in 0..ROW_BLOCK {
             for j in 0..W {
                 acc[r][j] += a_col[r] * b_row[j];
@@ -508,6 +544,27 @@ fn transform_input_plane<T: Element>(
     let row_len = TILE * tb + 4;
     let y0 = (block.ty * TILE) as isize - shape.pad_top as isize;
     let x0 = (block.tx0 * TILE) as isize - shape.pad_left as isize;
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let inside = y0 >= 0 && y0 as usize + ALPHA <= shape.height && x0 >= 0 && x0 as usize + row_len <= shape.width;
+        if inside {
+            // all six rows lie inside the plane: read them where they are
+            let (y0, x0) = (y0 as usize, x0 as usize);
+            let row = |l: usize| plane[(y0 + l) * shape.width + x0..][..row_len].as_ptr().cast::<f32>();
+            assert!(v.len() >= 35 * point_stride + tb);
+            // SAFETY: AVX2 is present; each row holds row_len = 4 tb + 4 elements of the
+            // plane (checked just above), `v` the 36 points (asserted); T is f32.
+            unsafe {
+                input_transform_f32(
+                    [row(0), row(1), row(2), row(3), row(4), row(5)],
+                    tb,
+                    v.as_mut_ptr().cast(),
+                    point_stride,
+                )
+            };
+            return;
+        }
+    }
     // the six input rows y0..y0+6, columns x0..x0+row_len, zeros outside the plane
     let (x_start, x_end) = (x0.max(0) as usize, ((x0 + row_len as isize).min(shape.width as isize)).max(0) as usize);
     for l in 0..ALPHA {
@@ -522,6 +579,22 @@ fn transform_input_plane<T: Element>(
         row[..first].fill(T::zero());
         row[first..first + x_end - x_start].copy_from_slice(&src[x_start..x_end]);
         row[first + x_end - x_start..].fill(T::zero());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let row = |l: usize| rows_buf[l * row_len..][..row_len].as_ptr().cast::<f32>();
+        assert!(v.len() >= 35 * point_stride + tb);
+        // SAFETY: AVX2 is present; each row of rows_buf holds 4 tb + 4 elements, `v` the
+        // 36 points (asserted); T is f32.
+        unsafe {
+            input_transform_f32(
+                [row(0), row(1), row(2), row(3), row(4), row(5)],
+                tb,
+                v.as_mut_ptr().cast(),
+                point_stride,
+            )
+        };
+        return;
     }
     // phases: d[l][ph][t] = row_l[4t + ph], at phases[(l * 6 + ph) * tb + t];
     // phases 4 and 5 are phases 0 and 1 one tile on
@@ -579,12 +652,42 @@ fn transform_output_plane<T: Element>(
     plane: &mut [T],
 ) {
     let tb = block.padded;
+    let y_first = block.ty * TILE;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let x_first = block.tx0 * TILE;
+        let valid = (shape.out_w - x_first).min(block.count * TILE);
+        if is_f32::<T>() && avx2_fma() && valid % (TILE * LANES) == 0 {
+            let valid_rows = TILE.min(shape.out_h - y_first);
+            assert!(m.len() >= 35 * point_stride + tb);
+            let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
+            let mut row = |r: usize| {
+                let r = r.min(valid_rows - 1);
+                plane[(y_first + r) * shape.out_w + x_first..][..valid].as_mut_ptr().cast::<f32>()
+            };
+            let rows = [row(0), row(1), row(2), row(3)];
+            // SAFETY: AVX2 is present; `m` holds the 36 points (asserted), each of the first
+            // `valid_rows` rows `valid` = 32 chunks pixels of the plane (rows past those are
+            // never written); T is f32.
+            unsafe {
+                output_transform_f32(
+                    m.as_ptr().cast(),
+                    point_stride,
+                    rows,
+                    valid_rows,
+                    valid / (TILE * LANES),
+                    bias,
+                    relu,
+                )
+            };
+            return;
+        }
+    }
     // along y: half[r][i] = sum_j A^T[r][j] M[j*6 + i], at half[(r * 6 + i) * tb]
     for i in 0..ALPHA {
         let [h0, h1, h2, h3, _, _] = six_mut(half, i * tb, ALPHA * tb, tb);
         apply_at(six(m, i * point_stride, ALPHA * point_stride, tb), [h0, h1, h2, h3]);
     }
-    let y_first = block.ty * TILE;
     for r in 0..TILE.min(shape.out_h - y_first) {
         // along x: y[r][s] = sum_i A^T[s][i] half[r][i], at out4[s * tb]
         let [o0, o1, o2, o3, _, _] = six_mut(out4, 0, tb, tb);
@@ -605,7 +708,8 @@ fn transform_output_plane<T: Element>(
         let full_chunks = valid / (TILE * LANES);
         #[cfg(target_arch = "x86_64")]
         if is_f32::<T>() && avx2_fma() {
-            let sources: [*const f32; TILE] = std::array::from_fn(|s| out4[s * tb..][..tb].as_ptr().cast::<f32>());
+            let source = |s: usize| out4[s * tb..][..tb].as_ptr().cast::<f32>();
+            let sources = [source(0), source(1), source(2), source(3)];
             let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
             // SAFETY: AVX2 is present; `row` holds `valid` >= 32 full_chunks elements and each
             // phase tb >= 8 full_chunks (full_chunks * 32 <= valid <= 4 count <= 4 tb); T is f32.
@@ -743,6 +847,7 @@ fn correlate_image<T: Element>(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline(always)]
 fn avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
@@ -1047,8 +1152,8 @@ fn transform_grad_plane<T: Element>(
         let row = &row_buf[..TILE * tb];
         #[cfg(target_arch = "x86_64")]
         if is_f32::<T>() && avx2_fma() {
-            let targets: [*mut f32; TILE] =
-                std::array::from_fn(|s| phases[(r * TILE + s) * tb..][..tb].as_mut_ptr().cast::<f32>());
+            let mut target = |s: usize| phases[(r * TILE + s) * tb..][..tb].as_mut_ptr().cast::<f32>();
+            let targets = [target(0), target(1), target(2), target(3)];
             // SAFETY: AVX2 is present; `row` holds 4 tb elements, each phase tb (inside
             // `phases`, distinct ranges); T is f32.
             unsafe { split_phases4_f32(row.as_ptr().cast::<f32>(), targets, tb) };
@@ -1063,12 +1168,14 @@ fn transform_grad_plane<T: Element>(
     }
     // along y: half[j][s] = sum_r A[j][r] g[r][s], at half[(j * 4 + s) * tb]
     for s in 0..TILE {
-        let src: [&[T]; 4] = std::array::from_fn(|r| &phases[(r * TILE + s) * tb..][..tb]);
+        let at = |r: usize| &phases[(r * TILE + s) * tb..][..tb];
+        let src = [at(0), at(1), at(2), at(3)];
         apply_a(src, six_mut(half, s * tb, TILE * tb, tb));
     }
     // along x: DY'[j*6 + i] = sum_s A[i][s] half[j][s]
     for j in 0..ALPHA {
-        let src: [&[T]; 4] = std::array::from_fn(|s| &half[(j * TILE + s) * tb..][..tb]);
+        let at = |s: usize| &half[(j * TILE + s) * tb..][..tb];
+        let src = [at(0), at(1), at(2), at(3)];
         apply_a(src, six_mut(out, j * ALPHA * point_stride, point_stride, tb));
     }
 }

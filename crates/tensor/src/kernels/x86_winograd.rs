@@ -7,20 +7,21 @@
 
 use std::arch::x86_64::*;
 
-/// One `4 x (8 NV)` block of the point GEMM, held in `4 NV` registers over the
+/// One `R x (8 NV)` block of the point GEMM, held in `R NV` registers over the
 /// whole depth: `C[r][j] := sum_p A[r][p] B[p][j] (+ C[r][j] if accumulate)`,
 /// `A[r][p] = a[r * lda + p]`, `B[p][j] = b[p * ldb + j]`, `C[r][j] = c[r * ldc + j]`.
 ///
-/// Per depth step: `NV` loads of `B`, 4 broadcasts of `A`, `4 NV` FMAs (12 for
-/// `NV = 3`, which with 3 + 1 registers for the operands fills 16 of 16).
+/// Per depth step: `NV` loads of `B`, `R` broadcasts of `A`, `R NV` FMAs. The
+/// main shape is 6 x 16 (12 accumulators + 2 of `B` + 1 broadcast = 15 of the
+/// 16 AVX2 registers; 6 x 24 or 4 x 24 would not fit and spill).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `a` holds rows `0..4` of `depth` elements at
+/// The CPU has AVX2 and FMA; `a` holds rows `0..R` of `depth` elements at
 /// stride `lda`, `b` rows `0..depth` of `8 NV` elements at stride `ldb`, `c`
-/// rows `0..4` of `8 NV` elements at stride `ldc`; `c` aliases neither.
+/// rows `0..R` of `8 NV` elements at stride `ldc`; `c` aliases neither.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn point_block_f32<const NV: usize>(
+pub(crate) unsafe fn point_block_f32<const R: usize, const NV: usize>(
     depth: usize,
     a: *const f32,
     lda: usize,
@@ -32,7 +33,7 @@ pub(crate) unsafe fn point_block_f32<const NV: usize>(
 ) {
     // SAFETY: every address below lies inside the rows the caller vouches for.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); NV]; 4];
+        let mut acc = [[_mm256_setzero_ps(); NV]; R];
         if accumulate {
             for (r, acc_row) in acc.iter_mut().enumerate() {
                 for (v, acc_vec) in acc_row.iter_mut().enumerate() {
@@ -40,15 +41,14 @@ pub(crate) unsafe fn point_block_f32<const NV: usize>(
                 }
             }
         }
-        let a_rows = [a, a.add(lda), a.add(2 * lda), a.add(3 * lda)];
         for p in 0..depth {
             let b_row = b.add(p * ldb);
             let mut b_vecs = [_mm256_setzero_ps(); NV];
             for (v, b_vec) in b_vecs.iter_mut().enumerate() {
                 *b_vec = _mm256_loadu_ps(b_row.add(8 * v));
             }
-            for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
-                let a_value = _mm256_broadcast_ss(&*a_row.add(p));
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let a_value = _mm256_broadcast_ss(&*a.add(r * lda + p));
                 for (acc_vec, &b_vec) in acc_row.iter_mut().zip(&b_vecs) {
                     *acc_vec = _mm256_fmadd_ps(a_value, b_vec, *acc_vec);
                 }
@@ -71,7 +71,8 @@ pub(crate) unsafe fn point_block_f32<const NV: usize>(
 pub(crate) unsafe fn transpose8x8_f32(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
     // SAFETY: the addresses are the caller's 8x8 blocks.
     unsafe {
-        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld_src)));
+        let row = |i: usize| _mm256_loadu_ps(src.add(i * ld_src));
+        let r = [row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)];
         // pairs of rows interleaved, then pairs of pairs, then the 128-bit halves
         let t0 = _mm256_unpacklo_ps(r[0], r[1]);
         let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -117,7 +118,8 @@ pub(crate) unsafe fn apply_bt_f32(d: [*const f32; 6], out: [*mut f32; 6], n: usi
     unsafe {
         let (four, five, two) = (_mm256_set1_ps(4.0), _mm256_set1_ps(5.0), _mm256_set1_ps(2.0));
         for t in (0..n).step_by(8) {
-            let [x0, x1, x2, x3, x4, x5] = d.map(|v| _mm256_loadu_ps(v.add(t)));
+            let load = |i: usize| _mm256_loadu_ps(d[i].add(t));
+            let [x0, x1, x2, x3, x4, x5] = [load(0), load(1), load(2), load(3), load(4), load(5)];
             let o0 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x0), _mm256_mul_ps(five, x2)), x4);
             let o1 = _mm256_sub_ps(_mm256_add_ps(x3, x4), _mm256_mul_ps(four, _mm256_add_ps(x1, x2)));
             let o2 = _mm256_add_ps(_mm256_sub_ps(x4, x3), _mm256_mul_ps(four, _mm256_sub_ps(x1, x2)));
@@ -142,7 +144,8 @@ pub(crate) unsafe fn apply_at_f32(m: [*const f32; 6], out: [*mut f32; 4], n: usi
     unsafe {
         let (two, four, eight) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0), _mm256_set1_ps(8.0));
         for t in (0..n).step_by(8) {
-            let [m0, m1, m2, m3, m4, m5] = m.map(|v| _mm256_loadu_ps(v.add(t)));
+            let load = |i: usize| _mm256_loadu_ps(m[i].add(t));
+            let [m0, m1, m2, m3, m4, m5] = [load(0), load(1), load(2), load(3), load(4), load(5)];
             let (sum12, diff12) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
             let (sum34, diff34) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
             let o0 = _mm256_add_ps(_mm256_add_ps(m0, sum12), sum34);
@@ -166,7 +169,8 @@ pub(crate) unsafe fn apply_a_f32(d: [*const f32; 4], out: [*mut f32; 6], n: usiz
     unsafe {
         let (two, four, eight) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0), _mm256_set1_ps(8.0));
         for t in (0..n).step_by(8) {
-            let [d0, d1, d2, d3] = d.map(|v| _mm256_loadu_ps(v.add(t)));
+            let load = |i: usize| _mm256_loadu_ps(d[i].add(t));
+            let [d0, d1, d2, d3] = [load(0), load(1), load(2), load(3)];
             let (even, odd) = (_mm256_add_ps(d0, d2), _mm256_add_ps(d1, d3));
             let even4 = _mm256_add_ps(d0, _mm256_mul_ps(four, d2));
             let odd28 = _mm256_add_ps(_mm256_mul_ps(two, d1), _mm256_mul_ps(eight, d3));
@@ -194,9 +198,9 @@ unsafe fn split4(pixels: *const f32) -> [__m256; 4] {
     unsafe {
         let by_phase = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         // w_i = (p0 p0 p1 p1 p2 p2 p3 p3) of tiles 2i, 2i+1
-        let w: [__m256d; 4] = std::array::from_fn(|i| {
-            _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_loadu_ps(pixels.add(8 * i)), by_phase))
-        });
+        let grouped =
+            |i: usize| _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_loadu_ps(pixels.add(8 * i)), by_phase));
+        let w = [grouped(0), grouped(1), grouped(2), grouped(3)];
         let t0 = _mm256_unpacklo_pd(w[0], w[1]);
         let t1 = _mm256_unpackhi_pd(w[0], w[1]);
         let t2 = _mm256_unpacklo_pd(w[2], w[3]);
@@ -259,14 +263,15 @@ pub(crate) unsafe fn join_phases_f32(phases: [*const f32; 4], row: *mut f32, chu
         // the inverse of split4: the same 4x4 transpose of pairs, then ungroup the phases
         let by_tile = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
         for chunk in 0..chunks {
-            let p: [__m256d; 4] = std::array::from_fn(|s| {
+            let biased = |s: usize| {
                 let mut value = _mm256_add_ps(_mm256_loadu_ps(phases[s].add(8 * chunk)), bias);
                 if relu {
-                    // max(y, 0) with y > 0 ? y : 0 semantics (NaN -> 0, like the im2col epilogue)
+                    // y > 0 ? y : 0 (NaN -> 0, like the im2col epilogue)
                     value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
                 }
                 _mm256_castps_pd(value)
-            });
+            };
+            let p = [biased(0), biased(1), biased(2), biased(3)];
             let t0 = _mm256_unpacklo_pd(p[0], p[1]);
             let t1 = _mm256_unpackhi_pd(p[0], p[1]);
             let t2 = _mm256_unpacklo_pd(p[2], p[3]);
@@ -282,6 +287,147 @@ pub(crate) unsafe fn join_phases_f32(phases: [*const f32; 4], row: *mut f32, chu
                     row.add(32 * chunk + 8 * i),
                     _mm256_permutevar8x32_ps(_mm256_castpd_ps(value), by_tile),
                 );
+            }
+        }
+    }
+}
+
+/// `out = B^T x` on six vectors in registers (the lanes are 8 tiles).
+#[inline(always)]
+unsafe fn bt6(x: [__m256; 6]) -> [__m256; 6] {
+    // SAFETY: register arithmetic only; AVX2 is enabled in every caller.
+    unsafe {
+        let (four, five, two) = (_mm256_set1_ps(4.0), _mm256_set1_ps(5.0), _mm256_set1_ps(2.0));
+        let [x0, x1, x2, x3, x4, x5] = x;
+        let (d42, d31) = (_mm256_sub_ps(x4, x2), _mm256_mul_ps(two, _mm256_sub_ps(x3, x1)));
+        [
+            _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x0), _mm256_mul_ps(five, x2)), x4),
+            _mm256_sub_ps(_mm256_add_ps(x3, x4), _mm256_mul_ps(four, _mm256_add_ps(x1, x2))),
+            _mm256_add_ps(_mm256_sub_ps(x4, x3), _mm256_mul_ps(four, _mm256_sub_ps(x1, x2))),
+            _mm256_add_ps(d42, d31),
+            _mm256_sub_ps(d42, d31),
+            _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x1), _mm256_mul_ps(five, x3)), x5),
+        ]
+    }
+}
+
+/// `out = A^T m` on six vectors in registers.
+#[inline(always)]
+unsafe fn at6(m: [__m256; 6]) -> [__m256; 4] {
+    // SAFETY: register arithmetic only; AVX2 is enabled in every caller.
+    unsafe {
+        let (two, four, eight) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0), _mm256_set1_ps(8.0));
+        let [m0, m1, m2, m3, m4, m5] = m;
+        let (sum12, diff12) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
+        let (sum34, diff34) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
+        [
+            _mm256_add_ps(_mm256_add_ps(m0, sum12), sum34),
+            _mm256_add_ps(diff12, _mm256_mul_ps(two, diff34)),
+            _mm256_add_ps(sum12, _mm256_mul_ps(four, sum34)),
+            _mm256_add_ps(_mm256_add_ps(diff12, _mm256_mul_ps(eight, diff34)), m5),
+        ]
+    }
+}
+
+/// The whole input transform of one channel, fused: for each chunk of 8 tiles,
+/// the six rows split into phases, `B^T` along y, `B^T` along x, and the 36
+/// results stored at `v[p * point_stride + t]`. The same operations in the same
+/// order as the staged generic path (so the same bits).
+///
+/// # Safety
+/// The CPU has AVX2; each `rows[l]` holds `4 n + 4` elements; `v` holds
+/// `35 point_stride + n`; `n` is a multiple of 8.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn input_transform_f32(rows: [*const f32; 6], n: usize, v: *mut f32, point_stride: usize) {
+    // SAFETY: reads end at rows[l][4 n + 3], writes at v[35 point_stride + n - 1].
+    unsafe {
+        for t in (0..n).step_by(8) {
+            // d[l][ph] = row_l[4 t' + ph] for the 8 tiles t' = t..t+8
+            let mut d = [[_mm256_setzero_ps(); 6]; 6];
+            for (l, row) in rows.iter().enumerate() {
+                let first = split4(row.add(4 * t));
+                let next = split4(row.add(4 * t + 4));
+                d[l] = [first[0], first[1], first[2], first[3], next[0], next[1]];
+            }
+            // along y: e[j][ph] = sum_l B^T[j][l] d[l][ph]
+            let mut e = [[_mm256_setzero_ps(); 6]; 6];
+            for ph in 0..6 {
+                let column = bt6([d[0][ph], d[1][ph], d[2][ph], d[3][ph], d[4][ph], d[5][ph]]);
+                for j in 0..6 {
+                    e[j][ph] = column[j];
+                }
+            }
+            // along x: V[j*6 + i] = sum_ph B^T[i][ph] e[j][ph]
+            for (j, e_row) in e.iter().enumerate() {
+                for (i, &value) in bt6(*e_row).iter().enumerate() {
+                    _mm256_storeu_ps(v.add((j * 6 + i) * point_stride + t), value);
+                }
+            }
+        }
+    }
+}
+
+/// The whole output transform of one output channel, fused: for each chunk of
+/// 8 tiles, `A^T` along y, `A^T` along x, bias and ReLU, and the four phases
+/// joined into `valid_rows` output rows (32 pixels per chunk each). `m` is
+/// `M[0][k][0]`, point `p` at `m[p * point_stride]`.
+///
+/// # Safety
+/// The CPU has AVX2; `m` holds `35 point_stride + 8 chunks`; each of the first
+/// `valid_rows` (<= 4) `rows` holds `32 chunks` elements.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn output_transform_f32(
+    m: *const f32,
+    point_stride: usize,
+    rows: [*mut f32; 4],
+    valid_rows: usize,
+    chunks: usize,
+    bias: f32,
+    relu: bool,
+) {
+    // SAFETY: reads and writes stay in the ranges the caller vouches for.
+    unsafe {
+        let bias = _mm256_set1_ps(bias);
+        let zero = _mm256_setzero_ps();
+        let by_tile = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        for chunk in 0..chunks {
+            let t = 8 * chunk;
+            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
+            let mut h = [[_mm256_setzero_ps(); 6]; 4];
+            for i in 0..6 {
+                let load = |j: usize| _mm256_loadu_ps(m.add((j * 6 + i) * point_stride + t));
+                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
+                for r in 0..4 {
+                    h[r][i] = column[r];
+                }
+            }
+            for (r, &row) in rows.iter().enumerate().take(valid_rows) {
+                // along x, then + b, ReLU, and the phases joined back into pixels
+                let y = at6(h[r]);
+                let finish = |value: __m256| {
+                    let mut value = _mm256_add_ps(value, bias);
+                    if relu {
+                        value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
+                    }
+                    _mm256_castps_pd(value)
+                };
+                let p = [finish(y[0]), finish(y[1]), finish(y[2]), finish(y[3])];
+                let t0 = _mm256_unpacklo_pd(p[0], p[1]);
+                let t1 = _mm256_unpackhi_pd(p[0], p[1]);
+                let t2 = _mm256_unpacklo_pd(p[2], p[3]);
+                let t3 = _mm256_unpackhi_pd(p[2], p[3]);
+                let w = [
+                    _mm256_permute2f128_pd::<0x20>(t0, t2),
+                    _mm256_permute2f128_pd::<0x20>(t1, t3),
+                    _mm256_permute2f128_pd::<0x31>(t0, t2),
+                    _mm256_permute2f128_pd::<0x31>(t1, t3),
+                ];
+                for (q, &value) in w.iter().enumerate() {
+                    _mm256_storeu_ps(
+                        row.add(32 * chunk + 8 * q),
+                        _mm256_permutevar8x32_ps(_mm256_castpd_ps(value), by_tile),
+                    );
+                }
             }
         }
     }
