@@ -53,8 +53,8 @@ use crate::kernels::scratch::Scratch;
 use crate::kernels::winograd::{ALPHA, TILE};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::x86_winograd::{
-    apply_a_f32, apply_at_f32, apply_bt_f32, input_transform_f32, join_phases_f32, output_transform_f32,
-    point_block_f32, split_phases4_f32, split_phases_f32, transpose8x8_f32,
+    apply_a_f32, apply_at_f32, apply_bt_f32, grad_transform_f32, input_transform_f32, join_phases_f32,
+    output_transform_f32, point_block_f32, split_phases4_f32, split_phases_f32, transpose8x8_f32,
 };
 use rayon::prelude::*;
 use std::any::TypeId;
@@ -1030,6 +1030,12 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
     let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
     let (phases, half) = rest.split_at_mut(layout.half - layout.phases);
     acc.fill(T::zero());
+    // db[k] = sum of dY[k] (the forward added b[k] to every output pixel). Row 1 of A
+    // is all ones, so the transformed point (1, 1) of a tile is the sum of its 16
+    // values: the bias gradient comes out of DY' block by block, without a pass over dY.
+    let (grad_weight, grad_bias) = partial.split_at_mut(out_channels * channels * 9);
+    grad_bias.fill(T::zero());
+    let sum_point = ALPHA + 1;
     for block in blocks(shape) {
         let tb = block.padded;
         // V (36, C, tb) of the input
@@ -1073,6 +1079,9 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
                 dy_t[p * k_padded * tb + k * tb..][..tb].fill(T::zero());
             }
         }
+        for (k, db) in grad_bias.iter_mut().enumerate() {
+            *db += sum_in_lanes(&dy_t[(sum_point * k_padded + k) * tb..][..tb]);
+        }
         // Acc[p] (K4, C8) += DY'[p] (K4, tb) V^T[p] (tb, C8)
         for p in 0..POINTS {
             point_gemm(
@@ -1091,7 +1100,6 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
     }
     // dW[k, c] = G^T Acc[k, c] G
     let g_mat = crate::kernels::winograd::G;
-    let (grad_weight, grad_bias) = partial.split_at_mut(out_channels * channels * 9);
     for k in 0..out_channels {
         for c in 0..channels {
             let at = |p: usize| acc[(p * k_padded + k) * c8 + c];
@@ -1117,10 +1125,6 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
             }
         }
     }
-    // db[k] = sum of dY[k] (the forward added b[k] to every output pixel)
-    for (k, db) in grad_bias.iter_mut().enumerate() {
-        *db = sum_in_lanes(&dy[k * out_plane..][..out_plane]);
-    }
 }
 
 /// `DY'[p][k][t] = (A dY A^T)[p]` for the 4x4 tiles of `dy` (one output
@@ -1139,6 +1143,18 @@ fn transform_grad_plane<T: Element>(
 ) {
     let tb = block.padded;
     let (y_first, x_first) = (block.ty * TILE, block.tx0 * TILE);
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        assert!(out.len() >= 35 * point_stride + tb);
+        if y_first + TILE <= shape.out_h && x_first + TILE * tb <= shape.out_w {
+            // the block's four rows lie inside dY: read them where they are
+            let row = |r: usize| dy[(y_first + r) * shape.out_w + x_first..][..TILE * tb].as_ptr().cast::<f32>();
+            // SAFETY: AVX2 is present; each row holds 4 tb elements of dY (checked just above),
+            // `out` the 36 points (asserted); T is f32.
+            unsafe { grad_transform_f32([row(0), row(1), row(2), row(3)], tb, out.as_mut_ptr().cast(), point_stride) };
+            return;
+        }
+    }
     // phases g[r][s][t] = dY[y_first + r][x_first + 4t + s], at phases[(r * 4 + s) * tb + t]:
     // each row of the block's tiles copied (zeros past the edge and past the block), then split
     let valid = (block.count * TILE).min(shape.out_w - x_first);

@@ -432,3 +432,60 @@ pub(crate) unsafe fn output_transform_f32(
         }
     }
 }
+
+/// `out = A d` on four vectors in registers (a 4-long `dY` column into 6).
+#[inline(always)]
+unsafe fn a4(d: [__m256; 4]) -> [__m256; 6] {
+    // SAFETY: register arithmetic only; AVX2 is enabled in every caller.
+    unsafe {
+        let (two, four, eight) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0), _mm256_set1_ps(8.0));
+        let [d0, d1, d2, d3] = d;
+        let (even, odd) = (_mm256_add_ps(d0, d2), _mm256_add_ps(d1, d3));
+        let even4 = _mm256_add_ps(d0, _mm256_mul_ps(four, d2));
+        let odd28 = _mm256_add_ps(_mm256_mul_ps(two, d1), _mm256_mul_ps(eight, d3));
+        [
+            d0,
+            _mm256_add_ps(even, odd),
+            _mm256_sub_ps(even, odd),
+            _mm256_add_ps(even4, odd28),
+            _mm256_sub_ps(even4, odd28),
+            d3,
+        ]
+    }
+}
+
+/// The whole `A dY A^T` of one output channel's gradient, fused: for each
+/// chunk of 8 tiles, the four rows split into phases, `A` along y, `A` along x,
+/// the 36 results stored at `out[p * point_stride + t]`.
+///
+/// # Safety
+/// The CPU has AVX2; each `rows[r]` holds `4 n` elements; `out` holds
+/// `35 point_stride + n`; `n` is a multiple of 8.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn grad_transform_f32(rows: [*const f32; 4], n: usize, out: *mut f32, point_stride: usize) {
+    // SAFETY: reads end at rows[r][4 n - 1], writes at out[35 point_stride + n - 1].
+    unsafe {
+        for t in (0..n).step_by(8) {
+            let g = [
+                split4(rows[0].add(4 * t)),
+                split4(rows[1].add(4 * t)),
+                split4(rows[2].add(4 * t)),
+                split4(rows[3].add(4 * t)),
+            ];
+            // along y: h[j][s] = sum_r A[j][r] g[r][s]
+            let mut h = [[_mm256_setzero_ps(); 4]; 6];
+            for s in 0..4 {
+                let column = a4([g[0][s], g[1][s], g[2][s], g[3][s]]);
+                for j in 0..6 {
+                    h[j][s] = column[j];
+                }
+            }
+            // along x: DY'[j*6 + i] = sum_s A[i][s] h[j][s]
+            for (j, h_row) in h.iter().enumerate() {
+                for (i, &value) in a4(*h_row).iter().enumerate() {
+                    _mm256_storeu_ps(out.add((j * 6 + i) * point_stride + t), value);
+                }
+            }
+        }
+    }
+}
