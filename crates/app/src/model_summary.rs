@@ -23,12 +23,12 @@ fn human_bytes(bytes: f64) -> String {
 /// The table, for a batch of `batch_size`.
 pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let mut out = String::new();
-    let rule = "-".repeat(96);
+    let rule = "-".repeat(104);
     let _ = writeln!(out, "Model: {} layers, input {}", model.layers().len(), shape_text("N", model.input_shape()));
     let _ = writeln!(out, "{rule}");
     let _ = writeln!(
         out,
-        "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8}",
+        "{:<5} {:<11} {:<44} {:<22} {:>10} {:>8}",
         "#", "Layer", "Options", "Output shape", "Param #", "MFLOPs"
     );
     let _ = writeln!(out, "{rule}");
@@ -39,7 +39,7 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
         total_flops += flops;
         let _ = writeln!(
             out,
-            "{:<5} {:<11} {:<36} {:<22} {:>10} {:>8.1}",
+            "{:<5} {:<11} {:<44} {:<22} {:>10} {:>8.1}",
             i,
             layer.kind(),
             layer.describe(),

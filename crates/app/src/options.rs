@@ -135,7 +135,7 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvAlgoArg {
-    /// Winograd F(4x4,3x3) on 3x3 stride-1 layers with >= 8 channels in and out, im2col elsewhere
+    /// Winograd F(4x4,3x3) on 3x3 stride-1 layers with >= 8 channels in and out and outputs >= 32 wide, im2col elsewhere
     #[default]
     Auto,
     /// im2col + GEMM on every layer

@@ -165,7 +165,7 @@ pub struct TrainConfig {
     #[arg(long, default_value = "10m")]
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
-    /// How convolutions are computed: auto (Winograd on 3x3 stride-1 layers with >= 8 channels, im2col elsewhere), im2col, winograd
+    /// How convolutions are computed: auto (Winograd on 3x3 stride-1 layers with >= 8 channels and outputs >= 32 wide, im2col elsewhere), im2col, winograd
     #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto)]
     #[serde(default = "ConvAlgoArg::before_winograd")]
     pub conv_algo: ConvAlgoArg,

@@ -83,8 +83,8 @@
 //! ([`crate::kernels::winograd`] for the arithmetic,
 //! [`crate::kernels::conv_winograd`] for the fast path): 4x fewer
 //! multiplications for slightly more rounding. [`ConvAlgo`] chooses; `Auto`
-//! takes Winograd where it applies and the layer has enough channels for the
-//! transforms to pay ([`AUTO_WINOGRAD_MIN_CHANNELS`]).
+//! takes Winograd where it applies and the layer is big enough for the
+//! transforms to pay ([`AUTO_WINOGRAD_MIN_CHANNELS`], [`AUTO_WINOGRAD_MIN_WIDTH`]).
 
 use crate::element::Element;
 use crate::geometry::{ConvGeometry, Padding};
@@ -290,8 +290,9 @@ pub fn conv2d_backward_naive<T: Element>(
 /// `BENCHMARKS.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum ConvAlgo {
-    /// Winograd where it applies (3x3, stride 1) and both channel counts are at
-    /// least [`AUTO_WINOGRAD_MIN_CHANNELS`]; im2col otherwise.
+    /// Winograd where it applies (3x3, stride 1), both channel counts are at
+    /// least [`AUTO_WINOGRAD_MIN_CHANNELS`] and the output is at least
+    /// [`AUTO_WINOGRAD_MIN_WIDTH`] wide; im2col otherwise.
     #[default]
     Auto,
     /// im2col + GEMM, every layer ([`crate::kernels::conv_tiled`]).
@@ -306,6 +307,12 @@ pub enum ConvAlgo {
 /// pay for the saved products (conv1 of `baseline`, 3 input channels, measured
 /// in `BENCHMARKS.md`).
 pub const AUTO_WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// With narrower outputs than this, `Auto` keeps im2col: the Winograd path
+/// works on chunks of 8 tiles (32 pixels) of one tile row, and a narrow row
+/// leaves most of each chunk empty (the `small` network's 14-pixel-wide conv2
+/// ran 2.5x slower by Winograd, measured in `BENCHMARKS.md`).
+pub const AUTO_WINOGRAD_MIN_WIDTH: usize = 32;
 
 impl ConvAlgo {
     /// `"auto"`, `"im2col"` or `"winograd"`.
@@ -339,6 +346,9 @@ pub struct Conv2d<T: Element> {
     winograd: WinogradWorkspace<T>,
     /// The method asked for ([`Conv2d::resolved_algo`]: the one that runs).
     algo: ConvAlgo,
+    /// The input width of the model this layer was last shaped in (0: not yet),
+    /// for [`Conv2d::resolved_algo`] before any batch has run.
+    planned_width: std::sync::atomic::AtomicUsize,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -367,6 +377,7 @@ impl<T: Element> Conv2d<T> {
             workspace: ConvWorkspace::default(),
             winograd: WinogradWorkspace::default(),
             algo: ConvAlgo::Auto,
+            planned_width: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -380,12 +391,23 @@ impl<T: Element> Conv2d<T> {
         self.algo
     }
 
-    /// The method that runs: [`ConvAlgo::Im2col`] or [`ConvAlgo::Winograd`].
-    /// Independent of the input size (a 3x3 kernel never pads by more than 2).
+    /// The method that runs: [`ConvAlgo::Im2col`] or [`ConvAlgo::Winograd`],
+    /// for the input width the model was built for (`Auto` depends on it).
     pub fn resolved_algo(&self) -> ConvAlgo {
+        let width = self.planned_width.load(std::sync::atomic::Ordering::Relaxed);
+        self.resolved_algo_for(width)
+    }
+
+    /// [`Conv2d::resolved_algo`] for inputs `input_width` wide (0: unknown, taken as wide).
+    pub fn resolved_algo_for(&self, input_width: usize) -> ConvAlgo {
         let winograd_applies = self.kernel == (3, 3) && self.stride == (1, 1);
-        let worth_it =
-            self.in_channels >= AUTO_WINOGRAD_MIN_CHANNELS && self.out_channels >= AUTO_WINOGRAD_MIN_CHANNELS;
+        let out_width = match self.padding {
+            Padding::Valid => input_width.saturating_sub(2),
+            Padding::Same => input_width,
+        };
+        let worth_it = self.in_channels >= AUTO_WINOGRAD_MIN_CHANNELS
+            && self.out_channels >= AUTO_WINOGRAD_MIN_CHANNELS
+            && (input_width == 0 || out_width >= AUTO_WINOGRAD_MIN_WIDTH);
         match self.algo {
             ConvAlgo::Winograd if winograd_applies => ConvAlgo::Winograd,
             ConvAlgo::Auto if winograd_applies && worth_it => ConvAlgo::Winograd,
@@ -395,7 +417,7 @@ impl<T: Element> Conv2d<T> {
 
     /// Whether this input geometry runs by Winograd.
     fn runs_winograd(&self, geom: &ConvGeometry) -> bool {
-        self.resolved_algo() == ConvAlgo::Winograd && conv_winograd::applies(geom)
+        self.resolved_algo_for(geom.in_w) == ConvAlgo::Winograd && conv_winograd::applies(geom)
     }
 
     /// The weights `(OC, C, KH, KW)`.
@@ -464,7 +486,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
             self.stride.0,
             self.padding.as_str(),
             match self.resolved_algo() {
-                ConvAlgo::Winograd => "winograd F(4x4,3x3)",
+                ConvAlgo::Winograd => "winograd",
                 _ => "im2col",
             }
         )
@@ -476,6 +498,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
 
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         expect_rank(input_shape, 3, "a (C, H, W)")?;
+        self.planned_width.store(input_shape[2], std::sync::atomic::Ordering::Relaxed);
         if input_shape[0] != self.in_channels {
             return Err(format!("expects {} input channels, got {}", self.in_channels, input_shape[0]));
         }
