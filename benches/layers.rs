@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the engine at the reference (`baseline`, 224x224)
 //! shapes: im2col/col2im alone, the three GEMMs of the dominant convolution,
-//! every layer kind forward and backward, and whole training steps at 224 and 64.
+//! the Winograd point GEMM, every layer kind forward and backward (conv2 by
+//! im2col and by Winograd), and whole training steps at 224 and 64.
 //!
 //!     cargo bench --bench layers
 //!
@@ -13,7 +14,9 @@ use convnet::tensor::kernels::gemm_packed::{gemm_packed, PackedA};
 use convnet::tensor::kernels::im2col::{col2im, im2col};
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
 use convnet::tensor::ConvGeometry;
-use convnet::tensor::{init, Conv2d, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Relu, SoftmaxCrossEntropy};
+use convnet::tensor::{
+    init, Conv2d, ConvAlgo, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Relu, SoftmaxCrossEntropy,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 
@@ -146,9 +149,14 @@ fn layers(c: &mut Criterion) {
     let mut conv1 = Conv2d::new(3, 32, (3, 3), (1, 1), Padding::Valid).unwrap();
     init::glorot_uniform(conv1.weight_mut(), 1, 0);
     cases.push(("conv1_3to32_224", Box::new(conv1), vec![3, 224, 224]));
-    let mut conv2 = Conv2d::new(32, 64, (3, 3), (1, 1), Padding::Valid).unwrap();
-    init::glorot_uniform(conv2.weight_mut(), 1, 2);
-    cases.push(("conv2_32to64_222", Box::new(conv2), vec![32, 222, 222]));
+    for (name, algo) in
+        [("conv2_32to64_222_im2col", ConvAlgo::Im2col), ("conv2_32to64_222_winograd", ConvAlgo::Winograd)]
+    {
+        let mut conv2 = Conv2d::new(32, 64, (3, 3), (1, 1), Padding::Valid).unwrap();
+        conv2.set_algo(algo);
+        init::glorot_uniform(conv2.weight_mut(), 1, 2);
+        cases.push((name, Box::new(conv2), vec![32, 222, 222]));
+    }
     cases.push(("relu_64x220x220", Box::new(Relu), vec![64, 220, 220]));
     cases.push((
         "maxpool2_64x220x220",
@@ -229,5 +237,37 @@ fn square_sgemm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2_parts, layers, training_step, square_sgemm);
+/// The 36 point GEMMs of one Winograd block of conv2: `M[p] (64 x 24) = U[p]
+/// (64 x 32) V[p] (32 x 24)`, one core.
+fn winograd_point_gemm(c: &mut Criterion) {
+    use convnet::tensor::kernels::conv_winograd::point_gemm;
+    let (k, channels, tiles) = (64, 32, 24);
+    let u = random(&[36 * k * channels]);
+    let v = random(&[36 * channels * tiles]);
+    let mut m = vec![0.0f32; 36 * k * tiles];
+    let mut group = c.benchmark_group("winograd_conv2_block_of_24_tiles");
+    group.throughput(Throughput::Elements((2 * 36 * k * channels * tiles) as u64));
+    let (u, v) = (u.as_slice().unwrap(), v.as_slice().unwrap());
+    group.bench_function("point_gemms", |b| {
+        b.iter(|| {
+            for p in 0..36 {
+                point_gemm(
+                    k,
+                    tiles,
+                    channels,
+                    &u[p * k * channels..],
+                    channels,
+                    &v[p * channels * tiles..],
+                    tiles,
+                    &mut m[p * k * tiles..],
+                    tiles,
+                    false,
+                );
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv2_parts, winograd_point_gemm, layers, training_step, square_sgemm);
 criterion_main!(benches);

@@ -11,7 +11,7 @@ use common::{random_tensor, rng, with_threads};
 use convnet::optim::{Adam, Optimizer};
 use convnet::tensor::kernels::reduce::{gradient_leaves, tree_sum};
 use convnet::tensor::ndarray::{ArrayD, Axis};
-use convnet::tensor::{Mode, ModelSpec, Sequential, SoftmaxCrossEntropy};
+use convnet::tensor::{ConvAlgo, Mode, ModelSpec, Sequential, SoftmaxCrossEntropy};
 
 /// One step's gradient (flattened, layer order) and loss for `images` split
 /// into `parts` equal parts, computed part by part.
@@ -50,9 +50,19 @@ fn bits(values: &[f32]) -> Vec<u32> {
 }
 
 #[test]
-fn baseline_gradients_in_1_2_and_4_parts_are_bit_identical() {
+fn baseline_gradients_in_1_2_and_4_parts_are_bit_identical_by_im2col() {
+    baseline_gradients_in_parts(ConvAlgo::Im2col);
+}
+
+#[test]
+fn baseline_gradients_in_1_2_and_4_parts_are_bit_identical_by_winograd() {
+    baseline_gradients_in_parts(ConvAlgo::Winograd);
+}
+
+fn baseline_gradients_in_parts(algo: ConvAlgo) {
     // the reference network with its dropout, batch 8 (4 leaves of 2 images)
     let mut model = ModelSpec::baseline().build::<f32>(&[3, 36, 44], 8, 5).unwrap();
+    model.set_conv_algo(algo);
     let images = random_tensor(&mut rng(2), &[8, 3, 36, 44]).mapv(|v| v as f32);
     let labels = [0, 1, 2, 3, 4, 5, 6, 7];
     let (whole, whole_loss) = step_in_parts(&mut model, &images, &labels, 1, 11);

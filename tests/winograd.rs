@@ -5,126 +5,13 @@
 //! figure BENCHMARKS.md quotes.
 
 mod common;
+mod winograd_support;
 
-use common::{rng, with_threads};
-use convnet::tensor::kernels::conv_winograd::{
-    conv2d_backward_winograd, conv2d_forward_winograd, point_gemm, WinogradWorkspace,
-};
-use convnet::tensor::layers::conv2d::{conv2d_backward_naive, conv2d_forward_naive};
-use convnet::tensor::{ConvGeometry, Element, Padding};
+use common::rng;
+use convnet::tensor::kernels::conv_winograd::point_gemm;
+use convnet::tensor::{ConvGeometry, Padding};
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-
-fn uniform(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
-    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-fn to<T: Element>(values: &[f64]) -> Vec<T> {
-    values.iter().map(|&v| T::from_f64(v)).collect()
-}
-
-/// max |a - b| / max |b|: the error relative to the largest value.
-fn error(a: &[impl Element], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(f64::MIN_POSITIVE, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (Element::to_f64(*x) - y).abs()).fold(0.0, f64::max) / scale
-}
-
-struct Case {
-    batch: usize,
-    out_channels: usize,
-    geom: ConvGeometry,
-}
-
-/// Everything the fast path computes for one case, in `T`, on `threads` threads.
-struct Results<T> {
-    output: Vec<T>,
-    grad_input: Vec<T>,
-    grad_weight: Vec<T>,
-    grad_bias: Vec<T>,
-}
-
-fn run<T: Element>(case: &Case, values: &Values, relu: bool, threads: usize) -> Results<T> {
-    with_threads(threads, || {
-        let geom = &case.geom;
-        let mut workspace = WinogradWorkspace::<T>::default();
-        let (input, weight, bias, grad_output) =
-            (to::<T>(&values.input), to::<T>(&values.weight), to::<T>(&values.bias), to::<T>(&values.grad_output));
-        let mut output = vec![T::from_f64(7.0); grad_output.len()];
-        conv2d_forward_winograd(geom, &weight, &bias, &input, &mut output, relu, &mut workspace);
-        let mut grad_input = vec![T::from_f64(9.0); input.len()];
-        let (mut grad_weight, mut grad_bias) = (vec![T::zero(); weight.len()], vec![T::zero(); bias.len()]);
-        conv2d_backward_winograd(
-            geom,
-            &weight,
-            &input,
-            &grad_output,
-            &mut grad_weight,
-            &mut grad_bias,
-            Some(&mut grad_input),
-            &mut workspace,
-        );
-        Results { output, grad_input, grad_weight, grad_bias }
-    })
-}
-
-struct Values {
-    input: Vec<f64>,
-    weight: Vec<f64>,
-    bias: Vec<f64>,
-    grad_output: Vec<f64>,
-}
-
-fn values(rng: &mut ChaCha8Rng, case: &Case) -> Values {
-    let geom = &case.geom;
-    Values {
-        input: uniform(rng, case.batch * geom.in_len()),
-        weight: uniform(rng, case.out_channels * geom.in_channels * 9),
-        bias: uniform(rng, case.out_channels),
-        grad_output: uniform(rng, case.batch * case.out_channels * geom.out_pixels()),
-    }
-}
-
-/// The direct convolution in f64: output (with the ReLU if asked), dX, dW, db.
-fn direct(case: &Case, values: &Values, relu: bool) -> Results<f64> {
-    let geom = &case.geom;
-    let mut output = vec![0.0; values.grad_output.len()];
-    conv2d_forward_naive(geom, case.batch, case.out_channels, &values.input, &values.weight, &values.bias, &mut output);
-    if relu {
-        output.iter_mut().for_each(|y| *y = y.max(0.0));
-    }
-    let (mut grad_weight, mut grad_bias, mut grad_input) =
-        (vec![0.0; values.weight.len()], vec![0.0; case.out_channels], vec![0.0; values.input.len()]);
-    conv2d_backward_naive(
-        geom,
-        case.batch,
-        case.out_channels,
-        &values.input,
-        &values.weight,
-        &values.grad_output,
-        &mut grad_weight,
-        &mut grad_bias,
-        &mut grad_input,
-    );
-    Results { output, grad_input, grad_weight, grad_bias }
-}
-
-fn random_case(rng: &mut ChaCha8Rng) -> Case {
-    let padding = if rng.random_bool(0.5) { Padding::Valid } else { Padding::Same };
-    // heights and widths from 3 (one partial tile) to past two tile blocks of 24 tiles (> 96 + 2)
-    let wide = rng.random_bool(0.2);
-    let (h, w) = (rng.random_range(3..=14), if wide { rng.random_range(97..=110) } else { rng.random_range(3..=17) });
-    let channels = rng.random_range(1..=10);
-    let geom = ConvGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
-    Case { batch: rng.random_range(1..=3), out_channels: rng.random_range(1..=11), geom }
-}
-
-fn describe(case: &Case) -> String {
-    let g = &case.geom;
-    format!(
-        "N{} C{} K{} {}x{} pad ({}, {})",
-        case.batch, g.in_channels, case.out_channels, g.in_h, g.in_w, g.pad_top, g.pad_left
-    )
-}
+use winograd_support::*;
 
 #[test]
 fn fast_winograd_equals_the_direct_convolution_in_f64_on_random_shapes() {

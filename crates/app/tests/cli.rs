@@ -338,6 +338,47 @@ fn gradcheck_and_bench_commands() {
     assert!(json.contains("\"mode\":\"inference\""));
 }
 
+#[test]
+fn conv_algo_is_chosen_per_layer_printed_and_selectable() {
+    // auto: conv1 (3 input channels) by im2col, conv2-conv4 by Winograd
+    let summary = ok(&["summary", "--model", "baseline"]);
+    let conv_lines: Vec<&str> = summary.lines().filter(|line| line.contains(" conv2d ")).collect();
+    assert_eq!(conv_lines.len(), 4, "{summary}");
+    assert!(conv_lines[0].contains("valid, im2col"), "{summary}");
+    assert!(conv_lines[1..].iter().all(|line| line.contains("valid, winograd")), "{summary}");
+    // the small network's 14-wide conv2 stays on im2col under auto
+    let summary = ok(&["summary", "--model", "small", "--image-size", "28", "--color-mode", "grayscale"]);
+    assert_eq!(summary.matches("im2col").count(), 2, "{summary}");
+    // bench reports the algorithm of each convolution
+    let bench = |algo: &str| {
+        let json = ok(&[
+            "bench",
+            "--model",
+            "baseline",
+            "--image-size",
+            "40",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--json",
+            "--per-layer",
+            "--conv-algo",
+            algo,
+        ]);
+        let value: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        value["per_layer"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|layer| layer["algo"].as_str().map(String::from))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bench("im2col"), ["im2col"; 4]);
+    assert_eq!(bench("winograd"), ["winograd"; 4]);
+    fails_with(&["bench", "--conv-algo", "fft"], "invalid value 'fft' for '--conv-algo");
+}
+
 /// Writes an IDX file of unsigned bytes.
 fn idx(path: &Path, dims: &[u32], data: &[u8], gzip: bool) {
     let mut bytes = vec![0, 0, 8, dims.len() as u8];

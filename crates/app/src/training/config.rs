@@ -251,6 +251,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_config_saved_before_conv_algo_existed_resumes_with_im2col() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            config: TrainConfig,
+        }
+        let config = <Command as clap::Parser>::parse_from(["convnet", "--train", "t"]).config;
+        assert_eq!(config.conv_algo, ConvAlgoArg::Auto, "new runs: auto");
+        let mut text = toml::to_string(&config).unwrap();
+        assert!(text.contains("conv_algo = \"auto\""), "{text}");
+        text = text.lines().filter(|line| !line.starts_with("conv_algo")).collect::<Vec<_>>().join("\n");
+        let old: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(old.conv_algo, ConvAlgoArg::Im2col, "what such a run computed with");
+    }
+
+    #[test]
     fn checkpoint_schedules_parse_and_print_back() {
         for (text, expected) in [
             ("500", CheckpointEvery::Steps(500)),

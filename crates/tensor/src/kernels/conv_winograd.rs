@@ -16,22 +16,33 @@
 //!   input rows of a tile row are split into six "phases" (`d[l][ph][t] =
 //!   x[y0 + l][4t + ph]`), and then every transform is a sum of whole vectors
 //!   over `t`, the tile index: `B^T d B` becomes 12 small sums of 6 vectors, all
-//!   contiguous, all SIMD. The same holds for the output transform `A^T M A`
-//!   (whose four phases are interleaved back into output rows) and for
-//!   `A dY A^T` in the weight gradient.
+//!   SIMD, 8 tiles per instruction. With AVX2 the split (a 4x4 transpose of
+//!   pixel pairs), both passes of `B^T . B` and the stores run fused in
+//!   registers, reading the rows straight from the image when the block lies
+//!   inside it (`x86_winograd::input_transform_f32`); the same holds for the
+//!   output transform `A^T M A` with its bias, ReLU and the phases joined back
+//!   into pixels (`output_transform_f32`), and for `A dY A^T` in the weight
+//!   gradient (`grad_transform_f32`).
 //! - **Blocks stay in cache.** Tiles are taken [`TILE_BLOCK`] at a time (a chunk
 //!   of one tile row): the transformed input `V` `(36, C, tb)` and the products
 //!   `M` `(36, K, tb)` of one block (conv2: 110 KB + 221 KB at 24 tiles) stay
-//!   in the 512 KB L2 between the three stages instead of streaming ~100 MB of
+//!   in L2 between the three stages instead of streaming ~100 MB of
 //!   transformed tiles through memory per image.
 //! - **The 36 point-GEMMs use one register-blocked kernel** ([`point_gemm`]):
-//!   a 4 x 24 block of the result (12 AVX2 registers for f32) accumulated over
-//!   the whole depth, broadcasting 4 values of `A` and loading 3 vectors of `B`
-//!   per step. The same kernel does `M = U V` (forward, input gradient: depth
-//!   is channels) and `Acc += DY' V^T` (weight gradient: depth is tiles).
+//!   with AVX2, 6 x 16 blocks of the result (12 registers of f32) accumulated
+//!   over the whole depth, broadcasting 6 values of `A` and loading 2 vectors
+//!   of `B` per step (57 GFLOP/s on one Zen 3 core, against 47 for 4 x 16 and
+//!   30 for a 4 x 24 block, which needs 16 registers and spills). The same
+//!   kernel does `M = U V` (forward, input gradient: depth is channels) and
+//!   `Acc += DY' V^T` (weight gradient: depth is tiles).
 //! - The weights are transformed once per pass (`U = G g G^T`, 36 x K x C) and
-//!   reused by every tile of every image; the bias and a fused ReLU are applied
-//!   as the output transform writes each row.
+//!   reused by every tile of every image; the bias gradient falls out of the
+//!   transformed gradient (point (1, 1) of `A dY A^T` is the sum of the tile),
+//!   so it needs no pass over `dY`.
+//!
+//! Without AVX2 (and always for f64, the gradient checks' type) the same
+//! stages run as plain loops over [`LANES`]-wide chunks: the same sums in the
+//! same order, multiply and add rounded separately where AVX2 fuses them.
 //!
 //! ## Order of operations
 //!
@@ -85,7 +96,7 @@ pub const ROW_BLOCK: usize = 4;
 /// Tile counts and the weight gradient's channel count are padded to a multiple
 /// of this (one AVX2 vector of f32), so the kernels always run full width.
 pub const LANES: usize = 8;
-/// Widest column block of [`point_gemm`] (3 vectors of f32).
+/// Widest column block of the plain [`point_gemm`] body (the AVX2 body takes 16).
 pub const COL_BLOCK: usize = 24;
 /// Tiles per block: one chunk of a tile row (measured on conv2 of `baseline`,
 /// see `BENCHMARKS.md`).
@@ -849,7 +860,20 @@ fn correlate_image<T: Element>(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    !PORTABLE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Set by [`use_portable_bodies`].
+static PORTABLE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `true`, the Winograd path runs its plain (non-SIMD) bodies even on a
+/// CPU with AVX2, as it does elsewhere: for tests that hold both to the
+/// reference. Process-wide; the default is `false`.
+#[doc(hidden)]
+pub fn use_portable_bodies(portable: bool) {
+    PORTABLE_ONLY.store(portable, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A batch of the Winograd correlation, one task per image.
