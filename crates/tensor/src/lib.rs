@@ -16,7 +16,7 @@
 //! | how presets and TOML files become a model | [`model::spec`] |
 //! | how a gradient is proven, not trusted | [`gradcheck`] |
 //! | where the network looked (Grad-CAM) | [`explain`] |
-//! | why it is fast: tiled im2col, packed and dot-product GEMMs, 2x2 pooling | [`kernels`] — each kernel beside the reference it must equal |
+//! | why it is fast: tiled im2col, Winograd F(4x4, 3x3), packed and dot-product GEMMs, 2x2 pooling | [`kernels`] — each kernel beside the reference it must equal |
 //! | window sizes and padding, shared by convolution and pooling | [`geometry`] |
 //! | one element type for f32 training and f64 checks | [`element`] |
 //!

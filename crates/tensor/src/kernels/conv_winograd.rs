@@ -230,13 +230,13 @@ fn apply_bt<T: Element>(input: [&[T]; 6], out: [&mut [T]; 6]) {
     #[cfg(target_arch = "x86_64")]
     if is_f32::<T>() && avx2_fma() {
         let n = out[0].len();
-        assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
-        // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
-        // the outputs are distinct `&mut` slices; T is f32.
+        assert!(n.is_multiple_of(LANES) && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
         {
             let src = |k: usize| input[k].as_ptr().cast::<f32>();
             let mut out = out;
             let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
+            // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
+            // the outputs are distinct `&mut` slices; T is f32.
             unsafe {
                 apply_bt_f32(
                     [src(0), src(1), src(2), src(3), src(4), src(5)],
@@ -275,7 +275,7 @@ fn for_chunks<T: Element, const I: usize, const O: usize>(
     f: impl Fn([[T; LANES]; I]) -> [[T; LANES]; O],
 ) {
     let n = outputs[0].len();
-    debug_assert!(n % LANES == 0);
+    debug_assert!(n.is_multiple_of(LANES));
     let inputs = inputs.map(|v| &v[..n]);
     let mut outputs = outputs.map(|v| &mut v[..n]);
     for t0 in (0..n).step_by(LANES) {
@@ -298,13 +298,13 @@ fn apply_at<T: Element>(input: [&[T]; 6], out: [&mut [T]; 4]) {
     #[cfg(target_arch = "x86_64")]
     if is_f32::<T>() && avx2_fma() {
         let n = out[0].len();
-        assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
-        // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
-        // the outputs are distinct `&mut` slices; T is f32.
+        assert!(n.is_multiple_of(LANES) && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
         {
             let src = |k: usize| input[k].as_ptr().cast::<f32>();
             let mut out = out;
             let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
+            // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
+            // the outputs are distinct `&mut` slices; T is f32.
             unsafe {
                 apply_at_f32([src(0), src(1), src(2), src(3), src(4), src(5)], [dst(0), dst(1), dst(2), dst(3)], n)
             }
@@ -340,13 +340,13 @@ fn apply_a<T: Element>(input: [&[T]; 4], out: [&mut [T]; 6]) {
     #[cfg(target_arch = "x86_64")]
     if is_f32::<T>() && avx2_fma() {
         let n = out[0].len();
-        assert!(n % LANES == 0 && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
-        // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
-        // the outputs are distinct `&mut` slices; T is f32.
+        assert!(n.is_multiple_of(LANES) && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
         {
             let src = |k: usize| input[k].as_ptr().cast::<f32>();
             let mut out = out;
             let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
+            // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
+            // the outputs are distinct `&mut` slices; T is f32.
             unsafe {
                 apply_a_f32([src(0), src(1), src(2), src(3)], [dst(0), dst(1), dst(2), dst(3), dst(4), dst(5)], n)
             }
@@ -401,7 +401,7 @@ pub fn point_gemm<T: Element>(
     ldc: usize,
     accumulate: bool,
 ) {
-    assert!(rows % ROW_BLOCK == 0 && n % LANES == 0, "point_gemm: rows {rows}, n {n}");
+    assert!(rows.is_multiple_of(ROW_BLOCK) && n.is_multiple_of(LANES), "point_gemm: rows {rows}, n {n}");
     if rows == 0 || n == 0 {
         return;
     }
@@ -668,7 +668,7 @@ fn transform_output_plane<T: Element>(
     {
         let x_first = block.tx0 * TILE;
         let valid = (shape.out_w - x_first).min(block.count * TILE);
-        if is_f32::<T>() && avx2_fma() && valid % (TILE * LANES) == 0 {
+        if is_f32::<T>() && avx2_fma() && valid.is_multiple_of(TILE * LANES) {
             let valid_rows = TILE.min(shape.out_h - y_first);
             assert!(m.len() >= 35 * point_stride + tb);
             let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
@@ -1132,8 +1132,8 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
             for r in 0..3 {
                 for s in 0..ALPHA {
                     let mut sum = T::zero();
-                    for i in 0..ALPHA {
-                        sum += T::from_f64(g_mat[i][r]) * at(i * ALPHA + s);
+                    for (i, g_row) in g_mat.iter().enumerate() {
+                        sum += T::from_f64(g_row[r]) * at(i * ALPHA + s);
                     }
                     ga[r * ALPHA + s] = sum;
                 }
@@ -1224,7 +1224,7 @@ fn transform_grad_plane<T: Element>(
 /// multiple of [`LANES`]), and zero in columns `rows..ld_dst` of `dst`.
 #[inline(always)]
 fn transpose_block<T: Element>(src: &[T], rows: usize, cols: usize, dst: &mut [T], ld_dst: usize) {
-    assert!(src.len() >= rows * cols && dst.len() >= cols * ld_dst && ld_dst >= rows && cols % LANES == 0);
+    assert!(src.len() >= rows * cols && dst.len() >= cols * ld_dst && ld_dst >= rows && cols.is_multiple_of(LANES));
     let mut done_rows = 0;
     #[cfg(target_arch = "x86_64")]
     if let (Some(src), Some(dst)) = (as_f32(src), as_f32_mut(dst)) {

@@ -397,8 +397,8 @@ pub(crate) unsafe fn output_transform_f32(
             for i in 0..6 {
                 let load = |j: usize| _mm256_loadu_ps(m.add((j * 6 + i) * point_stride + t));
                 let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
-                for r in 0..4 {
-                    h[r][i] = column[r];
+                for (h_row, value) in h.iter_mut().zip(column) {
+                    h_row[i] = value;
                 }
             }
             for (r, &row) in rows.iter().enumerate().take(valid_rows) {
