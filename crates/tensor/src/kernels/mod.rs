@@ -31,6 +31,8 @@ pub mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod winograd;
+pub(crate) mod winograd_parts;
+pub(crate) mod winograd_planes;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_gemm_nt;
 #[cfg(target_arch = "x86_64")]

@@ -106,38 +106,12 @@ pub(crate) unsafe fn transpose8x8_f32(src: *const f32, ld_src: usize, dst: *mut 
     }
 }
 
-/// `out = B^T d` on `n` (a multiple of 8) lanes of six vectors: the generic
-/// `apply_bt` of `conv_winograd`, 8 tiles per instruction.
+/// `out = A^T m` on `n` (a multiple of 8) lanes: six vectors in, four out, as
+/// `apply_at` of `conv_winograd`, 8 tiles per instruction.
 ///
 /// # Safety
-/// The CPU has AVX2; each `d[i]` and `out[i]` holds `n` elements; no `out[i]`
-/// overlaps another vector.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn apply_bt_f32(d: [*const f32; 6], out: [*mut f32; 6], n: usize) {
-    // SAFETY: `n` elements from each pointer, as the caller vouches.
-    unsafe {
-        let (four, five, two) = (_mm256_set1_ps(4.0), _mm256_set1_ps(5.0), _mm256_set1_ps(2.0));
-        for t in (0..n).step_by(8) {
-            let load = |i: usize| _mm256_loadu_ps(d[i].add(t));
-            let [x0, x1, x2, x3, x4, x5] = [load(0), load(1), load(2), load(3), load(4), load(5)];
-            let o0 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x0), _mm256_mul_ps(five, x2)), x4);
-            let o1 = _mm256_sub_ps(_mm256_add_ps(x3, x4), _mm256_mul_ps(four, _mm256_add_ps(x1, x2)));
-            let o2 = _mm256_add_ps(_mm256_sub_ps(x4, x3), _mm256_mul_ps(four, _mm256_sub_ps(x1, x2)));
-            let (d42, d31) = (_mm256_sub_ps(x4, x2), _mm256_mul_ps(two, _mm256_sub_ps(x3, x1)));
-            let o3 = _mm256_add_ps(d42, d31);
-            let o4 = _mm256_sub_ps(d42, d31);
-            let o5 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(four, x1), _mm256_mul_ps(five, x3)), x5);
-            for (dst, value) in out.iter().zip([o0, o1, o2, o3, o4, o5]) {
-                _mm256_storeu_ps(dst.add(t), value);
-            }
-        }
-    }
-}
-
-/// `out = A^T m` (six vectors in, four out), as `apply_at` of `conv_winograd`.
-///
-/// # Safety
-/// As [`apply_bt_f32`].
+/// The CPU has AVX2; each input and output vector holds `n` elements; no
+/// output overlaps another vector.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn apply_at_f32(m: [*const f32; 6], out: [*mut f32; 4], n: usize) {
     // SAFETY: `n` elements from each pointer, as the caller vouches.
@@ -162,7 +136,7 @@ pub(crate) unsafe fn apply_at_f32(m: [*const f32; 6], out: [*mut f32; 4], n: usi
 /// `out = A d` (four vectors in, six out), as `apply_a` of `conv_winograd`.
 ///
 /// # Safety
-/// As [`apply_bt_f32`].
+/// As [`apply_at_f32`].
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn apply_a_f32(d: [*const f32; 4], out: [*mut f32; 6], n: usize) {
     // SAFETY: `n` elements from each pointer, as the caller vouches.
@@ -211,25 +185,6 @@ unsafe fn split4(pixels: *const f32) -> [__m256; 4] {
             _mm256_castpd_ps(_mm256_permute2f128_pd::<0x31>(t0, t2)),
             _mm256_castpd_ps(_mm256_permute2f128_pd::<0x31>(t1, t3)),
         ]
-    }
-}
-
-/// The six phases of a row of input pixels: `phase[ph][t] = row[4 t + ph]`
-/// for `t < n` (a multiple of 8), `ph < 6`.
-///
-/// # Safety
-/// The CPU has AVX2; `row` holds `4 n + 4` elements, each `phases[ph]` `n`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn split_phases_f32(row: *const f32, phases: [*mut f32; 6], n: usize) {
-    // SAFETY: reads end at row[4 (n - 8) + 4 + 31] = row[4 n + 3]; writes `n` per phase.
-    unsafe {
-        for t in (0..n).step_by(8) {
-            let first = split4(row.add(4 * t));
-            let next = split4(row.add(4 * t + 4));
-            for (dst, value) in phases.iter().zip([first[0], first[1], first[2], first[3], next[0], next[1]]) {
-                _mm256_storeu_ps(dst.add(t), value);
-            }
-        }
     }
 }
 

@@ -36,6 +36,7 @@
 use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
+use crate::layers::conv2d::ConvAlgo;
 use crate::layers::{Conv2d, MaxPool2d, Relu};
 use crate::model::plan::{BackwardStep, ForwardStep, Plan};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
@@ -184,12 +185,12 @@ impl<T: Element> Sequential<T> {
         }
     }
 
-    /// How every convolution is computed ([`crate::ConvAlgo`]; default `Auto`).
-    /// Each layer resolves it for its own kernel and channels
-    /// ([`crate::Conv2d::resolved_algo`]).
-    pub fn set_conv_algo(&mut self, algo: crate::ConvAlgo) {
+    /// How every convolution is computed ([`ConvAlgo`]; default `Auto`).
+    /// Each layer resolves it for its own kernel, channels and width
+    /// ([`Conv2d::resolved_algo`]).
+    pub fn set_conv_algo(&mut self, algo: ConvAlgo) {
         for layer in &mut self.layers {
-            if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<crate::Conv2d<T>>()) {
+            if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<Conv2d<T>>()) {
                 conv.set_algo(algo);
             }
         }

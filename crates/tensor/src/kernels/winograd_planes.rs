@@ -1,0 +1,291 @@
+//! The plane transforms of the fast Winograd path
+//! ([`crate::kernels::conv_winograd`], read it first): one input channel into
+//! `V = B^T d B`, one output channel's products back into pixels
+//! (`A^T M A`, bias, ReLU), and one gradient channel into `A dY A^T`, for one
+//! block of tiles. With AVX2 and f32 each runs fused in registers
+//! ([`crate::kernels::x86_winograd`]); otherwise the staged plain bodies of
+//! [`crate::kernels::winograd_parts`].
+
+use crate::element::Element;
+use crate::kernels::winograd::{ALPHA, TILE};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::winograd_parts::avx2_fma;
+use crate::kernels::winograd_parts::{apply_a, apply_at, apply_bt, as_f32, is_f32, six, six_mut, Block, Shape, LANES};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::x86_winograd::{
+    grad_transform_f32, input_transform_f32, join_phases_f32, output_transform_f32, split_phases4_f32,
+};
+
+/// `V[p][c][t] = (B^T d B)[p]` for the tiles of `block` in one input plane,
+/// `v` addressed as `v[p * point_stride + t]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn transform_input_plane<T: Element>(
+    plane: &[T],
+    shape: &Shape,
+    block: Block,
+    rows_buf: &mut [T],
+    phases: &mut [T],
+    half: &mut [T],
+    v: &mut [T],
+    point_stride: usize,
+) {
+    let tb = block.padded;
+    // 4 tb + 2 pixels reach the last tile; 2 more of zeros let the SIMD split read 32 at a time
+    let row_len = TILE * tb + 4;
+    let y0 = (block.ty * TILE) as isize - shape.pad_top as isize;
+    let x0 = (block.tx0 * TILE) as isize - shape.pad_left as isize;
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let inside = y0 >= 0 && y0 as usize + ALPHA <= shape.height && x0 >= 0 && x0 as usize + row_len <= shape.width;
+        if inside {
+            // all six rows lie inside the plane: read them where they are
+            let (y0, x0) = (y0 as usize, x0 as usize);
+            let row = |l: usize| plane[(y0 + l) * shape.width + x0..][..row_len].as_ptr().cast::<f32>();
+            assert!(v.len() >= 35 * point_stride + tb);
+            // SAFETY: AVX2 is present; each row holds row_len = 4 tb + 4 elements of the
+            // plane (checked just above), `v` the 36 points (asserted); T is f32.
+            unsafe {
+                input_transform_f32(
+                    [row(0), row(1), row(2), row(3), row(4), row(5)],
+                    tb,
+                    v.as_mut_ptr().cast(),
+                    point_stride,
+                )
+            };
+            return;
+        }
+    }
+    // the six input rows y0..y0+6, columns x0..x0+row_len, zeros outside the plane
+    let (x_start, x_end) = (x0.max(0) as usize, ((x0 + row_len as isize).min(shape.width as isize)).max(0) as usize);
+    for l in 0..ALPHA {
+        let row = &mut rows_buf[l * row_len..][..row_len];
+        let y = y0 + l as isize;
+        if y < 0 || y >= shape.height as isize || x_start >= x_end {
+            row.fill(T::zero());
+            continue;
+        }
+        let src = &plane[y as usize * shape.width..][..shape.width];
+        let first = (x_start as isize - x0) as usize;
+        row[..first].fill(T::zero());
+        row[first..first + x_end - x_start].copy_from_slice(&src[x_start..x_end]);
+        row[first + x_end - x_start..].fill(T::zero());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        let row = |l: usize| rows_buf[l * row_len..][..row_len].as_ptr().cast::<f32>();
+        assert!(v.len() >= 35 * point_stride + tb);
+        // SAFETY: AVX2 is present; each row of rows_buf holds 4 tb + 4 elements, `v` the
+        // 36 points (asserted); T is f32.
+        unsafe {
+            input_transform_f32(
+                [row(0), row(1), row(2), row(3), row(4), row(5)],
+                tb,
+                v.as_mut_ptr().cast(),
+                point_stride,
+            )
+        };
+        return;
+    }
+    // phases: d[l][ph][t] = row_l[4t + ph], at phases[(l * 6 + ph) * tb + t];
+    // phases 4 and 5 are phases 0 and 1 one tile on
+    for l in 0..ALPHA {
+        let row = &rows_buf[l * row_len..][..row_len];
+        let [p0, p1, p2, p3, p4, p5] = six_mut(phases, l * ALPHA * tb, tb, tb);
+        for t0 in (0..tb).step_by(LANES) {
+            let pixels: &[T; TILE * LANES] = row[TILE * t0..][..TILE * LANES].try_into().expect("32 pixels");
+            let mut split = [[T::zero(); LANES]; TILE];
+            for t in 0..LANES {
+                for ph in 0..TILE {
+                    split[ph][t] = pixels[TILE * t + ph];
+                }
+            }
+            p0[t0..t0 + LANES].copy_from_slice(&split[0]);
+            p1[t0..t0 + LANES].copy_from_slice(&split[1]);
+            p2[t0..t0 + LANES].copy_from_slice(&split[2]);
+            p3[t0..t0 + LANES].copy_from_slice(&split[3]);
+        }
+        p4[..tb - 1].copy_from_slice(&p0[1..]);
+        p5[..tb - 1].copy_from_slice(&p1[1..]);
+        (p4[tb - 1], p5[tb - 1]) = (row[TILE * tb], row[TILE * tb + 1]);
+    }
+    // along y: half[j][ph] = sum_l B^T[j][l] d[l][ph]
+    for ph in 0..ALPHA {
+        apply_bt(six(phases, ph * tb, ALPHA * tb, tb), six_mut(half, ph * tb, ALPHA * tb, tb));
+    }
+    // along x: V[j*6 + i] = sum_ph B^T[i][ph] half[j][ph]
+    for j in 0..ALPHA {
+        apply_bt(six(half, j * ALPHA * tb, tb, tb), six_mut(v, j * ALPHA * point_stride, point_stride, tb));
+    }
+}
+
+/// Reads the products `M[p][k][t]` of one output channel (`m[p * point_stride + t]`),
+/// computes `A^T M A`, adds the bias (and the fused ReLU) and writes the valid
+/// part into the output plane.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn transform_output_plane<T: Element>(
+    m: &[T],
+    point_stride: usize,
+    shape: &Shape,
+    block: Block,
+    bias: T,
+    relu: bool,
+    half: &mut [T],
+    out4: &mut [T],
+    plane: &mut [T],
+) {
+    let tb = block.padded;
+    let y_first = block.ty * TILE;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let x_first = block.tx0 * TILE;
+        let valid = (shape.out_w - x_first).min(block.count * TILE);
+        if is_f32::<T>() && avx2_fma() && valid.is_multiple_of(TILE * LANES) {
+            let valid_rows = TILE.min(shape.out_h - y_first);
+            assert!(m.len() >= 35 * point_stride + tb);
+            let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
+            let mut row = |r: usize| {
+                let r = r.min(valid_rows - 1);
+                plane[(y_first + r) * shape.out_w + x_first..][..valid].as_mut_ptr().cast::<f32>()
+            };
+            let rows = [row(0), row(1), row(2), row(3)];
+            // SAFETY: AVX2 is present; `m` holds the 36 points (asserted), each of the first
+            // `valid_rows` rows `valid` = 32 chunks pixels of the plane (rows past those are
+            // never written); T is f32.
+            unsafe {
+                output_transform_f32(
+                    m.as_ptr().cast(),
+                    point_stride,
+                    rows,
+                    valid_rows,
+                    valid / (TILE * LANES),
+                    bias,
+                    relu,
+                )
+            };
+            return;
+        }
+    }
+    // along y: half[r][i] = sum_j A^T[r][j] M[j*6 + i], at half[(r * 6 + i) * tb]
+    for i in 0..ALPHA {
+        let [h0, h1, h2, h3, _, _] = six_mut(half, i * tb, ALPHA * tb, tb);
+        apply_at(six(m, i * point_stride, ALPHA * point_stride, tb), [h0, h1, h2, h3]);
+    }
+    for r in 0..TILE.min(shape.out_h - y_first) {
+        // along x: y[r][s] = sum_i A^T[s][i] half[r][i], at out4[s * tb]
+        let [o0, o1, o2, o3, _, _] = six_mut(out4, 0, tb, tb);
+        apply_at(six(half, r * ALPHA * tb, tb, tb), [o0, o1, o2, o3]);
+        // interleave the four phases into the output row, + bias (and ReLU)
+        let x_first = block.tx0 * TILE;
+        let valid = (shape.out_w - x_first).min(block.count * TILE);
+        let row = &mut plane[(y_first + r) * shape.out_w + x_first..][..valid];
+        let epilogue = |value: T| {
+            let biased = value + bias;
+            if !relu || biased > T::zero() {
+                biased
+            } else {
+                T::zero()
+            }
+        };
+        // 8 tiles (32 pixels) at a time, then the rest pixel by pixel
+        let full_chunks = valid / (TILE * LANES);
+        #[cfg(target_arch = "x86_64")]
+        if is_f32::<T>() && avx2_fma() {
+            let source = |s: usize| out4[s * tb..][..tb].as_ptr().cast::<f32>();
+            let sources = [source(0), source(1), source(2), source(3)];
+            let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
+            // SAFETY: AVX2 is present; `row` holds `valid` >= 32 full_chunks elements and each
+            // phase tb >= 8 full_chunks (full_chunks * 32 <= valid <= 4 count <= 4 tb); T is f32.
+            unsafe { join_phases_f32(sources, row.as_mut_ptr().cast::<f32>(), full_chunks, bias, relu) };
+            for x in full_chunks * TILE * LANES..valid {
+                row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
+            }
+            continue;
+        }
+        for (chunk, pixels) in row.chunks_exact_mut(TILE * LANES).enumerate() {
+            let t0 = chunk * LANES;
+            let phases: [&[T; LANES]; TILE] =
+                std::array::from_fn(|s| out4[s * tb + t0..][..LANES].try_into().expect("LANES"));
+            let mut joined = [T::zero(); TILE * LANES];
+            for t in 0..LANES {
+                for s in 0..TILE {
+                    joined[TILE * t + s] = epilogue(phases[s][t]);
+                }
+            }
+            pixels.copy_from_slice(&joined);
+        }
+        for x in full_chunks * TILE * LANES..valid {
+            row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
+        }
+    }
+}
+
+/// `DY'[p][k][t] = (A dY A^T)[p]` for the 4x4 tiles of `dy` (one output
+/// channel, zeros past its edge) in `block`, at `out[p * point_stride + t]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transform_grad_plane<T: Element>(
+    dy: &[T],
+    shape: &Shape,
+    block: Block,
+    row_buf: &mut [T],
+    phases: &mut [T],
+    half: &mut [T],
+    out: &mut [T],
+    point_stride: usize,
+) {
+    let tb = block.padded;
+    let (y_first, x_first) = (block.ty * TILE, block.tx0 * TILE);
+    #[cfg(target_arch = "x86_64")]
+    if is_f32::<T>() && avx2_fma() {
+        assert!(out.len() >= 35 * point_stride + tb);
+        if y_first + TILE <= shape.out_h && x_first + TILE * tb <= shape.out_w {
+            // the block's four rows lie inside dY: read them where they are
+            let row = |r: usize| dy[(y_first + r) * shape.out_w + x_first..][..TILE * tb].as_ptr().cast::<f32>();
+            // SAFETY: AVX2 is present; each row holds 4 tb elements of dY (checked just above),
+            // `out` the 36 points (asserted); T is f32.
+            unsafe { grad_transform_f32([row(0), row(1), row(2), row(3)], tb, out.as_mut_ptr().cast(), point_stride) };
+            return;
+        }
+    }
+    // phases g[r][s][t] = dY[y_first + r][x_first + 4t + s], at phases[(r * 4 + s) * tb + t]:
+    // each row of the block's tiles copied (zeros past the edge and past the block), then split
+    let valid = (block.count * TILE).min(shape.out_w - x_first);
+    for r in 0..TILE {
+        let y = y_first + r;
+        let row = &mut row_buf[..TILE * tb];
+        row.fill(T::zero());
+        if y < shape.out_h {
+            row[..valid].copy_from_slice(&dy[y * shape.out_w + x_first..][..valid]);
+        }
+        let row = &row_buf[..TILE * tb];
+        #[cfg(target_arch = "x86_64")]
+        if is_f32::<T>() && avx2_fma() {
+            let mut target = |s: usize| phases[(r * TILE + s) * tb..][..tb].as_mut_ptr().cast::<f32>();
+            let targets = [target(0), target(1), target(2), target(3)];
+            // SAFETY: AVX2 is present; `row` holds 4 tb elements, each phase tb (inside
+            // `phases`, distinct ranges); T is f32.
+            unsafe { split_phases4_f32(row.as_ptr().cast::<f32>(), targets, tb) };
+            continue;
+        }
+        for s in 0..TILE {
+            let dst = &mut phases[(r * TILE + s) * tb..][..tb];
+            for (t, value) in dst.iter_mut().enumerate() {
+                *value = row[TILE * t + s];
+            }
+        }
+    }
+    // along y: half[j][s] = sum_r A[j][r] g[r][s], at half[(j * 4 + s) * tb]
+    for s in 0..TILE {
+        let at = |r: usize| &phases[(r * TILE + s) * tb..][..tb];
+        let src = [at(0), at(1), at(2), at(3)];
+        apply_a(src, six_mut(half, s * tb, TILE * tb, tb));
+    }
+    // along x: DY'[j*6 + i] = sum_s A[i][s] half[j][s]
+    for j in 0..ALPHA {
+        let at = |s: usize| &half[(j * TILE + s) * tb..][..tb];
+        let src = [at(0), at(1), at(2), at(3)];
+        apply_a(src, six_mut(out, j * ALPHA * point_stride, point_stride, tb));
+    }
+}
