@@ -252,8 +252,11 @@ mod tests {
 
     #[test]
     fn a_config_saved_before_conv_algo_existed_resumes_with_im2col() {
+        // `convnet train`'s shape: --resume lives beside the configuration
         #[derive(clap::Parser)]
         struct Command {
+            #[arg(long)]
+            resume: Option<PathBuf>,
             #[command(flatten)]
             config: TrainConfig,
         }
