@@ -1,6 +1,6 @@
 //! The Winograd path's plain (non-SIMD) f32 bodies, what runs on CPUs without
 //! AVX2, against the direct convolution: the same error budget as the SIMD
-//! bodies of `tests/winograd.rs`. A test binary of its own, because the switch
+//! bodies of `tests/suite/winograd.rs`. A test binary of its own, because the switch
 //! is process-wide.
 
 mod common;
@@ -21,17 +21,8 @@ fn portable_f32_bodies_meet_the_same_budget_and_agree_across_threads() {
         let relu = rng.random_bool(0.5);
         let portable = run::<f32>(&case, &values, relu, 1);
         let reference = direct(&case, &values, relu);
-        for (what, fast, slow) in [
-            ("output", &portable.output, &reference.output),
-            ("grad_input", &portable.grad_input, &reference.grad_input),
-            ("grad_weight", &portable.grad_weight, &reference.grad_weight),
-            ("grad_bias", &portable.grad_bias, &reference.grad_bias),
-        ] {
-            let err = error(fast, slow);
-            assert!(err < 2e-5, "portable f32 {what} differs by {err:e} for {}", describe(&case));
-        }
+        assert_within(&portable, &reference, 2e-5, &describe(&case));
         let three = run::<f32>(&case, &values, relu, 3);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&three.output), bits(&portable.output));
         assert_eq!(bits(&three.grad_weight), bits(&portable.grad_weight));
     }

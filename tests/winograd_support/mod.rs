@@ -119,3 +119,21 @@ pub fn describe(case: &Case) -> String {
         case.batch, g.in_channels, case.out_channels, g.in_h, g.in_w, g.pad_top, g.pad_left
     )
 }
+
+/// Every result of `ours` within `budget` of `reference` (max |error| / max |value|).
+pub fn assert_within<T: Element>(ours: &Results<T>, reference: &Results<f64>, budget: f64, what: &str) {
+    for (name, fast, slow) in [
+        ("output", &ours.output, &reference.output),
+        ("grad_input", &ours.grad_input, &reference.grad_input),
+        ("grad_weight", &ours.grad_weight, &reference.grad_weight),
+        ("grad_bias", &ours.grad_bias, &reference.grad_bias),
+    ] {
+        let err = error(fast, slow);
+        assert!(err < budget, "{name} differs by {err:e} (budget {budget:e}) for {what}");
+    }
+}
+
+/// The bit patterns of f32 values, to compare results exactly.
+pub fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|x| x.to_bits()).collect()
+}

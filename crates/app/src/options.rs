@@ -131,32 +131,56 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How convolutions are computed (`--conv-algo`): see `convnet_tensor::ConvAlgo`.
-#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConvAlgoArg {
-    /// Winograd F(4x4,3x3) on 3x3 stride-1 layers with >= 8 channels in and out and outputs >= 32 wide, im2col elsewhere
-    #[default]
-    Auto,
-    /// im2col + GEMM on every layer
-    Im2col,
-    /// Winograd F(4x4,3x3) on every 3x3 stride-1 layer, im2col elsewhere
-    Winograd,
-}
+/// How each pass of each convolution is computed (`--conv-algo`): a
+/// [`convnet_tensor::ConvAlgoSpec`], saved in `config.toml` as its text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConvAlgoArg(pub convnet_tensor::ConvAlgoSpec);
+
+/// The short help of every `--conv-algo` (`-h`).
+pub const CONV_ALGO_SHORT: &str =
+    "How convolutions are computed: auto, im2col, winograd, or rules per pass and layer (--help)";
+
+/// The help of every `--conv-algo` (`--help`).
+pub const CONV_ALGO_HELP: &str = "How convolutions are computed: auto (Winograd on 3x3 stride-1 layers with \
+>= 8 channels in and out and outputs >= 32 wide, im2col elsewhere), im2col or winograd; per pass and layer \
+with comma-separated rules [LAYER][.PASS]=ALGO, later ones winning, e.g. winograd,dw=im2col or \
+auto,2.input-grad=im2col (PASS: forward|input-grad|weight-grad or fwd|dx|dw; LAYER: the numbers in \
+`convnet summary`)";
 
 impl ConvAlgoArg {
     /// What a run saved before `--conv-algo` existed computed with: im2col, so
     /// that `--resume` of such a run stays bit-exact.
     pub fn before_winograd() -> ConvAlgoArg {
-        ConvAlgoArg::Im2col
+        ConvAlgoArg(convnet_tensor::ConvAlgoSpec::all(convnet_tensor::ConvAlgo::Im2col))
     }
 
-    /// The engine's value.
-    pub fn algo(self) -> convnet_tensor::ConvAlgo {
-        match self {
-            ConvAlgoArg::Auto => convnet_tensor::ConvAlgo::Auto,
-            ConvAlgoArg::Im2col => convnet_tensor::ConvAlgo::Im2col,
-            ConvAlgoArg::Winograd => convnet_tensor::ConvAlgo::Winograd,
-        }
+    /// Sets the model's convolutions as the rules say (fails when a rule names
+    /// a layer that is not a convolution).
+    pub fn apply(&self, model: &mut convnet_tensor::Sequential<f32>) -> anyhow::Result<()> {
+        model.set_conv_algos(&self.0).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+impl std::fmt::Display for ConvAlgoArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The value parser of `--conv-algo`.
+pub fn parse_conv_algo(text: &str) -> Result<ConvAlgoArg, String> {
+    text.parse().map(ConvAlgoArg).map_err(|e: convnet_tensor::TensorError| e.to_string())
+}
+
+impl Serialize for ConvAlgoArg {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ConvAlgoArg {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_conv_algo(&text).map_err(serde::de::Error::custom)
     }
 }

@@ -376,7 +376,18 @@ fn conv_algo_is_chosen_per_layer_printed_and_selectable() {
     };
     assert_eq!(bench("im2col"), ["im2col"; 4]);
     assert_eq!(bench("winograd"), ["winograd"; 4]);
+    // per pass and per layer
+    assert_eq!(bench("winograd,dx=im2col"), ["fwd winograd, dx im2col, dw winograd"; 4]);
+    let rules = "winograd,weight-grad=im2col,6=im2col,0.fwd=im2col";
+    let summary = ok(&["summary", "--model", "baseline", "--conv-algo", rules]);
+    let conv_lines: Vec<&str> = summary.lines().filter(|line| line.contains(" conv2d ")).collect();
+    assert!(conv_lines[0].contains("valid, fwd im2col, dx winograd, dw im2col"), "{summary}");
+    assert!(conv_lines[1].contains("valid, fwd winograd, dx winograd, dw im2col"), "{summary}");
+    assert!(conv_lines[2].contains("valid, im2col"), "{summary}");
     fails_with(&["bench", "--conv-algo", "fft"], "invalid value 'fft' for '--conv-algo");
+    fails_with(&["summary", "--conv-algo", "2.dz=im2col"], "unknown pass `dz`");
+    fails_with(&["summary", "--conv-algo", "3=winograd"], "layer 3 is relu, not a convolution");
+    fails_with(&["summary", "--conv-algo", "20.dw=winograd"], "there is no layer 20 (the model has 20)");
 }
 
 /// Writes an IDX file of unsigned bytes.

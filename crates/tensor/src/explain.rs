@@ -13,7 +13,7 @@
 //!
 //! The gradient comes from the layers' own backward passes
 //! ([`Sequential::backward_to`]), run unfused so that it is the gradient with
-//! respect to the ReLU's output itself. `tests/explain.rs` checks the weights
+//! respect to the ReLU's output itself. `tests/suite/explain.rs` checks the weights
 //! against finite differences of the class score in f64.
 
 use crate::element::Element;

@@ -73,7 +73,10 @@ pub use element::Element;
 pub use error::{Result, TensorError};
 pub use geometry::{ConvGeometry, Padding};
 pub use layer::{KinkRecorder, Layer, Mode, Param, ParamMut, WeightAndBias};
-pub use layers::{Conv2d, ConvAlgo, Dense, Dropout, Flatten, MaxPool2d, Relu, Softmax};
+pub use layers::{
+    Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten, MaxPool2d, Relu,
+    Softmax,
+};
 pub use loss::SoftmaxCrossEntropy;
 pub use model::{LayerSpec, ModelSpec, Plan, Sequential};
 

@@ -46,8 +46,8 @@ pub struct BenchArgs {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
-    /// How convolutions are computed
-    #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto)]
+    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
+        long_help = crate::options::CONV_ALGO_HELP)]
     conv_algo: ConvAlgoArg,
 }
 
@@ -62,7 +62,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut model = spec
         .build::<f32>(&input, classes, 1)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
-    model.set_conv_algo(args.conv_algo.algo());
+    args.conv_algo.apply(&mut model)?;
     crate::preflight::check_memory(&model, args.batch_size)?;
     // the gradient sums as `convnet train` takes them (a fixed tree of leaves, see kernels::reduce)
     model.set_gradient_leaves(convnet_tensor::kernels::reduce::gradient_leaves(args.batch_size));
@@ -120,7 +120,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             let algo = layer
                 .as_any()
                 .and_then(|any| any.downcast_ref::<convnet_tensor::Conv2d<f32>>())
-                .map(|conv| conv.resolved_algo().as_str());
+                .map(|conv| conv.resolved_algos().describe());
             json!({
                 "index": i, "kind": layer.kind(), "algo": algo, "fused": model.is_fused(i) || model.is_backward_absorbed(i),
                 "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
@@ -166,8 +166,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         mean * 1e3
     );
     if args.per_layer {
+        // as wide as "fwd winograd, dx im2col, dw winograd" when the passes differ
+        let algo_width = per_layer.iter().filter_map(|entry| entry["algo"].as_str()).map(str::len).max().unwrap_or(0);
+        let algo_width = algo_width.max("algorithm".len());
         println!(
-            "\n  {:<4} {:<13} {:<9} {:>11} {:>12} {:>9} {:>7}",
+            "\n  {:<4} {:<13} {:<algo_width$} {:>11} {:>12} {:>9} {:>7}",
             "#", "layer", "algorithm", "forward ms", "backward ms", "GFLOP/s", "share"
         );
         for entry in &per_layer {
@@ -175,7 +178,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             // a max-pool) part of the layer after it
             let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
             println!(
-                "  {:<4} {:<13} {:<9} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
+                "  {:<4} {:<13} {:<algo_width$} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
                 entry["index"].as_u64().unwrap_or(0),
                 format!("{}{fused}", entry["kind"].as_str().unwrap_or("")),
                 entry["algo"].as_str().unwrap_or(""),

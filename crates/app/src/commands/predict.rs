@@ -29,8 +29,8 @@ pub struct PredictArgs {
     csv: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// How convolutions are computed: auto, im2col, winograd
-    #[arg(long, value_enum, default_value_t = crate::options::ConvAlgoArg::Auto)]
+    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
+        long_help = crate::options::CONV_ALGO_HELP)]
     pub conv_algo: crate::options::ConvAlgoArg,
 }
 
@@ -50,7 +50,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         bail!("--batch-size must be at least 1");
     }
     let (mut model, meta) = load_model(&args.model)?;
-    model.set_conv_algo(args.conv_algo.algo());
+    args.conv_algo.apply(&mut model)?;
     let mut files = Vec::new();
     for path in &args.images {
         collect_images(path, &mut files)?;

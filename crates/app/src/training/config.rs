@@ -165,8 +165,8 @@ pub struct TrainConfig {
     #[arg(long, default_value = "10m")]
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
-    /// How convolutions are computed: auto (Winograd on 3x3 stride-1 layers with >= 8 channels and outputs >= 32 wide, im2col elsewhere), im2col, winograd
-    #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto)]
+    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
+        long_help = crate::options::CONV_ALGO_HELP)]
     #[serde(default = "ConvAlgoArg::before_winograd")]
     pub conv_algo: ConvAlgoArg,
     /// The resolved architecture (so a resumed run does not depend on the TOML
@@ -261,12 +261,19 @@ mod tests {
             config: TrainConfig,
         }
         let config = <Command as clap::Parser>::parse_from(["convnet", "--train", "t"]).config;
-        assert_eq!(config.conv_algo, ConvAlgoArg::Auto, "new runs: auto");
+        assert_eq!(config.conv_algo.to_string(), "auto", "new runs: auto");
         let mut text = toml::to_string(&config).unwrap();
         assert!(text.contains("conv_algo = \"auto\""), "{text}");
         text = text.lines().filter(|line| !line.starts_with("conv_algo")).collect::<Vec<_>>().join("\n");
         let old: TrainConfig = toml::from_str(&text).unwrap();
-        assert_eq!(old.conv_algo, ConvAlgoArg::Im2col, "what such a run computed with");
+        assert_eq!(old.conv_algo, ConvAlgoArg::before_winograd(), "what such a run computed with");
+        assert_eq!(old.conv_algo.to_string(), "im2col");
+        // a rule set goes through config.toml as its text
+        let rules = crate::options::parse_conv_algo("winograd, 2.dw=im2col").unwrap();
+        let saved = TrainConfig { conv_algo: rules.clone(), ..config };
+        let text = toml::to_string(&saved).unwrap();
+        assert!(text.contains("conv_algo = \"winograd,2.weight-grad=im2col\""), "{text}");
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap().conv_algo, rules);
     }
 
     #[test]

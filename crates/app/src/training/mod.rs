@@ -175,7 +175,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
             config.model, input_shape[1], input_shape[2], input_shape[0]
         )
     })?;
-    model.set_conv_algo(config.conv_algo.algo());
+    config.conv_algo.apply(&mut model)?;
     if config.batch_size > train_set.len() {
         bail!(
             "--batch-size {} is larger than the {} training images in {}: choose at most {}",

@@ -75,7 +75,7 @@ pub struct ConvWorkspace<T> {
 /// - `weight` `(OC, C, KH, KW)`, read as the matrix `W` `(OC, C*KH*KW)`; `bias` `(OC,)`.
 ///
 /// Equal (to rounding) to `conv2d_forward_im2col` and `conv2d_forward_naive` in
-/// `layers/conv2d.rs`; `tests/kernels.rs` checks it.
+/// `layers/conv2d.rs`; `tests/suite/kernels.rs` checks it.
 pub fn conv2d_forward_tiled<T: Element>(
     geom: &ConvGeometry,
     weight: &[T],
@@ -148,22 +148,65 @@ pub fn conv2d_backward_tiled<T: Element>(
     grad_input: Option<&mut [T]>,
     workspace: &mut ConvWorkspace<T>,
 ) {
-    let out_channels = grad_bias.len();
     assert_eq!(input.len() % geom.in_len(), 0, "conv2d_backward_tiled: input length");
-    let batch = input.len() / geom.in_len();
-    assert_eq!(weight.len(), out_channels * geom.col_rows(), "conv2d_backward_tiled: weight length");
     assert_eq!(grad_weight.len(), weight.len(), "conv2d_backward_tiled: grad_weight length");
-    assert_eq!(
-        grad_output.len(),
-        batch * out_channels * geom.out_pixels(),
-        "conv2d_backward_tiled: grad_output length"
-    );
+    let batch = input.len() / geom.in_len();
+    let weight_grads = WeightGrads { input, grad_weight, grad_bias };
+    backward_tiled(geom, weight, batch, grad_output, Some(weight_grads), grad_input, workspace);
+}
+
+/// The input gradient alone, by im2col: `grad_input` `(N, C, H, W)` from
+/// `grad_output` `(N, OC, OH, OW)`, per tile `dcol = W^T dY`, `dx += col2im(dcol)`
+/// (the second half of [`conv2d_backward_tiled`], for a layer whose weight
+/// gradient runs by another method).
+pub fn conv2d_input_grad_tiled<T: Element>(
+    geom: &ConvGeometry,
+    weight: &[T],
+    grad_output: &[T],
+    grad_input: &mut [T],
+    workspace: &mut ConvWorkspace<T>,
+) {
+    assert_eq!(grad_input.len() % geom.in_len(), 0, "conv2d_input_grad_tiled: grad_input length");
+    let batch = grad_input.len() / geom.in_len();
+    backward_tiled(geom, weight, batch, grad_output, None, Some(grad_input), workspace);
+}
+
+/// What the weight gradient of [`backward_tiled`] reads and writes.
+struct WeightGrads<'a, T> {
+    /// `X` `(N, C, H, W)`, the forward pass's input.
+    input: &'a [T],
+    /// `dW` `(OC, C, KH, KW)`, overwritten.
+    grad_weight: &'a mut [T],
+    /// `db` `(OC,)`, overwritten.
+    grad_bias: &'a mut [T],
+}
+
+/// The backward pass with either gradient optional (at least one given).
+fn backward_tiled<T: Element>(
+    geom: &ConvGeometry,
+    weight: &[T],
+    batch: usize,
+    grad_output: &[T],
+    weight_grads: Option<WeightGrads<'_, T>>,
+    grad_input: Option<&mut [T]>,
+    workspace: &mut ConvWorkspace<T>,
+) {
     let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
+    assert_eq!(weight.len() % col_rows, 0, "conv2d backward: weight length");
+    let out_channels = weight.len() / col_rows;
+    assert_eq!(grad_output.len(), batch * out_channels * out_pixels, "conv2d backward: grad_output length");
+    if let Some(grad_input) = grad_input.as_deref() {
+        assert_eq!(grad_input.len(), batch * geom.in_len(), "conv2d backward: grad_input length");
+    }
+    if let Some(grads) = weight_grads.as_ref() {
+        assert_eq!(grads.grad_bias.len(), out_channels, "conv2d backward: grad_bias length");
+    }
     let weight_len = out_channels * col_rows;
     let per_image_len = weight_len + out_channels;
     let rows_per_tile = tile_rows(geom, BACKWARD_TILE_ELEMENTS);
     workspace.col_scratch.ensure_threads();
-    if workspace.per_image_grads.len() < batch * per_image_len {
+    let input = weight_grads.as_ref().map(|grads| grads.input);
+    if input.is_some() && workspace.per_image_grads.len() < batch * per_image_len {
         workspace.per_image_grads.resize(batch * per_image_len, T::zero());
     }
     if grad_input.is_some() {
@@ -173,14 +216,14 @@ pub fn conv2d_backward_tiled<T: Element>(
     let packed_weight_t = &workspace.packed_weight;
     let col_scratch = &workspace.col_scratch;
 
-    // One image: its weight/bias gradient into `partial`, its input gradient
-    // (if wanted) into `image_grad`.
-    let backward_image = |n: usize, partial: &mut [T], mut image_grad: Option<&mut [T]>| {
-        let image = &input[n * geom.in_len()..(n + 1) * geom.in_len()];
+    // One image: its weight/bias gradient (if wanted) into `partial`, its input
+    // gradient (if wanted) into `image_grad`.
+    let backward_image = |n: usize, mut partial: Option<&mut [T]>, mut image_grad: Option<&mut [T]>| {
         // dy is (OC, OH*OW)
         let dy = &grad_output[n * out_channels * out_pixels..(n + 1) * out_channels * out_pixels];
-        let (partial_weight, partial_bias) = partial.split_at_mut(weight_len);
-        partial_bias.fill(T::zero());
+        if let Some(partial) = partial.as_deref_mut() {
+            partial[weight_len..].fill(T::zero());
+        }
         // col2im accumulates, so every input row must be zero before the first tile
         // that reaches it adds to it. Rows are zeroed just before that tile (all
         // channels), not in one pass over the image up front: then they are still
@@ -202,30 +245,34 @@ pub fn conv2d_backward_tiled<T: Element>(
                 let row_end = (row_start + rows_per_tile).min(geom.out_h);
                 let tile_cols = (row_end - row_start) * geom.out_w;
                 let dy_tile = &dy[row_start * geom.out_w..];
-                // in the forward pass this was `y[o, p] += b[o]`, so now `db[o] += dy[o, p]`,
-                // summed tile by tile while the tile of dY is in cache for the GEMMs below
-                // (a separate pass over dY cost 3% of a baseline training step)
-                for (o, db) in partial_bias.iter_mut().enumerate() {
-                    let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
-                    *db += sum_in_lanes(row);
+                if let (Some(partial), Some(input)) = (partial.as_deref_mut(), input) {
+                    let image = &input[n * geom.in_len()..(n + 1) * geom.in_len()];
+                    let (partial_weight, partial_bias) = partial.split_at_mut(weight_len);
+                    // in the forward pass this was `y[o, p] += b[o]`, so now `db[o] += dy[o, p]`,
+                    // summed tile by tile while the tile of dY is in cache for the GEMMs below
+                    // (a separate pass over dY cost 3% of a baseline training step)
+                    for (o, db) in partial_bias.iter_mut().enumerate() {
+                        let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
+                        *db += sum_in_lanes(row);
+                    }
+                    im2col(geom, image, row_start, row_end, col_buf);
+                    // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
+                    // Both operands are contiguous along the tile: gemm_nt's dot-product
+                    // kernel reads them as they lie (the packed GEMM gathers col^T).
+                    let beta = if row_start == 0 { T::zero() } else { T::one() };
+                    gemm_nt(
+                        out_channels,
+                        col_rows,
+                        tile_cols,
+                        dy_tile,
+                        out_pixels,
+                        col_buf,
+                        tile_cols,
+                        beta,
+                        partial_weight,
+                        col_rows,
+                    );
                 }
-                im2col(geom, image, row_start, row_end, col_buf);
-                // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
-                // Both operands are contiguous along the tile: gemm_nt's dot-product
-                // kernel reads them as they lie (the packed GEMM gathers col^T).
-                let beta = if row_start == 0 { T::zero() } else { T::one() };
-                gemm_nt(
-                    out_channels,
-                    col_rows,
-                    tile_cols,
-                    dy_tile,
-                    out_pixels,
-                    col_buf,
-                    tile_cols,
-                    beta,
-                    partial_weight,
-                    col_rows,
-                );
                 if let Some(image_grad) = image_grad.as_deref_mut() {
                     // and dcol (C*KH*KW, tile) = W^T (C*KH*KW, OC) * dY (OC, tile), over
                     // the columns, whose lines are still in cache (a separate buffer
@@ -247,23 +294,31 @@ pub fn conv2d_backward_tiled<T: Element>(
         }
     };
 
-    let partials = &mut workspace.per_image_grads[..batch * per_image_len];
-    match grad_input {
-        Some(grad_input) => partials
+    let partials = &mut workspace.per_image_grads[..if input.is_some() { batch * per_image_len } else { 0 }];
+    match (input.is_some(), grad_input) {
+        (true, Some(grad_input)) => partials
             .par_chunks_mut(per_image_len)
             .zip(grad_input.par_chunks_mut(geom.in_len()))
             .enumerate()
-            .for_each(|(n, (partial, image_grad))| backward_image(n, partial, Some(image_grad))),
-        None => {
-            partials.par_chunks_mut(per_image_len).enumerate().for_each(|(n, partial)| backward_image(n, partial, None))
-        }
+            .for_each(|(n, (partial, image_grad))| backward_image(n, Some(partial), Some(image_grad))),
+        (true, None) => partials
+            .par_chunks_mut(per_image_len)
+            .enumerate()
+            .for_each(|(n, partial)| backward_image(n, Some(partial), None)),
+        (false, Some(grad_input)) => grad_input
+            .par_chunks_mut(geom.in_len())
+            .enumerate()
+            .for_each(|(n, image_grad)| backward_image(n, None, Some(image_grad))),
+        (false, None) => {}
     }
 
     // Sum the per-image gradients as a tree of leaves, image by image inside a
     // leaf (thread-count independent; see kernels::reduce).
-    let partials = &workspace.per_image_grads[..batch * per_image_len];
-    reduce_tree(partials, per_image_len, 0, grad_weight, workspace.gradient_leaves);
-    reduce_tree(partials, per_image_len, weight_len, grad_bias, workspace.gradient_leaves);
+    if let Some(grads) = weight_grads {
+        let partials = &workspace.per_image_grads[..batch * per_image_len];
+        reduce_tree(partials, per_image_len, 0, grads.grad_weight, workspace.gradient_leaves);
+        reduce_tree(partials, per_image_len, weight_len, grads.grad_bias, workspace.gradient_leaves);
+    }
 }
 
 /// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`

@@ -4,7 +4,7 @@
 //! The arithmetic, written plainly in f64 with dense matrices, is in
 //! [`crate::kernels::winograd`] (read it first); this file computes the same
 //! sums and is tested equal to it and to the direct convolution
-//! (`tests/kernels.rs`, `tests/winograd.rs`).
+//! (`tests/suite/kernels.rs`, `tests/suite/winograd.rs`).
 //!
 //! ## Why it is fast
 //!
@@ -83,12 +83,48 @@ pub struct WinogradWorkspace<T> {
     /// [`ROW_BLOCK`], zero rows past K); for the input gradient the weights
     /// turned 180 degrees with their channel axes swapped.
     transformed_weight: Vec<T>,
+    /// The weights of the input gradient, `(C, K, 3, 3)` (built each backward pass).
+    turned_weight: Vec<T>,
     /// Per-thread block buffers.
     scratch: Scratch<T>,
     /// Per-image weight and bias gradients, summed as a tree afterwards.
     per_image_grads: Vec<T>,
     /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]).
     pub gradient_leaves: usize,
+}
+
+/// `out(r, s) = (L X R)[r][s]` for the small matrices of the transforms:
+/// `L` `(rows, n)`, `X` `(n, m)`, `R` `(m, cols)`, every sum in index order
+/// (as in the plain reference's `sandwich`). `G g G^T` and `G^T Acc G` are both this.
+#[inline(always)]
+fn sandwich<T: Element>(
+    (rows, n, m, cols): (usize, usize, usize, usize),
+    left: impl Fn(usize, usize) -> f64,
+    x: impl Fn(usize, usize) -> T,
+    right: impl Fn(usize, usize) -> f64,
+    mut out: impl FnMut(usize, usize, T),
+) {
+    // L X: rows x m
+    let mut lx = [T::zero(); ALPHA * ALPHA];
+    for r in 0..rows {
+        for j in 0..m {
+            let mut sum = T::zero();
+            for i in 0..n {
+                sum += T::from_f64(left(r, i)) * x(i, j);
+            }
+            lx[r * m + j] = sum;
+        }
+    }
+    // (L X) R: rows x cols
+    for r in 0..rows {
+        for s in 0..cols {
+            let mut sum = T::zero();
+            for j in 0..m {
+                sum += lx[r * m + j] * T::from_f64(right(j, s));
+            }
+            out(r, s, sum);
+        }
+    }
 }
 
 /// `U[p][k][c] = (G g[k, c] G^T)[p]` for `weight` `(K, C, 3, 3)`, K padded to
@@ -100,45 +136,16 @@ fn transform_weights<T: Element>(weight: &[T], out_channels: usize, channels: us
     for k in 0..out_channels {
         for c in 0..channels {
             let g = &weight[(k * channels + c) * 9..][..9];
-            // G g: 6x3
-            let mut gg = [T::zero(); ALPHA * 3];
-            for r in 0..ALPHA {
-                for j in 0..3 {
-                    let mut sum = T::zero();
-                    for i in 0..3 {
-                        sum += T::from_f64(g_mat[r][i]) * g[i * 3 + j];
-                    }
-                    gg[r * 3 + j] = sum;
-                }
-            }
-            // (G g) G^T: 6x6
-            for r in 0..ALPHA {
-                for s in 0..ALPHA {
-                    let mut sum = T::zero();
-                    for j in 0..3 {
-                        sum += gg[r * 3 + j] * T::from_f64(g_mat[s][j]);
-                    }
-                    u[((r * ALPHA + s) * k_padded + k) * channels + c] = sum;
-                }
-            }
+            // G (6x3) g (3x3) G^T (3x6)
+            sandwich(
+                (ALPHA, 3, 3, ALPHA),
+                |r, i| g_mat[r][i],
+                |i, j| g[i * 3 + j],
+                |j, s| g_mat[s][j],
+                |r, s, value| u[((r * ALPHA + s) * k_padded + k) * channels + c] = value,
+            );
         }
     }
-}
-
-/// `W'[c, k, i, j] = W[k, c, 2 - i, 2 - j]`: the kernel of the input gradient.
-fn turn_weights<T: Element>(weight: &[T], out_channels: usize, channels: usize) -> Vec<T> {
-    let mut turned = vec![T::zero(); weight.len()];
-    for k in 0..out_channels {
-        for c in 0..channels {
-            for i in 0..3 {
-                for j in 0..3 {
-                    turned[((c * out_channels + k) * 3 + i) * 3 + j] =
-                        weight[((k * channels + c) * 3 + 2 - i) * 3 + 2 - j];
-                }
-            }
-        }
-    }
-    turned
 }
 
 /// One image of the Winograd correlation: `output (K, OH, OW) := W ⋆ input (C, H, W) (+ bias, ReLU)`
@@ -285,12 +292,9 @@ pub fn conv2d_forward_winograd<T: Element>(
     fused_relu: bool,
     workspace: &mut WinogradWorkspace<T>,
 ) {
-    assert!(applies(geom), "conv2d_forward_winograd: 3x3 stride 1 only");
     let out_channels = bias.len();
     assert_eq!(weight.len(), out_channels * geom.in_channels * 9, "conv2d_forward_winograd: weight length");
-    assert_eq!(input.len() % geom.in_len(), 0, "conv2d_forward_winograd: input length");
-    let batch = input.len() / geom.in_len();
-    assert_eq!(output.len(), batch * out_channels * geom.out_pixels(), "conv2d_forward_winograd: output length");
+    checked_batch(geom, out_channels, input.len(), output.len(), "conv2d_forward_winograd");
     let shape = Shape {
         channels: geom.in_channels,
         height: geom.in_h,
@@ -305,16 +309,8 @@ pub fn conv2d_forward_winograd<T: Element>(
 }
 
 /// The backward pass by Winograd: `grad_weight` `(K, C, 3, 3)` and `grad_bias`
-/// `(K,)` overwritten with the batch's sums, `grad_input` `(N, C, H, W)` if given.
-///
-/// - The input gradient is the forward correlation of `dY` with the kernel
-///   turned 180 degrees and its channel axes swapped, padded by `2 - pad`
-///   (forward line: `y[o] = sum_i w[i] x[o + i - pad]`, so
-///   `dx[y] = sum_i w[i] dy[y + pad - i]`).
-/// - The weight gradient by F(3x3, 4x4) ([`crate::kernels::winograd`]):
-///   `Acc[p][k][c] = sum over tiles (A dY A^T)[p][k] (B^T X B)[p][c]`, one GEMM
-///   per point over the tiles, then `dW[k, c] = G^T Acc[k, c] G` once per image.
-/// - Per-image gradients are summed as the tree of `gradient_leaves`.
+/// `(K,)` overwritten with the batch's sums ([`conv2d_weight_grad_winograd`]),
+/// `grad_input` `(N, C, H, W)` if given ([`conv2d_input_grad_winograd`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_winograd<T: Element>(
     geom: &ConvGeometry,
@@ -326,16 +322,48 @@ pub fn conv2d_backward_winograd<T: Element>(
     grad_input: Option<&mut [T]>,
     workspace: &mut WinogradWorkspace<T>,
 ) {
-    assert!(applies(geom), "conv2d_backward_winograd: 3x3 stride 1 only");
-    let (channels, out_channels) = (geom.in_channels, grad_bias.len());
-    assert_eq!(weight.len(), out_channels * channels * 9, "conv2d_backward_winograd: weight length");
     assert_eq!(grad_weight.len(), weight.len(), "conv2d_backward_winograd: grad_weight length");
-    assert_eq!(input.len() % geom.in_len(), 0, "conv2d_backward_winograd: input length");
-    let batch = input.len() / geom.in_len();
-    let out_plane = geom.out_pixels();
-    assert_eq!(grad_output.len(), batch * out_channels * out_plane, "conv2d_backward_winograd: grad_output length");
+    conv2d_weight_grad_winograd(geom, input, grad_output, grad_weight, grad_bias, workspace);
+    if let Some(grad_input) = grad_input {
+        conv2d_input_grad_winograd(geom, weight, grad_output, grad_input, workspace);
+    }
+}
 
-    // the weight gradient, image by image
+/// The shape checks the passes share: `input_len` (of `X` `(N, C, H, W)` or of
+/// its gradient) and `grad_output_len` (of `Y` or `dY`, `(N, K, OH, OW)`); returns N.
+fn checked_batch(
+    geom: &ConvGeometry,
+    out_channels: usize,
+    input_len: usize,
+    grad_output_len: usize,
+    pass: &str,
+) -> usize {
+    assert!(applies(geom), "{pass}: 3x3 stride 1 only");
+    assert_eq!(input_len % geom.in_len(), 0, "{pass}: input length");
+    let batch = input_len / geom.in_len();
+    assert_eq!(grad_output_len, batch * out_channels * geom.out_pixels(), "{pass}: grad_output length");
+    batch
+}
+
+/// The weight gradient by F(3x3, 4x4) ([`crate::kernels::winograd`]):
+/// `Acc[p][k][c] = sum over tiles (A dY A^T)[p][k] (B^T X B)[p][c]`, one GEMM
+/// per point over the tiles, then `dW[k, c] = G^T Acc[k, c] G` once per image;
+/// `db` from point (1, 1) of `A dY A^T`. The per-image gradients are summed as
+/// the tree of `gradient_leaves`. `input` `(N, C, H, W)`, `grad_output`
+/// `(N, K, OH, OW)`; `grad_weight` `(K, C, 3, 3)` and `grad_bias` `(K,)` are overwritten.
+pub fn conv2d_weight_grad_winograd<T: Element>(
+    geom: &ConvGeometry,
+    input: &[T],
+    grad_output: &[T],
+    grad_weight: &mut [T],
+    grad_bias: &mut [T],
+    workspace: &mut WinogradWorkspace<T>,
+) {
+    let (channels, out_channels) = (geom.in_channels, grad_bias.len());
+    let pass = "conv2d_weight_grad_winograd";
+    let batch = checked_batch(geom, out_channels, input.len(), grad_output.len(), pass);
+    assert_eq!(grad_weight.len(), out_channels * channels * 9, "{pass}: grad_weight length");
+    let out_plane = geom.out_pixels();
     let shape = Shape {
         channels,
         height: geom.in_h,
@@ -364,23 +392,40 @@ pub fn conv2d_backward_winograd<T: Element>(
     let partials = &workspace.per_image_grads[..batch * per_image_len];
     reduce_tree(partials, per_image_len, 0, grad_weight, workspace.gradient_leaves);
     reduce_tree(partials, per_image_len, weight_len, grad_bias, workspace.gradient_leaves);
+}
 
-    // the input gradient: dY (K, OH, OW) correlated with W' (C, K, 3, 3), padded by 2 - pad
-    if let Some(grad_input) = grad_input {
-        assert_eq!(grad_input.len(), input.len(), "conv2d_backward_winograd: grad_input length");
-        let turned = turn_weights(weight, out_channels, channels);
-        let shape = Shape {
-            channels: out_channels,
-            height: geom.out_h,
-            width: geom.out_w,
-            pad_top: 2 - geom.pad_top,
-            pad_left: 2 - geom.pad_left,
-            out_channels: channels,
-            out_h: geom.in_h,
-            out_w: geom.in_w,
-        };
-        correlate_batch(&shape, &turned, None, false, grad_output, grad_input, workspace);
-    }
+/// The input gradient by F(4x4, 3x3): the forward correlation of `dY` with the
+/// kernel turned 180 degrees and its channel axes swapped, padded by `2 - pad`
+/// (forward line: `y[o] = sum_i w[i] x[o + i - pad]`, so
+/// `dx[y] = sum_i w[i] dy[y + pad - i]`). `weight` `(K, C, 3, 3)`,
+/// `grad_output` `(N, K, OH, OW)`; `grad_input` `(N, C, H, W)` is overwritten.
+pub fn conv2d_input_grad_winograd<T: Element>(
+    geom: &ConvGeometry,
+    weight: &[T],
+    grad_output: &[T],
+    grad_input: &mut [T],
+    workspace: &mut WinogradWorkspace<T>,
+) {
+    let channels = geom.in_channels;
+    let out_channels = weight.len() / (9 * channels);
+    let pass = "conv2d_input_grad_winograd";
+    assert_eq!(weight.len(), out_channels * channels * 9, "{pass}: weight length");
+    checked_batch(geom, out_channels, grad_input.len(), grad_output.len(), pass);
+    // W' (C, K, 3, 3), kept in the workspace from pass to pass
+    let mut turned = std::mem::take(&mut workspace.turned_weight);
+    crate::kernels::winograd::turn_weights(weight, out_channels, channels, &mut turned);
+    let shape = Shape {
+        channels: out_channels,
+        height: geom.out_h,
+        width: geom.out_w,
+        pad_top: 2 - geom.pad_top,
+        pad_left: 2 - geom.pad_left,
+        out_channels: channels,
+        out_h: geom.in_h,
+        out_w: geom.in_w,
+    };
+    correlate_batch(&shape, &turned, None, false, grad_output, grad_input, workspace);
+    workspace.turned_weight = turned;
 }
 
 /// The scratch of [`weight_grad_image`]: `V` and `V^T` `(36, tb, C8)`, `DY'`,
@@ -496,31 +541,17 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
             );
         }
     }
-    // dW[k, c] = G^T Acc[k, c] G
+    // dW[k, c] = G^T (3x6) Acc[k, c] (6x6) G (6x3)
     let g_mat = crate::kernels::winograd::G;
     for k in 0..out_channels {
         for c in 0..channels {
-            let at = |p: usize| acc[(p * k_padded + k) * c8 + c];
-            // G^T Acc: 3x6, then (G^T Acc) G: 3x3
-            let mut ga = [T::zero(); 3 * ALPHA];
-            for r in 0..3 {
-                for s in 0..ALPHA {
-                    let mut sum = T::zero();
-                    for (i, g_row) in g_mat.iter().enumerate() {
-                        sum += T::from_f64(g_row[r]) * at(i * ALPHA + s);
-                    }
-                    ga[r * ALPHA + s] = sum;
-                }
-            }
-            for r in 0..3 {
-                for q in 0..3 {
-                    let mut sum = T::zero();
-                    for s in 0..ALPHA {
-                        sum += ga[r * ALPHA + s] * T::from_f64(g_mat[s][q]);
-                    }
-                    grad_weight[(k * channels + c) * 9 + r * 3 + q] = sum;
-                }
-            }
+            sandwich(
+                (3, ALPHA, ALPHA, 3),
+                |r, i| g_mat[i][r],
+                |i, s| acc[(i * ALPHA + s) * k_padded * c8 + k * c8 + c],
+                |s, q| g_mat[s][q],
+                |r, q, value| grad_weight[(k * channels + c) * 9 + r * 3 + q] = value,
+            );
         }
     }
 }

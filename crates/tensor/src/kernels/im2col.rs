@@ -12,7 +12,7 @@
 //! `<im2col(x), c> = <x, col2im(c)>` for every `x` and `c`.
 //!
 //! [`im2col_naive`] and [`col2im_naive`] are the plain twins, one element at a
-//! time straight from the definition; `tests/kernels.rs` holds the fast ones to
+//! time straight from the definition; `tests/suite/kernels.rs` holds the fast ones to
 //! them, and to the adjoint identity.
 //!
 //! ```

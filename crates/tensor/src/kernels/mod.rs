@@ -1,7 +1,7 @@
 //! The fast path: the kernels the layers run, slices in and slices out.
 //!
 //! Every kernel here has a plain twin it must equal, and a test that holds it
-//! to that twin (in the kernel's own file, or in `tests/kernels.rs` when the
+//! to that twin (in the kernel's own file, or in `tests/suite/kernels.rs` when the
 //! twin is a layer's reference in [`crate::layers`]). Read the layer first for
 //! the math; come here for why it runs at 90% of the machine's GEMM rate.
 //!

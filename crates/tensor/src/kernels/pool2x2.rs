@@ -1,6 +1,6 @@
 //! The 2x2, stride-2, unpadded max-pool of one channel plane: the case every
 //! preset network uses, with a branch-free body. `maxpool_naive` in
-//! `layers/maxpool2d.rs` is its twin (`tests/kernels.rs`).
+//! `layers/maxpool2d.rs` is its twin (`tests/suite/kernels.rs`).
 //!
 //! `plane` is `(H, W)`; `out` and `argmax` are `(OH, OW)`, `argmax` holding the
 //! flat index `ih * W + iw` of each window's winner (the first in row-major
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn the_plain_body_matches_the_definition() {
         // the AVX2 build runs on most CPUs; the plain body is what other CPUs run.
-        // (The dispatching kernel is held to the layer's maxpool_naive in tests/kernels.rs.)
+        // (The dispatching kernel is held to the layer's maxpool_naive in tests/suite/kernels.rs.)
         let geom = ConvGeometry::new(1, 5, 7, (2, 2), (2, 2), Padding::Valid).unwrap();
         assert!(is_fast_2x2(&geom));
         let plane: Vec<f64> = (0..35).map(|v| ((v * 13) % 7) as f64).collect(); // with ties

@@ -193,13 +193,12 @@ pub fn winograd_forward<T: Element>(geom: &ConvGeometry, weight: &[T], bias: &[T
     );
 }
 
-/// The input gradient: the forward pass of `dY` with the kernel turned 180
-/// degrees and its channel axes swapped, padded by `2 - pad` (module docs).
-pub fn winograd_backward_input<T: Element>(geom: &ConvGeometry, weight: &[T], grad_output: &[T], grad_input: &mut [T]) {
-    assert!(applies(geom), "winograd_backward_input: 3x3 stride 1 only");
-    let (channels, out_channels) = (geom.in_channels, weight.len() / (9 * geom.in_channels));
-    // W'[c, k, i, j] = W[k, c, 2 - i, 2 - j]
-    let mut turned = vec![T::zero(); weight.len()];
+/// `W'[c, k, i, j] = W[k, c, 2 - i, 2 - j]` into `turned`: the kernel of the
+/// input gradient, `weight` `(K, C, 3, 3)` turned 180 degrees with its channel
+/// axes swapped, `(C, K, 3, 3)`.
+pub fn turn_weights<T: Element>(weight: &[T], out_channels: usize, channels: usize, turned: &mut Vec<T>) {
+    turned.clear();
+    turned.resize(weight.len(), T::zero());
     for k in 0..out_channels {
         for c in 0..channels {
             for i in 0..3 {
@@ -210,6 +209,15 @@ pub fn winograd_backward_input<T: Element>(geom: &ConvGeometry, weight: &[T], gr
             }
         }
     }
+}
+
+/// The input gradient: the forward pass of `dY` with the kernel turned 180
+/// degrees and its channel axes swapped, padded by `2 - pad` (module docs).
+pub fn winograd_backward_input<T: Element>(geom: &ConvGeometry, weight: &[T], grad_output: &[T], grad_input: &mut [T]) {
+    assert!(applies(geom), "winograd_backward_input: 3x3 stride 1 only");
+    let (channels, out_channels) = (geom.in_channels, weight.len() / (9 * geom.in_channels));
+    let mut turned = Vec::new();
+    turn_weights(weight, out_channels, channels, &mut turned);
     // dY (N, K, OH, OW) padded by 2 - pad gives back (H, W): dX[y] = sum dY[y + pad - i] W[i]
     forward_padded(
         (out_channels, geom.out_h, geom.out_w),

@@ -82,18 +82,22 @@
 //! A 3x3 stride-1 convolution can instead run as Winograd F(4x4, 3x3)
 //! ([`crate::kernels::winograd`] for the arithmetic,
 //! [`crate::kernels::conv_winograd`] for the fast path): 4x fewer
-//! multiplications for slightly more rounding. [`ConvAlgo`] chooses; `Auto`
-//! takes Winograd where it applies and the layer is big enough for the
-//! transforms to pay ([`AUTO_WINOGRAD_MIN_CHANNELS`], [`AUTO_WINOGRAD_MIN_WIDTH`]).
+//! multiplications for slightly more rounding. [`ConvAlgo`] chooses, pass by
+//! pass ([`crate::layers::conv_algo`]); `Auto` takes Winograd where it applies
+//! and the layer is big enough for the transforms to pay
+//! ([`AUTO_WINOGRAD_MIN_CHANNELS`], [`AUTO_WINOGRAD_MIN_WIDTH`]).
 
 use crate::element::Element;
 use crate::geometry::{ConvGeometry, Padding};
-use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, ConvWorkspace};
-use crate::kernels::conv_winograd::{self, conv2d_backward_winograd, conv2d_forward_winograd, WinogradWorkspace};
+use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
+use crate::kernels::conv_winograd::{
+    self, conv2d_forward_winograd, conv2d_input_grad_winograd, conv2d_weight_grad_winograd, WinogradWorkspace,
+};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
+use crate::layers::conv_algo::{ConvAlgo, ConvAlgos, AUTO_WINOGRAD_MIN_CHANNELS, AUTO_WINOGRAD_MIN_WIDTH};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 
 // ---------------------------------------------------------------------------
@@ -285,51 +289,6 @@ pub fn conv2d_backward_naive<T: Element>(
 // The layer: the fast path, tested equal to the references above.
 // ---------------------------------------------------------------------------
 
-/// How a convolution is computed. The result is the same convolution either
-/// way, up to rounding (Winograd's f32 error is a few times im2col's, see
-/// `BENCHMARKS.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
-pub enum ConvAlgo {
-    /// Winograd where it applies (3x3, stride 1), both channel counts are at
-    /// least [`AUTO_WINOGRAD_MIN_CHANNELS`] and the output is at least
-    /// [`AUTO_WINOGRAD_MIN_WIDTH`] wide; im2col otherwise.
-    #[default]
-    Auto,
-    /// im2col + GEMM, every layer ([`crate::kernels::conv_tiled`]).
-    Im2col,
-    /// Winograd F(4x4, 3x3) on every layer it applies to (3x3, stride 1); the
-    /// others run im2col ([`crate::kernels::conv_winograd`]).
-    Winograd,
-}
-
-/// With fewer input or output channels than this, `Auto` keeps im2col: the
-/// transforms, whose cost grows with the channels on one side only, no longer
-/// pay for the saved products (conv1 of `baseline`, 3 input channels, measured
-/// in `BENCHMARKS.md`).
-pub const AUTO_WINOGRAD_MIN_CHANNELS: usize = 8;
-
-/// With narrower outputs than this, `Auto` keeps im2col: the Winograd path
-/// works on chunks of 8 tiles (32 pixels) of one tile row, and a narrow row
-/// leaves most of each chunk empty (the `small` network's 14-pixel-wide conv2
-/// ran 2.5x slower by Winograd, measured in `BENCHMARKS.md`).
-pub const AUTO_WINOGRAD_MIN_WIDTH: usize = 32;
-
-impl ConvAlgo {
-    /// `"auto"`, `"im2col"` or `"winograd"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConvAlgo::Auto => "auto",
-            ConvAlgo::Im2col => "im2col",
-            ConvAlgo::Winograd => "winograd",
-        }
-    }
-
-    /// Parses [`ConvAlgo::as_str`]'s names.
-    pub fn parse(name: &str) -> Option<ConvAlgo> {
-        [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Winograd].into_iter().find(|algo| algo.as_str() == name)
-    }
-}
-
 /// A 2-D convolution layer (see the module docs for the math).
 #[derive(Debug)]
 pub struct Conv2d<T: Element> {
@@ -344,10 +303,10 @@ pub struct Conv2d<T: Element> {
     workspace: ConvWorkspace<T>,
     /// The Winograd path's buffers.
     winograd: WinogradWorkspace<T>,
-    /// The method asked for ([`Conv2d::resolved_algo`]: the one that runs).
-    algo: ConvAlgo,
+    /// The method asked for, pass by pass ([`Conv2d::resolved_algos`]: the ones that run).
+    algos: ConvAlgos,
     /// The input width of the model this layer was last shaped in (0: not yet),
-    /// for [`Conv2d::resolved_algo`] before any batch has run.
+    /// for [`Conv2d::resolved_algos`] before any batch has run.
     planned_width: std::sync::atomic::AtomicUsize,
 }
 
@@ -376,30 +335,41 @@ impl<T: Element> Conv2d<T> {
             tensors: WeightAndBias::zeros(&weight_shape, out_channels),
             workspace: ConvWorkspace::default(),
             winograd: WinogradWorkspace::default(),
-            algo: ConvAlgo::Auto,
+            algos: ConvAlgos::default(),
             planned_width: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    /// Chooses how this layer is computed (default [`ConvAlgo::Auto`]).
+    /// Chooses how every pass of this layer is computed (default [`ConvAlgo::Auto`]).
     pub fn set_algo(&mut self, algo: ConvAlgo) {
-        self.algo = algo;
+        self.algos = ConvAlgos::all(algo);
     }
 
-    /// The method asked for.
-    pub fn algo(&self) -> ConvAlgo {
-        self.algo
+    /// Chooses how each pass is computed.
+    pub fn set_algos(&mut self, algos: ConvAlgos) {
+        self.algos = algos;
     }
 
-    /// The method that runs: [`ConvAlgo::Im2col`] or [`ConvAlgo::Winograd`],
+    /// The methods asked for.
+    pub fn algos(&self) -> ConvAlgos {
+        self.algos
+    }
+
+    /// The methods that run, each [`ConvAlgo::Im2col`] or [`ConvAlgo::Winograd`],
     /// for the input width the model was built for (`Auto` depends on it).
-    pub fn resolved_algo(&self) -> ConvAlgo {
+    pub fn resolved_algos(&self) -> ConvAlgos {
         let width = self.planned_width.load(std::sync::atomic::Ordering::Relaxed);
-        self.resolved_algo_for(width)
+        self.resolved_algos_for(width)
     }
 
-    /// [`Conv2d::resolved_algo`] for inputs `input_width` wide (0: unknown, taken as wide).
-    pub fn resolved_algo_for(&self, input_width: usize) -> ConvAlgo {
+    /// [`Conv2d::resolved_algos`] for inputs `input_width` wide (0: unknown, taken as wide).
+    ///
+    /// `Auto` resolves the same way for all three passes: each is a correlation
+    /// between the same two channel counts over the same tiles (the input
+    /// gradient swaps the channel sides, the weight gradient runs over the
+    /// tiles), and per pass the measurements in `BENCHMARKS.md` ranked the two
+    /// methods alike on every layer of `baseline` and `small`.
+    pub fn resolved_algos_for(&self, input_width: usize) -> ConvAlgos {
         let winograd_applies = self.kernel == (3, 3) && self.stride == (1, 1);
         let out_width = match self.padding {
             Padding::Valid => input_width.saturating_sub(2),
@@ -408,16 +378,25 @@ impl<T: Element> Conv2d<T> {
         let worth_it = self.in_channels >= AUTO_WINOGRAD_MIN_CHANNELS
             && self.out_channels >= AUTO_WINOGRAD_MIN_CHANNELS
             && (input_width == 0 || out_width >= AUTO_WINOGRAD_MIN_WIDTH);
-        match self.algo {
+        let resolve = |algo: ConvAlgo| match algo {
             ConvAlgo::Winograd if winograd_applies => ConvAlgo::Winograd,
             ConvAlgo::Auto if winograd_applies && worth_it => ConvAlgo::Winograd,
             _ => ConvAlgo::Im2col,
+        };
+        ConvAlgos {
+            forward: resolve(self.algos.forward),
+            input_grad: resolve(self.algos.input_grad),
+            weight_grad: resolve(self.algos.weight_grad),
         }
     }
 
-    /// Whether this input geometry runs by Winograd.
-    fn runs_winograd(&self, geom: &ConvGeometry) -> bool {
-        self.resolved_algo_for(geom.in_w) == ConvAlgo::Winograd && conv_winograd::applies(geom)
+    /// Which passes run by Winograd for this input geometry.
+    fn winograd_passes(&self, geom: &ConvGeometry) -> ConvAlgos {
+        let mut algos = self.resolved_algos_for(geom.in_w);
+        if !conv_winograd::applies(geom) {
+            algos = ConvAlgos::all(ConvAlgo::Im2col);
+        }
+        algos
     }
 
     /// The weights `(OC, C, KH, KW)`.
@@ -441,7 +420,7 @@ impl<T: Element> Conv2d<T> {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
         let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
-        if self.runs_winograd(&geom) {
+        if self.winograd_passes(&geom).forward == ConvAlgo::Winograd {
             return conv2d_forward_winograd(
                 &geom,
                 weight,
@@ -485,10 +464,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
             self.kernel.1,
             self.stride.0,
             self.padding.as_str(),
-            match self.resolved_algo() {
-                ConvAlgo::Winograd => "winograd",
-                _ => "im2col",
-            }
+            self.resolved_algos().describe()
         )
     }
 
@@ -539,34 +515,40 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         grad_input: Option<ArrayViewMutD<'_, T>>,
     ) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
-        let winograd = self.runs_winograd(&geom);
+        let passes = self.winograd_passes(&geom);
+        let (dw_winograd, dx_winograd) =
+            (passes.weight_grad == ConvAlgo::Winograd, passes.input_grad == ConvAlgo::Winograd);
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
         let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
         let grad_bias = self.tensors.grad_bias.as_slice_mut().expect("contiguous");
         let mut grad_input = grad_input;
-        let grad_input = grad_input.as_mut().map(slice_mut);
-        if winograd {
-            return conv2d_backward_winograd(
+        let mut grad_input = grad_input.as_mut().map(slice_mut);
+        let (input, grad_output) = (slice(&input), slice(&grad_output));
+        // dW and db; when both gradients run by im2col, dX too, in the same pass
+        // over the columns
+        if dw_winograd {
+            conv2d_weight_grad_winograd(&geom, input, grad_output, grad_weight, grad_bias, &mut self.winograd);
+        } else {
+            let fused_grad_input = if dx_winograd { None } else { grad_input.take() };
+            conv2d_backward_tiled(
                 &geom,
                 weight,
-                slice(&input),
-                slice(&grad_output),
+                input,
+                grad_output,
                 grad_weight,
                 grad_bias,
-                grad_input,
-                &mut self.winograd,
+                fused_grad_input,
+                &mut self.workspace,
             );
         }
-        conv2d_backward_tiled(
-            &geom,
-            weight,
-            slice(&input),
-            slice(&grad_output),
-            grad_weight,
-            grad_bias,
-            grad_input,
-            &mut self.workspace,
-        );
+        // dX by its own method, when that was not done above
+        if let Some(grad_input) = grad_input {
+            if dx_winograd {
+                conv2d_input_grad_winograd(&geom, weight, grad_output, grad_input, &mut self.winograd);
+            } else {
+                conv2d_input_grad_tiled(&geom, weight, grad_output, grad_input, &mut self.workspace);
+            }
+        }
     }
 
     fn set_gradient_leaves(&mut self, leaves: usize) {

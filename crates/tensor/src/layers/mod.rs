@@ -4,7 +4,7 @@
 //!
 //! | file | layer | forward | fast path in [`crate::kernels`] |
 //! |---|---|---|---|
-//! | [`conv2d`] | [`Conv2d`] | `y = W * im2col(x) + b` | `conv_tiled`, `im2col`, the GEMMs; `conv_winograd` ([`ConvAlgo`]) |
+//! | [`conv2d`] | [`Conv2d`] | `y = W * im2col(x) + b` | `conv_tiled`, `im2col`, the GEMMs; `conv_winograd` ([`conv_algo`]: which, pass by pass) |
 //! | [`maxpool2d`] | [`MaxPool2d`] | `y = max over each window` | `pool2x2` |
 //! | [`relu`] | [`Relu`] | `y = max(x, 0)` | |
 //! | [`dense`] | [`Dense`] | `y = x W^T + b` | `gemm`, `gemm_nt` |
@@ -15,6 +15,7 @@
 //! The loss, softmax cross-entropy, is in [`crate::loss`].
 
 pub mod conv2d;
+pub mod conv_algo;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
@@ -22,7 +23,8 @@ pub mod maxpool2d;
 pub mod relu;
 pub mod softmax;
 
-pub use conv2d::{Conv2d, ConvAlgo};
+pub use conv2d::Conv2d;
+pub use conv_algo::{ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;

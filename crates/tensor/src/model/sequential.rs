@@ -36,7 +36,7 @@
 use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
-use crate::layers::conv2d::ConvAlgo;
+use crate::layers::conv_algo::{ConvAlgo, ConvAlgoSpec, ConvAlgos};
 use crate::layers::{Conv2d, MaxPool2d, Relu};
 use crate::model::plan::{BackwardStep, ForwardStep, Plan};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
@@ -185,15 +185,51 @@ impl<T: Element> Sequential<T> {
         }
     }
 
-    /// How every convolution is computed ([`ConvAlgo`]; default `Auto`).
-    /// Each layer resolves it for its own kernel, channels and width
-    /// ([`Conv2d::resolved_algo`]).
+    /// How every pass of every convolution is computed ([`ConvAlgo`]; default
+    /// `Auto`). Each layer resolves it for its own kernel, channels and width
+    /// ([`Conv2d::resolved_algos`]).
     pub fn set_conv_algo(&mut self, algo: ConvAlgo) {
         for layer in &mut self.layers {
             if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<Conv2d<T>>()) {
                 conv.set_algo(algo);
             }
         }
+    }
+
+    /// How each pass of each convolution is computed, by layer number
+    /// ([`ConvAlgoSpec`], the text of `--conv-algo`). Fails, changing nothing,
+    /// when a rule names a layer that is not a convolution.
+    pub fn set_conv_algos(&mut self, spec: &ConvAlgoSpec) -> Result<()> {
+        for layer in spec.named_layers() {
+            let is_conv = self.layers.get(layer).and_then(|l| l.as_any()).is_some_and(|any| any.is::<Conv2d<T>>());
+            if !is_conv {
+                let what = match self.layers.get(layer) {
+                    Some(l) => format!("layer {layer} is {}, not a convolution", l.kind()),
+                    None => format!("there is no layer {layer} (the model has {})", self.layers.len()),
+                };
+                return Err(TensorError::Config(format!(
+                    "conv-algo \"{spec}\": {what} (`convnet summary` numbers the layers)"
+                )));
+            }
+        }
+        for (number, layer) in self.layers.iter_mut().enumerate() {
+            if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<Conv2d<T>>()) {
+                conv.set_algos(spec.algos_for(number));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each convolution's layer number and the methods that run for it.
+    pub fn conv_algos(&self) -> Vec<(usize, ConvAlgos)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter_map(|(number, layer)| {
+                let conv = layer.as_any()?.downcast_ref::<Conv2d<T>>()?;
+                Some((number, conv.resolved_algos()))
+            })
+            .collect()
     }
 
     /// The plan in use: which layers fuse, which activations share a buffer.

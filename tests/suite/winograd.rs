@@ -4,14 +4,11 @@
 //! 1 to 3 threads bit for bit; and its f32 error on a conv2-like layer, the
 //! figure BENCHMARKS.md quotes.
 
-mod common;
-mod winograd_support;
-
-use common::rng;
+use crate::common::rng;
+use crate::winograd_support::*;
 use convnet::tensor::kernels::conv_winograd::point_gemm;
 use convnet::tensor::{ConvGeometry, Padding};
 use rand::Rng;
-use winograd_support::*;
 
 #[test]
 fn fast_winograd_equals_the_direct_convolution_in_f64_on_random_shapes() {
@@ -22,15 +19,7 @@ fn fast_winograd_equals_the_direct_convolution_in_f64_on_random_shapes() {
         let relu = rng.random_bool(0.5);
         let ours = run::<f64>(&case, &values, relu, 1);
         let reference = direct(&case, &values, relu);
-        for (what, fast, slow) in [
-            ("output", &ours.output, &reference.output),
-            ("grad_input", &ours.grad_input, &reference.grad_input),
-            ("grad_weight", &ours.grad_weight, &reference.grad_weight),
-            ("grad_bias", &ours.grad_bias, &reference.grad_bias),
-        ] {
-            let err = error(fast, slow);
-            assert!(err < 1e-12, "{what} differs by {err:e} for {}", describe(&case));
-        }
+        assert_within(&ours, &reference, 1e-12, &describe(&case));
     }
 }
 
@@ -43,18 +32,9 @@ fn fast_winograd_in_f32_is_within_its_error_budget_and_thread_count_independent(
         let relu = rng.random_bool(0.5);
         let one = run::<f32>(&case, &values, relu, 1);
         let reference = direct(&case, &values, relu);
-        for (what, fast, slow) in [
-            ("output", &one.output, &reference.output),
-            ("grad_input", &one.grad_input, &reference.grad_input),
-            ("grad_weight", &one.grad_weight, &reference.grad_weight),
-            ("grad_bias", &one.grad_bias, &reference.grad_bias),
-        ] {
-            let err = error(fast, slow);
-            assert!(err < 2e-5, "f32 {what} differs by {err:e} for {}", describe(&case));
-        }
+        assert_within(&one, &reference, 2e-5, &describe(&case));
         for threads in [2, 3] {
             let many = run::<f32>(&case, &values, relu, threads);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&many.output), bits(&one.output), "{threads} threads, output, {}", describe(&case));
             assert_eq!(bits(&many.grad_input), bits(&one.grad_input), "{threads} threads, grad_input");
             assert_eq!(bits(&many.grad_weight), bits(&one.grad_weight), "{threads} threads, grad_weight");
@@ -105,10 +85,64 @@ fn f32_error_of_winograd_on_a_conv2_like_layer_is_reported_and_within_2e_5() {
         assert!(errors.iter().all(|&e| e < 2e-5), "{} error {errors:?}", algo.as_str());
         if algo == ConvAlgo::Winograd {
             // it did run Winograd: its forward error differs from im2col's
-            assert_eq!(conv.resolved_algo(), ConvAlgo::Winograd);
+            assert_eq!(conv.resolved_algos(), convnet::tensor::ConvAlgos::all(ConvAlgo::Winograd));
         }
     }
     println!("f32 error against f64 direct, max |error| / max |value|:\n{}", report.join("\n"));
+}
+
+/// Each pass chooses its method on its own: whatever the others run, a pass
+/// gives exactly the bits its method gives when every pass runs by it (the
+/// fused im2col backward and the split one compute the same sums).
+#[test]
+fn every_mix_of_methods_per_pass_gives_each_pass_the_bits_of_its_method() {
+    use convnet::tensor::ndarray::{ArrayD, IxDyn};
+    use convnet::tensor::{Conv2d, ConvAlgo, ConvAlgos, Layer, Mode};
+    let mut rng = rng(45);
+    for padding in [Padding::Valid, Padding::Same] {
+        let geom = ConvGeometry::new(9, 13, 37, (3, 3), (1, 1), padding).unwrap();
+        let case = Case { batch: 3, out_channels: 10, geom };
+        let values = values(&mut rng, &case);
+        let run = |algos: ConvAlgos| {
+            let mut conv = Conv2d::<f32>::new(9, 10, (3, 3), (1, 1), padding).unwrap();
+            conv.set_algos(algos);
+            conv.weight_mut().iter_mut().zip(&values.weight).for_each(|(w, &v)| *w = v as f32);
+            conv.bias_mut().iter_mut().zip(&values.bias).for_each(|(b, &v)| *b = v as f32);
+            let input = ArrayD::from_shape_vec(IxDyn(&[3, 9, 13, 37]), to::<f32>(&values.input)).unwrap();
+            let out_shape = [3, 10, geom.out_h, geom.out_w];
+            let grad_output = ArrayD::from_shape_vec(IxDyn(&out_shape), to::<f32>(&values.grad_output)).unwrap();
+            let mut output = ArrayD::<f32>::zeros(IxDyn(&out_shape));
+            let mut grad_input = ArrayD::<f32>::from_elem(input.raw_dim(), f32::NAN);
+            conv.forward(input.view(), output.view_mut(), Mode::Eval);
+            conv.backward(input.view(), output.view(), grad_output.view(), Some(grad_input.view_mut()));
+            let params = conv.params();
+            let (grad_weight, grad_bias) = (params[0].grad.to_owned(), params[1].grad.to_owned());
+            // and the weight gradient alone (a first layer: no input gradient)
+            conv.backward(input.view(), output.view(), grad_output.view(), None);
+            let params = conv.params();
+            assert_eq!(bits(params[0].grad.as_slice().unwrap()), bits(grad_weight.as_slice().unwrap()));
+            assert_eq!(bits(params[1].grad.as_slice().unwrap()), bits(grad_bias.as_slice().unwrap()));
+            [output, grad_input, grad_weight, grad_bias].map(|a| bits(a.as_slice().unwrap()))
+        };
+        let im2col = run(ConvAlgos::all(ConvAlgo::Im2col));
+        let winograd = run(ConvAlgos::all(ConvAlgo::Winograd));
+        assert_ne!(im2col[1], winograd[1], "the methods round differently, so the test can tell them apart");
+        assert_ne!(im2col[2], winograd[2]);
+        let pick = |algo: ConvAlgo| if algo == ConvAlgo::Winograd { &winograd } else { &im2col };
+        for forward in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+            for input_grad in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+                for weight_grad in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+                    let algos = ConvAlgos { forward, input_grad, weight_grad };
+                    let mixed = run(algos);
+                    let what = format!("{padding:?} {}", algos.describe());
+                    assert!(mixed[0] == pick(forward)[0], "{what}: output");
+                    assert!(mixed[1] == pick(input_grad)[1], "{what}: grad_input");
+                    assert!(mixed[2] == pick(weight_grad)[2], "{what}: grad_weight");
+                    assert!(mixed[3] == pick(weight_grad)[3], "{what}: grad_bias");
+                }
+            }
+        }
+    }
 }
 
 #[test]

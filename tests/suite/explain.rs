@@ -2,9 +2,7 @@
 //! gradient with respect to the feature maps: checked against finite
 //! differences of that score in f64, through the model's real layers.
 
-mod common;
-
-use common::{random_tensor, rng};
+use crate::common::{random_tensor, rng};
 use convnet::tensor::explain::{default_activation, grad_cam};
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
 use convnet::tensor::{LayerSpec, Mode, ModelSpec, Padding, Sequential};

@@ -1,13 +1,11 @@
 //! Numerical gradient checks of every layer (f64, production kernels) over a
 //! matrix of shapes, and of the whole reference models.
 
-mod common;
-
-use common::{random_tensor, rng};
+use crate::common::{random_tensor, rng};
 use convnet::tensor::gradcheck::{check_layer, check_model, GradCheckConfig, GradCheckReport};
 use convnet::tensor::ndarray::ArrayD;
 use convnet::tensor::{
-    init, Conv2d, ConvAlgo, Dense, Dropout, Flatten, Layer, MaxPool2d, ModelSpec, Padding, Relu, Softmax,
+    init, Conv2d, ConvAlgo, ConvAlgos, Dense, Dropout, Flatten, Layer, MaxPool2d, ModelSpec, Padding, Relu, Softmax,
 };
 
 /// Asserts a report passed, is not vacuous, and that every tensor was actually
@@ -46,7 +44,7 @@ fn conv2d_over_a_matrix_of_shapes() {
                             let mut conv =
                                 Conv2d::<f64>::new(channels, 2, (kernel, kernel), (stride, stride), padding).unwrap();
                             conv.set_algo(algo);
-                            assert_eq!(conv.resolved_algo(), algo);
+                            assert_eq!(conv.resolved_algos(), ConvAlgos::all(algo));
                             init::glorot_uniform(conv.weight_mut(), 3, 0);
                             conv.bias_mut().iter_mut().for_each(|b| *b = 0.1);
                             let input = random_tensor(&mut rng, &[batch, channels, h, w]);
@@ -181,6 +179,34 @@ fn whole_baseline_model_at_small_input_by_im2col_and_by_winograd() {
     }
 }
 
+/// Every mix of methods across the three passes, on the production kernels in
+/// f64: the mixed backward (one gradient by im2col, the other by Winograd) is
+/// proven, not only the two pure ones.
+#[test]
+fn conv2d_by_every_mix_of_methods_per_pass() {
+    let mut rng = rng(9);
+    let mut cases = 0;
+    for padding in [Padding::Valid, Padding::Same] {
+        for forward in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+            for input_grad in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+                for weight_grad in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+                    let algos = ConvAlgos { forward, input_grad, weight_grad };
+                    let mut conv = Conv2d::<f64>::new(2, 3, (3, 3), (1, 1), padding).unwrap();
+                    conv.set_algos(algos);
+                    assert_eq!(conv.resolved_algos(), algos);
+                    init::glorot_uniform(conv.weight_mut(), 5, 0);
+                    conv.bias_mut().iter_mut().for_each(|b| *b = -0.2);
+                    let input = random_tensor(&mut rng, &[2, 2, 7, 6]);
+                    let report = check_layer(&mut conv, input.view(), &GradCheckConfig::default()).unwrap();
+                    assert_passed(&format!("conv2d {padding:?}, {}", algos.describe()), &report);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 16);
+}
+
 #[test]
 fn baseline_model_at_larger_input_with_bigger_flatten_by_auto() {
     let mut rng = rng(8);
@@ -191,9 +217,10 @@ fn baseline_model_at_larger_input_with_bigger_flatten_by_auto() {
         .layers()
         .iter()
         .filter_map(|layer| layer.as_any().and_then(|any| any.downcast_ref::<Conv2d<f64>>()))
-        .map(|conv| conv.resolved_algo())
+        .map(|conv| conv.resolved_algos())
         .collect();
-    assert_eq!(algos, [ConvAlgo::Im2col, ConvAlgo::Winograd, ConvAlgo::Im2col, ConvAlgo::Im2col]);
+    let (im2col, winograd) = (ConvAlgos::all(ConvAlgo::Im2col), ConvAlgos::all(ConvAlgo::Winograd));
+    assert_eq!(algos, [im2col, winograd, im2col, im2col]);
     let input = random_tensor(&mut rng, &[1, 3, 36, 44]);
     let report = check_model(&mut model, input.view(), &[1], &model_config()).unwrap();
     assert_passed("baseline model at 36x44", &report);

@@ -2,9 +2,7 @@
 //! forms, a tiny model that learns, and bit-for-bit reproducibility across
 //! thread counts.
 
-mod common;
-
-use common::{random_tensor, rng, with_threads};
+use crate::common::{random_tensor, rng, with_threads};
 use convnet::optim::{Adam, Optimizer, Sgd};
 use convnet::tensor::ndarray::{array, ArrayD, IxDyn};
 use convnet::tensor::{Conv2d, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Sequential, SoftmaxCrossEntropy};

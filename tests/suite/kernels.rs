@@ -2,9 +2,7 @@
 //! paddings and batch sizes, in f32 and f64, on 1 and 3 threads; and the adjoint
 //! test of im2col / col2im.
 
-mod common;
-
-use common::{max_rel_diff, random_tensor, rng, with_threads};
+use crate::common::{max_rel_diff, random_tensor, rng, with_threads};
 use convnet::tensor::kernels::im2col::{col2im, col2im_naive, im2col, im2col_naive};
 use convnet::tensor::kernels::winograd::{winograd_backward_input, winograd_backward_weight, winograd_forward};
 use convnet::tensor::layers::conv2d::{

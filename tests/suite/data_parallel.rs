@@ -5,9 +5,7 @@
 //! what makes `mpirun -n 1|2|4 convnet train` end with the same weights; the
 //! MPI tests check it end to end.
 
-mod common;
-
-use common::{random_tensor, rng, with_threads};
+use crate::common::{random_tensor, rng, with_threads};
 use convnet::optim::{Adam, Optimizer};
 use convnet::tensor::kernels::reduce::{gradient_leaves, tree_sum};
 use convnet::tensor::ndarray::{ArrayD, Axis};

@@ -1,9 +1,7 @@
 //! Mutation self-tests: a gradient check must FAIL on a deliberately broken
 //! backward, for every layer. (A check that cannot fail proves nothing.)
 
-mod common;
-
-use common::{random_tensor, rng};
+use crate::common::{random_tensor, rng};
 use convnet::tensor::gradcheck::{check_layer, GradCheckConfig, Mutant, Mutation};
 use convnet::tensor::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use convnet::tensor::{

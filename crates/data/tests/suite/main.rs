@@ -1,0 +1,6 @@
+//! The data crate's integration tests, one binary (each a module below).
+
+mod cache;
+mod dicom;
+mod hostile;
+mod loading;
