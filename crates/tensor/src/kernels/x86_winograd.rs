@@ -213,36 +213,48 @@ pub(crate) unsafe fn split_phases4_f32(row: *const f32, phases: [*mut f32; 4], n
 pub(crate) unsafe fn join_phases_f32(phases: [*const f32; 4], row: *mut f32, chunks: usize, bias: f32, relu: bool) {
     // SAFETY: reads 8 per phase per chunk, writes 32 per chunk, as the caller vouches.
     unsafe {
-        let bias = _mm256_set1_ps(bias);
-        let zero = _mm256_setzero_ps();
-        // the inverse of split4: the same 4x4 transpose of pairs, then ungroup the phases
-        let by_tile = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
         for chunk in 0..chunks {
-            let biased = |s: usize| {
-                let mut value = _mm256_add_ps(_mm256_loadu_ps(phases[s].add(8 * chunk)), bias);
-                if relu {
-                    // y > 0 ? y : 0 (NaN -> 0, like the im2col epilogue)
-                    value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
-                }
-                _mm256_castps_pd(value)
-            };
-            let p = [biased(0), biased(1), biased(2), biased(3)];
-            let t0 = _mm256_unpacklo_pd(p[0], p[1]);
-            let t1 = _mm256_unpackhi_pd(p[0], p[1]);
-            let t2 = _mm256_unpacklo_pd(p[2], p[3]);
-            let t3 = _mm256_unpackhi_pd(p[2], p[3]);
-            let w = [
-                _mm256_permute2f128_pd::<0x20>(t0, t2),
-                _mm256_permute2f128_pd::<0x20>(t1, t3),
-                _mm256_permute2f128_pd::<0x31>(t0, t2),
-                _mm256_permute2f128_pd::<0x31>(t1, t3),
-            ];
-            for (i, &value) in w.iter().enumerate() {
-                _mm256_storeu_ps(
-                    row.add(32 * chunk + 8 * i),
-                    _mm256_permutevar8x32_ps(_mm256_castpd_ps(value), by_tile),
-                );
+            let load = |ph: usize| _mm256_loadu_ps(phases[ph].add(8 * chunk));
+            join4([load(0), load(1), load(2), load(3)], row.add(32 * chunk), bias, relu);
+        }
+    }
+}
+
+/// The epilogue of an output row chunk: `y = phase + b` (then `max(y, 0)` with
+/// `relu`) on the four phases of 8 tiles, joined back into 32 pixels at `out`:
+/// the inverse of [`split4`], the same 4x4 transpose of pixel pairs, then the
+/// phases ungrouped.
+///
+/// # Safety
+/// AVX2 is enabled in the caller; `out` holds 32 elements.
+#[inline(always)]
+unsafe fn join4(phases: [__m256; 4], out: *mut f32, bias: f32, relu: bool) {
+    // SAFETY: register arithmetic, and 4 stores of 8 into the 32 the caller vouches for.
+    unsafe {
+        let (bias, zero) = (_mm256_set1_ps(bias), _mm256_setzero_ps());
+        // (a plain loop, not a closure: a closure here would not inherit the caller's AVX2)
+        let mut p = [_mm256_setzero_pd(); 4];
+        for (pair, phase) in p.iter_mut().zip(phases) {
+            let mut value = _mm256_add_ps(phase, bias);
+            if relu {
+                // y > 0 ? y : 0 (NaN -> 0, like the im2col epilogue)
+                value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
             }
+            *pair = _mm256_castps_pd(value);
+        }
+        let t0 = _mm256_unpacklo_pd(p[0], p[1]);
+        let t1 = _mm256_unpackhi_pd(p[0], p[1]);
+        let t2 = _mm256_unpacklo_pd(p[2], p[3]);
+        let t3 = _mm256_unpackhi_pd(p[2], p[3]);
+        let w = [
+            _mm256_permute2f128_pd::<0x20>(t0, t2),
+            _mm256_permute2f128_pd::<0x20>(t1, t3),
+            _mm256_permute2f128_pd::<0x31>(t0, t2),
+            _mm256_permute2f128_pd::<0x31>(t1, t3),
+        ];
+        let by_tile = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        for (q, &value) in w.iter().enumerate() {
+            _mm256_storeu_ps(out.add(8 * q), _mm256_permutevar8x32_ps(_mm256_castpd_ps(value), by_tile));
         }
     }
 }
@@ -342,9 +354,6 @@ pub(crate) unsafe fn output_transform_f32(
 ) {
     // SAFETY: reads and writes stay in the ranges the caller vouches for.
     unsafe {
-        let bias = _mm256_set1_ps(bias);
-        let zero = _mm256_setzero_ps();
-        let by_tile = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
         for chunk in 0..chunks {
             let t = 8 * chunk;
             // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
@@ -358,31 +367,7 @@ pub(crate) unsafe fn output_transform_f32(
             }
             for (r, &row) in rows.iter().enumerate().take(valid_rows) {
                 // along x, then + b, ReLU, and the phases joined back into pixels
-                let y = at6(h[r]);
-                let finish = |value: __m256| {
-                    let mut value = _mm256_add_ps(value, bias);
-                    if relu {
-                        value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
-                    }
-                    _mm256_castps_pd(value)
-                };
-                let p = [finish(y[0]), finish(y[1]), finish(y[2]), finish(y[3])];
-                let t0 = _mm256_unpacklo_pd(p[0], p[1]);
-                let t1 = _mm256_unpackhi_pd(p[0], p[1]);
-                let t2 = _mm256_unpacklo_pd(p[2], p[3]);
-                let t3 = _mm256_unpackhi_pd(p[2], p[3]);
-                let w = [
-                    _mm256_permute2f128_pd::<0x20>(t0, t2),
-                    _mm256_permute2f128_pd::<0x20>(t1, t3),
-                    _mm256_permute2f128_pd::<0x31>(t0, t2),
-                    _mm256_permute2f128_pd::<0x31>(t1, t3),
-                ];
-                for (q, &value) in w.iter().enumerate() {
-                    _mm256_storeu_ps(
-                        row.add(32 * chunk + 8 * q),
-                        _mm256_permutevar8x32_ps(_mm256_castpd_ps(value), by_tile),
-                    );
-                }
+                join4(at6(h[r]), row.add(32 * chunk), bias, relu);
             }
         }
     }

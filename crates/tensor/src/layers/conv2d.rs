@@ -524,8 +524,10 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         let mut grad_input = grad_input;
         let mut grad_input = grad_input.as_mut().map(slice_mut);
         let (input, grad_output) = (slice(&input), slice(&grad_output));
-        // dW and db; when both gradients run by im2col, dX too, in the same pass
-        // over the columns
+        // The forward line was `Y = W ⋆ X + b`: so `dW = dY ⋆ X` and `db = sum of dY`
+        // (the weight gradient), `dX = W' ⋆ dY` with W turned 180 degrees (the input
+        // gradient), each pass by its own method. When both run by im2col they share
+        // one pass over the columns.
         if dw_winograd {
             conv2d_weight_grad_winograd(&geom, input, grad_output, grad_weight, grad_bias, &mut self.winograd);
         } else {
@@ -541,7 +543,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
                 &mut self.workspace,
             );
         }
-        // dX by its own method, when that was not done above
+        // dX, when it was not computed with dW above
         if let Some(grad_input) = grad_input {
             if dx_winograd {
                 conv2d_input_grad_winograd(&geom, weight, grad_output, grad_input, &mut self.winograd);
