@@ -171,8 +171,9 @@ fn fmnist_args(out: &Path, epochs: usize, extra: &[&str]) -> Vec<String> {
 }
 
 /// Starts `args` and returns the child once its stdout has printed a line
-/// starting with `line` and the end-of-epoch checkpoint after it is written
-/// (the rest of stdout is drained in the background). The caller waits for it.
+/// starting with `line` and the end-of-epoch checkpoint and curves after it
+/// are written (the rest of stdout is drained in the background). The caller
+/// waits for it.
 #[allow(clippy::zombie_processes)]
 fn spawn_until(args: &[String], line: &str) -> std::process::Child {
     let mut child = convnet_default_signals().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -193,6 +194,14 @@ fn spawn_until(args: &[String], line: &str) -> std::process::Child {
                 || training_state(&out.join("checkpoint.safetensors"))["epochs_done"].as_u64() < Some(epoch)
             {
                 assert!(Instant::now() < deadline, "the checkpoint of epoch {epoch} never came");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // and the epoch's last file, curves.png, drawn after the checkpoint: then the
+            // run is past the epoch's end (drawing takes a while in an unoptimised build)
+            let modified = |name: &str| std::fs::metadata(out.join(name)).and_then(|m| m.modified()).ok();
+            let checkpoint_time = modified("checkpoint.safetensors");
+            while modified("curves.png").is_none() || modified("curves.png") < checkpoint_time {
+                assert!(Instant::now() < deadline, "the curves of epoch {epoch} never came");
                 std::thread::sleep(Duration::from_millis(1));
             }
             return child;
