@@ -207,6 +207,26 @@ fn for_chunks<T: Element, const I: usize, const O: usize>(
     }
 }
 
+/// The vectors of a transform as raw f32 pointers, when `T` is f32 and the
+/// AVX2 bodies may run: `(inputs, outputs, n)`, `n` the length of the first
+/// output, a multiple of [`LANES`] that every vector holds (asserted).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::type_complexity)]
+fn f32_vectors<T: Element, const I: usize, const O: usize>(
+    input: &[&[T]; I],
+    out: &mut [&mut [T]; O],
+) -> Option<([*const f32; I], [*mut f32; O], usize)> {
+    if !(is_f32::<T>() && avx2_fma()) {
+        return None;
+    }
+    let n = out[0].len();
+    assert!(n.is_multiple_of(LANES) && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
+    // T is f32 (same type id): the casts change nothing
+    let src = input.map(|v| v.as_ptr().cast::<f32>());
+    let dst = out.each_mut().map(|v| v.as_mut_ptr().cast::<f32>());
+    Some((src, dst, n))
+}
+
 /// `out = A^T m` along one axis (`m`: 6 vectors, `out`: 4):
 ///
 /// ```text
@@ -214,22 +234,12 @@ fn for_chunks<T: Element, const I: usize, const O: usize>(
 /// out1 = (m1 - m2) + 2 (m3 - m4)        out3 = (m1 - m2) + 8 (m3 - m4) + m5
 /// ```
 #[inline(always)]
-pub(crate) fn apply_at<T: Element>(input: [&[T]; 6], out: [&mut [T]; 4]) {
+pub(crate) fn apply_at<T: Element>(input: [&[T]; 6], mut out: [&mut [T]; 4]) {
     #[cfg(target_arch = "x86_64")]
-    if is_f32::<T>() && avx2_fma() {
-        let n = out[0].len();
-        assert!(n.is_multiple_of(LANES) && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
-        {
-            let src = |k: usize| input[k].as_ptr().cast::<f32>();
-            let mut out = out;
-            let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
-            // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
-            // the outputs are distinct `&mut` slices; T is f32.
-            unsafe {
-                apply_at_f32([src(0), src(1), src(2), src(3), src(4), src(5)], [dst(0), dst(1), dst(2), dst(3)], n)
-            }
-        };
-        return;
+    if let Some((src, dst, n)) = f32_vectors(&input, &mut out) {
+        // SAFETY: the CPU has AVX2 and FMA, and each pointer addresses `n` f32 of its own
+        // vector, the outputs distinct (`f32_vectors`).
+        return unsafe { apply_at_f32(src, dst, n) };
     }
     let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
     for_chunks(input, out, |x: [[T; LANES]; 6]| {
@@ -256,22 +266,12 @@ pub(crate) fn apply_at<T: Element>(input: [&[T]; 6], out: [&mut [T]; 4]) {
 /// out2 = (d0 + d2) - (d1 + d3)      out5 = d3
 /// ```
 #[inline(always)]
-pub(crate) fn apply_a<T: Element>(input: [&[T]; 4], out: [&mut [T]; 6]) {
+pub(crate) fn apply_a<T: Element>(input: [&[T]; 4], mut out: [&mut [T]; 6]) {
     #[cfg(target_arch = "x86_64")]
-    if is_f32::<T>() && avx2_fma() {
-        let n = out[0].len();
-        assert!(n.is_multiple_of(LANES) && input.iter().all(|v| v.len() >= n) && out.iter().all(|v| v.len() >= n));
-        {
-            let src = |k: usize| input[k].as_ptr().cast::<f32>();
-            let mut out = out;
-            let mut dst = |k: usize| out[k].as_mut_ptr().cast::<f32>();
-            // SAFETY: AVX2 and FMA are present; every vector holds `n` elements (asserted) and
-            // the outputs are distinct `&mut` slices; T is f32.
-            unsafe {
-                apply_a_f32([src(0), src(1), src(2), src(3)], [dst(0), dst(1), dst(2), dst(3), dst(4), dst(5)], n)
-            }
-        };
-        return;
+    if let Some((src, dst, n)) = f32_vectors(&input, &mut out) {
+        // SAFETY: the CPU has AVX2 and FMA, and each pointer addresses `n` f32 of its own
+        // vector, the outputs distinct (`f32_vectors`).
+        return unsafe { apply_a_f32(src, dst, n) };
     }
     let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
     for_chunks(input, out, |x: [[T; LANES]; 4]| {
