@@ -36,47 +36,42 @@ pub(crate) fn transform_input_plane<T: Element>(
     let y0 = (block.ty * TILE) as isize - shape.pad_top as isize;
     let x0 = (block.tx0 * TILE) as isize - shape.pad_left as isize;
     #[cfg(target_arch = "x86_64")]
-    if is_f32::<T>() && avx2_fma() {
-        let inside = y0 >= 0 && y0 as usize + ALPHA <= shape.height && x0 >= 0 && x0 as usize + row_len <= shape.width;
-        if inside {
-            // all six rows lie inside the plane: read them where they are
-            let (y0, x0) = (y0 as usize, x0 as usize);
-            let row = |l: usize| plane[(y0 + l) * shape.width + x0..][..row_len].as_ptr().cast::<f32>();
-            assert!(v.len() >= 35 * point_stride + tb);
-            // SAFETY: AVX2 is present; each row holds row_len = 4 tb + 4 elements of the
-            // plane (checked just above), `v` the 36 points (asserted); T is f32.
-            unsafe {
-                input_transform_f32(
-                    [row(0), row(1), row(2), row(3), row(4), row(5)],
-                    tb,
-                    v.as_mut_ptr().cast(),
-                    point_stride,
-                )
-            };
-            return;
+    let simd = is_f32::<T>() && avx2_fma();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    // with SIMD, rows that lie inside the plane are read where they are
+    let inside = y0 >= 0 && y0 as usize + ALPHA <= shape.height && x0 >= 0 && x0 as usize + row_len <= shape.width;
+    if !(simd && inside) {
+        // the six input rows y0..y0+6, columns x0..x0+row_len, zeros outside the plane
+        let (x_start, x_end) =
+            (x0.max(0) as usize, ((x0 + row_len as isize).min(shape.width as isize)).max(0) as usize);
+        for l in 0..ALPHA {
+            let row = &mut rows_buf[l * row_len..][..row_len];
+            let y = y0 + l as isize;
+            if y < 0 || y >= shape.height as isize || x_start >= x_end {
+                row.fill(T::zero());
+                continue;
+            }
+            let src = &plane[y as usize * shape.width..][..shape.width];
+            let first = (x_start as isize - x0) as usize;
+            row[..first].fill(T::zero());
+            row[first..first + x_end - x_start].copy_from_slice(&src[x_start..x_end]);
+            row[first + x_end - x_start..].fill(T::zero());
         }
-    }
-    // the six input rows y0..y0+6, columns x0..x0+row_len, zeros outside the plane
-    let (x_start, x_end) = (x0.max(0) as usize, ((x0 + row_len as isize).min(shape.width as isize)).max(0) as usize);
-    for l in 0..ALPHA {
-        let row = &mut rows_buf[l * row_len..][..row_len];
-        let y = y0 + l as isize;
-        if y < 0 || y >= shape.height as isize || x_start >= x_end {
-            row.fill(T::zero());
-            continue;
-        }
-        let src = &plane[y as usize * shape.width..][..shape.width];
-        let first = (x_start as isize - x0) as usize;
-        row[..first].fill(T::zero());
-        row[first..first + x_end - x_start].copy_from_slice(&src[x_start..x_end]);
-        row[first + x_end - x_start..].fill(T::zero());
     }
     #[cfg(target_arch = "x86_64")]
-    if is_f32::<T>() && avx2_fma() {
-        let row = |l: usize| rows_buf[l * row_len..][..row_len].as_ptr().cast::<f32>();
+    if simd {
+        let row = |l: usize| {
+            let row = if inside {
+                &plane[(y0 as usize + l) * shape.width + x0 as usize..][..row_len]
+            } else {
+                &rows_buf[l * row_len..][..row_len]
+            };
+            row.as_ptr().cast::<f32>()
+        };
         assert!(v.len() >= 35 * point_stride + tb);
-        // SAFETY: AVX2 is present; each row of rows_buf holds 4 tb + 4 elements, `v` the
-        // 36 points (asserted); T is f32.
+        // SAFETY: AVX2 is present; each row holds row_len = 4 tb + 4 elements (of the plane,
+        // checked by `inside`, or of rows_buf), `v` the 36 points (asserted); T is f32.
         unsafe {
             input_transform_f32(
                 [row(0), row(1), row(2), row(3), row(4), row(5)],
