@@ -240,7 +240,7 @@ fn square_sgemm(c: &mut Criterion) {
 /// The 36 point GEMMs of one Winograd block of conv2: `M[p] (64 x 24) = U[p]
 /// (64 x 32) V[p] (32 x 24)`, one core.
 fn winograd_point_gemm(c: &mut Criterion) {
-    use convnet::tensor::kernels::conv_winograd::point_gemm;
+    use convnet::tensor::kernels::winograd::point_gemm::point_gemm;
     let (k, channels, tiles) = (64, 32, 24);
     let u = random(&[36 * k * channels]);
     let v = random(&[36 * channels * tiles]);

@@ -7,7 +7,7 @@ mod common;
 mod winograd_support;
 
 use common::rng;
-use convnet::tensor::kernels::conv_winograd::use_portable_bodies;
+use convnet::tensor::kernels::cpu::use_portable_bodies;
 use rand::Rng;
 use winograd_support::*;
 

@@ -1,5 +1,8 @@
 //! The shape of the code, checked: no import circle between the modules of a
-//! crate, and no source file over 700 lines.
+//! crate, imports that point down the engine's floors (ground modules, kernels,
+//! layers, model), other crates reaching the kernels only through entry
+//! points, no source file over 700 lines and no function over 100 lines
+//! outside the SIMD body files; each check with a fixture proving it can fail.
 //!
 //! A module is a file (`lib.rs` is the crate root, `a/mod.rs` and `a.rs` are
 //! `a`). Module A imports B when A's code (comments and doc comments excluded)
@@ -347,4 +350,222 @@ fn no_source_file_is_over_700_lines() {
         .collect();
     assert!(files.len() > 60, "only {} files found", files.len());
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
+
+/// A rule on the direction of imports inside one crate: no module under
+/// `from` names a module under any of `to`.
+struct Direction {
+    from: &'static [&'static str],
+    to: &'static [&'static [&'static str]],
+    why: &'static str,
+}
+
+/// The floors of `convnet-tensor`: ground modules import nothing of the
+/// crate; kernels never reach up to layers or the model; layers never reach
+/// the model.
+const TENSOR_DIRECTIONS: &[Direction] = &[
+    Direction { from: &["element"], to: &[&[]], why: "a ground module imports nothing of the crate" },
+    Direction { from: &["geometry"], to: &[&[]], why: "a ground module imports nothing of the crate" },
+    Direction { from: &["error"], to: &[&[]], why: "a ground module imports nothing of the crate" },
+    Direction { from: &["rng"], to: &[&[]], why: "a ground module imports nothing of the crate" },
+    Direction { from: &["kernels"], to: &[&["layers"], &["model"]], why: "kernels never import layers or the model" },
+    Direction { from: &["layers"], to: &[&["model"]], why: "layers never import the model" },
+];
+
+/// Every edge of `graph` that breaks one of `rules`, as "from -> to: why".
+fn direction_violations(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>, rules: &[Direction]) -> Vec<String> {
+    let under = |module: &[String], prefix: &[&str]| {
+        module.len() >= prefix.len() && module.iter().zip(prefix).all(|(m, p)| m == p)
+    };
+    let mut violations = Vec::new();
+    for (from, targets) in graph {
+        for rule in rules.iter().filter(|rule| under(from, rule.from)) {
+            for to in targets {
+                // an empty prefix (`&[]`) stands for "any module of the crate"
+                if rule.to.iter().any(|prefix| under(to, prefix)) && !under(to, rule.from) {
+                    violations.push(format!("{} -> {}: {}", from.join("::"), display(to), rule.why));
+                }
+            }
+        }
+    }
+    violations
+}
+
+fn display(module: &[String]) -> String {
+    if module.is_empty() {
+        "crate".into()
+    } else {
+        module.join("::")
+    }
+}
+
+#[test]
+fn imports_point_down_the_floors_of_the_engine() {
+    let graph = import_graph(&workspace().join("crates/tensor/src"));
+    let violations = direction_violations(&graph, TENSOR_DIRECTIONS);
+    assert!(violations.is_empty(), "imports against the floors: {violations:#?}");
+    for rule in TENSOR_DIRECTIONS {
+        assert!(graph.keys().any(|m| m.first().map(String::as_str) == rule.from.first().copied()), "{}", rule.from[0]);
+    }
+}
+
+#[test]
+fn the_direction_check_can_fail() {
+    let dir = std::env::temp_dir().join(format!("convnet-direction-{}", std::process::id()));
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("kernels")).unwrap();
+    std::fs::create_dir_all(src.join("layers")).unwrap();
+    std::fs::write(src.join("lib.rs"), "pub mod element;\npub mod kernels;\npub mod layers;\npub mod model;\n")
+        .unwrap();
+    std::fs::write(src.join("element.rs"), "pub trait Element {}\n").unwrap();
+    std::fs::write(src.join("kernels/mod.rs"), "pub mod gemm;\n").unwrap();
+    std::fs::write(src.join("kernels/gemm.rs"), "use crate::element::Element;\n").unwrap();
+    std::fs::write(src.join("layers/mod.rs"), "use crate::kernels::gemm;\n").unwrap();
+    std::fs::write(src.join("model.rs"), "use crate::layers;\n").unwrap();
+    assert_eq!(direction_violations(&import_graph(&src), TENSOR_DIRECTIONS), Vec::<String>::new());
+    // each rule, broken once
+    for (file, text, expected) in [
+        ("element.rs", "use crate::kernels::gemm;\n", "element -> kernels::gemm"),
+        ("kernels/gemm.rs", "use crate::layers;\n", "kernels::gemm -> layers"),
+        ("kernels/gemm.rs", "fn f() { crate::model::run(); }\n", "kernels::gemm -> model"),
+        ("layers/mod.rs", "use crate::model;\n", "layers -> model"),
+    ] {
+        let before = std::fs::read_to_string(src.join(file)).unwrap();
+        std::fs::write(src.join(file), format!("{before}{text}")).unwrap();
+        let violations = direction_violations(&import_graph(&src), TENSOR_DIRECTIONS);
+        assert!(violations.iter().any(|v| v.starts_with(expected)), "{expected} not caught: {violations:?}");
+        std::fs::write(src.join(file), before).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The paths into `convnet_tensor::kernels` that other crates' sources name
+/// (tests and benchmarks may reach further): the kernels are reached through
+/// the layers, the model and [`convnet::tensor::gradient_tree`].
+const KERNEL_ENTRY_POINTS: &[&str] = &[];
+
+/// Every `convnet_tensor::kernels::...` (or `convnet::tensor::kernels::...`)
+/// path named in `text` that is not an entry point.
+fn kernel_paths_outside_entry_points(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (code, _) in code_lines(text) {
+        for anchor in ["convnet_tensor::kernels::", "tensor::kernels::"] {
+            let mut rest = code.as_str();
+            while let Some(at) = rest.find(anchor) {
+                let tail: String = rest[at + anchor.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let path = format!("kernels::{tail}");
+                if !KERNEL_ENTRY_POINTS.iter().any(|entry| path.starts_with(entry)) {
+                    found.push(path);
+                }
+                rest = &rest[at + anchor.len()..];
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn other_crates_reach_the_kernels_only_through_entry_points() {
+    let mut files = Vec::new();
+    for src in crate_sources().into_iter().filter(|s| !s.ends_with("crates/tensor/src")) {
+        rust_files(&src, &mut files);
+    }
+    assert!(files.len() > 30, "only {} files", files.len());
+    let mut found = Vec::new();
+    for file in &files {
+        for path in kernel_paths_outside_entry_points(&std::fs::read_to_string(file).unwrap()) {
+            found.push(format!("{}: {path}", file.display()));
+        }
+    }
+    assert!(found.is_empty(), "kernels named outside their entry points: {found:#?}");
+    // and the check can fail
+    let hit = kernel_paths_outside_entry_points("let l = convnet_tensor::kernels::reduce::reduce_tree(x);\n");
+    assert_eq!(hit, ["kernels::reduce::reduce_tree"]);
+    assert!(kernel_paths_outside_entry_points("// convnet_tensor::kernels::reduce in a comment\n").is_empty());
+}
+
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// Files of hand-written SIMD bodies (raw pointers and intrinsics, unrolled on
+/// purpose): the one place the function-length rule does not apply.
+fn is_simd_body_file(path: &Path) -> bool {
+    let name = path.file_name().unwrap().to_string_lossy();
+    name.starts_with("x86_") || (name == "x86.rs")
+}
+
+/// Each function of `text` longer than `max` lines, as (name, lines): from
+/// the line naming `fn` to its closing brace.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize)> {
+    let lines = code_lines(text);
+    let mut long = Vec::new();
+    for (start, (code, _)) in lines.iter().enumerate() {
+        let Some(at) = code.find("fn ").filter(|&at| at == 0 || !code.as_bytes()[at - 1].is_ascii_alphanumeric())
+        else {
+            continue;
+        };
+        let name: String = code[at + 3..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if name.is_empty() {
+            continue;
+        }
+        let (mut depth, mut opened) = (0i64, false);
+        for (end, (code, _)) in lines.iter().enumerate().skip(start) {
+            let text = if end == start { &code[at..] } else { code.as_str() };
+            if !opened && text.contains(';') && !text.contains('{') {
+                break; // a declaration without a body
+            }
+            for c in text.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth <= 0 {
+                if end - start + 1 > max {
+                    long.push((name.clone(), end - start + 1));
+                }
+                break;
+            }
+        }
+    }
+    long
+}
+
+#[test]
+fn no_function_is_over_100_lines_outside_the_simd_bodies() {
+    let mut files = Vec::new();
+    for src in crate_sources() {
+        rust_files(&src, &mut files);
+    }
+    rust_files(&workspace().join("examples"), &mut files);
+    let (mut scanned, mut long) = (0, Vec::new());
+    for file in files.iter().filter(|f| !is_simd_body_file(f)) {
+        scanned += 1;
+        for (name, lines) in long_functions(&std::fs::read_to_string(file).unwrap(), MAX_FUNCTION_LINES) {
+            long.push(format!("{}: fn {name} ({lines} lines)", file.display()));
+        }
+    }
+    assert!(scanned > 60, "only {scanned} files scanned");
+    assert!(long.is_empty(), "functions over {MAX_FUNCTION_LINES} lines: {long:#?}");
+}
+
+#[test]
+fn the_function_length_check_can_fail() {
+    let body: String = (0..99).map(|i| format!("    let x{i} = {i};\n")).collect();
+    let exactly_100 = format!("fn fits() {{\n{}}}\n", &body[..body.len() - "    let x98 = 98;\n".len()]);
+    assert_eq!(long_functions(&exactly_100, 100), Vec::<(String, usize)>::new());
+    let too_long = format!("pub(crate) fn too_long<T: Copy>(t: T) -> T {{\n{body}    t\n}}\nfn short() {{}}\n");
+    assert_eq!(long_functions(&too_long, 100), [("too_long".to_string(), 102)]);
+    // braces in strings and comments do not count; a trait method without a body is no function
+    let tricky = format!("trait A {{ fn declared(&self); }}\nfn s() {{ let b = \"{{\"; // {{\n{body}}}\n");
+    assert_eq!(long_functions(&tricky, 100), [("s".to_string(), 101)]);
+    assert!(is_simd_body_file(Path::new("src/kernels/x86_gemm_nt.rs")));
+    assert!(is_simd_body_file(Path::new("src/kernels/winograd/x86.rs")));
+    assert!(!is_simd_body_file(Path::new("src/kernels/conv_tiled.rs")));
 }

@@ -7,7 +7,7 @@
 
 use crate::common::{random_tensor, rng, with_threads};
 use convnet::optim::{Adam, Optimizer};
-use convnet::tensor::kernels::reduce::{gradient_leaves, tree_sum};
+use convnet::tensor::gradient_tree::{gradient_leaves, tree_sum};
 use convnet::tensor::ndarray::{ArrayD, Axis};
 use convnet::tensor::{ConvAlgo, Mode, ModelSpec, Sequential, SoftmaxCrossEntropy};
 

@@ -1,4 +1,4 @@
-//! The fast Winograd convolution (`kernels/conv_winograd.rs`) against the
+//! The fast Winograd convolution (`kernels/winograd/passes.rs`) against the
 //! direct loops and the plain F(4x4, 3x3) reference: random shapes (odd sizes,
 //! partial tiles, several tile blocks per row, valid and same), f64 and f32,
 //! 1 to 3 threads bit for bit; and its f32 error on a conv2-like layer, the
@@ -6,7 +6,7 @@
 
 use crate::common::rng;
 use crate::winograd_support::*;
-use convnet::tensor::kernels::conv_winograd::point_gemm;
+use convnet::tensor::kernels::winograd::point_gemm::point_gemm;
 use convnet::tensor::{ConvGeometry, Padding};
 use rand::Rng;
 

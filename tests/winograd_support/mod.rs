@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use crate::common::with_threads;
-use convnet::tensor::kernels::conv_winograd::{conv2d_backward_winograd, conv2d_forward_winograd, WinogradWorkspace};
+use convnet::tensor::kernels::winograd::passes::{
+    conv2d_backward_winograd, conv2d_forward_winograd, WinogradWorkspace,
+};
 use convnet::tensor::layers::conv2d::{conv2d_backward_naive, conv2d_forward_naive};
 use convnet::tensor::{ConvGeometry, Element, Padding};
 use rand::Rng;

@@ -9,10 +9,11 @@
 //! | [`options`] | argument types and parsers shared by several commands |
 //! | [`inputs`] | architectures, model files and labelled folders as commands read them |
 //! | [`preflight`] | machine checks before work starts (memory) |
-//! | [`render`] | the pictures: curves, confusion matrix, prediction grid |
+//! | [`charts`] | the charts: curves, confusion matrix, ROC (plotters), and text labels |
+//! | [`render`] | the other pictures: the prediction grid and feature maps |
 //! | [`model_summary`] | the Keras-style layer table |
 //!
-//! Model files and metrics are in the library crate `convnet-io`, the engine in
+//! Model files, ONNX export, Keras import and metrics are in the library crate `convnet-io`, the engine in
 //! `convnet-tensor`, the data pipeline in `convnet-data`.
 
 pub mod charts;

@@ -77,7 +77,7 @@ pub struct BatchConfig {
 /// run of each batch.
 ///
 /// When `ranks` divides the batch's gradient leaves
-/// ([`convnet_tensor::kernels::reduce::gradient_leaves`]: 4 for a batch of 32),
+/// ([`convnet_tensor::gradient_tree::gradient_leaves`]: 4 for a batch of 32),
 /// each process takes a whole block of leaves and reduces it as one subtree, so
 /// the summed gradient has the bits of one process doing the whole batch.
 /// Otherwise the parts are as equal as possible, each reduced image by image:
@@ -106,7 +106,7 @@ impl Shard {
 
     /// [`Self::part`] for any rank (every process knows every part's size).
     pub fn part_of(&self, rank: usize, batch: usize) -> (std::ops::Range<usize>, usize) {
-        let leaves = convnet_tensor::kernels::reduce::gradient_leaves(batch);
+        let leaves = convnet_tensor::gradient_tree::gradient_leaves(batch);
         if self.ranks <= leaves && leaves.is_multiple_of(self.ranks) {
             let per_rank = batch / self.ranks;
             (rank * per_rank..(rank + 1) * per_rank, leaves / self.ranks)
@@ -299,7 +299,7 @@ mod tests {
                 assert_eq!(parts[0].0.start, 0);
                 assert_eq!(parts[ranks - 1].0.end, batch);
                 assert!(parts.windows(2).all(|w| w[0].0.end == w[1].0.start));
-                let leaves = convnet_tensor::kernels::reduce::gradient_leaves(batch);
+                let leaves = convnet_tensor::gradient_tree::gradient_leaves(batch);
                 if leaves.is_multiple_of(ranks) {
                     // whole blocks of leaves: the same tree as one process
                     assert!(parts.iter().all(|(range, l)| range.len() == batch / ranks && *l == leaves / ranks));

@@ -72,36 +72,7 @@ pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomP
             limit: max_pixels,
         });
     }
-    let uid = object.meta().transfer_syntax();
-    let syntax = TransferSyntaxRegistry.get(uid);
-    match syntax {
-        Some(syntax) if syntax.can_decode_all() => {}
-        Some(syntax) => return Err(fail(format!("unsupported transfer syntax {} ({uid})", syntax.name()))),
-        None => return Err(fail(format!("unsupported transfer syntax {uid}"))),
-    }
-    if !syntax.is_some_and(|s| s.is_encapsulated_pixel_data()) {
-        // native pixel data: the header promises its length; a short buffer is refused by name
-        let stored = object
-            .element(tags::PIXEL_DATA)
-            .ok()
-            .and_then(|e| e.value().to_bytes().ok().map(|b| b.len()))
-            .ok_or_else(|| fail("no pixel data".into()))?;
-        let needed = header.frame_bytes();
-        if (stored as u64) < needed {
-            return Err(fail(format!(
-                "pixel data holds {stored} bytes, but {} x {} x {} samples of {} bits need {needed}",
-                header.rows, header.columns, header.samples_per_pixel, header.bits_allocated
-            )));
-        }
-    }
-    if uid == "1.2.840.10008.1.2.5" {
-        let fragment = object
-            .element(tags::PIXEL_DATA)
-            .ok()
-            .and_then(|e| e.value().fragments().and_then(|f| f.first().cloned()))
-            .ok_or_else(|| fail("RLE Lossless without pixel data fragments".into()))?;
-        check_rle_frame(&fragment, &header).map_err(|reason| fail(format!("corrupt RLE pixel data: {reason}")))?;
-    }
+    check_pixel_data(&object, &header).map_err(fail)?;
     let decoded =
         object.decode_pixel_data_frame(0).map_err(|e| fail(format!("cannot decode pixel data: {}", first_line(&e))))?;
     if decoded.rows() != header.rows || decoded.columns() != header.columns {
@@ -156,6 +127,43 @@ pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomP
         }
     };
     Ok(DicomPicture { image, frames: header.frames })
+}
+
+/// Refuses, by a reason, pixel data that cannot be decoded or is shorter than
+/// the header says: an unsupported transfer syntax, native pixel data short of
+/// `Rows x Columns x samples`, or a corrupt RLE frame.
+fn check_pixel_data(object: &DefaultDicomObject, header: &Header) -> std::result::Result<(), String> {
+    let uid = object.meta().transfer_syntax();
+    let syntax = TransferSyntaxRegistry.get(uid);
+    match syntax {
+        Some(syntax) if syntax.can_decode_all() => {}
+        Some(syntax) => return Err(format!("unsupported transfer syntax {} ({uid})", syntax.name())),
+        None => return Err(format!("unsupported transfer syntax {uid}")),
+    }
+    if !syntax.is_some_and(|s| s.is_encapsulated_pixel_data()) {
+        // native pixel data: the header promises its length; a short buffer is refused by name
+        let stored = object
+            .element(tags::PIXEL_DATA)
+            .ok()
+            .and_then(|e| e.value().to_bytes().ok().map(|b| b.len()))
+            .ok_or("no pixel data".to_string())?;
+        let needed = header.frame_bytes();
+        if (stored as u64) < needed {
+            return Err(format!(
+                "pixel data holds {stored} bytes, but {} x {} x {} samples of {} bits need {needed}",
+                header.rows, header.columns, header.samples_per_pixel, header.bits_allocated
+            ));
+        }
+    }
+    if uid == "1.2.840.10008.1.2.5" {
+        let fragment = object
+            .element(tags::PIXEL_DATA)
+            .ok()
+            .and_then(|e| e.value().fragments().and_then(|f| f.first().cloned()))
+            .ok_or("RLE Lossless without pixel data fragments".to_string())?;
+        check_rle_frame(&fragment, header).map_err(|reason| format!("corrupt RLE pixel data: {reason}"))?;
+    }
+    Ok(())
 }
 
 /// Refuses a file any of whose elements declares more bytes than the file

@@ -170,32 +170,29 @@ impl WeightFile {
     }
 }
 
-/// Maps the configuration onto our layers and converts the weights.
-fn build(
-    path: &Path,
-    config: &Value,
-    weights: &WeightFile,
-    class_names: &[String],
-) -> Result<(Sequential<f32>, ModelMeta)> {
-    let refuse = |name: &str, class: &str, why: &str| bad(path, format!("layer {name} ({class}): {why}"));
-    if config["class_name"] != "Sequential" {
-        return Err(bad(path, format!("only Sequential models are imported, this one is {}", config["class_name"])));
-    }
-    let layers = config["config"]["layers"].as_array().ok_or_else(|| bad(path, "no layers in the configuration"))?;
-    // the input (H, W, C): the InputLayer's batch_shape, or the first layer's batch_input_shape (Keras 2)
-    let mut input: Option<(usize, usize, usize)> = None;
-    let mut pixel_scale = PixelScale::Raw;
-    let mut specs = Vec::new();
-    // (our layer index, Keras 3 weights name, Keras layer name, flattened input (C, H, W) if after Flatten)
-    let mut weighted: Vec<(usize, String, String)> = Vec::new();
-    let mut occurrences: HashMap<String, usize> = HashMap::new();
-    let mut softmax_at_end = false;
-    for (position, layer) in layers.iter().enumerate() {
+/// What the configuration says, layer by layer, before any weight is read.
+#[derive(Default)]
+struct Parsed {
+    /// The input (H, W, C): the InputLayer's batch_shape, or the first layer's batch_input_shape (Keras 2).
+    input: Option<(usize, usize, usize)>,
+    pixel_scale: PixelScale,
+    specs: Vec<LayerSpec>,
+    /// (our layer index, Keras 3 weights name, Keras layer name) of each layer with weights.
+    weighted: Vec<(usize, String, String)>,
+    /// How many layers of each kind were seen (Keras 3 names weights `conv2d`, `conv2d_1`, ...).
+    occurrences: HashMap<String, usize>,
+}
+
+impl Parsed {
+    /// Reads one Keras layer (`position` of `count`) into our layer specs.
+    fn layer(&mut self, path: &Path, layer: &Value, position: usize, count: usize) -> Result<()> {
+        let refuse = |name: &str, class: &str, why: &str| bad(path, format!("layer {name} ({class}): {why}"));
+        let last = position == count - 1;
         let class = layer["class_name"].as_str().unwrap_or("?");
         let cfg = &layer["config"];
         let name = cfg["name"].as_str().unwrap_or("?").to_string();
         let snake = snake_case(class);
-        let seen = occurrences.entry(snake.clone()).or_insert(0);
+        let seen = self.occurrences.entry(snake.clone()).or_insert(0);
         let weights_name = if *seen == 0 { snake.clone() } else { format!("{snake}_{seen}") };
         if class != "InputLayer" {
             *seen += 1;
@@ -204,25 +201,22 @@ fn build(
         if let Some(Value::Array(dims)) = shape {
             let dims: Vec<Option<u64>> = dims.iter().map(Value::as_u64).collect();
             match dims.as_slice() {
-                [_, Some(h), Some(w), Some(c)] => input = Some((*h as usize, *w as usize, *c as usize)),
+                [_, Some(h), Some(w), Some(c)] => self.input = Some((*h as usize, *w as usize, *c as usize)),
                 _ => return Err(refuse(&name, class, "the input must be (height, width, channels)")),
             }
         }
         if cfg.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
             return Err(refuse(&name, class, "only channels_last models are imported"));
         }
-        let last = position == layers.len() - 1;
         let activation = cfg.get("activation").and_then(Value::as_str).unwrap_or("linear");
-        let add_activation = |specs: &mut Vec<LayerSpec>, softmax_at_end: &mut bool| match activation {
+        let add_activation = |specs: &mut Vec<LayerSpec>| match activation {
             "linear" => Ok(()),
             "relu" => {
                 specs.push(LayerSpec::Relu);
                 Ok(())
             }
-            "softmax" if last => {
-                *softmax_at_end = true;
-                Ok(())
-            }
+            // a final softmax is what `predict` applies to our logits
+            "softmax" if last => Ok(()),
             other => Err(refuse(&name, class, &format!("activation {other} is not supported"))),
         };
         match class {
@@ -230,14 +224,14 @@ fn build(
             "Rescaling" => {
                 let scale = cfg["scale"].as_f64().unwrap_or(f64::NAN);
                 let offset = cfg["offset"].as_f64().unwrap_or(0.0);
-                pixel_scale = if (scale - 1.0 / 255.0).abs() < 1e-9 && offset == 0.0 {
+                self.pixel_scale = if (scale - 1.0 / 255.0).abs() < 1e-9 && offset == 0.0 {
                     PixelScale::Unit
                 } else if scale == 1.0 && offset == 0.0 {
                     PixelScale::Raw
                 } else {
                     return Err(refuse(&name, class, &format!("scale {scale}, offset {offset}: only 1/255 or 1")));
                 };
-                if !specs.is_empty() {
+                if !self.specs.is_empty() {
                     return Err(refuse(&name, class, "rescaling is only supported as the first layer"));
                 }
             }
@@ -251,30 +245,48 @@ fn build(
                     return Err(refuse(&name, class, "dilated or grouped convolutions are not supported"));
                 }
                 let padding = padding(cfg).ok_or_else(|| refuse(&name, class, "padding must be valid or same"))?;
-                weighted.push((specs.len(), weights_name, name.clone()));
-                specs.push(LayerSpec::Conv2d { filters, kernel: size2(kernel), stride: size2(stride), padding });
-                add_activation(&mut specs, &mut softmax_at_end)?;
+                self.weighted.push((self.specs.len(), weights_name, name.clone()));
+                self.specs.push(LayerSpec::Conv2d { filters, kernel: size2(kernel), stride: size2(stride), padding });
+                add_activation(&mut self.specs)?;
             }
             "MaxPooling2D" | "MaxPool2D" => {
                 let pool = pair(cfg.get("pool_size")).ok_or_else(|| refuse(&name, class, "no pool_size"))?;
                 let stride = pair(cfg.get("strides")).unwrap_or(pool);
                 let padding = padding(cfg).ok_or_else(|| refuse(&name, class, "padding must be valid or same"))?;
-                specs.push(LayerSpec::Maxpool2d { pool: size2(pool), stride: Some(size2(stride)), padding });
+                self.specs.push(LayerSpec::Maxpool2d { pool: size2(pool), stride: Some(size2(stride)), padding });
             }
-            "Flatten" => specs.push(LayerSpec::Flatten),
+            "Flatten" => self.specs.push(LayerSpec::Flatten),
             "Dense" => {
                 let units = cfg["units"].as_u64().ok_or_else(|| refuse(&name, class, "no units"))? as usize;
-                weighted.push((specs.len(), weights_name, name.clone()));
-                specs.push(LayerSpec::Dense { units: Some(units) });
-                add_activation(&mut specs, &mut softmax_at_end)?;
+                self.weighted.push((self.specs.len(), weights_name, name.clone()));
+                self.specs.push(LayerSpec::Dense { units: Some(units) });
+                add_activation(&mut self.specs)?;
             }
-            "Dropout" => specs.push(LayerSpec::Dropout { rate: cfg["rate"].as_f64().unwrap_or(0.0) }),
-            "Activation" => add_activation(&mut specs, &mut softmax_at_end)?,
+            "Dropout" => self.specs.push(LayerSpec::Dropout { rate: cfg["rate"].as_f64().unwrap_or(0.0) }),
+            "Activation" => add_activation(&mut self.specs)?,
             other => return Err(refuse(&name, other, "this layer type cannot be imported")),
         }
+        Ok(())
     }
-    let _ = softmax_at_end; // a final softmax is what `predict` applies to our logits
-    let (height, width, channels) = input
+}
+
+/// Maps the configuration onto our layers (parse), then converts the weights (assign).
+fn build(
+    path: &Path,
+    config: &Value,
+    weights: &WeightFile,
+    class_names: &[String],
+) -> Result<(Sequential<f32>, ModelMeta)> {
+    if config["class_name"] != "Sequential" {
+        return Err(bad(path, format!("only Sequential models are imported, this one is {}", config["class_name"])));
+    }
+    let layers = config["config"]["layers"].as_array().ok_or_else(|| bad(path, "no layers in the configuration"))?;
+    let mut parsed = Parsed { pixel_scale: PixelScale::Raw, ..Parsed::default() };
+    for (position, layer) in layers.iter().enumerate() {
+        parsed.layer(path, layer, position, layers.len())?;
+    }
+    let (height, width, channels) = parsed
+        .input
         .or_else(|| {
             let dims = config["config"]["build_input_shape"].as_array()?;
             Some((dims.get(1)?.as_u64()? as usize, dims.get(2)?.as_u64()? as usize, dims.get(3)?.as_u64()? as usize))
@@ -286,7 +298,7 @@ fn build(
         4 => ColorMode::Rgba,
         c => return Err(bad(path, format!("{c} input channels: only 1, 3 or 4"))),
     };
-    let last_units = specs.iter().rev().find_map(|s| match s {
+    let last_units = parsed.specs.iter().rev().find_map(|s| match s {
         LayerSpec::Dense { units } => *units,
         _ => None,
     });
@@ -300,7 +312,7 @@ fn build(
             ),
         ));
     }
-    let spec = ModelSpec { layers: specs };
+    let spec = ModelSpec { layers: parsed.specs };
     let model_input = [channels, height, width];
     let mut model = spec
         .build::<f32>(&model_input, class_names.len(), 0)
@@ -312,43 +324,36 @@ fn build(
             format!("the model has {outputs:?} outputs but {} class names were given", class_names.len()),
         ));
     }
+    assign_weights(path, &spec, &mut model, weights, &parsed.weighted)?;
+    let mut meta = ModelMeta::new(spec, class_names.to_vec(), [height, width], color_mode);
+    meta.pixel_scale = parsed.pixel_scale;
+    Ok((model, meta))
+}
+
+/// Writes each converted weight into the model's parameters (weight, bias per
+/// convolution and dense layer, in order).
+fn assign_weights(
+    path: &Path,
+    spec: &ModelSpec,
+    model: &mut Sequential<f32>,
+    weights: &WeightFile,
+    weighted: &[(usize, String, String)],
+) -> Result<()> {
     // our parameters are weight, bias per conv/dense layer, in order
     let shapes = model.shapes().to_vec();
     let mut converted: Vec<Vec<f32>> = Vec::new();
-    for (index, weights_name, layer_name) in &weighted {
+    for (index, weights_name, layer_name) in weighted {
         let (kernel, bias) = weights.kernel_and_bias(path, weights_name, layer_name)?;
         let layer_input = &shapes[*index];
         let after_flatten = *index > 0 && matches!(spec.layers[index - 1], LayerSpec::Flatten);
         let (weight, outputs) = match (&spec.layers[*index], kernel.shape.as_slice()) {
-            (LayerSpec::Conv2d { .. }, &[kh, kw, c, oc]) => {
-                // [KH, KW, C, OC] -> [OC, C, KH, KW]
-                let mut out = vec![0f32; kernel.values.len()];
-                for (i, &v) in kernel.values.iter().enumerate() {
-                    let (o, rest) = (i % oc, i / oc);
-                    let (ci, rest) = (rest % c, rest / c);
-                    let (x, y) = (rest % kw, rest / kw);
-                    out[((o * c + ci) * kh + y) * kw + x] = v;
-                }
-                (out, oc)
-            }
+            (LayerSpec::Conv2d { .. }, &[kh, kw, c, oc]) => (conv_kernel_to_ours(&kernel.values, [kh, kw, c, oc]), oc),
             (LayerSpec::Dense { .. }, &[inputs, units]) => {
-                // [in, out] -> [out, in]; after a Flatten, Keras' input order is (H, W, C), ours (C, H, W)
-                let order: Vec<usize> = match (after_flatten, shapes.get(index - 1).map(Vec::as_slice)) {
-                    (true, Some(&[c, h, w])) if c * h * w == inputs => (0..inputs)
-                        .map(|ours| {
-                            let (ci, rest) = (ours / (h * w), ours % (h * w));
-                            (rest / w * w + rest % w) * c + ci
-                        })
-                        .collect(),
-                    _ => (0..inputs).collect(),
+                let flattened = match (after_flatten, shapes.get(index - 1).map(Vec::as_slice)) {
+                    (true, Some(&[c, h, w])) if c * h * w == inputs => Some((c, h, w)),
+                    _ => None,
                 };
-                let mut out = vec![0f32; kernel.values.len()];
-                for o in 0..units {
-                    for (ours, &theirs) in order.iter().enumerate() {
-                        out[o * inputs + ours] = kernel.values[theirs * units + o];
-                    }
-                }
-                (out, units)
+                (dense_kernel_to_ours(&kernel.values, inputs, units, flattened), units)
             }
             (_, shape) => {
                 return Err(bad(
@@ -376,10 +381,45 @@ fn build(
             *dst = src;
         }
     }
-    drop(params);
-    let mut meta = ModelMeta::new(spec, class_names.to_vec(), [height, width], color_mode);
-    meta.pixel_scale = pixel_scale;
-    Ok((model, meta))
+    Ok(())
+}
+
+/// A Keras convolution kernel `[KH, KW, C, OC]` in our order `[OC, C, KH, KW]`.
+fn conv_kernel_to_ours(values: &[f32], [kh, kw, c, oc]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for (i, &v) in values.iter().enumerate() {
+        let (o, rest) = (i % oc, i / oc);
+        let (ci, rest) = (rest % c, rest / c);
+        let (x, y) = (rest % kw, rest / kw);
+        out[((o * c + ci) * kh + y) * kw + x] = v;
+    }
+    out
+}
+
+/// A Keras dense kernel `[in, out]` in our order `[out, in]`; after a Flatten of
+/// `(C, H, W)`, Keras' input order is (H, W, C), ours (C, H, W).
+fn dense_kernel_to_ours(
+    values: &[f32],
+    inputs: usize,
+    units: usize,
+    flattened: Option<(usize, usize, usize)>,
+) -> Vec<f32> {
+    let order: Vec<usize> = match flattened {
+        Some((c, h, w)) => (0..inputs)
+            .map(|ours| {
+                let (ci, rest) = (ours / (h * w), ours % (h * w));
+                (rest / w * w + rest % w) * c + ci
+            })
+            .collect(),
+        None => (0..inputs).collect(),
+    };
+    let mut out = vec![0f32; values.len()];
+    for o in 0..units {
+        for (ours, &theirs) in order.iter().enumerate() {
+            out[o * inputs + ours] = values[theirs * units + o];
+        }
+    }
+    out
 }
 
 fn padding(cfg: &Value) -> Option<Padding> {

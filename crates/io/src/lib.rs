@@ -5,8 +5,11 @@
 //!   the same bytes for the same weights, written atomically.
 //! - [`atomic`]: the atomic write every output file goes through (temporary
 //!   file, fsync, rename; a full disk named as such).
-//! - [`metrics`]: predictions over a data set and the classification report
-//!   (confusion matrix, precision, recall, F1, Cohen's kappa).
+//! - [`metrics`]: predictions over a data set (inference in batches) and the
+//!   classification report (confusion matrix, precision, recall, F1, Cohen's
+//!   kappa, ROC AUC).
+//! - [`onnx`]: export to ONNX (a hand-written protobuf encoder).
+//! - [`keras`]: import of the seed's Keras models (`.keras` and legacy `.h5`).
 //!
 //! ```
 //! use convnet_io::model_file::{load_model, save_model, ModelMeta};

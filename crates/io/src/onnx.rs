@@ -220,6 +220,12 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
     graph.message(12, value_info("probabilities", &[None, Some(classes)]));
     graph.message(12, value_info("logits", &[None, Some(classes)]));
 
+    Ok(model_proto(graph, meta).0)
+}
+
+/// The ModelProto around `graph`: versions, the opset and the preprocessing
+/// `meta` describes as metadata properties.
+fn model_proto(graph: Message, meta: &ModelMeta) -> Message {
     // ModelProto: ir_version 1, producer_name 2, producer_version 3, graph 7,
     // opset_import 8 (domain 1, version 2), metadata_props 14 (key 1, value 2)
     let mut model_proto = Message::default();
@@ -243,7 +249,7 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
         entry.string(1, key).string(2, &value);
         model_proto.message(14, entry);
     }
-    Ok(model_proto.0)
+    model_proto
 }
 
 fn geometry(shape: &[usize], kernel: (usize, usize), stride: (usize, usize), padding: Padding) -> Option<ConvGeometry> {

@@ -1,19 +1,32 @@
 //! The element type: one small trait carries `f32` (training) and `f64` (gradient
 //! checks) through the same kernels, so the checks exercise production code.
+//!
+//! A ground module: it imports nothing of the crate. What differs by type in
+//! the kernels (which SIMD body or `matrixmultiply` routine runs) is decided
+//! in [`crate::kernels`], which views a generic slice as `f32` or `f64` through
+//! [`Element::as_f32`] and [`Element::as_f64`]: safe, exact, and no `TypeId`.
 
 use ndarray::{NdFloat, ScalarOperand};
 use std::fmt::{Debug, Display};
 
-/// A floating-point element the kernels can run on: `f32` or `f64`.
+mod sealed {
+    /// Only `f32` and `f64` are elements: the kernels' SIMD bodies exist for them alone.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point element the kernels can run on: `f32` or `f64` (sealed).
 ///
-/// Besides ordinary arithmetic (from [`NdFloat`]) it names the one routine that
-/// differs by type, the general matrix multiply, with `matrixmultiply`'s contract:
-///
-/// `C := alpha * A * B + beta * C`, where `A` is `m x k`, `B` is `k x n` and `C` is
-/// `m x n`, and each matrix is addressed by a row stride and a column stride in
-/// elements (`A[i][j]` lives at `a + i * rsa + j * csa`). Transposing a matrix is
-/// therefore free: swap its two strides. If `beta` is zero, `C` is not read.
-pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + Sync + 'static {
+/// ```
+/// use convnet_tensor::Element;
+/// assert_eq!(f32::from_f64(0.1).to_f64(), 0.10000000149011612);
+/// assert_eq!(f32::as_f32(&[1.0f32, 2.0]), Some(&[1.0f32, 2.0][..]));
+/// assert_eq!(f64::as_f32(&[1.0f64]), None);
+/// ```
+pub trait Element:
+    NdFloat + ScalarOperand + Default + Debug + Display + Send + Sync + 'static + sealed::Sealed
+{
     /// `"f32"` or `"f64"`, for messages.
     const NAME: &'static str;
 
@@ -23,156 +36,59 @@ pub trait Element: NdFloat + ScalarOperand + Default + Debug + Display + Send + 
     /// Converts to `f64` (exactly).
     fn to_f64(self) -> f64;
 
-    /// The raw GEMM; prefer the bounds-checked [`crate::kernels::gemm::gemm`].
-    ///
-    /// # Safety
-    /// Every element addressed by the dimensions and strides must lie inside the
-    /// allocations `a`, `b` and `c`, and `c` must not alias `a` or `b`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
+    /// `values` as `&[f32]` when `Self` is `f32` (for the f32 SIMD bodies), else `None`.
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
 
-    /// The raw `C := A * B^T + beta * C` of [`crate::kernels::gemm_nt::gemm_nt`] (row strides
-    /// `lda`, `ldb`, `ldc`; unit column strides) on this CPU's SIMD kernel;
-    /// returns `false`, touching nothing, if the CPU has none (the caller then
-    /// falls back to [`crate::kernels::gemm::gemm`]). Prefer the bounds-checked
-    /// [`crate::kernels::gemm_nt::gemm_nt`].
-    ///
-    /// # Safety
-    /// Every element addressed by the dimensions and strides must lie inside the
-    /// allocations, and `c` must not alias `a` or `b`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_nt_raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) -> bool;
+    /// `values` as `&mut [f32]` when `Self` is `f32`, else `None`.
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
 
-    /// The raw `C := A * B + beta * C` of [`crate::kernels::gemm_packed::gemm_packed`], `A`
-    /// given as its packed panels; returns `false`, touching nothing, if the CPU
-    /// has no kernel for it (the caller then falls back to [`crate::kernels::gemm::gemm`]).
-    ///
-    /// # Safety
-    /// `panels` holds `ceil(m / MR) * k * MR` elements; every element of `b` and `c`
-    /// addressed by the dimensions and strides is in bounds; `c` aliases neither.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_packed_raw(
-        m: usize,
-        n: usize,
-        k: usize,
-        panels: *const Self,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) -> bool;
+    /// `values` as `&[f64]` when `Self` is `f64`, else `None`.
+    fn as_f64(values: &[Self]) -> Option<&[f64]>;
+
+    /// `values` as `&mut [f64]` when `Self` is `f64`, else `None`.
+    fn as_f64_mut(values: &mut [Self]) -> Option<&mut [f64]>;
 }
 
-/// The two implementations differ only in their names: the `matrixmultiply`
-/// routine and our kernels' instantiations for the type.
-macro_rules! impl_element {
-    ($t:ty, $name:literal, $matrixmultiply:ident, $gemm_nt_dispatch:ident, $gemm_packed_kernel:ident) => {
-        impl Element for $t {
-            const NAME: &'static str = $name;
-            #[allow(clippy::unnecessary_cast)]
-            fn from_f64(value: f64) -> Self {
-                value as $t
-            }
-            #[allow(clippy::unnecessary_cast)]
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            unsafe fn gemm_raw(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                // SAFETY: forwarded from the caller's contract.
-                unsafe { matrixmultiply::$matrixmultiply(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-            }
-            unsafe fn gemm_nt_raw(
-                m: usize,
-                n: usize,
-                k: usize,
-                a: *const Self,
-                lda: usize,
-                b: *const Self,
-                ldb: usize,
-                beta: Self,
-                c: *mut Self,
-                ldc: usize,
-            ) -> bool {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // SAFETY: forwarded from the caller's contract.
-                    unsafe { crate::kernels::x86_gemm_nt::$gemm_nt_dispatch(m, n, k, a, lda, b, ldb, beta, c, ldc) }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
-                    false
-                }
-            }
-            unsafe fn gemm_packed_raw(
-                m: usize,
-                n: usize,
-                k: usize,
-                panels: *const Self,
-                b: *const Self,
-                ldb: usize,
-                beta: Self,
-                c: *mut Self,
-                ldc: usize,
-            ) -> bool {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if crate::kernels::x86_gemm_packed::available() {
-                        // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
-                        unsafe {
-                            crate::kernels::x86_gemm_packed::$gemm_packed_kernel(m, n, k, panels, b, ldb, beta, c, ldc)
-                        };
-                        return true;
-                    }
-                }
-                let _ = (m, n, k, panels, b, ldb, beta, c, ldc);
-                false
-            }
-        }
-    };
+impl Element for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn as_f32(values: &[Self]) -> Option<&[f32]> {
+        Some(values)
+    }
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]> {
+        Some(values)
+    }
+    fn as_f64(_: &[Self]) -> Option<&[f64]> {
+        None
+    }
+    fn as_f64_mut(_: &mut [Self]) -> Option<&mut [f64]> {
+        None
+    }
 }
 
-impl_element!(f32, "f32", sgemm, dispatch_f32, avx512_f32);
-impl_element!(f64, "f64", dgemm, dispatch_f64, avx512_f64);
+impl Element for f64 {
+    const NAME: &'static str = "f64";
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn as_f64(values: &[Self]) -> Option<&[f64]> {
+        Some(values)
+    }
+    fn as_f64_mut(values: &mut [Self]) -> Option<&mut [f64]> {
+        Some(values)
+    }
+}

@@ -554,6 +554,10 @@ impl<L: Layer<f64>> Layer<f64> for Mutant<L> {
         self.inner.output_shape(input_shape)
     }
 
+    fn set_input_shape(&mut self, input_shape: &[usize]) {
+        self.inner.set_input_shape(input_shape);
+    }
+
     fn forward(&mut self, input: ArrayViewD<'_, f64>, output: ArrayViewMutD<'_, f64>, mode: Mode) {
         self.inner.forward(input, output, mode)
     }

@@ -108,6 +108,14 @@ pub trait Layer<T: Element>: Send + Sync {
     /// batch dimension), or a message saying why the layer cannot take it.
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String>;
 
+    /// Called by the model once, when the layer is placed after layers whose
+    /// per-sample output is `input_shape` (already accepted by
+    /// [`Layer::output_shape`]): a layer settles its shape-dependent choices
+    /// here (a convolution resolves [`crate::ConvAlgo::Auto`]). Default: nothing.
+    fn set_input_shape(&mut self, input_shape: &[usize]) {
+        let _ = input_shape;
+    }
+
     /// `output := f(input)`. Shapes: `input` is `(N, ...in_shape)`, `output`
     /// is `(N, ...output_shape(in_shape))`.
     fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, mode: Mode);

@@ -15,6 +15,7 @@
 //! | which layers fuse and share buffers, and why | [`model::plan`] |
 //! | how presets and TOML files become a model | [`model::spec`] |
 //! | how a gradient is proven, not trusted | [`gradcheck`] |
+//! | the one order a batch's gradient is summed in (same bits on any thread or process count) | [`gradient_tree`] |
 //! | where the network looked (Grad-CAM) | [`explain`] |
 //! | why it is fast: tiled im2col, Winograd F(4x4, 3x3), packed and dot-product GEMMs, 2x2 pooling | [`kernels`] — each kernel beside the reference it must equal |
 //! | window sizes and padding, shared by convolution and pooling | [`geometry`] |
@@ -61,6 +62,7 @@ pub mod error;
 pub mod explain;
 pub mod geometry;
 pub mod gradcheck;
+pub mod gradient_tree;
 pub mod init;
 pub mod kernels;
 pub mod layer;

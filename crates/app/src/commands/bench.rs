@@ -11,8 +11,8 @@ use crate::options::{parse_size, set_threads, ConvAlgoArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_optim::{Adam, Optimizer};
-use convnet_tensor::ndarray::{ArrayD, IxDyn};
-use convnet_tensor::{Mode, SoftmaxCrossEntropy};
+use convnet_tensor::ndarray::{ArrayD, ArrayViewD, IxDyn};
+use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
 use rand::Rng;
 use serde_json::json;
 use std::process::ExitCode;
@@ -51,6 +51,68 @@ pub struct BenchArgs {
     conv_algo: ConvAlgoArg,
 }
 
+/// Runs one warm-up step and `args.steps` timed ones (training or inference):
+/// each step's time and each layer's summed forward and backward times.
+fn time_steps(
+    model: &mut Sequential<f32>,
+    args: &BenchArgs,
+    images: ArrayViewD<'_, f32>,
+    labels: &[usize],
+) -> Result<(Vec<Duration>, Vec<[Duration; 2]>)> {
+    let mut loss_fn = SoftmaxCrossEntropy::new();
+    let mut adam = Adam::new(1e-3);
+    model.set_profiling(true);
+    let layers = model.layers().len();
+    let mut totals = vec![[Duration::ZERO; 2]; layers];
+    let mut step_times = Vec::new();
+    for step in 0..=args.steps {
+        let started = Instant::now();
+        if args.inference {
+            model.forward(images.clone(), Mode::Eval)?;
+        } else {
+            let logits = model.forward(images.clone(), Mode::train(step as u64))?;
+            loss_fn.forward(logits, labels)?;
+            model.backward(loss_fn.grad_logits().view())?;
+            adam.step(&mut model.params_mut())?;
+        }
+        let elapsed = started.elapsed();
+        if step > 0 {
+            step_times.push(elapsed);
+            for (total, timing) in totals.iter_mut().zip(model.layer_timings().expect("profiling on")) {
+                total[0] += timing[0];
+                total[1] += timing[1];
+            }
+        }
+    }
+    Ok((step_times, totals))
+}
+
+/// The `--per-layer` table.
+fn print_per_layer(per_layer: &[serde_json::Value]) {
+    // as wide as "fwd winograd, dx im2col, dw winograd" when the passes differ
+    let algo_width = per_layer.iter().filter_map(|entry| entry["algo"].as_str()).map(str::len).max().unwrap_or(0);
+    let algo_width = algo_width.max("algorithm".len());
+    println!(
+        "\n  {:<4} {:<13} {:<algo_width$} {:>11} {:>12} {:>9} {:>7}",
+        "#", "layer", "algorithm", "forward ms", "backward ms", "GFLOP/s", "share"
+    );
+    for entry in per_layer {
+        // a fused ReLU: its forward is part of the layer before it, its backward (after
+        // a max-pool) part of the layer after it
+        let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
+        println!(
+            "  {:<4} {:<13} {:<algo_width$} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
+            entry["index"].as_u64().unwrap_or(0),
+            format!("{}{fused}", entry["kind"].as_str().unwrap_or("")),
+            entry["algo"].as_str().unwrap_or(""),
+            entry["forward_ms"].as_f64().unwrap_or(0.0),
+            entry["backward_ms"].as_f64().unwrap_or(0.0),
+            entry["gflops"].as_f64().unwrap_or(0.0),
+            100.0 * entry["share"].as_f64().unwrap_or(0.0)
+        );
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(
         args.batch_size > 0 && args.steps > 0 && args.channels > 0 && args.classes > 0,
@@ -64,41 +126,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
     args.conv_algo.apply(&mut model)?;
     crate::preflight::check_memory(&model, args.batch_size)?;
-    // the gradient sums as `convnet train` takes them (a fixed tree of leaves, see kernels::reduce)
-    model.set_gradient_leaves(convnet_tensor::kernels::reduce::gradient_leaves(args.batch_size));
+    // the gradient sums as `convnet train` takes them (a fixed tree of leaves, see convnet_tensor::gradient_tree)
+    model.set_gradient_leaves(convnet_tensor::gradient_tree::gradient_leaves(args.batch_size));
     let mut rng = convnet_tensor::rng::rng_at(7, 7);
     let shape: Vec<usize> = std::iter::once(args.batch_size).chain(input).collect();
     let images = ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(0.0f32..1.0));
     let labels: Vec<usize> = (0..args.batch_size).map(|_| rng.random_range(0..classes)).collect();
-    let mut loss_fn = SoftmaxCrossEntropy::new();
-    let mut adam = Adam::new(1e-3);
     let flops = model.layer_flops();
     let (forward_flops, backward_flops): (u64, u64) = flops.iter().fold((0, 0), |(f, b), &(lf, lb)| (f + lf, b + lb));
     let step_flops =
         if args.inference { forward_flops } else { forward_flops + backward_flops } * args.batch_size as u64;
-    model.set_profiling(true);
-    let layers = model.layers().len();
-    let mut totals = vec![[Duration::ZERO; 2]; layers];
-    let mut step_times = Vec::new();
-    for step in 0..=args.steps {
-        let started = Instant::now();
-        if args.inference {
-            model.forward(images.view(), Mode::Eval)?;
-        } else {
-            let logits = model.forward(images.view(), Mode::train(step as u64))?;
-            loss_fn.forward(logits, &labels)?;
-            model.backward(loss_fn.grad_logits().view())?;
-            adam.step(&mut model.params_mut())?;
-        }
-        let elapsed = started.elapsed();
-        if step > 0 {
-            step_times.push(elapsed);
-            for (total, timing) in totals.iter_mut().zip(model.layer_timings().expect("profiling on")) {
-                total[0] += timing[0];
-                total[1] += timing[1];
-            }
-        }
-    }
+    let (step_times, totals) = time_steps(&mut model, &args, images.view(), &labels)?;
     let mut sorted = step_times.clone();
     sorted.sort();
     let median = sorted[sorted.len() / 2].as_secs_f64();
@@ -166,28 +204,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         mean * 1e3
     );
     if args.per_layer {
-        // as wide as "fwd winograd, dx im2col, dw winograd" when the passes differ
-        let algo_width = per_layer.iter().filter_map(|entry| entry["algo"].as_str()).map(str::len).max().unwrap_or(0);
-        let algo_width = algo_width.max("algorithm".len());
-        println!(
-            "\n  {:<4} {:<13} {:<algo_width$} {:>11} {:>12} {:>9} {:>7}",
-            "#", "layer", "algorithm", "forward ms", "backward ms", "GFLOP/s", "share"
-        );
-        for entry in &per_layer {
-            // a fused ReLU: its forward is part of the layer before it, its backward (after
-            // a max-pool) part of the layer after it
-            let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
-            println!(
-                "  {:<4} {:<13} {:<algo_width$} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
-                entry["index"].as_u64().unwrap_or(0),
-                format!("{}{fused}", entry["kind"].as_str().unwrap_or("")),
-                entry["algo"].as_str().unwrap_or(""),
-                entry["forward_ms"].as_f64().unwrap_or(0.0),
-                entry["backward_ms"].as_f64().unwrap_or(0.0),
-                entry["gflops"].as_f64().unwrap_or(0.0),
-                100.0 * entry["share"].as_f64().unwrap_or(0.0)
-            );
-        }
+        print_per_layer(&per_layer);
     }
     Ok(ExitCode::SUCCESS)
 }

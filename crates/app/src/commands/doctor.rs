@@ -17,8 +17,8 @@ use crate::options::{set_threads, CacheOptions, ImageOptions};
 use crate::training::balanced_class_weights;
 use anyhow::{Context, Result};
 use clap::Args;
-use convnet_data::scan::{scan, ClassNames};
-use convnet_data::{DatasetOptions, DecodeOptions, ImageSet, PixelScale};
+use convnet_data::scan::{scan, ClassNames, Scan};
+use convnet_data::{DatasetOptions, DecodeOptions, ImageSet, Loaded, PixelScale};
 use convnet_optim::{Adam, Optimizer};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
@@ -78,8 +78,38 @@ fn norm(values: impl Iterator<Item = f32>) -> f64 {
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     set_threads(args.threads)?;
-    let mut problems = 0;
     println!("== 1. Dataset report ==");
+    let (loaded, mut problems) = dataset_report(&args)?;
+    let set = &loaded.training;
+    let classes = set.class_names().len();
+    let spec = resolve_architecture(&args.model)?;
+    let input = [args.image.color_mode.channels(), args.image.image_size[0], args.image.image_size[1]];
+    let build = || {
+        spec.build::<f32>(&input, classes, args.seed)
+            .with_context(|| format!("{} cannot take {}x{} inputs", args.model, input[1], input[2]))
+    };
+    println!("\n== 2. Initial loss ==");
+    problems += initial_loss(set, build()?)?;
+    println!("\n== 3. Overfitting 20 images ==");
+    problems += overfit_tiny_subset(set, build()?, args.lr)?;
+    println!("\n== 4. Update/weight ratios and activations after 5 steps (batch 32, lr {:e}) ==", args.lr);
+    problems += update_ratios_and_activations(set, build()?, args.lr)?;
+    println!(
+        "\n{}",
+        if problems == 0 {
+            "doctor: no problems found".to_string()
+        } else {
+            format!("doctor: {problems} problems found (see above)")
+        }
+    );
+    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Section 1: the load report, the balanced class weights, files whose content
+/// is not their extension's, and test files that are copies of training files.
+/// Returns the loaded set and the problems found.
+fn dataset_report(args: &DoctorArgs) -> Result<(Loaded, usize)> {
+    let mut problems = 0;
     let train_scan = scan(&args.train, &ClassNames::Infer, false)?;
     let options = DatasetOptions {
         decode: DecodeOptions {
@@ -98,13 +128,22 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         loaded.training.class_names().iter().zip(&weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
     println!("--class-weight balanced would use: {}", shown.join(", "));
     problems += loaded.report.skipped.len();
-    let mut mismatched = Vec::new();
-    let mut scans = vec![&train_scan];
     let test_scan = match &args.test {
         Some(dir) => Some(scan(dir, &ClassNames::Infer, false)?),
         None => None,
     };
+    let mut scans = vec![&train_scan];
     scans.extend(test_scan.as_ref());
+    report_mismatched_extensions(&scans);
+    if let Some(test_scan) = &test_scan {
+        problems += report_leakage(&args.train, &train_scan, test_scan);
+    }
+    Ok((loaded, problems))
+}
+
+/// Prints the files whose content is not what their extension says.
+fn report_mismatched_extensions(scans: &[&Scan]) {
+    let mut mismatched = Vec::new();
     for file in scans.iter().flat_map(|s| s.files.iter()) {
         let by_extension = image::ImageFormat::from_path(&file.path).ok();
         if let (Some(content), Some(extension)) = (format_of_content(&file.path), by_extension) {
@@ -122,43 +161,39 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             println!("  {line}");
         }
     }
-    if let Some(test_scan) = &test_scan {
-        let mut seen: HashMap<(u64, u64), &Path> = HashMap::new();
-        for file in &train_scan.files {
-            if let Some(hash) = file_hash(&file.path) {
-                seen.entry(hash).or_insert(&file.path);
-            }
+}
+
+/// Prints the test files that are exact copies of training files; returns how many.
+fn report_leakage(train: &Path, train_scan: &Scan, test_scan: &Scan) -> usize {
+    let mut seen: HashMap<(u64, u64), &Path> = HashMap::new();
+    for file in &train_scan.files {
+        if let Some(hash) = file_hash(&file.path) {
+            seen.entry(hash).or_insert(&file.path);
         }
-        let mut leaks = Vec::new();
-        for file in &test_scan.files {
-            if let Some(original) = file_hash(&file.path).and_then(|h| seen.get(&h)) {
-                if std::fs::read(original).ok() == std::fs::read(&file.path).ok() {
-                    leaks.push(format!("{} = {}", file.path.display(), original.display()));
-                }
-            }
-        }
-        if leaks.is_empty() {
-            println!("No exact duplicates between {} and {}.", args.train.display(), test_scan.root.display());
-        } else {
-            problems += leaks.len();
-            println!("LEAKAGE: {} test files are exact copies of training files:", leaks.len());
-            for line in leaks.iter().take(20) {
-                println!("  {line}");
+    }
+    let mut leaks = Vec::new();
+    for file in &test_scan.files {
+        if let Some(original) = file_hash(&file.path).and_then(|h| seen.get(&h)) {
+            if std::fs::read(original).ok() == std::fs::read(&file.path).ok() {
+                leaks.push(format!("{} = {}", file.path.display(), original.display()));
             }
         }
     }
+    if leaks.is_empty() {
+        println!("No exact duplicates between {} and {}.", train.display(), test_scan.root.display());
+    } else {
+        println!("LEAKAGE: {} test files are exact copies of training files:", leaks.len());
+        for line in leaks.iter().take(20) {
+            println!("  {line}");
+        }
+    }
+    leaks.len()
+}
 
-    let set = &loaded.training;
+/// Section 2: the loss of the untrained network, which should be near
+/// `ln(classes)`; returns 1 if it is not.
+fn initial_loss(set: &ImageSet, mut model: Sequential<f32>) -> Result<usize> {
     let classes = set.class_names().len();
-    let spec = resolve_architecture(&args.model)?;
-    let input = [args.image.color_mode.channels(), args.image.image_size[0], args.image.image_size[1]];
-    let build = || {
-        spec.build::<f32>(&input, classes, args.seed)
-            .with_context(|| format!("{} cannot take {}x{} inputs", args.model, input[1], input[2]))
-    };
-
-    println!("\n== 2. Initial loss ==");
-    let mut model = build()?;
     let mut loss_fn = SoftmaxCrossEntropy::new();
     let sample: Vec<usize> = (0..set.len()).step_by((set.len() / 256).max(1)).take(256).collect();
     let (images, labels) = batch_of(set, &sample)?;
@@ -171,9 +206,13 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         sample.len(),
         if ok { "ok" } else { "SUSPICIOUS" }
     );
-    problems += usize::from(!ok);
+    Ok(usize::from(!ok))
+}
 
-    println!("\n== 3. Overfitting 20 images ==");
+/// Section 3: training on 20 images must reach 100% accuracy; returns 1 if not.
+fn overfit_tiny_subset(set: &ImageSet, mut model: Sequential<f32>, lr: f64) -> Result<usize> {
+    let classes = set.class_names().len();
+    let mut loss_fn = SoftmaxCrossEntropy::new();
     let mut tiny: Vec<usize> = Vec::new();
     for class in 0..classes {
         tiny.extend(
@@ -187,8 +226,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     }
     tiny.truncate(20);
     let (images, labels) = batch_of(set, &tiny)?;
-    let mut model = build()?;
-    let mut adam = Adam::new(args.lr);
+    let mut adam = Adam::new(lr);
     let max_steps = 300;
     let mut reached = None;
     for step in 0..max_steps {
@@ -207,19 +245,26 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         }
     }
     match reached {
-        Some((steps, loss)) => println!(
-            "reached 100% training accuracy on {} images after {steps} steps (loss {loss:.4}): passed",
-            tiny.len()
-        ),
+        Some((steps, loss)) => {
+            println!(
+                "reached 100% training accuracy on {} images after {steps} steps (loss {loss:.4}): passed",
+                tiny.len()
+            );
+            Ok(0)
+        }
         None => {
-            problems += 1;
             println!("did NOT reach 100% training accuracy on {} images within {max_steps} steps: FAILED", tiny.len());
+            Ok(1)
         }
     }
+}
 
-    println!("\n== 4. Update/weight ratios and activations after 5 steps (batch 32, lr {:e}) ==", args.lr);
-    let mut model: Sequential<f32> = build()?;
-    let mut adam = Adam::new(args.lr);
+/// Section 4: each parameter's update/weight ratio after 5 steps and each
+/// layer's activation statistics; returns the ratios out of the usual range.
+fn update_ratios_and_activations(set: &ImageSet, mut model: Sequential<f32>, lr: f64) -> Result<usize> {
+    let mut problems = 0;
+    let mut loss_fn = SoftmaxCrossEntropy::new();
+    let mut adam = Adam::new(lr);
     let mut ratios = vec![0.0f64; model.params().len()];
     for step in 0..5u64 {
         let indices: Vec<usize> = (0..32).map(|i| (step as usize * 32 + i * 7919) % set.len()).collect();
@@ -269,13 +314,5 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         }
         println!("  {:<4} {:<10} {:>10.4} {:>10.4} {:>7.1}%{flag}", i, layer.kind(), mean, std, 100.0 * zeros);
     }
-    println!(
-        "\n{}",
-        if problems == 0 {
-            "doctor: no problems found".to_string()
-        } else {
-            format!("doctor: {problems} problems found (see above)")
-        }
-    );
-    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(problems)
 }

@@ -50,6 +50,37 @@ fn heat(value: f64) -> [f64; 3] {
     [ramp(3.0), ramp(2.0), ramp(1.0)]
 }
 
+/// The picture of one map: the image scaled by `scale`, the map `shown` over
+/// it (half transparent, relative to `peak_value`), and `title` above.
+fn overlay_picture(
+    bytes: &[u8],
+    [channels, height, width]: [usize; 3],
+    scale: usize,
+    shown: &[f64],
+    peak_value: f64,
+    title: &str,
+) -> Result<RgbImage> {
+    // the picture: the image, the map over it (half transparent), a title
+    let title_h = 24usize;
+    let (shown_h, shown_w) = (height * scale, width * scale);
+    let mut picture = RgbImage::from_pixel(shown_w.max(200) as u32, (shown_h + title_h) as u32, WHITE);
+    blit_chw(&mut picture, bytes, [channels, height, width], 0, title_h as i64, scale as u32);
+    for y in 0..shown_h {
+        for x in 0..shown_w {
+            let value = if peak_value > 0.0 { shown[y * shown_w + x] / peak_value } else { 0.0 };
+            let colour = heat(value);
+            let pixel = picture.get_pixel_mut(x as u32, (y + title_h) as u32);
+            let alpha = 0.5 * value.sqrt();
+            for c in 0..3 {
+                pixel[c] = ((1.0 - alpha) * pixel[c] as f64 + alpha * 255.0 * colour[c]).round() as u8;
+            }
+        }
+    }
+    let x = (picture.width() as i32 - label_width(title, 15) as i32).max(0) / 2;
+    label(&mut picture, x, 5, title, 15, BLACK)?;
+    Ok(picture)
+}
+
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     // Grad-CAM in f64: the gradient is checked against finite differences in f64
     let (mut model, meta) = load_model_as::<f64>(&args.model)?;
@@ -112,21 +143,6 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         let at_input = upsample(&cam.map, cam.map_shape, [height, width]);
         let peak = at_input.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
         let shown = upsample(&cam.map, cam.map_shape, [shown_h, shown_w]);
-        // the picture: the image, the map over it (half transparent), a title
-        let title_h = 24usize;
-        let mut picture = RgbImage::from_pixel(shown_w.max(200) as u32, (shown_h + title_h) as u32, WHITE);
-        blit_chw(&mut picture, &bytes, [channels, height, width], 0, title_h as i64, scale as u32);
-        for y in 0..shown_h {
-            for x in 0..shown_w {
-                let value = if peak_value > 0.0 { shown[y * shown_w + x] / peak_value } else { 0.0 };
-                let colour = heat(value);
-                let pixel = picture.get_pixel_mut(x as u32, (y + title_h) as u32);
-                let alpha = 0.5 * value.sqrt();
-                for c in 0..3 {
-                    pixel[c] = ((1.0 - alpha) * pixel[c] as f64 + alpha * 255.0 * colour[c]).round() as u8;
-                }
-            }
-        }
         let explained = cam.class;
         let title = if explained == predicted {
             format!("Pred: {} ({:.2})", meta.class_names[predicted], cam.probabilities[predicted])
@@ -136,8 +152,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
                 meta.class_names[explained], cam.probabilities[explained], meta.class_names[predicted]
             )
         };
-        let x = (picture.width() as i32 - label_width(&title, 15) as i32).max(0) / 2;
-        label(&mut picture, x, 5, &title, 15, BLACK)?;
+        let picture = overlay_picture(&bytes, [channels, height, width], scale, &shown, peak_value, &title)?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let out = args.out.join(format!("{stem}.gradcam.png"));
         write_atomic(&out, &png_bytes(&picture)?)?;

@@ -45,6 +45,57 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// Decodes `chunk` in parallel and predicts the images that decoded: one row
+/// per file, its `top_k` classes or why it could not be read.
+fn predict_chunk(
+    model: &mut convnet_tensor::Sequential<f32>,
+    meta: &convnet_io::model_file::ModelMeta,
+    chunk: &[PathBuf],
+    top_k: usize,
+    rows: &mut Vec<(PathBuf, Outcome)>,
+) -> Result<()> {
+    let decode = meta.decode_options();
+    let image_len = decode.image_len();
+    let factor = meta.pixel_scale.factor();
+    let [c, h, w] = meta.input_shape();
+    let decoded: Vec<Result<Vec<u8>, String>> = chunk
+        .par_iter()
+        .map(|path| {
+            let mut bytes = vec![0u8; image_len];
+            decode_file(path, &decode, &mut bytes).map(|_frames| bytes).map_err(|e| {
+                // the row already names the file
+                let text = e.to_string();
+                text.strip_prefix(&format!("{}: ", path.display())).map(str::to_string).unwrap_or(text)
+            })
+        })
+        .collect();
+    let good: Vec<&Vec<u8>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let mut probabilities = Vec::new();
+    if !good.is_empty() {
+        let mut batch = ArrayD::<f32>::zeros(IxDyn(&[good.len(), c, h, w]));
+        for (slot, bytes) in batch.as_slice_mut().expect("contiguous").chunks_mut(image_len).zip(&good) {
+            for (dst, &src) in slot.iter_mut().zip(bytes.iter()) {
+                *dst = src as f32 * factor;
+            }
+        }
+        let logits = model.forward(batch.view(), Mode::Eval)?;
+        let classes = logits.shape()[1];
+        for row in logits.as_slice().expect("contiguous").chunks(classes) {
+            let mut probs = vec![0.0; classes];
+            convnet_tensor::layers::softmax::softmax_row(row, &mut probs);
+            let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            ranked.truncate(top_k);
+            probabilities.push(ranked);
+        }
+    }
+    let mut probabilities = probabilities.into_iter();
+    for (path, result) in chunk.iter().zip(decoded) {
+        rows.push((path.clone(), result.map(|_| probabilities.next().expect("one per decoded image"))));
+    }
+    Ok(())
+}
+
 pub fn run(args: PredictArgs) -> Result<ExitCode> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -62,47 +113,9 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         );
     }
     let top_k = args.top_k.clamp(1, meta.class_names.len());
-    let decode = meta.decode_options();
-    let image_len = decode.image_len();
-    let factor = meta.pixel_scale.factor();
-    let [c, h, w] = meta.input_shape();
     let mut rows: Vec<(PathBuf, Outcome)> = Vec::new();
     for chunk in files.chunks(args.batch_size) {
-        let decoded: Vec<Result<Vec<u8>, String>> = chunk
-            .par_iter()
-            .map(|path| {
-                let mut bytes = vec![0u8; image_len];
-                decode_file(path, &decode, &mut bytes).map(|_frames| bytes).map_err(|e| {
-                    // the row already names the file
-                    let text = e.to_string();
-                    text.strip_prefix(&format!("{}: ", path.display())).map(str::to_string).unwrap_or(text)
-                })
-            })
-            .collect();
-        let good: Vec<&Vec<u8>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
-        let mut probabilities = Vec::new();
-        if !good.is_empty() {
-            let mut batch = ArrayD::<f32>::zeros(IxDyn(&[good.len(), c, h, w]));
-            for (slot, bytes) in batch.as_slice_mut().expect("contiguous").chunks_mut(image_len).zip(&good) {
-                for (dst, &src) in slot.iter_mut().zip(bytes.iter()) {
-                    *dst = src as f32 * factor;
-                }
-            }
-            let logits = model.forward(batch.view(), Mode::Eval)?;
-            let classes = logits.shape()[1];
-            for row in logits.as_slice().expect("contiguous").chunks(classes) {
-                let mut probs = vec![0.0; classes];
-                convnet_tensor::layers::softmax::softmax_row(row, &mut probs);
-                let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
-                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                ranked.truncate(top_k);
-                probabilities.push(ranked);
-            }
-        }
-        let mut probabilities = probabilities.into_iter();
-        for (path, result) in chunk.iter().zip(decoded) {
-            rows.push((path.clone(), result.map(|_| probabilities.next().expect("one per decoded image"))));
-        }
+        predict_chunk(&mut model, &meta, chunk, top_k, &mut rows)?;
     }
     let names = &meta.class_names;
     let width = rows.iter().map(|(p, _)| p.display().to_string().len()).max().unwrap_or(4).min(60);

@@ -3,7 +3,7 @@
 //! Every process (rank) holds the whole model and the whole data set, draws
 //! the same epoch order, and trains on its contiguous part of every batch
 //! ([`Shard`]). After its backward pass each rank has the gradient of its part
-//! as one subtree of the batch's gradient tree ([`convnet_tensor::kernels::reduce`]);
+//! as one subtree of the batch's gradient tree ([`convnet_tensor::gradient_tree`]);
 //! the ranks exchange these subtrees and every rank finishes the tree in the
 //! same order, so every rank applies the same update and holds the same bits:
 //!
@@ -29,7 +29,7 @@ use anyhow::{bail, Result};
 use convnet_data::batch::Shard;
 use convnet_data::{ImageSet, PixelScale};
 use convnet_io::metrics::{predict_probabilities, Predictions};
-use convnet_tensor::kernels::reduce::tree_sum;
+use convnet_tensor::gradient_tree::tree_sum;
 use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};

@@ -3,10 +3,10 @@
 
 use super::checkpoint::{save_checkpoint, HistoryRow, RunFiles, TrainingState};
 use super::config::{CheckpointEvery, TrainConfig};
-use super::distributed::Cluster;
+use super::distributed::{Cluster, StepTotals};
 use super::interrupt::Interrupt;
-use anyhow::{bail, Result};
-use convnet_data::batch::{BatchConfig, BatchStream};
+use anyhow::{anyhow, Result};
+use convnet_data::batch::{Batch, BatchConfig, BatchStream};
 use convnet_data::{Augmentation, ImageSet};
 use convnet_io::model_file::{self, ModelMeta};
 use convnet_optim::Optimizer;
@@ -66,6 +66,91 @@ pub enum EpochEnd {
     Interrupted(i32),
 }
 
+/// The epoch's progress bar, on a terminal only.
+fn progress_bar(
+    config: &TrainConfig,
+    epoch: usize,
+    batches: usize,
+    batches_done: usize,
+) -> Option<indicatif::ProgressBar> {
+    std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(batches as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("Epoch {}/{}", epoch + 1, config.epochs));
+        bar.set_position(batches_done as u64);
+        bar
+    })
+}
+
+/// One step's forward and backward pass over this process's part of `batch`,
+/// leaving the batch's gradient in the model: the loss over the whole batch's
+/// size, the backward as a subtree of the gradient tree's leaves. Alone, the
+/// step's totals are this process's own; with MPI the ranks finish the
+/// gradient tree and agree on them ([`Cluster::finish_step`]).
+fn forward_backward(
+    model: &mut Sequential<f32>,
+    loss_fn: &mut SoftmaxCrossEntropy<f32>,
+    batch: &Batch,
+    step_seed: u64,
+    cluster: &Cluster,
+    stop: Option<i32>,
+) -> Result<StepTotals> {
+    // this process's part of the batch (all of it without MPI): forward,
+    // loss over the whole batch's size, backward as a subtree of leaves
+    let (_, leaves) = cluster.shard().part(batch.batch_total);
+    let correct = if batch.labels.is_empty() {
+        for param in model.params_mut() {
+            param.grad.fill(0.0); // a part with no image adds nothing
+        }
+        0
+    } else {
+        let mode = Mode::Train { seed: step_seed, first_image: batch.first_image };
+        let logits = model.forward(batch.images.view(), mode)?;
+        loss_fn.forward_part(logits, &batch.labels, batch.batch_total)?;
+        model.set_gradient_leaves(leaves);
+        model.backward(loss_fn.grad_logits().view())?;
+        loss_fn.correct(&batch.labels)
+    };
+    let sample_losses = if batch.labels.is_empty() { &[][..] } else { loss_fn.sample_losses() };
+
+    if cluster.size() > 1 {
+        return Ok(cluster.finish_step(model, sample_losses, batch.batch_total, correct, stop));
+    }
+    let loss = SoftmaxCrossEntropy::sum_in_order(sample_losses) * (1.0 / batch.batch_total.max(1) as f32);
+    Ok(StepTotals { loss, correct, stop })
+}
+
+/// The error for a loss that is no longer finite at (`epoch`, `batch_number`),
+/// saying which checkpoint is kept.
+fn not_finite(
+    loss: f32,
+    (epoch, batch_number): (usize, usize),
+    batches: usize,
+    inputs: &EpochInputs<'_>,
+) -> anyhow::Error {
+    let files = inputs.files;
+    let kept = match inputs.last_checkpoint.get() {
+        None => "no checkpoint had been written yet".to_string(),
+        Some((epochs, 0)) => {
+            format!("the last good checkpoint, {} (after epoch {epochs}), is kept", files.checkpoint().display())
+        }
+        Some((epochs, batches)) => format!(
+            "the last good checkpoint, {} (epoch {}, batch {batches}), is kept",
+            files.checkpoint().display(),
+            epochs + 1
+        ),
+    };
+    anyhow!(
+        "the loss became {loss} at epoch {}, batch {} of {batches}; training stopped and {kept}. Try a smaller --lr.",
+        epoch + 1,
+        batch_number + 1,
+    )
+}
+
 /// Trains the rest of epoch `state.epochs_done + 1`, from batch
 /// `state.batches_done` on (a resumed run starts where its checkpoint was),
 /// keeping the running sums in `state`.
@@ -76,7 +161,7 @@ pub fn train_epoch(
     state: &mut TrainingState,
     inputs: &EpochInputs<'_>,
 ) -> Result<EpochEnd> {
-    let EpochInputs { config, files, train_set, batches, interrupt, cluster, .. } = *inputs;
+    let EpochInputs { config, train_set, batches, interrupt, cluster, .. } = *inputs;
     let epoch = state.epochs_done;
     let started = Instant::now();
     let stream_config = BatchConfig {
@@ -90,17 +175,7 @@ pub fn train_epoch(
         shard: cluster.shard(),
     };
     let mut stream = BatchStream::new((*train_set).clone(), stream_config);
-    let bar = std::io::stdout().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(batches as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("Epoch {}/{}", epoch + 1, config.epochs));
-        bar.set_position(state.batches_done as u64);
-        bar
-    });
+    let bar = progress_bar(config, epoch, batches, state.batches_done);
     // time spent waiting for the loader thread: the share of the epoch lost to data
     let mut data_wait = Duration::ZERO;
     let (mut last_checkpoint, mut steps_since_checkpoint) = (Instant::now(), 0u64);
@@ -113,45 +188,10 @@ pub fn train_epoch(
             return Err(error.into());
         }
         let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
-        // this process's part of the batch (all of it without MPI): forward,
-        // loss over the whole batch's size, backward as a subtree of leaves
-        let (_, leaves) = cluster.shard().part(batch.batch_total);
-        let correct = if batch.labels.is_empty() {
-            for param in model.params_mut() {
-                param.grad.fill(0.0); // a part with no image adds nothing
-            }
-            0
-        } else {
-            let mode = Mode::Train { seed: step_seed, first_image: batch.first_image };
-            let logits = model.forward(batch.images.view(), mode)?;
-            loss_fn.forward_part(logits, &batch.labels, batch.batch_total)?;
-            model.set_gradient_leaves(leaves);
-            model.backward(loss_fn.grad_logits().view())?;
-            loss_fn.correct(&batch.labels)
-        };
-        let sample_losses = if batch.labels.is_empty() { &[][..] } else { loss_fn.sample_losses() };
-        let totals = cluster.finish_step(model, sample_losses, batch.batch_total, correct, interrupt.requested());
+        let totals = forward_backward(model, loss_fn, &batch, step_seed, cluster, interrupt.requested())?;
         let loss = totals.loss;
         if !loss.is_finite() {
-            let kept = match inputs.last_checkpoint.get() {
-                None => "no checkpoint had been written yet".to_string(),
-                Some((epochs, 0)) => {
-                    format!(
-                        "the last good checkpoint, {} (after epoch {epochs}), is kept",
-                        files.checkpoint().display()
-                    )
-                }
-                Some((epochs, batches)) => format!(
-                    "the last good checkpoint, {} (epoch {}, batch {batches}), is kept",
-                    files.checkpoint().display(),
-                    epochs + 1
-                ),
-            };
-            bail!(
-                "the loss became {loss} at epoch {}, batch {} of {batches}; training stopped and {kept}. Try a smaller --lr.",
-                epoch + 1,
-                batch.number + 1,
-            );
+            return Err(not_finite(loss, (epoch, batch.number), batches, inputs));
         }
         optimizer.step(&mut model.params_mut())?;
         state.step += 1;

@@ -139,50 +139,31 @@ fn load_data_as(config: &TrainConfig, quiet: bool, shared_cache: bool) -> Result
     Ok((loaded.training, validation))
 }
 
-/// Runs (or resumes) a training run, on this process or on every rank of an
-/// MPI job (see [`distributed`]).
-pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
-    config.validate()?;
-    let files = RunFiles { dir: config.out_dir() };
-    let architecture = match &config.architecture {
-        Some(spec) => spec.clone(),
-        None => resolve_architecture(&config.model)?,
-    };
-    let lock = if cluster.is_root() {
-        std::fs::create_dir_all(&files.dir)
-            .with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
-        // before the slow part, so a second run into the same directory fails at once
-        Some(RunLock::acquire(&files.dir)?)
-    } else {
-        None
-    };
-    let (train_set, val_set) = load_shared(config, cluster)?;
-    let class_names = train_set.class_names().to_vec();
-    let meta = ModelMeta {
-        format_version: FORMAT_VERSION,
-        architecture: architecture.clone(),
-        class_names: class_names.clone(),
-        image_size: config.image.image_size,
-        color_mode: config.image.color_mode,
-        pixel_scale: config.pixel_scale,
-        interpolation: config.interpolation,
-        crop_to_aspect_ratio: config.crop_to_aspect_ratio,
-    };
+/// The model of a run: the architecture on the run's input shape, with the
+/// convolution methods asked for and `--init-weights`, after checking the
+/// batch size and the memory a batch needs.
+fn build_model(
+    config: &TrainConfig,
+    architecture: &convnet_tensor::model::ModelSpec,
+    meta: &ModelMeta,
+    train_images: usize,
+) -> Result<Sequential<f32>> {
     let input_shape = meta.input_shape();
-    let mut model = architecture.build::<f32>(&input_shape, class_names.len(), config.seed).with_context(|| {
-        format!(
-            "the {} architecture cannot take {}x{}x{} inputs",
-            config.model, input_shape[1], input_shape[2], input_shape[0]
-        )
-    })?;
+    let mut model =
+        architecture.build::<f32>(&input_shape, meta.class_names.len(), config.seed).with_context(|| {
+            format!(
+                "the {} architecture cannot take {}x{}x{} inputs",
+                config.model, input_shape[1], input_shape[2], input_shape[0]
+            )
+        })?;
     config.conv_algo.apply(&mut model)?;
-    if config.batch_size > train_set.len() {
+    if config.batch_size > train_images {
         bail!(
             "--batch-size {} is larger than the {} training images in {}: choose at most {}",
             config.batch_size,
-            train_set.len(),
+            train_images,
             config.train.display(),
-            train_set.len()
+            train_images
         );
     }
     crate::preflight::check_memory(&model, config.batch_size)?;
@@ -192,54 +173,161 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
             .with_context(|| format!("--init-weights {}: does not fit this model", init.display()))?;
         println!("Initialised weights from {}", init.display());
     }
-    let mut optimizer = AnyOptimizer::new(config)?;
-    let mut state = TrainingState { lr: config.lr, ..TrainingState::default() };
-    let batches = batches_per_epoch(train_set.len(), config.batch_size);
+    Ok(model)
+}
 
-    if resume {
-        let (optimizer_state, saved) = load_checkpoint(&files.checkpoint(), &mut model)?;
-        optimizer
-            .get()
-            .load_state(optimizer_state)
-            .map_err(|e: OptimError| anyhow!("{}: {e}", files.checkpoint().display()))?;
-        optimizer.get().set_learning_rate(saved.lr);
-        state = saved;
-        // the checkpoint keeps no times; history.csv has them
-        for (row, seconds) in state.history.iter_mut().zip(read_history_seconds(&files)) {
-            row.seconds = seconds;
-        }
-        if state.batches_done > 0 {
-            println!(
-                "Resuming {} at epoch {} of {}, batch {} of {batches}",
-                files.dir.display(),
-                state.epochs_done + 1,
-                config.epochs,
-                state.batches_done + 1
-            );
-        } else {
-            println!("Resuming {} after epoch {} of {}", files.dir.display(), state.epochs_done, config.epochs);
-        }
-    } else {
-        let mut saved = config.clone();
-        saved.architecture = Some(architecture.clone());
-        saved.out = Some(files.dir.clone());
-        let text = toml::to_string_pretty(&saved).map_err(|e| anyhow!("cannot encode the configuration: {e}"))?;
-        if cluster.is_root() {
-            write_atomic(&files.config(), text.as_bytes())?;
-        }
-        print!("{}", crate::model_summary::summary_table(&model, config.batch_size));
+/// Restores the weights, the optimizer and the counters of `--resume`.
+fn restore_checkpoint(
+    config: &TrainConfig,
+    files: &RunFiles,
+    model: &mut Sequential<f32>,
+    optimizer: &mut AnyOptimizer,
+    batches: usize,
+) -> Result<TrainingState> {
+    let (optimizer_state, mut saved) = load_checkpoint(&files.checkpoint(), model)?;
+    optimizer
+        .get()
+        .load_state(optimizer_state)
+        .map_err(|e: OptimError| anyhow!("{}: {e}", files.checkpoint().display()))?;
+    optimizer.get().set_learning_rate(saved.lr);
+    // the checkpoint keeps no times; history.csv has them
+    for (row, seconds) in saved.history.iter_mut().zip(read_history_seconds(files)) {
+        row.seconds = seconds;
     }
+    if saved.batches_done > 0 {
+        println!(
+            "Resuming {} at epoch {} of {}, batch {} of {batches}",
+            files.dir.display(),
+            saved.epochs_done + 1,
+            config.epochs,
+            saved.batches_done + 1
+        );
+    } else {
+        println!("Resuming {} after epoch {} of {}", files.dir.display(), saved.epochs_done, config.epochs);
+    }
+    Ok(saved)
+}
 
+/// A new run: its exact configuration to config.toml, the model summary.
+fn start_run(
+    config: &TrainConfig,
+    files: &RunFiles,
+    architecture: &convnet_tensor::model::ModelSpec,
+    model: &Sequential<f32>,
+    cluster: &Cluster,
+) -> Result<()> {
+    let mut saved = config.clone();
+    saved.architecture = Some(architecture.clone());
+    saved.out = Some(files.dir.clone());
+    let text = toml::to_string_pretty(&saved).map_err(|e| anyhow!("cannot encode the configuration: {e}"))?;
+    if cluster.is_root() {
+        write_atomic(&files.config(), text.as_bytes())?;
+    }
+    print!("{}", crate::model_summary::summary_table(model, config.batch_size));
+    Ok(())
+}
+
+/// The epoch's one line: its losses and accuracies, the learning rate, the
+/// speed and the data wait (and the ranks' share of the time, with MPI).
+fn epoch_line(
+    config: &TrainConfig,
+    cluster: &Cluster,
+    state: &TrainingState,
+    (training_seconds, data_wait, communication): (f64, std::time::Duration, f64),
+) -> String {
+    let row = state.history.last().expect("the epoch's row was pushed");
+    let (loss, accuracy, seconds, lr) = (row.loss, row.accuracy, row.seconds, row.lr);
+    let mut line =
+        format!("Epoch {}/{} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4}", row.epoch, config.epochs);
+    if let (Some(vl), Some(va)) = (row.val_loss, row.val_accuracy) {
+        line.push_str(&format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}"));
+    }
+    line.push_str(&format!(
+        " - lr: {lr:.2e} - {:.1} img/s - data wait {:.1}%",
+        state.epoch_seen as f64 / training_seconds.max(1e-9),
+        100.0 * data_wait.as_secs_f64() / training_seconds.max(1e-9)
+    ));
+    if cluster.size() > 1 {
+        line.push_str(&format!(
+            " - {} ranks, {:.1} img/s each, communication {:.1}%",
+            cluster.size(),
+            state.epoch_seen as f64 / training_seconds.max(1e-9) / cluster.size() as f64,
+            100.0 * communication / seconds.max(1e-9)
+        ));
+    }
+    line
+}
+
+/// What a model file of this run says about its input and classes.
+fn model_meta(
+    config: &TrainConfig,
+    architecture: &convnet_tensor::model::ModelSpec,
+    class_names: &[String],
+) -> ModelMeta {
+    ModelMeta {
+        format_version: FORMAT_VERSION,
+        architecture: architecture.clone(),
+        class_names: class_names.to_vec(),
+        image_size: config.image.image_size,
+        color_mode: config.image.color_mode,
+        pixel_scale: config.pixel_scale,
+        interpolation: config.interpolation,
+        crop_to_aspect_ratio: config.crop_to_aspect_ratio,
+    }
+}
+
+/// The loss of the run: softmax cross-entropy, weighted by class with
+/// `--class-weight balanced` (the weights printed).
+fn loss_function(config: &TrainConfig, train_set: &ImageSet) -> Result<SoftmaxCrossEntropy<f32>> {
+    let class_names = train_set.class_names();
     let class_weights =
         config.class_weight.map(|ClassWeighting::Balanced| balanced_class_weights(&train_set.class_counts()));
     if let Some(weights) = &class_weights {
         let shown: Vec<String> = class_names.iter().zip(weights).map(|(n, w)| format!("{n}: {w:.3}")).collect();
         println!("Class weights (balanced): {}", shown.join(", "));
     }
-    let mut loss_fn = match &class_weights {
+    Ok(match &class_weights {
         Some(weights) => SoftmaxCrossEntropy::with_class_weights(weights.clone()),
         None => SoftmaxCrossEntropy::new(),
+    })
+}
+
+/// Creates the run directory and locks it (rank 0 only), before the slow
+/// part, so a second run into the same directory fails at once.
+fn lock_run_dir(files: &RunFiles, cluster: &Cluster) -> Result<Option<RunLock>> {
+    if !cluster.is_root() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&files.dir)
+        .with_context(|| format!("cannot create output directory {}", files.dir.display()))?;
+    Ok(Some(RunLock::acquire(&files.dir)?))
+}
+
+/// Runs (or resumes) a training run, on this process or on every rank of an
+/// MPI job (see [`distributed`]).
+pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
+    config.validate()?;
+    let files = RunFiles { dir: config.out_dir() };
+    let architecture = match &config.architecture {
+        Some(spec) => spec.clone(),
+        None => resolve_architecture(&config.model)?,
     };
+    let lock = lock_run_dir(&files, cluster)?;
+    let (train_set, val_set) = load_shared(config, cluster)?;
+    let class_names = train_set.class_names().to_vec();
+    let meta = model_meta(config, &architecture, &class_names);
+    let mut model = build_model(config, &architecture, &meta, train_set.len())?;
+    let mut optimizer = AnyOptimizer::new(config)?;
+    let mut state = TrainingState { lr: config.lr, ..TrainingState::default() };
+    let batches = batches_per_epoch(train_set.len(), config.batch_size);
+
+    if resume {
+        state = restore_checkpoint(config, &files, &mut model, &mut optimizer, batches)?;
+    } else {
+        start_run(config, &files, &architecture, &model, cluster)?;
+    }
+
+    let mut loss_fn = loss_function(config, &train_set)?;
     let train_set = Arc::new(train_set);
     let interrupt = Interrupt::install().context("cannot install the Ctrl-C handler")?;
     let inputs = EpochInputs {
@@ -280,27 +368,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
         let seconds = started.elapsed().as_secs_f64();
         let lr = optimizer.get().learning_rate();
         state.history.push(HistoryRow { epoch: epoch + 1, loss, accuracy, val_loss, val_accuracy, lr, seconds });
-        let mut line = format!(
-            "Epoch {}/{} - {seconds:.1}s - loss: {loss:.4} - accuracy: {accuracy:.4}",
-            epoch + 1,
-            config.epochs
-        );
-        if let (Some(vl), Some(va)) = (val_loss, val_accuracy) {
-            line.push_str(&format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}"));
-        }
-        line.push_str(&format!(
-            " - lr: {lr:.2e} - {:.1} img/s - data wait {:.1}%",
-            state.epoch_seen as f64 / training_seconds.max(1e-9),
-            100.0 * data_wait.as_secs_f64() / training_seconds.max(1e-9)
-        ));
-        if cluster.size() > 1 {
-            line.push_str(&format!(
-                " - {} ranks, {:.1} img/s each, communication {:.1}%",
-                cluster.size(),
-                state.epoch_seen as f64 / training_seconds.max(1e-9) / cluster.size() as f64,
-                100.0 * communication / seconds.max(1e-9)
-            ));
-        }
+        let line = epoch_line(config, cluster, &state, (training_seconds, data_wait, communication));
         println!("{line}");
         if !warned_stall {
             if let Some(warning) = stall_warning(&state.history, class_names.len(), majority_share) {

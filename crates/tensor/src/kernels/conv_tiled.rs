@@ -26,6 +26,7 @@
 
 use crate::element::Element;
 use crate::geometry::ConvGeometry;
+use crate::kernels::cpu::simd_variant;
 use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::kernels::gemm_packed::{gemm_packed, PackedA};
@@ -192,15 +193,7 @@ fn backward_tiled<T: Element>(
     workspace: &mut ConvWorkspace<T>,
 ) {
     let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
-    assert_eq!(weight.len() % col_rows, 0, "conv2d backward: weight length");
-    let out_channels = weight.len() / col_rows;
-    assert_eq!(grad_output.len(), batch * out_channels * out_pixels, "conv2d backward: grad_output length");
-    if let Some(grad_input) = grad_input.as_deref() {
-        assert_eq!(grad_input.len(), batch * geom.in_len(), "conv2d backward: grad_input length");
-    }
-    if let Some(grads) = weight_grads.as_ref() {
-        assert_eq!(grads.grad_bias.len(), out_channels, "conv2d backward: grad_bias length");
-    }
+    let out_channels = checked_out_channels(geom, weight, batch, grad_output, &weight_grads, grad_input.as_deref());
     let weight_len = out_channels * col_rows;
     let per_image_len = weight_len + out_channels;
     let rows_per_tile = tile_rows(geom, BACKWARD_TILE_ELEMENTS);
@@ -243,48 +236,23 @@ fn backward_tiled<T: Element>(
         col_scratch.with(tile_len, |col_buf| {
             for row_start in (0..geom.out_h).step_by(rows_per_tile) {
                 let row_end = (row_start + rows_per_tile).min(geom.out_h);
-                let tile_cols = (row_end - row_start) * geom.out_w;
                 let dy_tile = &dy[row_start * geom.out_w..];
                 if let (Some(partial), Some(input)) = (partial.as_deref_mut(), input) {
                     let image = &input[n * geom.in_len()..(n + 1) * geom.in_len()];
-                    let (partial_weight, partial_bias) = partial.split_at_mut(weight_len);
-                    // in the forward pass this was `y[o, p] += b[o]`, so now `db[o] += dy[o, p]`,
-                    // summed tile by tile while the tile of dY is in cache for the GEMMs below
-                    // (a separate pass over dY cost 3% of a baseline training step)
-                    for (o, db) in partial_bias.iter_mut().enumerate() {
-                        let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
-                        *db += sum_in_lanes(row);
-                    }
-                    im2col(geom, image, row_start, row_end, col_buf);
-                    // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
-                    // Both operands are contiguous along the tile: gemm_nt's dot-product
-                    // kernel reads them as they lie (the packed GEMM gathers col^T).
-                    let beta = if row_start == 0 { T::zero() } else { T::one() };
-                    gemm_nt(
-                        out_channels,
-                        col_rows,
-                        tile_cols,
-                        dy_tile,
-                        out_pixels,
-                        col_buf,
-                        tile_cols,
-                        beta,
-                        partial_weight,
-                        col_rows,
-                    );
+                    weight_grad_tile(geom, image, dy_tile, out_pixels, (row_start, row_end), col_buf, partial);
                 }
                 if let Some(image_grad) = image_grad.as_deref_mut() {
-                    // and dcol (C*KH*KW, tile) = W^T (C*KH*KW, OC) * dY (OC, tile), over
-                    // the columns, whose lines are still in cache (a separate buffer
-                    // cost 50 us of a 780 us conv2 tile in cache misses)
-                    let grad_col_buf = &mut col_buf[..];
-                    gemm_packed(packed_weight_t, tile_cols, dy_tile, out_pixels, T::zero(), grad_col_buf, tile_cols);
-                    // output rows row_start..row_end read input rows up to (but not
-                    // including) (row_end - 1) * s + KH - pt
-                    let rows_reached =
-                        ((row_end - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
-                    zero_rows_until(image_grad, rows_reached);
-                    col2im(geom, grad_col_buf, row_start, row_end, image_grad);
+                    let rows = (row_start, row_end);
+                    input_grad_tile(
+                        geom,
+                        packed_weight_t,
+                        dy_tile,
+                        out_pixels,
+                        rows,
+                        col_buf,
+                        image_grad,
+                        &mut zero_rows_until,
+                    );
                 }
             }
         });
@@ -321,22 +289,93 @@ fn backward_tiled<T: Element>(
     }
 }
 
-/// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`
-/// if a ReLU is fused.
-fn add_bias<T: Element>(row: &mut [T], bias: T, relu: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { add_bias_avx2(row, bias, relu) };
+/// The output channels of a backward pass, every buffer's length checked
+/// against the geometry (programming errors in the layer, never user input).
+fn checked_out_channels<T: Element>(
+    geom: &ConvGeometry,
+    weight: &[T],
+    batch: usize,
+    grad_output: &[T],
+    weight_grads: &Option<WeightGrads<'_, T>>,
+    grad_input: Option<&[T]>,
+) -> usize {
+    assert_eq!(weight.len() % geom.col_rows(), 0, "conv2d backward: weight length");
+    let out_channels = weight.len() / geom.col_rows();
+    assert_eq!(grad_output.len(), batch * out_channels * geom.out_pixels(), "conv2d backward: grad_output length");
+    if let Some(grad_input) = grad_input {
+        assert_eq!(grad_input.len(), batch * geom.in_len(), "conv2d backward: grad_input length");
     }
-    add_bias_body(row, bias, relu)
+    if let Some(grads) = weight_grads.as_ref() {
+        assert_eq!(grads.grad_bias.len(), out_channels, "conv2d backward: grad_bias length");
+    }
+    out_channels
 }
 
-/// [`add_bias`] compiled for AVX2 (8 floats wide; same results).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn add_bias_avx2<T: Element>(row: &mut [T], bias: T, relu: bool) {
-    add_bias_body(row, bias, relu)
+/// One tile's share of one image's weight and bias gradients, added to
+/// `partial` (`dW` `(OC, C*KH*KW)` then `db` `(OC,)`): the columns of output
+/// rows `rows.0..rows.1` are gathered into `col_buf`, then
+/// `db[o] += sum dY[o, tile]` and `dW += dY_tile col^T` (the first tile
+/// overwrites `dW`).
+fn weight_grad_tile<T: Element>(
+    geom: &ConvGeometry,
+    image: &[T],
+    dy_tile: &[T],
+    out_pixels: usize,
+    (row_start, row_end): (usize, usize),
+    col_buf: &mut [T],
+    partial: &mut [T],
+) {
+    let col_rows = geom.col_rows();
+    let tile_cols = (row_end - row_start) * geom.out_w;
+    let out_channels = partial.len() / (col_rows + 1);
+    let (partial_weight, partial_bias) = partial.split_at_mut(out_channels * col_rows);
+    // in the forward pass this was `y[o, p] += b[o]`, so now `db[o] += dy[o, p]`,
+    // summed tile by tile while the tile of dY is in cache for the GEMMs below
+    // (a separate pass over dY cost 3% of a baseline training step)
+    for (o, db) in partial_bias.iter_mut().enumerate() {
+        let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
+        *db += sum_in_lanes(row);
+    }
+    im2col(geom, image, row_start, row_end, col_buf);
+    // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
+    // Both operands are contiguous along the tile: gemm_nt's dot-product
+    // kernel reads them as they lie (the packed GEMM gathers col^T).
+    let beta = if row_start == 0 { T::zero() } else { T::one() };
+    gemm_nt(out_channels, col_rows, tile_cols, dy_tile, out_pixels, col_buf, tile_cols, beta, partial_weight, col_rows);
+}
+
+/// One tile's share of one image's input gradient: `dcol = W^T dY_tile` into
+/// `col_buf` (its columns are no longer needed), then col2im adds it onto
+/// `image_grad`, whose rows `zero_rows_until` clears just before they are
+/// first reached.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_tile<T: Element>(
+    geom: &ConvGeometry,
+    packed_weight_t: &PackedA<T>,
+    dy_tile: &[T],
+    out_pixels: usize,
+    (row_start, row_end): (usize, usize),
+    col_buf: &mut [T],
+    image_grad: &mut [T],
+    zero_rows_until: &mut impl FnMut(&mut [T], usize),
+) {
+    let tile_cols = (row_end - row_start) * geom.out_w;
+    // dcol (C*KH*KW, tile) = W^T (C*KH*KW, OC) * dY (OC, tile), over the
+    // columns, whose lines are still in cache (a separate buffer cost 50 us of
+    // a 780 us conv2 tile in cache misses)
+    gemm_packed(packed_weight_t, tile_cols, dy_tile, out_pixels, T::zero(), col_buf, tile_cols);
+    // output rows row_start..row_end read input rows up to (but not
+    // including) (row_end - 1) * s + KH - pt
+    let rows_reached = ((row_end - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
+    zero_rows_until(image_grad, rows_reached);
+    col2im(geom, col_buf, row_start, row_end, image_grad);
+}
+
+simd_variant! {
+    /// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`
+    /// if a ReLU is fused (with AVX2: 8 floats wide, the same results).
+    fn add_bias = add_bias_body, "avx2", avx2;
+    (row: &mut [T], bias: T, relu: bool)
 }
 
 #[inline(always)]

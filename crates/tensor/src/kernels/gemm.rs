@@ -92,10 +92,26 @@ pub fn gemm<T: Element>(
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above guarantee every addressed element is in bounds,
-    // and `c` is a unique borrow, so it cannot alias `a` or `b`.
-    unsafe {
-        T::gemm_raw(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), ldc as isize, 1)
+    let ldc = ldc as isize;
+    // SAFETY (both calls): the asserts above guarantee every addressed element
+    // is in bounds, and `c` is a unique borrow, so it cannot alias `a` or `b`.
+    if let Some(c) = T::as_f32_mut(c) {
+        let (a, b) = same_type(T::as_f32(a), T::as_f32(b));
+        let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c.as_mut_ptr(), ldc, 1) }
+    } else if let Some(c) = T::as_f64_mut(c) {
+        let (a, b) = same_type(T::as_f64(a), T::as_f64(b));
+        let (alpha, beta) = (alpha.to_f64(), beta.to_f64());
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c.as_mut_ptr(), ldc, 1) }
+    }
+}
+
+/// The pointers of two slices that [`Element::as_f32`] (or `as_f64`) viewed
+/// as the output's type: they have it too, being of the same `T`.
+fn same_type<U>(a: Option<&[U]>, b: Option<&[U]>) -> (*const U, *const U) {
+    match (a, b) {
+        (Some(a), Some(b)) => (a.as_ptr(), b.as_ptr()),
+        _ => unreachable!("A, B and C share one element type"),
     }
 }
 

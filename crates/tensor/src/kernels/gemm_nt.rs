@@ -66,6 +66,7 @@
 //! ```
 
 use crate::element::Element;
+use crate::kernels::cpu;
 use crate::kernels::gemm::{gemm, Trans};
 
 /// `C := A * B^T + beta * C` (see the module docs for the layout).
@@ -95,13 +96,55 @@ pub fn gemm_nt<T: Element>(
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above keep every addressed element in bounds, and `c`
-    // is a unique borrow, so it cannot alias `a` or `b`.
-    let done = unsafe { T::gemm_nt_raw(m, n, k, a.as_ptr(), lda, b.as_ptr(), ldb, beta, c.as_mut_ptr(), ldc) };
-    if !done {
+    if !simd_gemm_nt(m, n, k, a, lda, b, ldb, beta, c, ldc) {
         // no SIMD kernel for this CPU: the general packed GEMM
         gemm(Trans::No, Trans::Yes, m, n, k, T::one(), a, lda, b, ldb, beta, c, ldc);
     }
+}
+
+/// [`gemm_nt`] on this CPU's SIMD body ([`cpu::isa`]); `false`, touching
+/// nothing, if it has none. The slices are bounds-checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn simd_gemm_nt<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::kernels::x86_gemm_nt::{avx2_f32, avx2_f64, avx512_f32, avx512_f64};
+        let isa = cpu::isa();
+        // SAFETY (every call): the CPU has the body's features (`isa`), the
+        // caller's asserts keep every addressed element in bounds, and `c` is a
+        // unique borrow, so it cannot alias `a` or `b`.
+        if let (Some(c), Some(a), Some(b)) = (T::as_f32_mut(c), T::as_f32(a), T::as_f32(b)) {
+            let (a, b, c, beta) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), beta.to_f64() as f32);
+            match isa {
+                cpu::Isa::Avx512 => unsafe { avx512_f32(m, n, k, a, lda, b, ldb, beta, c, ldc) },
+                cpu::Isa::Avx2 => unsafe { avx2_f32(m, n, k, a, lda, b, ldb, beta, c, ldc) },
+                cpu::Isa::Portable => return false,
+            }
+            return true;
+        }
+        if let (Some(c), Some(a), Some(b)) = (T::as_f64_mut(c), T::as_f64(a), T::as_f64(b)) {
+            let (a, b, c, beta) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), beta.to_f64());
+            match isa {
+                cpu::Isa::Avx512 => unsafe { avx512_f64(m, n, k, a, lda, b, ldb, beta, c, ldc) },
+                cpu::Isa::Avx2 => unsafe { avx2_f64(m, n, k, a, lda, b, ldb, beta, c, ldc) },
+                cpu::Isa::Portable => return false,
+            }
+            return true;
+        }
+    }
+    let _ = (m, n, k, a, lda, b, ldb, beta, c, ldc);
+    false
 }
 
 /// The plain twin of [`gemm_nt`]: one dot product at a time (the general naive
@@ -186,9 +229,9 @@ mod tests {
             let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
             let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
             let expected32: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
-            let isa = x86_gemm_nt::isa();
+            let isa = crate::kernels::cpu::isa();
             let mut ran = 0;
-            if isa == x86_gemm_nt::Isa::Avx512 {
+            if isa == crate::kernels::cpu::Isa::Avx512 {
                 let mut out = vec![f64::NAN; m * n];
                 let mut out32 = vec![f32::NAN; m * n];
                 // SAFETY: the CPU has AVX-512F (checked by isa()); a is m x k and b is
@@ -202,10 +245,10 @@ mod tests {
                 assert_eq!(out32, expected32);
                 ran += 1;
             }
-            if isa != x86_gemm_nt::Isa::None {
+            if isa != crate::kernels::cpu::Isa::Portable {
                 let mut out = vec![f64::NAN; m * n];
                 let mut out32 = vec![f32::NAN; m * n];
-                // SAFETY: the CPU has AVX2 and FMA (isa() is not None); shapes and
+                // SAFETY: the CPU has AVX2 and FMA (isa() is not Portable); shapes and
                 // strides as above, in bounds, no aliasing.
                 unsafe {
                     x86_gemm_nt::avx2_f64(m, n, k, a.as_ptr(), k, b.as_ptr(), k, 0.0, out.as_mut_ptr(), n);

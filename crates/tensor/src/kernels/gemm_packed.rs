@@ -60,7 +60,10 @@
 use crate::element::Element;
 use crate::kernels::gemm::{gemm, Trans};
 
-pub use crate::kernels::MR;
+use crate::kernels::cpu;
+
+/// Rows of `A` per packed panel (and of `C` per micro-kernel block).
+pub const MR: usize = 8;
 
 /// A matrix `A` (`m x k`) packed for [`gemm_packed`]. Reuse one across calls:
 /// packing again only grows its buffers.
@@ -137,10 +140,20 @@ pub fn gemm_packed<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, be
     // `PackedA::pack` is the only writer of `rows`, `depth` and `panels`, and it
     // leaves `panels` exactly `ceil(rows / MR) * depth * MR` long, the rows past
     // `rows` zero, so every panel load of the kernel is in bounds.
-    let done = unsafe { T::gemm_packed_raw(m, n, k, a.panels.as_ptr(), b.as_ptr(), ldb, beta, c.as_mut_ptr(), ldc) };
-    if !done {
-        gemm_packed_fallback(a, n, b, ldb, beta, c, ldc);
+    #[cfg(target_arch = "x86_64")]
+    if cpu::features().avx512f {
+        use crate::kernels::x86_gemm_packed::{avx512_f32, avx512_f64};
+        // (the SAFETY argument above covers both calls; the CPU has AVX-512F)
+        if let (Some(c), Some(panels), Some(b)) = (T::as_f32_mut(c), T::as_f32(&a.panels), T::as_f32(b)) {
+            let (panels, b, c, beta) = (panels.as_ptr(), b.as_ptr(), c.as_mut_ptr(), beta.to_f64() as f32);
+            return unsafe { avx512_f32::<MR>(m, n, k, panels, b, ldb, beta, c, ldc) };
+        }
+        if let (Some(c), Some(panels), Some(b)) = (T::as_f64_mut(c), T::as_f64(&a.panels), T::as_f64(b)) {
+            let (panels, b, c, beta) = (panels.as_ptr(), b.as_ptr(), c.as_mut_ptr(), beta.to_f64());
+            return unsafe { avx512_f64::<MR>(m, n, k, panels, b, ldb, beta, c, ldc) };
+        }
     }
+    gemm_packed_fallback(a, n, b, ldb, beta, c, ldc);
 }
 
 /// The path for CPUs without AVX-512: the general GEMM on the plain copy of `A`.

@@ -28,6 +28,7 @@
 
 use crate::element::Element;
 use crate::geometry::ConvGeometry;
+use crate::kernels::cpu::simd_variant;
 
 /// Builds output rows `row_start..row_end` of the column matrix of one image.
 ///
@@ -77,31 +78,16 @@ pub fn im2col<T: Element>(geom: &ConvGeometry, image: &[T], row_start: usize, ro
     }
 }
 
-/// The adjoint of [`im2col`]: *adds* each entry of `col` (laid out as in
-/// [`im2col`], for output rows `row_start..row_end`) into the image pixel it was
-/// read from. Entries that were padding are dropped. `image_grad` is `(C, H, W)`
-/// and is accumulated into, never cleared.
-pub fn col2im<T: Element>(geom: &ConvGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { col2im_avx2(geom, col, row_start, row_end, image_grad) };
-    }
-    col2im_body(geom, col, row_start, row_end, image_grad)
-}
-
-/// [`col2im`] compiled for AVX2: the additions run 8 floats wide instead of
-/// the 4 of the baseline x86-64 target (same additions, same order, same bits).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn col2im_avx2<T: Element>(
-    geom: &ConvGeometry,
-    col: &[T],
-    row_start: usize,
-    row_end: usize,
-    image_grad: &mut [T],
-) {
-    col2im_body(geom, col, row_start, row_end, image_grad)
+simd_variant! {
+    /// The adjoint of [`im2col`]: *adds* each entry of `col` (laid out as in
+    /// [`im2col`], for output rows `row_start..row_end`) into the image pixel it was
+    /// read from. Entries that were padding are dropped. `image_grad` is `(C, H, W)`
+    /// and is accumulated into, never cleared.
+    ///
+    /// With AVX2 the additions run 8 floats wide instead of the 4 of the
+    /// baseline x86-64 target (same additions, same order, same bits).
+    pub fn col2im = col2im_body, "avx2", avx2;
+    (geom: &ConvGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T])
 }
 
 #[inline(always)]

@@ -11,16 +11,16 @@
 //! | [`gemm_nt`] | `C := A B^T + beta C` as blocks of dot products (AVX-512/AVX2) | [`gemm_nt::gemm_nt_naive`] |
 //! | [`gemm_packed`] | `C := A B + beta C` with `A` packed once, AVX-512 micro-kernel | [`gemm::gemm_naive`] |
 //! | [`im2col`] | the convolution's gather and its adjoint, col2im | [`im2col::im2col_naive`], [`im2col::col2im_naive`] |
-//! | [`conv_winograd`] | F(4x4, 3x3) on blocks of tiles: transforms along tiles, a register-blocked point GEMM | [`winograd`], `conv2d_forward_naive` |
 //! | [`conv_tiled`] | the whole convolution, tiled, fused with bias and ReLU | `conv2d_forward_im2col`, `conv2d_forward_naive` in [`crate::layers::conv2d`] |
 //! | [`pool2x2`] | the 2x2 stride-2 max-pool body | `maxpool_naive` in [`crate::layers::maxpool2d`] |
 //! | [`reduce`] | sums in a fixed order (reproducibility), the gradient tree of leaves | plain sums |
-//! | [`winograd`] | F(4x4, 3x3) forward, input and weight gradients: the arithmetic, plain | `conv2d_forward_naive`, `conv2d_backward_naive` |
+//! | [`winograd`] | F(4x4, 3x3): the arithmetic, plain (`mod.rs`), then the fast passes, tiles, plane transforms, point GEMM and AVX2 bodies, one file each | `conv2d_forward_naive`, `conv2d_backward_naive` |
 //! | [`scratch`] | per-thread buffers reused across batches | |
-//! | `x86_gemm_nt`, `x86_gemm_packed`, `x86_winograd` | the SIMD bodies, raw pointers, one per (ISA, type) | the generic kernels above |
+//! | [`cpu`] | the one seam for instruction sets: features detected once, the `simd_variant!` dispatch pattern | |
+//! | `x86_gemm_nt`, `x86_gemm_packed`, `winograd/x86` | the SIMD bodies, raw pointers, one per (ISA, type) | the generic kernels above |
 
 pub mod conv_tiled;
-pub mod conv_winograd;
+pub mod cpu;
 pub mod gemm;
 pub mod gemm_nt;
 pub mod gemm_packed;
@@ -31,15 +31,7 @@ pub mod scratch;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod winograd;
-pub(crate) mod winograd_parts;
-pub(crate) mod winograd_planes;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_gemm_nt;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_gemm_packed;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_winograd;
-
-/// Rows of `A` per packed panel of [`gemm_packed`] (and of `C` per
-/// micro-kernel block).
-pub const MR: usize = 8;

@@ -8,6 +8,7 @@
 
 use crate::element::Element;
 use crate::geometry::ConvGeometry;
+use crate::kernels::cpu::simd_variant;
 
 /// The common case with a fast path: 2x2 windows, stride 2, no padding (an odd
 /// last row or column is then never part of a window).
@@ -19,29 +20,20 @@ pub fn is_fast_2x2(geom: &ConvGeometry) -> bool {
         && 2 * geom.out_w <= geom.in_w
 }
 
-/// The common 2x2, stride 2, no-padding case. Why it is fast: the winner of
-/// each window is chosen with selects instead of branches (on real activations
-/// the comparisons are unpredictable, and a mispredicted branch costs more than
-/// the whole window), and the winner is first found as a position 0..3 in the
-/// window (`2 * row + column`), all in plain arithmetic on values the compiler
-/// can put side by side in SIMD registers: it pools 8 or 16 windows per
-/// instruction. Same result and tie rule (first in row-major order) as the
-/// general loop.
-pub fn pool_plane_2x2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { pool_plane_2x2_avx2(geom, plane, out, argmax) };
-    }
-    pool_plane_2x2_body(geom, plane, out, argmax)
-}
-
-/// [`pool_plane_2x2_body`] compiled for AVX2: 8 windows per instruction
-/// instead of SSE2's 4.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pool_plane_2x2_avx2<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
-    pool_plane_2x2_body(geom, plane, out, argmax)
+simd_variant! {
+    /// The common 2x2, stride 2, no-padding case. Why it is fast: the winner of
+    /// each window is chosen with selects instead of branches (on real activations
+    /// the comparisons are unpredictable, and a mispredicted branch costs more than
+    /// the whole window), and the winner is first found as a position 0..3 in the
+    /// window (`2 * row + column`), all in plain arithmetic on values the compiler
+    /// can put side by side in SIMD registers: it pools 8 or 16 windows per
+    /// instruction. Same result and tie rule (first in row-major order) as the
+    /// general loop.
+    ///
+    /// With AVX2, [`pool_plane_2x2_body`] compiled for it: 8 windows per
+    /// instruction instead of SSE2's 4.
+    pub fn pool_plane_2x2 = pool_plane_2x2_body, "avx2", avx2;
+    (geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32])
 }
 
 #[inline(always)]

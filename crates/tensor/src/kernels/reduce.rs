@@ -6,27 +6,11 @@
 //! count: [`reduce_in_order`] adds per-image partial gradients image by image,
 //! [`sum_in_lanes`] adds a row in 16 interleaved lanes and then a tree.
 //!
-//! ## Gradient leaves: the same bits on 1, 2 or 4 machines
-//!
-//! A batch's parameter gradient is a sum over its images. To make that sum
-//! independent of how many processes share the batch, it is always taken in
-//! one shape: the batch is cut into `L` *leaves* of equal, contiguous runs of
-//! images ([`gradient_leaves`]); each leaf is summed image by image; the leaf
-//! sums are added as a balanced binary tree ([`tree_sum`]):
-//!
-//! ```text
-//! images   0 1 2 3 | 4 5 6 7 | 8 9 10 11 | 12 13 14 15      (batch 16, L = 4)
-//! leaves   l0 = ((0+1)+2)+3   l1          l2                l3
-//! tree            (l0 + l1)         +          (l2 + l3)
-//! ```
-//!
-//! A process given a contiguous, aligned power-of-two block of leaves computes
-//! exactly one subtree, and finishing the tree over the processes' subtrees
-//! ([`tree_sum`] again, in rank order) gives the bits of one process doing it
-//! all. [`reduce_tree`] is this for per-image partials (convolutions); the
-//! dense layer runs one GEMM per leaf and adds them with [`tree_sum`].
+//! [`reduce_tree`] sums per-image partials as the batch's gradient tree
+//! ([`crate::gradient_tree`]: leaves, then a balanced tree of leaf sums).
 
 use crate::element::Element;
+use crate::gradient_tree::{effective_leaves, tree_split};
 use rayon::prelude::*;
 
 /// `sum(values)`, added in 16 interleaved partial sums (lane `l` takes elements
@@ -77,46 +61,14 @@ pub fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset: usize,
     debug_assert!(len == 0 || offset + len <= stride);
 }
 
-/// Leaves a batch of `batch` images is cut into: the largest of 4, 2, 1 that
-/// divides it. Four leaves make the gradient bit-identical for 1, 2 and 4
-/// processes; more would allow more processes but cost the dense layer one
-/// pass over its weight gradient per leaf.
-pub fn gradient_leaves(batch: usize) -> usize {
-    [4, 2, 1].into_iter().find(|&leaves| batch.is_multiple_of(leaves) && batch >= leaves).unwrap_or(1)
-}
-
-/// Where the balanced tree over `n` items splits: the largest power of two
-/// below `n` (`n >= 2`), so aligned power-of-two blocks are whole subtrees.
-fn tree_split(n: usize) -> usize {
-    n.next_power_of_two() / 2
-}
-
-/// `items[0] := items[0] + items[1] + ... + items[n-1]`, added as a balanced
-/// binary tree ((0+1)+(2+3)) elementwise; the other items are overwritten.
-/// Every item has the same length.
-pub fn tree_sum<T: Element>(items: &mut [&mut [T]]) {
-    let n = items.len();
-    if n < 2 {
-        return;
-    }
-    let (left, right) = items.split_at_mut(tree_split(n));
-    tree_sum(left);
-    tree_sum(right);
-    let (target, addend) = (&mut *left[0], &*right[0]);
-    target.par_chunks_mut(4096).zip(addend.par_chunks(4096)).for_each(|(t, a)| {
-        for (total, &value) in t.iter_mut().zip(a) {
-            *total += value;
-        }
-    });
-}
-
 /// `target[e] = sum_n partials[n * stride + offset + e]` over the batch's
 /// images as a tree of `leaves` leaves (module docs): image by image inside a
 /// leaf, leaf sums added as a balanced tree. `leaves = 1` is
 /// [`reduce_in_order`]; a `leaves` that does not divide the batch counts as 1.
 pub fn reduce_tree<T: Element>(partials: &[T], stride: usize, offset: usize, target: &mut [T], leaves: usize) {
     let batch = partials.len() / stride.max(1);
-    if leaves <= 1 || !batch.is_multiple_of(leaves) {
+    let leaves = effective_leaves(batch, leaves);
+    if leaves == 1 {
         return reduce_in_order(partials, stride, offset, target);
     }
     let per_leaf = batch / leaves;
@@ -143,7 +95,7 @@ pub fn reduce_tree<T: Element>(partials: &[T], stride: usize, offset: usize, tar
     });
 }
 
-/// [`tree_sum`] without the parallel split (inside an already parallel loop).
+/// [`crate::gradient_tree::tree_sum`] without the parallel split (inside an already parallel loop).
 fn tree_sum_serial<T: Element>(items: &mut [&mut [T]]) {
     let n = items.len();
     if n < 2 {
@@ -160,6 +112,7 @@ fn tree_sum_serial<T: Element>(items: &mut [&mut [T]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gradient_tree::{gradient_leaves, tree_sum};
 
     #[test]
     fn sum_in_lanes_adds_every_element_once() {

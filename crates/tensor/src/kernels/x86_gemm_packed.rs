@@ -1,10 +1,9 @@
 //! The AVX-512 kernels, one per element type, generated from one body.
 //!
 //! A leaf module: raw pointers and one element type per function, no
-//! generic [`crate::element::Element`], so the element trait can dispatch to
-//! these kernels without an import circle.
+//! generic [`crate::element::Element`]; [`crate::kernels::gemm_packed`]
+//! dispatches to them and passes its panel height `MR`.
 
-use crate::kernels::MR;
 use std::arch::x86_64::*;
 
 macro_rules! kernel {
@@ -18,7 +17,7 @@ macro_rules! kernel {
         /// `c` aliases neither.
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::too_many_arguments)]
-        pub(crate) unsafe fn $name(
+        pub(crate) unsafe fn $name<const MR: usize>(
             m: usize,
             n: usize,
             k: usize,
@@ -116,8 +115,3 @@ kernel!(
     _mm512_maskz_loadu_pd,
     _mm512_mask_storeu_pd
 );
-
-/// Whether this CPU runs the kernels.
-pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}

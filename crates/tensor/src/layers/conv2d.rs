@@ -81,7 +81,7 @@
 //!
 //! A 3x3 stride-1 convolution can instead run as Winograd F(4x4, 3x3)
 //! ([`crate::kernels::winograd`] for the arithmetic,
-//! [`crate::kernels::conv_winograd`] for the fast path): 4x fewer
+//! [`crate::kernels::winograd::passes`] for the fast path): 4x fewer
 //! multiplications for slightly more rounding. [`ConvAlgo`] chooses, pass by
 //! pass ([`crate::layers::conv_algo`]); `Auto` takes Winograd where it applies
 //! and the layer is big enough for the transforms to pay
@@ -90,12 +90,13 @@
 use crate::element::Element;
 use crate::geometry::{ConvGeometry, Padding};
 use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
-use crate::kernels::conv_winograd::{
-    self, conv2d_forward_winograd, conv2d_input_grad_winograd, conv2d_weight_grad_winograd, WinogradWorkspace,
-};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
+use crate::kernels::winograd;
+use crate::kernels::winograd::passes::{
+    conv2d_forward_winograd, conv2d_input_grad_winograd, conv2d_weight_grad_winograd, WinogradWorkspace,
+};
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use crate::layers::conv_algo::{ConvAlgo, ConvAlgos, AUTO_WINOGRAD_MIN_CHANNELS, AUTO_WINOGRAD_MIN_WIDTH};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
@@ -305,9 +306,10 @@ pub struct Conv2d<T: Element> {
     winograd: WinogradWorkspace<T>,
     /// The method asked for, pass by pass ([`Conv2d::resolved_algos`]: the ones that run).
     algos: ConvAlgos,
-    /// The input width of the model this layer was last shaped in (0: not yet),
-    /// for [`Conv2d::resolved_algos`] before any batch has run.
-    planned_width: std::sync::atomic::AtomicUsize,
+    /// The input geometry of the model this layer was placed in
+    /// ([`Layer::set_input_shape`]; `None` for a layer used on its own), for
+    /// [`Conv2d::resolved_algos`] before any batch has run.
+    planned: Option<ConvGeometry>,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -336,7 +338,7 @@ impl<T: Element> Conv2d<T> {
             workspace: ConvWorkspace::default(),
             winograd: WinogradWorkspace::default(),
             algos: ConvAlgos::default(),
-            planned_width: std::sync::atomic::AtomicUsize::new(0),
+            planned: None,
         })
     }
 
@@ -356,28 +358,31 @@ impl<T: Element> Conv2d<T> {
     }
 
     /// The methods that run, each [`ConvAlgo::Im2col`] or [`ConvAlgo::Winograd`],
-    /// for the input width the model was built for (`Auto` depends on it).
+    /// for the input the model was built for (`Auto` depends on its width); a
+    /// layer outside a model is taken to see a wide input.
     pub fn resolved_algos(&self) -> ConvAlgos {
-        let width = self.planned_width.load(std::sync::atomic::Ordering::Relaxed);
-        self.resolved_algos_for(width)
+        self.resolve(self.planned.as_ref())
     }
 
-    /// [`Conv2d::resolved_algos`] for inputs `input_width` wide (0: unknown, taken as wide).
+    /// The methods that run on `geom` (`None`: an input of unknown size, taken as wide).
     ///
     /// `Auto` resolves the same way for all three passes: each is a correlation
     /// between the same two channel counts over the same tiles (the input
     /// gradient swaps the channel sides, the weight gradient runs over the
     /// tiles), and per pass the measurements in `BENCHMARKS.md` ranked the two
     /// methods alike on every layer of `baseline` and `small`.
-    pub fn resolved_algos_for(&self, input_width: usize) -> ConvAlgos {
-        let winograd_applies = self.kernel == (3, 3) && self.stride == (1, 1);
-        let out_width = match self.padding {
-            Padding::Valid => input_width.saturating_sub(2),
-            Padding::Same => input_width,
+    fn resolve(&self, geom: Option<&ConvGeometry>) -> ConvAlgos {
+        let (winograd_applies, wide_enough) = match geom {
+            Some(geom) => (winograd::applies(geom), geom.out_w >= AUTO_WINOGRAD_MIN_WIDTH),
+            None => {
+                let wide = AUTO_WINOGRAD_MIN_WIDTH + self.kernel.1;
+                let geom = ConvGeometry::new(self.in_channels, wide, wide, self.kernel, self.stride, self.padding);
+                (geom.is_some_and(|geom| winograd::applies(&geom)), true)
+            }
         };
         let worth_it = self.in_channels >= AUTO_WINOGRAD_MIN_CHANNELS
             && self.out_channels >= AUTO_WINOGRAD_MIN_CHANNELS
-            && (input_width == 0 || out_width >= AUTO_WINOGRAD_MIN_WIDTH);
+            && wide_enough;
         let resolve = |algo: ConvAlgo| match algo {
             ConvAlgo::Winograd if winograd_applies => ConvAlgo::Winograd,
             ConvAlgo::Auto if winograd_applies && worth_it => ConvAlgo::Winograd,
@@ -388,15 +393,6 @@ impl<T: Element> Conv2d<T> {
             input_grad: resolve(self.algos.input_grad),
             weight_grad: resolve(self.algos.weight_grad),
         }
-    }
-
-    /// Which passes run by Winograd for this input geometry.
-    fn winograd_passes(&self, geom: &ConvGeometry) -> ConvAlgos {
-        let mut algos = self.resolved_algos_for(geom.in_w);
-        if !conv_winograd::applies(geom) {
-            algos = ConvAlgos::all(ConvAlgo::Im2col);
-        }
-        algos
     }
 
     /// The weights `(OC, C, KH, KW)`.
@@ -420,7 +416,7 @@ impl<T: Element> Conv2d<T> {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
         let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
-        if self.winograd_passes(&geom).forward == ConvAlgo::Winograd {
+        if self.resolve(Some(&geom)).forward == ConvAlgo::Winograd {
             return conv2d_forward_winograd(
                 &geom,
                 weight,
@@ -472,9 +468,17 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         false
     }
 
+    fn set_input_shape(&mut self, input_shape: &[usize]) {
+        self.planned = match *input_shape {
+            [_, height, width] => {
+                ConvGeometry::new(self.in_channels, height, width, self.kernel, self.stride, self.padding)
+            }
+            _ => None,
+        };
+    }
+
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
         expect_rank(input_shape, 3, "a (C, H, W)")?;
-        self.planned_width.store(input_shape[2], std::sync::atomic::Ordering::Relaxed);
         if input_shape[0] != self.in_channels {
             return Err(format!("expects {} input channels, got {}", self.in_channels, input_shape[0]));
         }
@@ -515,7 +519,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         grad_input: Option<ArrayViewMutD<'_, T>>,
     ) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
-        let passes = self.winograd_passes(&geom);
+        let passes = self.resolve(Some(&geom));
         let (dw_winograd, dx_winograd) =
             (passes.weight_grad == ConvAlgo::Winograd, passes.input_grad == ConvAlgo::Winograd);
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");

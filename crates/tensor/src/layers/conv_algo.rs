@@ -15,7 +15,7 @@
 //!   one pass over the columns.
 //! - [`ConvAlgo::Winograd`]: F(4x4, 3x3) for the forward pass and the input
 //!   gradient, F(3x3, 4x4) for the weight gradient
-//!   ([`crate::kernels::conv_winograd`]): 3x3 stride-1 layers only (the
+//!   ([`crate::kernels::winograd::passes`]): 3x3 stride-1 layers only (the
 //!   others fall back to im2col), 4x fewer multiplications, a few times more
 //!   rounding (`BENCHMARKS.md`).
 //! - [`ConvAlgo::Auto`]: Winograd where it applies and the layer is large
@@ -61,7 +61,7 @@ pub enum ConvAlgo {
     Auto,
     /// im2col + GEMM ([`crate::kernels::conv_tiled`]).
     Im2col,
-    /// Winograd ([`crate::kernels::conv_winograd`]) wherever it applies (3x3,
+    /// Winograd ([`crate::kernels::winograd::passes`]) wherever it applies (3x3,
     /// stride 1); im2col on the other layers.
     Winograd,
 }

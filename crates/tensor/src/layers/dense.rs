@@ -39,9 +39,9 @@
 //! ```
 
 use crate::element::Element;
+use crate::gradient_tree::{effective_leaves, tree_sum};
 use crate::kernels::gemm::{gemm, gemm_naive, Trans};
 use crate::kernels::gemm_nt::gemm_nt;
-use crate::kernels::reduce::tree_sum;
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
@@ -154,11 +154,7 @@ impl<T: Element> Layer<T> for Dense<T> {
         // (leaf l: images l*B/L .. (l+1)*B/L, summed in order inside the GEMM), the
         // leaves then added as a balanced tree (kernels::reduce), so processes that
         // split the batch reproduce these bits; one leaf is the plain product
-        let leaves = if self.gradient_leaves > 1 && batch.is_multiple_of(self.gradient_leaves) {
-            self.gradient_leaves
-        } else {
-            1
-        };
+        let leaves = effective_leaves(batch, self.gradient_leaves);
         let per_leaf = batch / leaves;
         let weight_len = fan_out * fan_in;
         self.leaf_grads.resize((leaves - 1) * weight_len, T::zero());

@@ -4,7 +4,7 @@
 //!
 //! | file | layer | forward | fast path in [`crate::kernels`] |
 //! |---|---|---|---|
-//! | [`conv2d`] | [`Conv2d`] | `y = W * im2col(x) + b` | `conv_tiled`, `im2col`, the GEMMs; `conv_winograd` ([`conv_algo`]: which, pass by pass) |
+//! | [`conv2d`] | [`Conv2d`] | `y = W * im2col(x) + b` | `conv_tiled`, `im2col`, the GEMMs; `winograd/` ([`conv_algo`]: which, pass by pass) |
 //! | [`maxpool2d`] | [`MaxPool2d`] | `y = max over each window` | `pool2x2` |
 //! | [`relu`] | [`Relu`] | `y = max(x, 0)` | |
 //! | [`dense`] | [`Dense`] | `y = x W^T + b` | `gemm`, `gemm_nt` |

@@ -137,7 +137,7 @@ impl<T: Element> Sequential<T> {
     }
 
     /// Appends a layer, checking that it accepts the current output shape.
-    pub fn push(&mut self, layer: Box<dyn Layer<T>>) -> Result<()> {
+    pub fn push(&mut self, mut layer: Box<dyn Layer<T>>) -> Result<()> {
         let index = self.layers.len();
         let output = layer.output_shape(self.output_shape()).map_err(|message| TensorError::Shape {
             index,
@@ -159,6 +159,7 @@ impl<T: Element> Sequential<T> {
                 message: format!("produces an empty output {output:?}"),
             });
         }
+        layer.set_input_shape(self.output_shape());
         self.layers.push(layer);
         if let Some(timings) = self.timings.as_mut() {
             timings.push([std::time::Duration::ZERO; 2]);

@@ -1,20 +1,18 @@
-//! The plane transforms of the fast Winograd path
-//! ([`crate::kernels::conv_winograd`], read it first): one input channel into
-//! `V = B^T d B`, one output channel's products back into pixels
-//! (`A^T M A`, bias, ReLU), and one gradient channel into `A dY A^T`, for one
-//! block of tiles. With AVX2 and f32 each runs fused in registers
-//! ([`crate::kernels::x86_winograd`]); otherwise the staged plain bodies of
-//! [`crate::kernels::winograd_parts`].
+//! The plane transforms of the fast Winograd path ([`super::passes`], read
+//! it first): one input channel into `V = B^T d B`, one output channel's
+//! products back into pixels (`A^T M A`, bias, ReLU), and one gradient channel
+//! into `A dY A^T`, for one block of tiles. With AVX2 and f32 each runs fused
+//! in registers ([`super::x86`]); otherwise the staged plain bodies of
+//! [`super::transforms`].
 
+use super::tiles::{Block, Shape, LANES};
+use super::transforms::{apply_a, apply_at, apply_bt, six, six_mut};
+#[cfg(target_arch = "x86_64")]
+use super::transforms::{f32_mut_ptr, f32_ptr, simd_f32};
+#[cfg(target_arch = "x86_64")]
+use super::x86::{grad_transform_f32, input_transform_f32, join_phases_f32, output_transform_f32, split_phases4_f32};
+use super::{ALPHA, TILE};
 use crate::element::Element;
-use crate::kernels::winograd::{ALPHA, TILE};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::winograd_parts::avx2_fma;
-use crate::kernels::winograd_parts::{apply_a, apply_at, apply_bt, as_f32, is_f32, six, six_mut, Block, Shape, LANES};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::x86_winograd::{
-    grad_transform_f32, input_transform_f32, join_phases_f32, output_transform_f32, split_phases4_f32,
-};
 
 /// `V[p][c][t] = (B^T d B)[p]` for the tiles of `block` in one input plane,
 /// `v` addressed as `v[p * point_stride + t]`.
@@ -36,7 +34,7 @@ pub(crate) fn transform_input_plane<T: Element>(
     let y0 = (block.ty * TILE) as isize - shape.pad_top as isize;
     let x0 = (block.tx0 * TILE) as isize - shape.pad_left as isize;
     #[cfg(target_arch = "x86_64")]
-    let simd = is_f32::<T>() && avx2_fma();
+    let simd = simd_f32::<T>();
     #[cfg(not(target_arch = "x86_64"))]
     let simd = false;
     // with SIMD, rows that lie inside the plane are read where they are
@@ -67,18 +65,13 @@ pub(crate) fn transform_input_plane<T: Element>(
             } else {
                 &rows_buf[l * row_len..][..row_len]
             };
-            row.as_ptr().cast::<f32>()
+            f32_ptr(row)
         };
         assert!(v.len() >= 35 * point_stride + tb);
         // SAFETY: AVX2 is present; each row holds row_len = 4 tb + 4 elements (of the plane,
         // checked by `inside`, or of rows_buf), `v` the 36 points (asserted); T is f32.
         unsafe {
-            input_transform_f32(
-                [row(0), row(1), row(2), row(3), row(4), row(5)],
-                tb,
-                v.as_mut_ptr().cast(),
-                point_stride,
-            )
+            input_transform_f32([row(0), row(1), row(2), row(3), row(4), row(5)], tb, f32_mut_ptr(v), point_stride)
         };
         return;
     }
@@ -136,28 +129,20 @@ pub(crate) fn transform_output_plane<T: Element>(
     {
         let x_first = block.tx0 * TILE;
         let valid = (shape.out_w - x_first).min(block.count * TILE);
-        if is_f32::<T>() && avx2_fma() && valid.is_multiple_of(TILE * LANES) {
+        if simd_f32::<T>() && valid.is_multiple_of(TILE * LANES) {
             let valid_rows = TILE.min(shape.out_h - y_first);
             assert!(m.len() >= 35 * point_stride + tb);
-            let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
+            let bias = bias.to_f64() as f32;
             let mut row = |r: usize| {
                 let r = r.min(valid_rows - 1);
-                plane[(y_first + r) * shape.out_w + x_first..][..valid].as_mut_ptr().cast::<f32>()
+                f32_mut_ptr(&mut plane[(y_first + r) * shape.out_w + x_first..][..valid])
             };
             let rows = [row(0), row(1), row(2), row(3)];
             // SAFETY: AVX2 is present; `m` holds the 36 points (asserted), each of the first
             // `valid_rows` rows `valid` = 32 chunks pixels of the plane (rows past those are
             // never written); T is f32.
             unsafe {
-                output_transform_f32(
-                    m.as_ptr().cast(),
-                    point_stride,
-                    rows,
-                    valid_rows,
-                    valid / (TILE * LANES),
-                    bias,
-                    relu,
-                )
+                output_transform_f32(f32_ptr(m), point_stride, rows, valid_rows, valid / (TILE * LANES), bias, relu)
             };
             return;
         }
@@ -186,13 +171,13 @@ pub(crate) fn transform_output_plane<T: Element>(
         // 8 tiles (32 pixels) at a time, then the rest pixel by pixel
         let full_chunks = valid / (TILE * LANES);
         #[cfg(target_arch = "x86_64")]
-        if is_f32::<T>() && avx2_fma() {
-            let source = |s: usize| out4[s * tb..][..tb].as_ptr().cast::<f32>();
+        if simd_f32::<T>() {
+            let source = |s: usize| f32_ptr(&out4[s * tb..][..tb]);
             let sources = [source(0), source(1), source(2), source(3)];
-            let bias = as_f32(std::slice::from_ref(&bias)).expect("f32")[0];
+            let bias = bias.to_f64() as f32;
             // SAFETY: AVX2 is present; `row` holds `valid` >= 32 full_chunks elements and each
             // phase tb >= 8 full_chunks (full_chunks * 32 <= valid <= 4 count <= 4 tb); T is f32.
-            unsafe { join_phases_f32(sources, row.as_mut_ptr().cast::<f32>(), full_chunks, bias, relu) };
+            unsafe { join_phases_f32(sources, f32_mut_ptr(row), full_chunks, bias, relu) };
             for x in full_chunks * TILE * LANES..valid {
                 row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
             }
@@ -233,14 +218,14 @@ pub(crate) fn transform_grad_plane<T: Element>(
     let tb = block.padded;
     let (y_first, x_first) = (block.ty * TILE, block.tx0 * TILE);
     #[cfg(target_arch = "x86_64")]
-    if is_f32::<T>() && avx2_fma() {
+    if simd_f32::<T>() {
         assert!(out.len() >= 35 * point_stride + tb);
         if y_first + TILE <= shape.out_h && x_first + TILE * tb <= shape.out_w {
             // the block's four rows lie inside dY: read them where they are
-            let row = |r: usize| dy[(y_first + r) * shape.out_w + x_first..][..TILE * tb].as_ptr().cast::<f32>();
+            let row = |r: usize| f32_ptr(&dy[(y_first + r) * shape.out_w + x_first..][..TILE * tb]);
             // SAFETY: AVX2 is present; each row holds 4 tb elements of dY (checked just above),
             // `out` the 36 points (asserted); T is f32.
-            unsafe { grad_transform_f32([row(0), row(1), row(2), row(3)], tb, out.as_mut_ptr().cast(), point_stride) };
+            unsafe { grad_transform_f32([row(0), row(1), row(2), row(3)], tb, f32_mut_ptr(out), point_stride) };
             return;
         }
     }
@@ -256,12 +241,12 @@ pub(crate) fn transform_grad_plane<T: Element>(
         }
         let row = &row_buf[..TILE * tb];
         #[cfg(target_arch = "x86_64")]
-        if is_f32::<T>() && avx2_fma() {
-            let mut target = |s: usize| phases[(r * TILE + s) * tb..][..tb].as_mut_ptr().cast::<f32>();
+        if simd_f32::<T>() {
+            let mut target = |s: usize| f32_mut_ptr(&mut phases[(r * TILE + s) * tb..][..tb]);
             let targets = [target(0), target(1), target(2), target(3)];
             // SAFETY: AVX2 is present; `row` holds 4 tb elements, each phase tb (inside
             // `phases`, distinct ranges); T is f32.
-            unsafe { split_phases4_f32(row.as_ptr().cast::<f32>(), targets, tb) };
+            unsafe { split_phases4_f32(f32_ptr(row), targets, tb) };
             continue;
         }
         for s in 0..TILE {

@@ -1,4 +1,4 @@
-//! The AVX2 + FMA f32 bodies of the Winograd path ([`crate::kernels::conv_winograd`]).
+//! The AVX2 + FMA f32 bodies of the Winograd path ([`super::passes`]).
 //!
 //! A leaf module: raw pointers and one element type, no generic
 //! [`crate::element::Element`]. The generic code computes the same sums in
@@ -107,7 +107,7 @@ pub(crate) unsafe fn transpose8x8_f32(src: *const f32, ld_src: usize, dst: *mut 
 }
 
 /// `out = A^T m` on `n` (a multiple of 8) lanes: six vectors in, four out, as
-/// `apply_at` of `conv_winograd`, 8 tiles per instruction.
+/// `apply_at` of `transforms`, 8 tiles per instruction.
 ///
 /// # Safety
 /// The CPU has AVX2; each input and output vector holds `n` elements; no
@@ -133,7 +133,7 @@ pub(crate) unsafe fn apply_at_f32(m: [*const f32; 6], out: [*mut f32; 4], n: usi
     }
 }
 
-/// `out = A d` (four vectors in, six out), as `apply_a` of `conv_winograd`.
+/// `out = A d` (four vectors in, six out), as `apply_a` of `transforms`.
 ///
 /// # Safety
 /// As [`apply_at_f32`].

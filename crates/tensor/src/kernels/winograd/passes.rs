@@ -2,7 +2,7 @@
 //! input gradient and weight gradient, on blocks of tiles kept in cache.
 //!
 //! The arithmetic, written plainly in f64 with dense matrices, is in
-//! [`crate::kernels::winograd`] (read it first); this file computes the same
+//! [`super`] (read it first); this file computes the same
 //! sums and is tested equal to it and to the direct convolution
 //! (`tests/suite/kernels.rs`, `tests/suite/winograd.rs`).
 //!
@@ -19,7 +19,7 @@
 //!   SIMD, 8 tiles per instruction. With AVX2 the split (a 4x4 transpose of
 //!   pixel pairs), both passes of `B^T . B` and the stores run fused in
 //!   registers, reading the rows straight from the image when the block lies
-//!   inside it (`x86_winograd::input_transform_f32`); the same holds for the
+//!   inside it (`x86::input_transform_f32`); the same holds for the
 //!   output transform `A^T M A` with its bias, ReLU and the phases joined back
 //!   into pixels (`output_transform_f32`), and for `A dY A^T` in the weight
 //!   gradient (`grad_transform_f32`).
@@ -57,24 +57,17 @@
 //! convolution, max |error| / max |output| ~3e-6 forward and ~7e-6 for the
 //! input gradient in f32, against ~8e-7 for im2col (`BENCHMARKS.md`).
 
+use super::planes::{transform_grad_plane, transform_input_plane, transform_output_plane};
+use super::point_gemm::point_gemm;
+use super::tiles::{blocks, Layout, Shape, LANES, POINTS, TILE_BLOCK};
+use super::transforms::transpose_block;
+use super::ALPHA;
 use crate::element::Element;
 use crate::geometry::ConvGeometry;
+use crate::kernels::cpu::simd_variant;
 use crate::kernels::reduce::{reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
-use crate::kernels::winograd::ALPHA;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::winograd_parts::avx2_fma;
-use crate::kernels::winograd_parts::{blocks, transpose_block, Layout, Shape};
-pub use crate::kernels::winograd_parts::{
-    point_gemm, use_portable_bodies, COL_BLOCK, LANES, POINTS, ROW_BLOCK, TILE_BLOCK,
-};
-use crate::kernels::winograd_planes::{transform_grad_plane, transform_input_plane, transform_output_plane};
 use rayon::prelude::*;
-
-/// Whether F(4x4, 3x3) can run this convolution: a 3x3 kernel at stride 1.
-pub fn applies(geom: &ConvGeometry) -> bool {
-    crate::kernels::winograd::applies(geom)
-}
 
 /// The buffers of the Winograd path a layer keeps between passes.
 #[derive(Debug, Default)]
@@ -95,9 +88,9 @@ pub struct WinogradWorkspace<T> {
 
 /// `out(r, s) = (L X R)[r][s]` for the small matrices of the transforms:
 /// `L` `(rows, n)`, `X` `(n, m)`, `R` `(m, cols)`, every sum in index order
-/// (as in the plain reference's `sandwich`). `G g G^T` and `G^T Acc G` are both this.
+/// (as in the plain reference's `two_sided`). `G g G^T` and `G^T Acc G` are both this.
 #[inline(always)]
-fn sandwich<T: Element>(
+fn triple_product<T: Element>(
     (rows, n, m, cols): (usize, usize, usize, usize),
     left: impl Fn(usize, usize) -> f64,
     x: impl Fn(usize, usize) -> T,
@@ -132,12 +125,12 @@ fn sandwich<T: Element>(
 fn transform_weights<T: Element>(weight: &[T], out_channels: usize, channels: usize, k_padded: usize, u: &mut Vec<T>) {
     u.clear();
     u.resize(POINTS * k_padded * channels, T::zero());
-    let g_mat = crate::kernels::winograd::G;
+    let g_mat = super::G;
     for k in 0..out_channels {
         for c in 0..channels {
             let g = &weight[(k * channels + c) * 9..][..9];
             // G (6x3) g (3x3) G^T (3x6)
-            sandwich(
+            triple_product(
                 (ALPHA, 3, 3, ALPHA),
                 |r, i| g_mat[r][i],
                 |i, j| g[i * 3 + j],
@@ -223,38 +216,11 @@ fn correlate_scratch_len(shape: &Shape) -> usize {
     Layout::new(POINTS * shape.channels * tb_max, POINTS * shape.out_channels_padded() * tb_max).len
 }
 
-/// [`correlate_image_body`] compiled for AVX2 + FMA (the same operations, so the same bits).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn correlate_image_avx2<T: Element>(
-    shape: &Shape,
-    u: &[T],
-    bias: Option<&[T]>,
-    relu: bool,
-    image: &[T],
-    image_out: &mut [T],
-    buf: &mut [T],
-) {
-    correlate_image_body(shape, u, bias, relu, image, image_out, buf)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn correlate_image<T: Element>(
-    shape: &Shape,
-    u: &[T],
-    bias: Option<&[T]>,
-    relu: bool,
-    image: &[T],
-    image_out: &mut [T],
-    buf: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { correlate_image_avx2(shape, u, bias, relu, image, image_out, buf) };
-    }
-    correlate_image_body(shape, u, bias, relu, image, image_out, buf)
+simd_variant! {
+    /// One image of the correlation: [`correlate_image_body`], compiled for
+    /// AVX2 + FMA when the CPU has them (the same operations, so the same bits).
+    fn correlate_image = correlate_image_body, "avx2,fma", avx2_fma;
+    (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, image: &[T], image_out: &mut [T], buf: &mut [T])
 }
 
 /// A batch of the Winograd correlation, one task per image.
@@ -282,7 +248,7 @@ fn correlate_batch<T: Element>(
 
 /// The forward pass by F(4x4, 3x3): `output := W ⋆ input + b`, then
 /// `max(., 0)` with `fused_relu`. Shapes as in
-/// [`crate::kernels::conv_tiled::conv2d_forward_tiled`]; needs [`applies`].
+/// [`crate::kernels::conv_tiled::conv2d_forward_tiled`]; needs [`super::applies`].
 pub fn conv2d_forward_winograd<T: Element>(
     geom: &ConvGeometry,
     weight: &[T],
@@ -338,7 +304,7 @@ fn checked_batch(
     grad_output_len: usize,
     pass: &str,
 ) -> usize {
-    assert!(applies(geom), "{pass}: 3x3 stride 1 only");
+    assert!(super::applies(geom), "{pass}: 3x3 stride 1 only");
     assert_eq!(input_len % geom.in_len(), 0, "{pass}: input length");
     let batch = input_len / geom.in_len();
     assert_eq!(grad_output_len, batch * out_channels * geom.out_pixels(), "{pass}: grad_output length");
@@ -413,7 +379,7 @@ pub fn conv2d_input_grad_winograd<T: Element>(
     checked_batch(geom, out_channels, grad_input.len(), grad_output.len(), pass);
     // W' (C, K, 3, 3), kept in the workspace from pass to pass
     let mut turned = std::mem::take(&mut workspace.turned_weight);
-    crate::kernels::winograd::turn_weights(weight, out_channels, channels, &mut turned);
+    super::turn_weights(weight, out_channels, channels, &mut turned);
     let shape = Shape {
         channels: out_channels,
         height: geom.out_h,
@@ -444,19 +410,11 @@ fn weight_grad_scratch_len(shape: &Shape) -> usize {
     layout.len + acc_len
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn weight_grad_image_avx2<T: Element>(shape: &Shape, image: &[T], dy: &[T], partial: &mut [T], buf: &mut [T]) {
-    weight_grad_image_body(shape, image, dy, partial, buf)
-}
-
-fn weight_grad_image<T: Element>(shape: &Shape, image: &[T], dy: &[T], partial: &mut [T], buf: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { weight_grad_image_avx2(shape, image, dy, partial, buf) };
-    }
-    weight_grad_image_body(shape, image, dy, partial, buf)
+simd_variant! {
+    /// One image's weight and bias gradients: [`weight_grad_image_body`],
+    /// compiled for AVX2 + FMA when the CPU has them.
+    fn weight_grad_image = weight_grad_image_body, "avx2,fma", avx2_fma;
+    (shape: &Shape, image: &[T], dy: &[T], partial: &mut [T], buf: &mut [T])
 }
 
 /// One image's weight and bias gradients into `partial` (`dW` `(K, C, 3, 3)` then `db` `(K,)`).
@@ -542,10 +500,10 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
         }
     }
     // dW[k, c] = G^T (3x6) Acc[k, c] (6x6) G (6x3)
-    let g_mat = crate::kernels::winograd::G;
+    let g_mat = super::G;
     for k in 0..out_channels {
         for c in 0..channels {
-            sandwich(
+            triple_product(
                 (3, ALPHA, ALPHA, 3),
                 |r, i| g_mat[i][r],
                 |i, s| acc[(i * ALPHA + s) * k_padded * c8 + k * c8 + c],

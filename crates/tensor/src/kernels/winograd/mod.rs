@@ -1,6 +1,19 @@
-//! Winograd convolution F(4x4, 3x3) for 3x3 stride-1 layers: the arithmetic,
-//! written plainly (f64 inside), as the reference a fast path will be held to.
-//! Not yet used by the layers: `Conv2d` runs the tiled im2col kernel.
+//! Winograd convolution F(4x4, 3x3) for 3x3 stride-1 layers. This file is the
+//! arithmetic, written plainly (f64 inside, dense matrices): the reference the
+//! fast path is held to. [`crate::layers::Conv2d`] runs the fast path for the
+//! passes [`crate::layers::conv_algo`] gives to Winograd.
+//!
+//! ## The room, in reading order
+//!
+//! | file | one concern |
+//! |---|---|
+//! | this file | the math, plain: [`winograd_forward`], [`winograd_backward_input`], [`winograd_backward_weight`], and [`applies`], the one answer to "can Winograd run this convolution?" |
+//! | [`passes`] | the fast passes the layer calls (forward, input gradient, weight gradient) and why they are fast |
+//! | [`tiles`] | how outputs are cut into tiles and tiles into blocks; the scratch layout of a block |
+//! | [`planes`] | one channel's transforms for one block (`B^T d B`, `A^T M A` with bias and ReLU, `A dY A^T`) |
+//! | [`transforms`] | the plain transform bodies along tiles, the block transpose, and how generic code reaches the f32 bodies |
+//! | [`point_gemm`] | the 36 point products, one register-blocked kernel |
+//! | `x86` | the AVX2 + FMA f32 bodies (raw pointers, intrinsics) |
 //!
 //! ## Math (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks")
 //!
@@ -26,6 +39,14 @@
 //!   `dW[k, c] = G^T [ sum over tiles of (A dY A^T) ⊙ (B^T X B) ] G` (the same
 //!   `B`, with `A` and `G` trading places), accumulated in the transformed
 //!   domain and transformed back once per `(k, c)`, as Nervana neon does.
+
+pub mod passes;
+pub mod planes;
+pub mod point_gemm;
+pub mod tiles;
+pub mod transforms;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
 
 use crate::element::Element;
 use crate::geometry::ConvGeometry;
@@ -63,8 +84,9 @@ const AT: [[f64; ALPHA]; TILE] = [
     [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
 ];
 
-/// `L X L^T` for `L` (rows x n) given by `left(r, j)` and `X` n x n row-major.
-fn sandwich(left: impl Fn(usize, usize) -> f64, rows: usize, n: usize, x: &[f64]) -> Vec<f64> {
+/// The two-sided transform `L X L^T` for `L` (rows x n) given by `left(r, j)`
+/// and `X` n x n row-major.
+fn two_sided(left: impl Fn(usize, usize) -> f64, rows: usize, n: usize, x: &[f64]) -> Vec<f64> {
     // L X: rows x n
     let mut lx = vec![0.0; rows * n];
     for r in 0..rows {
@@ -82,7 +104,9 @@ fn sandwich(left: impl Fn(usize, usize) -> f64, rows: usize, n: usize, x: &[f64]
     out
 }
 
-/// Whether this convolution can run as F(4x4, 3x3): a 3x3 kernel at stride 1.
+/// Whether this convolution can run as F(4x4, 3x3): a 3x3 kernel at stride 1
+/// with at most 2 zeros of padding before the image (the input gradient reads
+/// `dY` with `2 - pad`). Every caller asks this one function.
 pub fn applies(geom: &ConvGeometry) -> bool {
     geom.kernel_h == 3
         && geom.kernel_w == 3
@@ -151,7 +175,7 @@ fn forward_padded<T: Element>(
                 let v: Vec<Vec<f64>> = (0..channels)
                     .map(|c| {
                         let d = input_tile(&input[(n * channels + c) * plane..][..plane], (height, width), y0, x0);
-                        sandwich(|r, i| BT[r][i], ALPHA, ALPHA, &d)
+                        two_sided(|r, i| BT[r][i], ALPHA, ALPHA, &d)
                     })
                     .collect();
                 for k in 0..out_channels {
@@ -163,7 +187,7 @@ fn forward_padded<T: Element>(
                         }
                     }
                     // Y = A^T M A
-                    let y = sandwich(|r, i| AT[r][i], TILE, ALPHA, &m);
+                    let y = two_sided(|r, i| AT[r][i], TILE, ALPHA, &m);
                     let b = bias.map_or(0.0, |b| Element::to_f64(b[k]));
                     for i in 0..TILE.min(out_h - ty * TILE) {
                         for j in 0..TILE.min(out_w - tx * TILE) {
@@ -257,7 +281,7 @@ pub fn winograd_backward_weight<T: Element>(
                     .map(|c| {
                         let d =
                             input_tile(&input[(n * channels + c) * plane..][..plane], (geom.in_h, geom.in_w), y0, x0);
-                        sandwich(|r, i| BT[r][i], ALPHA, ALPHA, &d)
+                        two_sided(|r, i| BT[r][i], ALPHA, ALPHA, &d)
                     })
                     .collect();
                 for k in 0..out_channels {
@@ -271,7 +295,7 @@ pub fn winograd_backward_weight<T: Element>(
                             );
                         }
                     }
-                    let filter = sandwich(|r, i| AT[i][r], ALPHA, TILE, &dy);
+                    let filter = two_sided(|r, i| AT[i][r], ALPHA, TILE, &dy);
                     for (c, data_c) in data.iter().enumerate() {
                         for ((acc, &f), &x) in accumulated[k * channels + c].iter_mut().zip(&filter).zip(data_c) {
                             *acc += f * x;
@@ -283,7 +307,7 @@ pub fn winograd_backward_weight<T: Element>(
     }
     // dW[k, c] = G^T Acc G
     for (kc, acc) in accumulated.iter().enumerate() {
-        let dw = sandwich(|r, i| G[i][r], 3, ALPHA, acc);
+        let dw = two_sided(|r, i| G[i][r], 3, ALPHA, acc);
         for (dst, &v) in grad_weight[kc * 9..kc * 9 + 9].iter_mut().zip(&dw) {
             *dst = T::from_f64(v);
         }
@@ -326,7 +350,7 @@ mod tests {
         let d = input_tile(&input, (6, 6), 0, 0);
         let mut bad = BT;
         bad[1][2] = -3.0;
-        let v = sandwich(|r, i| bad[r][i], ALPHA, ALPHA, &d);
+        let v = two_sided(|r, i| bad[r][i], ALPHA, ALPHA, &d);
         let mut u = vec![0.0; 36];
         let g = &weight;
         for r in 0..ALPHA {
@@ -335,7 +359,7 @@ mod tests {
             }
         }
         let m: Vec<f64> = u.iter().zip(&v).map(|(a, b)| a * b).collect();
-        let y = sandwich(|r, i| AT[r][i], TILE, ALPHA, &m);
+        let y = two_sided(|r, i| AT[r][i], TILE, ALPHA, &m);
         assert!(y.iter().zip(&expected).any(|(a, b)| (a - b).abs() > 1e-6));
     }
 }
