@@ -167,6 +167,25 @@ impl std::fmt::Display for ConvAlgoArg {
     }
 }
 
+/// `--conv-algo`, declared once for every command that runs a model
+/// (`#[command(flatten)]`; in `TrainConfig` also `#[serde(flatten)]`, so
+/// config.toml keeps its `conv_algo` key).
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvAlgoOptions {
+    #[arg(long, default_value = "auto", value_parser = parse_conv_algo, help = CONV_ALGO_SHORT,
+        long_help = CONV_ALGO_HELP)]
+    // a config.toml written before --conv-algo existed: what that run computed with
+    #[serde(default = "ConvAlgoArg::before_winograd")]
+    pub conv_algo: ConvAlgoArg,
+}
+
+impl ConvAlgoOptions {
+    /// Sets the model's convolutions as the rules say.
+    pub fn apply(&self, model: &mut convnet_tensor::Sequential<f32>) -> anyhow::Result<()> {
+        self.conv_algo.apply(model)
+    }
+}
+
 /// The value parser of `--conv-algo`.
 pub fn parse_conv_algo(text: &str) -> Result<ConvAlgoArg, String> {
     text.parse().map(ConvAlgoArg).map_err(|e: convnet_tensor::TensorError| e.to_string())

@@ -7,7 +7,7 @@
 //! it replaces, so its GFLOP/s are "effective" and comparable across methods.
 
 use crate::inputs::model_for;
-use crate::options::{parse_size, set_threads, ConvAlgoArg};
+use crate::options::{parse_size, set_threads};
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_optim::{Adam, Optimizer};
@@ -46,9 +46,8 @@ pub struct BenchArgs {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
-        long_help = crate::options::CONV_ALGO_HELP)]
-    conv_algo: ConvAlgoArg,
+    #[command(flatten)]
+    pub conv: crate::options::ConvAlgoOptions,
 }
 
 /// Runs one warm-up step and `args.steps` timed ones (training or inference):
@@ -124,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut model = spec
         .build::<f32>(&input, classes, 1)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
-    args.conv_algo.apply(&mut model)?;
+    args.conv.apply(&mut model)?;
     crate::preflight::check_memory(&model, args.batch_size)?;
     // the gradient sums as `convnet train` takes them (a fixed tree of leaves, see convnet_tensor::gradient_tree)
     model.set_gradient_leaves(convnet_tensor::gradient_tree::gradient_leaves(args.batch_size));

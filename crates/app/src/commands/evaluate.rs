@@ -44,15 +44,14 @@ pub struct EvaluateArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub cache: CacheOptions,
-    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
-        long_help = crate::options::CONV_ALGO_HELP)]
-    pub conv_algo: crate::options::ConvAlgoArg,
+    #[command(flatten)]
+    pub conv: crate::options::ConvAlgoOptions,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     set_threads(args.threads)?;
     let (mut model, meta) = load_model(&args.model)?;
-    args.conv_algo.apply(&mut model)?;
+    args.conv.apply(&mut model)?;
     let set = load_labelled(&args.data, &meta, args.skip_bad, &args.cache)?;
     let predictions = predict_set(&mut model, &set, args.batch_size, meta.pixel_scale)?;
     let positive: Vec<usize> = args

@@ -29,9 +29,8 @@ pub struct PredictArgs {
     csv: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
-        long_help = crate::options::CONV_ALGO_HELP)]
-    pub conv_algo: crate::options::ConvAlgoArg,
+    #[command(flatten)]
+    pub conv: crate::options::ConvAlgoOptions,
 }
 
 /// The top-k `(class, probability)` of an image, or why it could not be read.
@@ -101,7 +100,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         bail!("--batch-size must be at least 1");
     }
     let (mut model, meta) = load_model(&args.model)?;
-    args.conv_algo.apply(&mut model)?;
+    args.conv.apply(&mut model)?;
     let mut files = Vec::new();
     for path in &args.images {
         collect_images(path, &mut files)?;

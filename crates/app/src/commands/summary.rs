@@ -19,9 +19,8 @@ pub struct SummaryArgs {
     pub classes: usize,
     #[arg(long, default_value_t = 32, value_parser = positive)]
     pub batch_size: usize,
-    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
-        long_help = crate::options::CONV_ALGO_HELP)]
-    pub conv_algo: crate::options::ConvAlgoArg,
+    #[command(flatten)]
+    pub conv: crate::options::ConvAlgoOptions,
 }
 
 pub fn run(args: SummaryArgs) -> Result<ExitCode> {
@@ -30,7 +29,7 @@ pub fn run(args: SummaryArgs) -> Result<ExitCode> {
     let mut model = spec
         .build::<f32>(&input, classes, 0)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
-    args.conv_algo.apply(&mut model)?;
+    args.conv.apply(&mut model)?;
     print!("{}", summary_table(&model, args.batch_size));
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! them straight into [`TrainConfig`], which is also `config.toml`.
 
 use crate::options::{
-    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ConvAlgoArg, ImageOptions, OptimizerKind,
+    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ImageOptions, OptimizerKind,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -165,10 +165,9 @@ pub struct TrainConfig {
     #[arg(long, default_value = "10m")]
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
-    #[arg(long, default_value = "auto", value_parser = crate::options::parse_conv_algo, help = crate::options::CONV_ALGO_SHORT,
-        long_help = crate::options::CONV_ALGO_HELP)]
-    #[serde(default = "ConvAlgoArg::before_winograd")]
-    pub conv_algo: ConvAlgoArg,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub conv: crate::options::ConvAlgoOptions,
     /// The resolved architecture (so a resumed run does not depend on the TOML
     /// file still being there).
     #[arg(skip)]
@@ -261,19 +260,19 @@ mod tests {
             config: TrainConfig,
         }
         let config = <Command as clap::Parser>::parse_from(["convnet", "--train", "t"]).config;
-        assert_eq!(config.conv_algo.to_string(), "auto", "new runs: auto");
+        assert_eq!(config.conv.conv_algo.to_string(), "auto", "new runs: auto");
         let mut text = toml::to_string(&config).unwrap();
         assert!(text.contains("conv_algo = \"auto\""), "{text}");
         text = text.lines().filter(|line| !line.starts_with("conv_algo")).collect::<Vec<_>>().join("\n");
         let old: TrainConfig = toml::from_str(&text).unwrap();
-        assert_eq!(old.conv_algo, ConvAlgoArg::before_winograd(), "what such a run computed with");
-        assert_eq!(old.conv_algo.to_string(), "im2col");
+        assert_eq!(old.conv.conv_algo, crate::options::ConvAlgoArg::before_winograd(), "what such a run computed with");
+        assert_eq!(old.conv.conv_algo.to_string(), "im2col");
         // a rule set goes through config.toml as its text
         let rules = crate::options::parse_conv_algo("winograd, 2.dw=im2col").unwrap();
-        let saved = TrainConfig { conv_algo: rules.clone(), ..config };
+        let saved = TrainConfig { conv: crate::options::ConvAlgoOptions { conv_algo: rules.clone() }, ..config };
         let text = toml::to_string(&saved).unwrap();
         assert!(text.contains("conv_algo = \"winograd,2.weight-grad=im2col\""), "{text}");
-        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap().conv_algo, rules);
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap().conv.conv_algo, rules);
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn build_model(
                 config.model, input_shape[1], input_shape[2], input_shape[0]
             )
         })?;
-    config.conv_algo.apply(&mut model)?;
+    config.conv.apply(&mut model)?;
     if config.batch_size > train_images {
         bail!(
             "--batch-size {} is larger than the {} training images in {}: choose at most {}",

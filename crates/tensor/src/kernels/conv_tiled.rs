@@ -263,22 +263,8 @@ fn backward_tiled<T: Element>(
     };
 
     let partials = &mut workspace.per_image_grads[..if input.is_some() { batch * per_image_len } else { 0 }];
-    match (input.is_some(), grad_input) {
-        (true, Some(grad_input)) => partials
-            .par_chunks_mut(per_image_len)
-            .zip(grad_input.par_chunks_mut(geom.in_len()))
-            .enumerate()
-            .for_each(|(n, (partial, image_grad))| backward_image(n, Some(partial), Some(image_grad))),
-        (true, None) => partials
-            .par_chunks_mut(per_image_len)
-            .enumerate()
-            .for_each(|(n, partial)| backward_image(n, Some(partial), None)),
-        (false, Some(grad_input)) => grad_input
-            .par_chunks_mut(geom.in_len())
-            .enumerate()
-            .for_each(|(n, image_grad)| backward_image(n, None, Some(image_grad))),
-        (false, None) => {}
-    }
+    let image_grads = grad_input.map(|grad_input| grad_input.par_chunks_mut(geom.in_len()));
+    for_each_image(partials.par_chunks_mut(per_image_len.max(1)), image_grads, input.is_some(), backward_image);
 
     // Sum the per-image gradients as a tree of leaves, image by image inside a
     // leaf (thread-count independent; see kernels::reduce).
@@ -286,6 +272,28 @@ fn backward_tiled<T: Element>(
         let partials = &workspace.per_image_grads[..batch * per_image_len];
         reduce_tree(partials, per_image_len, 0, grads.grad_weight, workspace.gradient_leaves);
         reduce_tree(partials, per_image_len, weight_len, grads.grad_bias, workspace.gradient_leaves);
+    }
+}
+
+/// Runs `backward_image(n, partial, image_grad)` for every image in parallel,
+/// with its slice of per-image weight gradients (if `weight_grads`) and of the
+/// input gradient (if given).
+fn for_each_image<'a, T: Element>(
+    partials: rayon::slice::ChunksMut<'a, T>,
+    image_grads: Option<rayon::slice::ChunksMut<'a, T>>,
+    weight_grads: bool,
+    backward_image: impl Fn(usize, Option<&mut [T]>, Option<&mut [T]>) + Sync,
+) {
+    match (weight_grads, image_grads) {
+        (true, Some(image_grads)) => partials
+            .zip(image_grads)
+            .enumerate()
+            .for_each(|(n, (partial, image_grad))| backward_image(n, Some(partial), Some(image_grad))),
+        (true, None) => partials.enumerate().for_each(|(n, partial)| backward_image(n, Some(partial), None)),
+        (false, Some(image_grads)) => {
+            image_grads.enumerate().for_each(|(n, image_grad)| backward_image(n, None, Some(image_grad)))
+        }
+        (false, None) => {}
     }
 }
 

@@ -112,7 +112,7 @@ pub fn isa() -> Isa {
 /// compiled inside each variant; both variants run the same operations in the
 /// same order, so they give the same bits.
 ///
-/// ```ignore
+/// ```text
 /// simd_variant! {
 ///     /// doc of the dispatching function
 ///     pub fn add_bias = add_bias_body, "avx2", avx2; (row: &mut [T], bias: T, relu: bool)

@@ -50,6 +50,51 @@ use rayon::prelude::*;
 /// GEMMs take one block per thread, so each packs its shared operand once.)
 const ROWS_PER_TASK: usize = 8;
 
+/// Plain twin of the dense forward: `y = x W^T + b` by direct loops.
+pub fn dense_forward_naive<T: Element>(
+    batch: usize,
+    fan_in: usize,
+    fan_out: usize,
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    y: &mut [T],
+) {
+    for n in 0..batch {
+        for o in 0..fan_out {
+            let mut sum = b[o];
+            for i in 0..fan_in {
+                sum += w[o * fan_in + i] * x[n * fan_in + i];
+            }
+            y[n * fan_out + o] = sum;
+        }
+    }
+}
+
+/// Plain twin of the dense backward.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward_naive<T: Element>(
+    batch: usize,
+    fan_in: usize,
+    fan_out: usize,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    dx: &mut [T],
+) {
+    // The naive GEMM twin spelled as the three products of the module docs.
+    gemm_naive(Trans::Yes, Trans::No, fan_out, fan_in, batch, T::one(), dy, fan_out, x, fan_in, T::zero(), dw, fan_in);
+    gemm_naive(Trans::No, Trans::No, batch, fan_in, fan_out, T::one(), dy, fan_out, w, fan_in, T::zero(), dx, fan_in);
+    db.fill(T::zero());
+    for n in 0..batch {
+        for o in 0..fan_out {
+            db[o] += dy[n * fan_out + o];
+        }
+    }
+}
+
 /// A fully connected layer `y = x W^T + b`.
 #[derive(Debug)]
 pub struct Dense<T: Element> {
@@ -238,50 +283,5 @@ impl<T: Element> Layer<T> for Dense<T> {
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
         self.tensors.params_mut()
-    }
-}
-
-/// Plain twin of the dense forward: `y = x W^T + b` by direct loops.
-pub fn dense_forward_naive<T: Element>(
-    batch: usize,
-    fan_in: usize,
-    fan_out: usize,
-    x: &[T],
-    w: &[T],
-    b: &[T],
-    y: &mut [T],
-) {
-    for n in 0..batch {
-        for o in 0..fan_out {
-            let mut sum = b[o];
-            for i in 0..fan_in {
-                sum += w[o * fan_in + i] * x[n * fan_in + i];
-            }
-            y[n * fan_out + o] = sum;
-        }
-    }
-}
-
-/// Plain twin of the dense backward.
-#[allow(clippy::too_many_arguments)]
-pub fn dense_backward_naive<T: Element>(
-    batch: usize,
-    fan_in: usize,
-    fan_out: usize,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dw: &mut [T],
-    db: &mut [T],
-    dx: &mut [T],
-) {
-    // The naive GEMM twin spelled as the three products of the module docs.
-    gemm_naive(Trans::Yes, Trans::No, fan_out, fan_in, batch, T::one(), dy, fan_out, x, fan_in, T::zero(), dw, fan_in);
-    gemm_naive(Trans::No, Trans::No, batch, fan_in, fan_out, T::one(), dy, fan_out, w, fan_in, T::zero(), dx, fan_in);
-    db.fill(T::zero());
-    for n in 0..batch {
-        for o in 0..fan_out {
-            db[o] += dy[n * fan_out + o];
-        }
     }
 }

@@ -52,6 +52,44 @@ use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
+/// Plain twin of the max-pool forward and backward for one batch: recomputes
+/// every window from the definition. `input` is `(N*C, H, W)` planes.
+/// Returns `(output, grad_input)` for a given `grad_output`.
+pub fn maxpool_naive<T: Element>(
+    geom: &ConvGeometry,
+    planes: usize,
+    input: &[T],
+    grad_output: &[T],
+) -> (Vec<T>, Vec<T>) {
+    let mut output = vec![T::zero(); planes * geom.out_pixels()];
+    let mut grad_input = vec![T::zero(); planes * geom.in_h * geom.in_w];
+    for p in 0..planes {
+        for i in 0..geom.out_h {
+            for j in 0..geom.out_w {
+                let mut best: Option<(T, usize)> = None;
+                for ki in 0..geom.kernel_h {
+                    for kj in 0..geom.kernel_w {
+                        let ih = (i * geom.stride_h + ki) as isize - geom.pad_top as isize;
+                        let iw = (j * geom.stride_w + kj) as isize - geom.pad_left as isize;
+                        if ih < 0 || iw < 0 || ih >= geom.in_h as isize || iw >= geom.in_w as isize {
+                            continue;
+                        }
+                        let index = (p * geom.in_h + ih as usize) * geom.in_w + iw as usize;
+                        if best.is_none_or(|(value, _)| input[index] > value) {
+                            best = Some((input[index], index));
+                        }
+                    }
+                }
+                let (value, index) = best.expect("every window holds an input");
+                let out_index = (p * geom.out_h + i) * geom.out_w + j;
+                output[out_index] = value;
+                grad_input[index] += grad_output[out_index];
+            }
+        }
+    }
+    (output, grad_input)
+}
+
 /// A max-pooling layer; see the module docs.
 #[derive(Debug)]
 pub struct MaxPool2d {
@@ -241,42 +279,4 @@ impl<T: Element> Layer<T> for MaxPool2d {
             recorder.record(winner as u64);
         }
     }
-}
-
-/// Plain twin of the max-pool forward and backward for one batch: recomputes
-/// every window from the definition. `input` is `(N*C, H, W)` planes.
-/// Returns `(output, grad_input)` for a given `grad_output`.
-pub fn maxpool_naive<T: Element>(
-    geom: &ConvGeometry,
-    planes: usize,
-    input: &[T],
-    grad_output: &[T],
-) -> (Vec<T>, Vec<T>) {
-    let mut output = vec![T::zero(); planes * geom.out_pixels()];
-    let mut grad_input = vec![T::zero(); planes * geom.in_h * geom.in_w];
-    for p in 0..planes {
-        for i in 0..geom.out_h {
-            for j in 0..geom.out_w {
-                let mut best: Option<(T, usize)> = None;
-                for ki in 0..geom.kernel_h {
-                    for kj in 0..geom.kernel_w {
-                        let ih = (i * geom.stride_h + ki) as isize - geom.pad_top as isize;
-                        let iw = (j * geom.stride_w + kj) as isize - geom.pad_left as isize;
-                        if ih < 0 || iw < 0 || ih >= geom.in_h as isize || iw >= geom.in_w as isize {
-                            continue;
-                        }
-                        let index = (p * geom.in_h + ih as usize) * geom.in_w + iw as usize;
-                        if best.is_none_or(|(value, _)| input[index] > value) {
-                            best = Some((input[index], index));
-                        }
-                    }
-                }
-                let (value, index) = best.expect("every window holds an input");
-                let out_index = (p * geom.out_h + i) * geom.out_w + j;
-                output[out_index] = value;
-                grad_input[index] += grad_output[out_index];
-            }
-        }
-    }
-    (output, grad_input)
 }
