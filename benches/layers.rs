@@ -13,7 +13,7 @@ use convnet::tensor::kernels::gemm_nt::gemm_nt;
 use convnet::tensor::kernels::gemm_packed::{gemm_packed, PackedA};
 use convnet::tensor::kernels::im2col::{col2im, im2col};
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
-use convnet::tensor::ConvGeometry;
+use convnet::tensor::WindowGeometry;
 use convnet::tensor::{
     init, Conv2d, ConvAlgo, Dense, Layer, MaxPool2d, Mode, ModelSpec, Padding, Relu, SoftmaxCrossEntropy,
 };
@@ -27,7 +27,7 @@ fn random(shape: &[usize]) -> ArrayD<f32> {
 
 /// conv2 of baseline: 32 -> 64 channels, 3x3, 222x222 -> 220x220, one image.
 fn conv2_parts(c: &mut Criterion) {
-    let geom = ConvGeometry::new(32, 222, 222, (3, 3), (1, 1), Padding::Valid).unwrap();
+    let geom = WindowGeometry::new(32, 222, 222, (3, 3), (1, 1), Padding::Valid).unwrap();
     let image = random(&[geom.in_len()]);
     let weight = random(&[64 * geom.col_rows()]);
     let rows = 4;

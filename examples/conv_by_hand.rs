@@ -7,7 +7,7 @@
 //! the output is 2x2, `y[i][j] = b + sum_{ki,kj} w[ki][kj] * x[i+ki][j+kj]`.
 use convnet::tensor::kernels::im2col::im2col_naive;
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
-use convnet::tensor::{Conv2d, ConvGeometry, Layer, Mode, Padding};
+use convnet::tensor::{Conv2d, Layer, Mode, Padding, WindowGeometry};
 
 fn show(name: &str, values: &[f64], rows: usize) {
     println!("{name}:");
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("w (2x2)", conv.weight().as_slice().unwrap(), 2);
 
     // im2col: one column per output pixel, one row per filter tap
-    let geom = ConvGeometry::new(1, 3, 3, (2, 2), (1, 1), Padding::Valid).unwrap();
+    let geom = WindowGeometry::new(1, 3, 3, (2, 2), (1, 1), Padding::Valid).unwrap();
     let mut col = vec![0.0; geom.col_rows() * geom.out_pixels()];
     im2col_naive(&geom, x.as_slice().unwrap(), 0, geom.out_h, &mut col);
     show("col = im2col(x) (taps x output pixels)", &col, 4);

@@ -4,7 +4,7 @@
 
 use crate::common::{max_rel_diff, random_tensor, rng, with_threads};
 use convnet::tensor::kernels::im2col::{col2im, col2im_naive, im2col, im2col_naive};
-use convnet::tensor::kernels::winograd::{winograd_backward_input, winograd_backward_weight, winograd_forward};
+use convnet::tensor::kernels::winograd::{winograd_forward, winograd_input_grad, winograd_weight_grad};
 use convnet::tensor::layers::conv2d::{
     conv2d_backward_im2col, conv2d_backward_naive, conv2d_forward_im2col, conv2d_forward_naive,
 };
@@ -12,7 +12,7 @@ use convnet::tensor::layers::dense::{dense_backward_naive, dense_forward_naive};
 use convnet::tensor::layers::maxpool2d::maxpool_naive;
 use convnet::tensor::loss::softmax_cross_entropy_naive;
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
-use convnet::tensor::ConvGeometry;
+use convnet::tensor::WindowGeometry;
 use convnet::tensor::{init, Conv2d, Dense, Element, Layer, MaxPool2d, Mode, Padding, SoftmaxCrossEntropy};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 struct ConvCase {
     batch: usize,
     out_channels: usize,
-    geom: ConvGeometry,
+    geom: WindowGeometry,
     padding: Padding,
 }
 
@@ -31,7 +31,7 @@ fn random_conv_case(rng: &mut ChaCha8Rng) -> ConvCase {
         let kernel = (rng.random_range(1..=5), rng.random_range(1..=5));
         let stride = (rng.random_range(1..=3), rng.random_range(1..=3));
         let (channels, h, w) = (rng.random_range(1..=4), rng.random_range(1..=11), rng.random_range(1..=11));
-        if let Some(geom) = ConvGeometry::new(channels, h, w, kernel, stride, padding) {
+        if let Some(geom) = WindowGeometry::new(channels, h, w, kernel, stride, padding) {
             return ConvCase { batch: rng.random_range(1..=4), out_channels: rng.random_range(1..=5), geom, padding };
         }
     }
@@ -148,7 +148,7 @@ fn conv2d_matches_naive_on_a_tall_image_with_many_tiles() {
     // 19 rows and backward tiles of 77 rows, each with a ragged last tile, exercise
     // the tiling of both passes.
     let mut rng = rng(14);
-    let geom = ConvGeometry::new(3, 200, 500, (3, 3), (1, 1), Padding::Same).unwrap();
+    let geom = WindowGeometry::new(3, 200, 500, (3, 3), (1, 1), Padding::Same).unwrap();
     let mut conv = Conv2d::<f64>::new(3, 4, (3, 3), (1, 1), Padding::Same).unwrap();
     init::glorot_uniform(conv.weight_mut(), 1, 1);
     let input = random_tensor(&mut rng, &[2, 3, 200, 500]);
@@ -221,7 +221,7 @@ fn im2col_and_col2im_are_adjoint() {
 #[test]
 fn adjoint_test_catches_an_off_by_one_col2im() {
     // The adjoint test is only worth something if it fails on a broken col2im.
-    let geom = ConvGeometry::new(2, 6, 5, (3, 3), (1, 1), Padding::Same).unwrap();
+    let geom = WindowGeometry::new(2, 6, 5, (3, 3), (1, 1), Padding::Same).unwrap();
     let mut rng = rng(17);
     let cols = geom.col_rows() * geom.out_pixels();
     let x = random_tensor(&mut rng, &[geom.in_len()]);
@@ -247,7 +247,7 @@ fn maxpool_matches_naive<T: Element>(seed: u64) {
         };
         let (batch, channels, h, w) =
             (rng.random_range(1..=3), rng.random_range(1..=3), rng.random_range(1..=9), rng.random_range(1..=9));
-        let Some(geom) = ConvGeometry::new(1, h, w, pool, stride, padding) else { continue };
+        let Some(geom) = WindowGeometry::new(1, h, w, pool, stride, padding) else { continue };
         // round to a coarse grid so that ties actually happen
         let input = to::<T>(&random_tensor(&mut rng, &[batch, channels, h, w]).mapv(|v| (v * 4.0).round() / 4.0));
         let out_shape = [batch, channels, geom.out_h, geom.out_w];
@@ -357,7 +357,7 @@ fn winograd_f4x4_3x3_all_three_passes_equal_the_direct_convolution_in_f64() {
         (3, 4, 2, 13, 10, Padding::Same),
         (1, 1, 2, 3, 3, Padding::Valid),
     ] {
-        let geom = ConvGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
+        let geom = WindowGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
         let what = format!("N{batch} C{channels} K{out_channels} {h}x{w} {padding:?}");
         let input = uniform(&mut rng, batch * channels * h * w);
         let weight = uniform(&mut rng, out_channels * channels * 9);
@@ -372,10 +372,10 @@ fn winograd_f4x4_3x3_all_three_passes_equal_the_direct_convolution_in_f64() {
         let (mut gw, mut gb, mut gx) = (vec![0.0; weight.len()], vec![0.0; out_channels], vec![0.0; input.len()]);
         conv2d_backward_naive(&geom, batch, out_channels, &input, &weight, &grad_output, &mut gw, &mut gb, &mut gx);
         let mut ours_gx = vec![0.0; input.len()];
-        winograd_backward_input(&geom, &weight, &grad_output, &mut ours_gx);
+        winograd_input_grad(&geom, &weight, &grad_output, &mut ours_gx);
         close(&ours_gx, &gx, &format!("input gradient {what}"));
         let (mut ours_gw, mut ours_gb) = (vec![0.0; weight.len()], vec![0.0; out_channels]);
-        winograd_backward_weight(&geom, &input, &grad_output, &mut ours_gw, &mut ours_gb);
+        winograd_weight_grad(&geom, &input, &grad_output, &mut ours_gw, &mut ours_gb);
         close(&ours_gw, &gw, &format!("weight gradient {what}"));
         close(&ours_gb, &gb, &format!("bias gradient {what}"));
     }

@@ -7,7 +7,7 @@
 use crate::common::rng;
 use crate::winograd_support::*;
 use convnet::tensor::kernels::winograd::point_gemm::point_gemm;
-use convnet::tensor::{ConvGeometry, Padding};
+use convnet::tensor::{Padding, WindowGeometry};
 use rand::Rng;
 
 #[test]
@@ -56,7 +56,7 @@ fn f32_error_of_winograd_on_a_conv2_like_and_a_wide_layer_is_reported_and_within
     for (name, channels, out_channels, size, batch) in
         [("conv2-like 32 -> 64, 48x48", 32, 64, 50, 2), ("wide 256 -> 256, 12x12", 256, 256, 14, 1)]
     {
-        let geom = ConvGeometry::new(channels, size, size, (3, 3), (1, 1), Padding::Valid).unwrap();
+        let geom = WindowGeometry::new(channels, size, size, (3, 3), (1, 1), Padding::Valid).unwrap();
         let case = Case { batch, out_channels, geom };
         let mut values = values(&mut rng, &case);
         // weights at Glorot scale, as in training
@@ -107,7 +107,7 @@ fn every_mix_of_methods_per_pass_gives_each_pass_the_bits_of_its_method() {
     use convnet::tensor::{Conv2d, ConvAlgo, ConvAlgos, Layer, Mode};
     let mut rng = rng(45);
     for padding in [Padding::Valid, Padding::Same] {
-        let geom = ConvGeometry::new(9, 13, 37, (3, 3), (1, 1), padding).unwrap();
+        let geom = WindowGeometry::new(9, 13, 37, (3, 3), (1, 1), padding).unwrap();
         let case = Case { batch: 3, out_channels: 10, geom };
         let values = values(&mut rng, &case);
         let run = |algos: ConvAlgos| {

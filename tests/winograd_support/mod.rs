@@ -7,7 +7,7 @@ use convnet::tensor::kernels::winograd::passes::{
     conv2d_backward_winograd, conv2d_forward_winograd, WinogradWorkspace,
 };
 use convnet::tensor::layers::conv2d::{conv2d_backward_naive, conv2d_forward_naive};
-use convnet::tensor::{ConvGeometry, Element, Padding};
+use convnet::tensor::{Element, Padding, WindowGeometry};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -28,7 +28,7 @@ pub fn error(a: &[impl Element], b: &[f64]) -> f64 {
 pub struct Case {
     pub batch: usize,
     pub out_channels: usize,
-    pub geom: ConvGeometry,
+    pub geom: WindowGeometry,
 }
 
 /// Everything the fast path computes for one case, in `T`, on `threads` threads.
@@ -110,7 +110,7 @@ pub fn random_case(rng: &mut ChaCha8Rng) -> Case {
     let wide = rng.random_bool(0.2);
     let (h, w) = (rng.random_range(3..=14), if wide { rng.random_range(97..=110) } else { rng.random_range(3..=17) });
     let channels = rng.random_range(1..=10);
-    let geom = ConvGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
+    let geom = WindowGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
     Case { batch: rng.random_range(1..=3), out_channels: rng.random_range(1..=11), geom }
 }
 

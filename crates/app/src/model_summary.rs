@@ -1,23 +1,13 @@
 //! `convnet summary`: a Keras-style table of layers, output shapes and
 //! parameters, plus FLOPs per image and activation memory per batch.
 
+use convnet_data::error::human_bytes;
 use convnet_tensor::Sequential;
 use std::fmt::Write;
 
 fn shape_text(batch: &str, shape: &[usize]) -> String {
     let dims: Vec<String> = std::iter::once(batch.to_string()).chain(shape.iter().map(|d| d.to_string())).collect();
     format!("({})", dims.join(", "))
-}
-
-fn human_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The table, for a batch of `batch_size`.
@@ -52,7 +42,7 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     }
     let _ = writeln!(out, "{rule}");
     let params = model.num_params();
-    let _ = writeln!(out, "Total params: {params} ({})", human_bytes(params as f64 * 4.0));
+    let _ = writeln!(out, "Total params: {params} ({})", human_bytes(params as u64 * 4));
     let _ = writeln!(
         out,
         "Forward: {:.3} GFLOP per image; a training step (forward + backward) is {:.3} GFLOP per image",
@@ -62,7 +52,7 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let _ = writeln!(
         out,
         "Activations and gradients: {} per batch of {batch_size} (f32, buffers shared where layers run in place)",
-        human_bytes(model.buffer_bytes(batch_size) as f64)
+        human_bytes(model.buffer_bytes(batch_size) as u64)
     );
     let _ = writeln!(out, "{rule}");
     out

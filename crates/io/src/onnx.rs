@@ -25,7 +25,7 @@
 
 use crate::error::{IoError, Result};
 use crate::model_file::ModelMeta;
-use convnet_tensor::{ConvGeometry, LayerSpec, Padding, Sequential};
+use convnet_tensor::{LayerSpec, Padding, Sequential, WindowGeometry};
 
 /// ONNX IR version written (ONNX 1.10+ reads it).
 pub const IR_VERSION: u64 = 8;
@@ -252,16 +252,21 @@ fn model_proto(graph: Message, meta: &ModelMeta) -> Message {
     model_proto
 }
 
-fn geometry(shape: &[usize], kernel: (usize, usize), stride: (usize, usize), padding: Padding) -> Option<ConvGeometry> {
+fn geometry(
+    shape: &[usize],
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+) -> Option<WindowGeometry> {
     match shape {
-        [channels, height, width] => ConvGeometry::new(*channels, *height, *width, kernel, stride, padding),
+        [channels, height, width] => WindowGeometry::new(*channels, *height, *width, kernel, stride, padding),
         _ => None,
     }
 }
 
 /// `[top, left, bottom, right]`: the padding before, then the padding after,
 /// which is what the windows reach past the input (zero for valid).
-fn pads(geom: &ConvGeometry) -> [usize; 4] {
+fn pads(geom: &WindowGeometry) -> [usize; 4] {
     let bottom = ((geom.out_h - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.in_h + geom.pad_top);
     let right = ((geom.out_w - 1) * geom.stride_w + geom.kernel_w).saturating_sub(geom.in_w + geom.pad_left);
     [geom.pad_top, geom.pad_left, bottom, right]
@@ -287,13 +292,13 @@ mod tests {
     #[test]
     fn same_padding_puts_the_odd_pad_at_the_end() {
         // 3x3 stride 1 same on 5 wide: 1 and 1; 2x2 stride 2 same on 5: 0 and 1 (Keras)
-        let geom = ConvGeometry::new(1, 5, 5, (3, 3), (1, 1), Padding::Same).unwrap();
+        let geom = WindowGeometry::new(1, 5, 5, (3, 3), (1, 1), Padding::Same).unwrap();
         assert_eq!(pads(&geom), [1, 1, 1, 1]);
-        let geom = ConvGeometry::new(1, 5, 5, (2, 2), (2, 2), Padding::Same).unwrap();
+        let geom = WindowGeometry::new(1, 5, 5, (2, 2), (2, 2), Padding::Same).unwrap();
         assert_eq!(pads(&geom), [0, 0, 1, 1]);
-        let geom = ConvGeometry::new(1, 5, 6, (4, 4), (1, 1), Padding::Same).unwrap();
+        let geom = WindowGeometry::new(1, 5, 6, (4, 4), (1, 1), Padding::Same).unwrap();
         assert_eq!(pads(&geom), [1, 1, 2, 2]);
-        let geom = ConvGeometry::new(1, 7, 7, (3, 3), (2, 2), Padding::Valid).unwrap();
+        let geom = WindowGeometry::new(1, 7, 7, (3, 3), (2, 2), Padding::Valid).unwrap();
         assert_eq!(pads(&geom), [0, 0, 0, 0]);
     }
 }

@@ -1,5 +1,5 @@
 //! The geometry of a sliding window, shared by convolution and pooling: the
-//! padding modes (Keras semantics) and [`ConvGeometry`], every size of one
+//! padding modes (Keras semantics) and [`WindowGeometry`], every size of one
 //! window layer's input, kernel, stride, padding and output.
 //!
 //! ## Padding
@@ -71,7 +71,7 @@ impl Padding {
 
 /// Everything about the shapes of one convolution (or any sliding window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
+pub struct WindowGeometry {
     /// Input channels `C`.
     pub in_channels: usize,
     /// Input height `H`.
@@ -96,7 +96,7 @@ pub struct ConvGeometry {
     pub out_w: usize,
 }
 
-impl ConvGeometry {
+impl WindowGeometry {
     /// Resolves the output size and padding; `None` if the input is too small
     /// for the kernel (valid padding) or any size is zero.
     pub fn new(
@@ -112,7 +112,7 @@ impl ConvGeometry {
         if in_channels == 0 {
             return None;
         }
-        Some(ConvGeometry {
+        Some(WindowGeometry {
             in_channels,
             in_h,
             in_w,

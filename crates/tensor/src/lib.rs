@@ -73,7 +73,7 @@ pub mod rng;
 
 pub use element::Element;
 pub use error::{Result, TensorError};
-pub use geometry::{ConvGeometry, Padding};
+pub use geometry::{Padding, WindowGeometry};
 pub use layer::{KinkRecorder, Layer, Mode, Param, ParamMut, WeightAndBias};
 pub use layers::{
     Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten, MaxPool2d, Relu,

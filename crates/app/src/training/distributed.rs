@@ -1,4 +1,10 @@
-//! Data-parallel training over MPI: `mpirun -n N convnet train ...`.
+//! Data-parallel training: the step protocol of `mpirun -n N convnet train ...`.
+//!
+//! The collective operations come from a [`Transport`]
+//! ([`super::transport`]: one process alone, or [`super::mpi_transport`]).
+//! A single-process run meets none of this inside a step: it computes its
+//! own loss ([`super::epoch`]); [`Cluster::finish_step`] runs only with
+//! several ranks.
 //!
 //! Every process (rank) holds the whole model and the whole data set, draws
 //! the same epoch order, and trains on its contiguous part of every batch
@@ -25,6 +31,7 @@
 //! aborts the whole job (`MPI_Abort`), so no rank is left waiting in a
 //! collective; a rank that dies is noticed by `mpirun`, which ends the job.
 
+use super::transport::{Alone, Transport};
 use anyhow::{bail, Result};
 use convnet_data::batch::Shard;
 use convnet_data::{ImageSet, PixelScale};
@@ -34,17 +41,15 @@ use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
-/// The processes of one training run: just this one, or an MPI world.
+/// The processes of one training run (just this one, or an MPI world) and
+/// the step protocol they follow.
 pub struct Cluster {
-    rank: usize,
-    size: usize,
-    #[cfg(feature = "mpi")]
-    mpi: Option<(mpi::environment::Universe, mpi::topology::SimpleCommunicator)>,
+    transport: Box<dyn Transport>,
     /// Time spent exchanging data, since the last [`Cluster::take_communication`].
     communication: Cell<Duration>,
     /// The gradient of this rank's part, flattened (reused).
     gradient: RefCell<Vec<f32>>,
-    /// Every rank's part, `N x P` (reused).
+    /// Every rank's part, `N x P`, or a partner's segment (reused).
     gathered: RefCell<Vec<f32>>,
 }
 
@@ -70,11 +75,12 @@ fn launched_by_mpirun() -> Option<(usize, usize)> {
 impl Cluster {
     /// This process alone.
     pub fn single() -> Cluster {
+        Cluster::over(Box::new(Alone))
+    }
+
+    fn over(transport: Box<dyn Transport>) -> Cluster {
         Cluster {
-            rank: 0,
-            size: 1,
-            #[cfg(feature = "mpi")]
-            mpi: None,
+            transport,
             communication: Cell::new(Duration::ZERO),
             gradient: RefCell::new(Vec::new()),
             gathered: RefCell::new(Vec::new()),
@@ -87,17 +93,8 @@ impl Cluster {
         let Some((_, size)) = launched_by_mpirun() else { return Ok(Cluster::single()) };
         #[cfg(feature = "mpi")]
         {
-            use mpi::traits::Communicator;
             let _ = size;
-            let Some((universe, _threading)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
-                bail!("MPI was already initialised");
-            };
-            let world = universe.world();
-            let (rank, size) = (world.rank() as usize, world.size() as usize);
-            if rank != 0 {
-                silence_stdout();
-            }
-            Ok(Cluster { rank, size, mpi: Some((universe, world)), ..Cluster::single() })
+            Ok(Cluster::over(Box::new(super::mpi_transport::MpiTransport::init()?)))
         }
         #[cfg(not(feature = "mpi"))]
         {
@@ -113,41 +110,32 @@ impl Cluster {
 
     /// This process's rank, `0..size`.
     pub fn rank(&self) -> usize {
-        self.rank
+        self.transport.rank()
     }
 
     /// Number of processes.
     pub fn size(&self) -> usize {
-        self.size
+        self.transport.size()
     }
 
     /// Rank 0: the one that writes files and prints.
     pub fn is_root(&self) -> bool {
-        self.rank == 0
+        self.rank() == 0
     }
 
     /// The part of every batch this rank trains on.
     pub fn shard(&self) -> Shard {
-        Shard { rank: self.rank, ranks: self.size }
+        Shard { rank: self.rank(), ranks: self.size() }
     }
 
     /// Ends the whole job with `code` (after an error on this rank).
     pub fn abort(&self, code: i32) -> ! {
-        #[cfg(feature = "mpi")]
-        if let Some((_, world)) = &self.mpi {
-            use mpi::traits::Communicator;
-            world.abort(code);
-        }
-        std::process::exit(code)
+        self.transport.abort(code)
     }
 
     /// Waits for every rank.
     pub fn barrier(&self) {
-        #[cfg(feature = "mpi")]
-        if let Some((_, world)) = &self.mpi {
-            use mpi::traits::CommunicatorCollectives;
-            world.barrier();
-        }
+        self.transport.barrier();
     }
 
     /// Communication time since the last call.
@@ -155,41 +143,25 @@ impl Cluster {
         self.communication.replace(Duration::ZERO)
     }
 
+    /// Runs `exchange`, counting its time as communication.
+    fn timed<R>(&self, exchange: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let result = exchange();
+        self.communication.set(self.communication.get() + started.elapsed());
+        result
+    }
+
     /// Every rank's `local` (of `counts[r]` values on rank `r`), concatenated in rank order.
     fn gather_f32(&self, local: &[f32], counts: &[usize], out: &mut Vec<f32>) {
-        let started = Instant::now();
         out.clear();
         out.resize(counts.iter().sum(), 0.0);
-        #[cfg(feature = "mpi")]
-        if let Some((_, world)) = &self.mpi {
-            use mpi::datatype::PartitionMut;
-            use mpi::traits::CommunicatorCollectives;
-            if counts.iter().all(|&c| c == local.len()) {
-                world.all_gather_into(local, &mut out[..]);
-            } else {
-                let count: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
-                let displacements: Vec<i32> =
-                    counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c as i32))).collect();
-                let mut partition = PartitionMut::new(&mut out[..], count, displacements);
-                world.all_gather_varcount_into(local, &mut partition);
-            }
-            self.communication.set(self.communication.get() + started.elapsed());
-            return;
-        }
-        out.copy_from_slice(local);
-        self.communication.set(self.communication.get() + started.elapsed());
+        self.timed(|| self.transport.all_gather_f32(local, counts, out));
     }
 
     /// Every rank's `local` (the same count on each), concatenated in rank order.
     fn gather_u64(&self, local: &[u64]) -> Vec<u64> {
-        let mut out = vec![0u64; local.len() * self.size];
-        #[cfg(feature = "mpi")]
-        if let Some((_, world)) = &self.mpi {
-            use mpi::traits::CommunicatorCollectives;
-            world.all_gather_into(local, &mut out[..]);
-            return out;
-        }
-        out.copy_from_slice(local);
+        let mut out = vec![0u64; local.len() * self.size()];
+        self.transport.all_gather_u64(local, &mut out);
         out
     }
 
@@ -206,31 +178,31 @@ impl Cluster {
         stop: Option<i32>,
     ) -> StepTotals {
         let shard = self.shard();
-        let counts: Vec<usize> = (0..self.size).map(|r| shard.part_of(r, batch_total).0.len()).collect();
+        let counts: Vec<usize> = (0..self.size()).map(|r| shard.part_of(r, batch_total).0.len()).collect();
         let mut losses = Vec::new();
         self.gather_f32(sample_losses, &counts, &mut losses);
         let loss = SoftmaxCrossEntropy::sum_in_order(&losses) * (1.0 / batch_total.max(1) as f32);
         let flags = self.gather_u64(&[correct as u64, stop.map_or(0, |s| s as u64 + 1)]);
         let correct = flags.chunks(2).map(|f| f[0] as usize).sum();
         let stop = flags.chunks(2).find_map(|f| f[1].checked_sub(1).map(|s| s as i32));
-        if self.size > 1 {
+        if self.size() > 1 {
             let mut gradient = self.gradient.borrow_mut();
             gradient.clear();
             for param in model.params() {
                 gradient.extend(param.grad.iter());
             }
-            if self.size.is_power_of_two() {
+            if self.size().is_power_of_two() {
                 self.tree_allreduce(&mut gradient);
             } else {
                 // any other rank count: every rank gathers every part and adds them as the tree
                 let parameters = gradient.len();
                 let mut gathered = self.gathered.borrow_mut();
-                self.gather_f32(&gradient, &vec![parameters; self.size], &mut gathered);
-                let started = Instant::now();
-                let mut parts: Vec<&mut [f32]> = gathered.chunks_mut(parameters.max(1)).collect();
-                tree_sum(&mut parts);
+                self.gather_f32(&gradient, &vec![parameters; self.size()], &mut gathered);
+                self.timed(|| {
+                    let mut parts: Vec<&mut [f32]> = gathered.chunks_mut(parameters.max(1)).collect();
+                    tree_sum(&mut parts);
+                });
                 gradient.copy_from_slice(&gathered[..parameters]);
-                self.communication.set(self.communication.get() + started.elapsed());
             }
             let mut offset = 0;
             for param in model.params_mut() {
@@ -256,40 +228,35 @@ impl Cluster {
     /// all-gather, k = ..., 1, 0: swap segments with the same partners, in reverse
     /// ```
     fn tree_allreduce(&self, data: &mut [f32]) {
-        #[cfg(feature = "mpi")]
-        if let Some((_, world)) = &self.mpi {
-            use mpi::point_to_point::send_receive_into;
-            use mpi::traits::Communicator;
-            let started = Instant::now();
-            let mut received = self.gathered.borrow_mut();
+        let (rank, size) = (self.rank(), self.size());
+        if size == 1 {
+            return; // one process: its vector is the sum
+        }
+        let mut received = self.gathered.borrow_mut();
+        self.timed(|| {
             let (mut lo, mut hi) = (0usize, data.len());
             let mut segments = Vec::new();
             let mut bit = 1usize;
-            while bit < self.size {
-                let partner = world.process_at_rank((self.rank ^ bit) as i32);
+            while bit < size {
                 let mid = lo + (hi - lo) / 2;
-                let (keep, give) = if self.rank & bit == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
+                let (keep, give) = if rank & bit == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
                 received.clear();
                 received.resize(keep.1 - keep.0, 0.0);
-                send_receive_into(&data[give.0..give.1], &partner, &mut received[..], &partner);
+                self.transport.exchange(rank ^ bit, &data[give.0..give.1], &mut received[..]);
                 for (mine, &theirs) in data[keep.0..keep.1].iter_mut().zip(received.iter()) {
                     *mine += theirs; // two operands: the same bits in either order
                 }
-                segments.push(((lo, hi), keep, give));
+                segments.push((keep, give));
                 (lo, hi) = keep;
                 bit <<= 1;
             }
-            for ((_, keep, give), bit) in segments.into_iter().rev().zip((0..).map(|k| self.size >> (k + 1))) {
-                let partner = world.process_at_rank((self.rank ^ bit) as i32);
+            for ((keep, give), bit) in segments.into_iter().rev().zip((0..).map(|k| size >> (k + 1))) {
                 received.clear();
                 received.resize(give.1 - give.0, 0.0);
-                send_receive_into(&data[keep.0..keep.1], &partner, &mut received[..], &partner);
+                self.transport.exchange(rank ^ bit, &data[keep.0..keep.1], &mut received[..]);
                 data[give.0..give.1].copy_from_slice(&received);
             }
-            self.communication.set(self.communication.get() + started.elapsed());
-            return;
-        }
-        let _ = data; // one process: its vector is the sum
+        });
     }
 
     /// Predictions for `set`, each rank computing a contiguous share of it.
@@ -301,12 +268,12 @@ impl Cluster {
         scale: PixelScale,
     ) -> Result<Predictions> {
         let classes = model.output_shape()[0];
-        let share = |rank: usize| rank * set.len() / self.size..(rank + 1) * set.len() / self.size;
-        let (probabilities, losses) = predict_probabilities(model, set, share(self.rank), batch_size, scale)?;
-        if self.size == 1 {
+        let share = |rank: usize| rank * set.len() / self.size()..(rank + 1) * set.len() / self.size();
+        let (probabilities, losses) = predict_probabilities(model, set, share(self.rank()), batch_size, scale)?;
+        if self.size() == 1 {
             return Ok(Predictions::from_parts(probabilities, &losses, classes));
         }
-        let counts: Vec<usize> = (0..self.size).map(|r| share(r).len()).collect();
+        let counts: Vec<usize> = (0..self.size()).map(|r| share(r).len()).collect();
         let (mut all_losses, mut all_probabilities) = (Vec::new(), Vec::new());
         self.gather_f32(&losses, &counts, &mut all_losses);
         let probability_counts: Vec<usize> = counts.iter().map(|c| c * classes).collect();
@@ -323,7 +290,7 @@ impl Cluster {
     /// Fails unless every rank holds bit-identical weights (checked at the end
     /// of every epoch: a difference would be a bug, and is an error).
     pub fn check_same_weights(&self, model: &Sequential<f32>, when: &str) -> Result<()> {
-        if self.size == 1 {
+        if self.size() == 1 {
             return Ok(());
         }
         let mut hash = 0xcbf2_9ce4_8422_2325u64; // FNV-1a over the weights' bits
@@ -340,18 +307,5 @@ impl Cluster {
             bail!("the ranks' weights differ {when} ({}): this is a bug, please report it", listed.join(", "));
         }
         Ok(())
-    }
-}
-
-/// Sends this process's standard output to /dev/null (ranks other than 0).
-#[cfg(feature = "mpi")]
-fn silence_stdout() {
-    use std::os::fd::AsRawFd;
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: dup2 on two valid descriptors; descriptor 1 is replaced atomically
-        // and `null` is closed when dropped (descriptor 1 keeps its own reference).
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 1);
-        }
     }
 }

@@ -17,8 +17,9 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What an epoch's training loop needs besides the model and the optimizer.
-pub struct EpochInputs<'a> {
+/// What a run hands to each of its epochs besides the model and the optimizer:
+/// its configuration, files, data, the interrupt flag and the cluster.
+pub struct RunContext<'a> {
     pub config: &'a TrainConfig,
     pub files: &'a RunFiles,
     pub meta: &'a ModelMeta,
@@ -33,7 +34,7 @@ pub struct EpochInputs<'a> {
     pub last_checkpoint: Cell<Option<(usize, usize)>>,
 }
 
-impl EpochInputs<'_> {
+impl RunContext<'_> {
     /// Writes a checkpoint of the current position (weights, optimizer,
     /// state), remembering where it was.
     pub fn checkpoint(
@@ -130,7 +131,7 @@ fn not_finite(
     loss: f32,
     (epoch, batch_number): (usize, usize),
     batches: usize,
-    inputs: &EpochInputs<'_>,
+    inputs: &RunContext<'_>,
 ) -> anyhow::Error {
     let files = inputs.files;
     let kept = match inputs.last_checkpoint.get() {
@@ -159,9 +160,9 @@ pub fn train_epoch(
     loss_fn: &mut SoftmaxCrossEntropy<f32>,
     optimizer: &mut dyn Optimizer<f32>,
     state: &mut TrainingState,
-    inputs: &EpochInputs<'_>,
+    inputs: &RunContext<'_>,
 ) -> Result<EpochEnd> {
-    let EpochInputs { config, train_set, batches, interrupt, cluster, .. } = *inputs;
+    let RunContext { config, train_set, batches, interrupt, cluster, .. } = *inputs;
     let epoch = state.epochs_done;
     let started = Instant::now();
     let stream_config = BatchConfig {
@@ -256,7 +257,7 @@ pub fn after_epoch(
     model: &Sequential<f32>,
     optimizer: &mut dyn Optimizer<f32>,
     state: &mut TrainingState,
-    inputs: &EpochInputs<'_>,
+    inputs: &RunContext<'_>,
 ) -> Result<()> {
     let config = inputs.config;
     if state.best_val_accuracy.is_none_or(|best| val_accuracy > best) {

@@ -7,7 +7,8 @@
 //! | [`checkpoint`] | checkpoints, `history.csv`, `curves.png` |
 //! | [`lock`] | one run per output directory |
 //! | [`interrupt`] | Ctrl-C and SIGTERM: stop after the step, checkpoint, say how to resume |
-//! | [`distributed`] | data-parallel training over MPI: sharded batches, the gradient tree across ranks |
+//! | [`distributed`] | the data-parallel step protocol: sharded batches, the gradient tree across ranks |
+//! | [`transport`] | the collective operations it needs, for one process (`Alone`); `mpi_transport` (feature `mpi`) over MPI |
 //!
 //! Reproducibility: every random choice is a function of the seed and *where*
 //! it happens: the split of (seed), the order of epoch `e` of (seed, e), the
@@ -22,6 +23,9 @@ pub mod distributed;
 pub mod epoch;
 pub mod interrupt;
 pub mod lock;
+#[cfg(feature = "mpi")]
+pub mod mpi_transport;
+pub mod transport;
 
 use crate::inputs::resolve_architecture;
 use crate::options::{ClassWeighting, OptimizerKind};
@@ -36,7 +40,7 @@ use convnet_io::model_file::{self, ModelMeta, FORMAT_VERSION};
 use convnet_optim::{Adam, OptimError, Optimizer, Sgd};
 use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
 use distributed::Cluster;
-use epoch::{after_epoch, stall_warning, train_epoch, validate, EpochEnd, EpochInputs};
+use epoch::{after_epoch, stall_warning, train_epoch, validate, EpochEnd, RunContext};
 use interrupt::{Interrupt, Interrupted};
 use lock::RunLock;
 use std::sync::Arc;
@@ -330,7 +334,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     let mut loss_fn = loss_function(config, &train_set)?;
     let train_set = Arc::new(train_set);
     let interrupt = Interrupt::install().context("cannot install the Ctrl-C handler")?;
-    let inputs = EpochInputs {
+    let inputs = RunContext {
         config,
         files: &files,
         meta: &meta,

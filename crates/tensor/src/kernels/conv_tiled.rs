@@ -25,7 +25,7 @@
 //!   batch after the first.
 
 use crate::element::Element;
-use crate::geometry::ConvGeometry;
+use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
 use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
@@ -48,7 +48,7 @@ const FORWARD_TILE_ELEMENTS: usize = 1 << 18;
 const BACKWARD_TILE_ELEMENTS: usize = 1 << 20;
 
 /// How many output rows go into one column tile of about `target` elements.
-fn tile_rows(geom: &ConvGeometry, target: usize) -> usize {
+fn tile_rows(geom: &WindowGeometry, target: usize) -> usize {
     (target / (geom.col_rows() * geom.out_w).max(1)).clamp(1, geom.out_h.max(1))
 }
 
@@ -78,7 +78,7 @@ pub struct ConvWorkspace<T> {
 /// Equal (to rounding) to `conv2d_forward_im2col` and `conv2d_forward_naive` in
 /// `layers/conv2d.rs`; `tests/suite/kernels.rs` checks it.
 pub fn conv2d_forward_tiled<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     bias: &[T],
     input: &[T],
@@ -140,7 +140,7 @@ pub fn conv2d_forward_tiled<T: Element>(
 /// ([`reduce_tree`]), so the result does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_tiled<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     input: &[T],
     grad_output: &[T],
@@ -161,7 +161,7 @@ pub fn conv2d_backward_tiled<T: Element>(
 /// (the second half of [`conv2d_backward_tiled`], for a layer whose weight
 /// gradient runs by another method).
 pub fn conv2d_input_grad_tiled<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     grad_output: &[T],
     grad_input: &mut [T],
@@ -184,7 +184,7 @@ struct WeightGrads<'a, T> {
 
 /// The backward pass with either gradient optional (at least one given).
 fn backward_tiled<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     batch: usize,
     grad_output: &[T],
@@ -300,7 +300,7 @@ fn for_each_image<'a, T: Element>(
 /// The output channels of a backward pass, every buffer's length checked
 /// against the geometry (programming errors in the layer, never user input).
 fn checked_out_channels<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     batch: usize,
     grad_output: &[T],
@@ -325,7 +325,7 @@ fn checked_out_channels<T: Element>(
 /// `db[o] += sum dY[o, tile]` and `dW += dY_tile col^T` (the first tile
 /// overwrites `dW`).
 fn weight_grad_tile<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     image: &[T],
     dy_tile: &[T],
     out_pixels: usize,
@@ -358,7 +358,7 @@ fn weight_grad_tile<T: Element>(
 /// first reached.
 #[allow(clippy::too_many_arguments)]
 fn input_grad_tile<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     packed_weight_t: &PackedA<T>,
     dy_tile: &[T],
     out_pixels: usize,

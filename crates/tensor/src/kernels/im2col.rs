@@ -17,9 +17,9 @@
 //!
 //! ```
 //! use convnet_tensor::kernels::im2col::im2col;
-//! use convnet_tensor::ConvGeometry;
+//! use convnet_tensor::WindowGeometry;
 //! use convnet_tensor::Padding;
-//! let geom = ConvGeometry::new(1, 3, 3, (2, 2), (1, 1), Padding::Valid).unwrap();
+//! let geom = WindowGeometry::new(1, 3, 3, (2, 2), (1, 1), Padding::Valid).unwrap();
 //! let x = [1.0f32, 2., 3., 4., 5., 6., 7., 8., 9.];
 //! let mut col = vec![0.0f32; 4 * 4];
 //! im2col(&geom, &x, 0, geom.out_h, &mut col);
@@ -27,7 +27,7 @@
 //! ```
 
 use crate::element::Element;
-use crate::geometry::ConvGeometry;
+use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
 
 /// Builds output rows `row_start..row_end` of the column matrix of one image.
@@ -40,7 +40,7 @@ use crate::kernels::cpu::simd_variant;
 /// Why it is fast: for each (c, ki, kj, i) the inner loop is a run of output
 /// columns whose inputs are `s` apart; the in-bounds run is computed once, so
 /// the loop body has no branch, and at stride 1 it is a plain `memcpy`.
-pub fn im2col<T: Element>(geom: &ConvGeometry, image: &[T], row_start: usize, row_end: usize, col: &mut [T]) {
+pub fn im2col<T: Element>(geom: &WindowGeometry, image: &[T], row_start: usize, row_end: usize, col: &mut [T]) {
     let out_w = geom.out_w;
     let tile_cols = (row_end - row_start) * out_w;
     assert!(image.len() >= geom.in_len(), "im2col: image too short");
@@ -87,11 +87,11 @@ simd_variant! {
     /// With AVX2 the additions run 8 floats wide instead of the 4 of the
     /// baseline x86-64 target (same additions, same order, same bits).
     pub fn col2im = col2im_body, "avx2", avx2;
-    (geom: &ConvGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T])
+    (geom: &WindowGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T])
 }
 
 #[inline(always)]
-fn col2im_body<T: Element>(geom: &ConvGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
+fn col2im_body<T: Element>(geom: &WindowGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
     let out_w = geom.out_w;
     let tile_cols = (row_end - row_start) * out_w;
     assert!(image_grad.len() >= geom.in_len(), "col2im: image too short");
@@ -130,7 +130,7 @@ fn col2im_body<T: Element>(geom: &ConvGeometry, col: &[T], row_start: usize, row
 }
 
 /// Plain twin of [`im2col`]: one element at a time, straight from the definition.
-pub fn im2col_naive<T: Element>(geom: &ConvGeometry, image: &[T], row_start: usize, row_end: usize, col: &mut [T]) {
+pub fn im2col_naive<T: Element>(geom: &WindowGeometry, image: &[T], row_start: usize, row_end: usize, col: &mut [T]) {
     let tile_cols = (row_end - row_start) * geom.out_w;
     for c in 0..geom.in_channels {
         for ki in 0..geom.kernel_h {
@@ -152,7 +152,7 @@ pub fn im2col_naive<T: Element>(geom: &ConvGeometry, image: &[T], row_start: usi
 
 /// Plain twin of [`col2im`].
 pub fn col2im_naive<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     col: &[T],
     row_start: usize,
     row_end: usize,
@@ -185,7 +185,7 @@ mod tests {
     fn the_plain_body_of_col2im_matches_its_twin() {
         // col2im runs compiled for AVX2 on most CPUs; its plain body is what
         // other CPUs run: held to the naive twin here
-        let geom = ConvGeometry::new(2, 7, 9, (3, 2), (1, 2), Padding::Same).unwrap();
+        let geom = WindowGeometry::new(2, 7, 9, (3, 2), (1, 2), Padding::Same).unwrap();
         let col: Vec<f64> = (0..geom.col_rows() * geom.out_pixels()).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
         let (mut body, mut naive) = (vec![1.0; geom.in_len()], vec![1.0; geom.in_len()]);
         col2im_body(&geom, &col, 0, geom.out_h, &mut body);

@@ -7,12 +7,12 @@
 //! order on ties; NaN never wins).
 
 use crate::element::Element;
-use crate::geometry::ConvGeometry;
+use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
 
 /// The common case with a fast path: 2x2 windows, stride 2, no padding (an odd
 /// last row or column is then never part of a window).
-pub fn is_fast_2x2(geom: &ConvGeometry) -> bool {
+pub fn is_fast_2x2(geom: &WindowGeometry) -> bool {
     (geom.kernel_h, geom.kernel_w, geom.stride_h, geom.stride_w) == (2, 2, 2, 2)
         && geom.pad_top == 0
         && geom.pad_left == 0
@@ -33,11 +33,11 @@ simd_variant! {
     /// With AVX2, [`pool_plane_2x2_body`] compiled for it: 8 windows per
     /// instruction instead of SSE2's 4.
     pub fn pool_plane_2x2 = pool_plane_2x2_body, "avx2", avx2;
-    (geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32])
+    (geom: &WindowGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32])
 }
 
 #[inline(always)]
-pub(crate) fn pool_plane_2x2_body<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+pub(crate) fn pool_plane_2x2_body<T: Element>(geom: &WindowGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
     let width = geom.in_w;
     for i in 0..geom.out_h {
         let top = &plane[2 * i * width..2 * i * width + 2 * geom.out_w];
@@ -75,7 +75,7 @@ mod tests {
     fn the_plain_body_matches_the_definition() {
         // the AVX2 build runs on most CPUs; the plain body is what other CPUs run.
         // (The dispatching kernel is held to the layer's maxpool_naive in tests/suite/kernels.rs.)
-        let geom = ConvGeometry::new(1, 5, 7, (2, 2), (2, 2), Padding::Valid).unwrap();
+        let geom = WindowGeometry::new(1, 5, 7, (2, 2), (2, 2), Padding::Valid).unwrap();
         assert!(is_fast_2x2(&geom));
         let plane: Vec<f64> = (0..35).map(|v| ((v * 13) % 7) as f64).collect(); // with ties
         let (mut out, mut argmax) = (vec![0.0; geom.out_pixels()], vec![0u32; geom.out_pixels()]);

@@ -48,8 +48,8 @@
 //!
 //! ```
 //! use convnet_tensor::kernels::im2col::im2col;
-//! use convnet_tensor::{ConvGeometry, Padding};
-//! let geom = ConvGeometry::new(1, 3, 3, (2, 2), (1, 1), Padding::Valid).unwrap();
+//! use convnet_tensor::{WindowGeometry, Padding};
+//! let geom = WindowGeometry::new(1, 3, 3, (2, 2), (1, 1), Padding::Valid).unwrap();
 //! let x = [1.0f32, 2., 3., 4., 5., 6., 7., 8., 9.];
 //! let mut col = vec![0.0f32; 4 * 4];
 //! im2col(&geom, &x, 0, geom.out_h, &mut col);
@@ -88,7 +88,7 @@
 //! ([`AUTO_WINOGRAD_MIN_CHANNELS`], [`AUTO_WINOGRAD_MIN_WIDTH`]).
 
 use crate::element::Element;
-use crate::geometry::{ConvGeometry, Padding};
+use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
@@ -110,7 +110,13 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 ///
 /// `input` `(N, C, H, W)`, `weight` `(OC, C, KH, KW)` = the matrix `W`
 /// `(OC, C*KH*KW)`, `bias` `(OC,)`, `output` `(N, OC, OH, OW)`.
-pub fn conv2d_forward_im2col<T: Element>(geom: &ConvGeometry, input: &[T], weight: &[T], bias: &[T], output: &mut [T]) {
+pub fn conv2d_forward_im2col<T: Element>(
+    geom: &WindowGeometry,
+    input: &[T],
+    weight: &[T],
+    bias: &[T],
+    output: &mut [T],
+) {
     let out_channels = bias.len();
     let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
     // col is (C*KH*KW, OH*OW)
@@ -147,7 +153,7 @@ pub fn conv2d_forward_im2col<T: Element>(geom: &ConvGeometry, input: &[T], weigh
 /// `dx = col2im(dcol)`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_im2col<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     input: &[T],
     weight: &[T],
     grad_output: &[T],
@@ -211,7 +217,7 @@ pub fn conv2d_backward_im2col<T: Element>(
 /// `input` is `(N, C, H, W)`, `weight` `(OC, C, KH, KW)`, `bias` `(OC,)`,
 /// `output` `(N, OC, OH, OW)`.
 pub fn conv2d_forward_naive<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     batch: usize,
     out_channels: usize,
     input: &[T],
@@ -248,7 +254,7 @@ pub fn conv2d_forward_naive<T: Element>(
 /// `dx += dy * w`; and `y = b + ...` gives `db += dy`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_naive<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     batch: usize,
     out_channels: usize,
     input: &[T],
@@ -309,7 +315,7 @@ pub struct Conv2d<T: Element> {
     /// The input geometry of the model this layer was placed in
     /// ([`Layer::set_input_shape`]; `None` for a layer used on its own), for
     /// [`Conv2d::resolved_algos`] before any batch has run.
-    planned: Option<ConvGeometry>,
+    planned: Option<WindowGeometry>,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -371,12 +377,12 @@ impl<T: Element> Conv2d<T> {
     /// gradient swaps the channel sides, the weight gradient runs over the
     /// tiles), and per pass the measurements in `BENCHMARKS.md` ranked the two
     /// methods alike on every layer of `baseline` and `small`.
-    fn resolve(&self, geom: Option<&ConvGeometry>) -> ConvAlgos {
+    fn resolve(&self, geom: Option<&WindowGeometry>) -> ConvAlgos {
         let (winograd_applies, wide_enough) = match geom {
             Some(geom) => (winograd::applies(geom), geom.out_w >= AUTO_WINOGRAD_MIN_WIDTH),
             None => {
                 let wide = AUTO_WINOGRAD_MIN_WIDTH + self.kernel.1;
-                let geom = ConvGeometry::new(self.in_channels, wide, wide, self.kernel, self.stride, self.padding);
+                let geom = WindowGeometry::new(self.in_channels, wide, wide, self.kernel, self.stride, self.padding);
                 (geom.is_some_and(|geom| winograd::applies(&geom)), true)
             }
         };
@@ -439,11 +445,11 @@ impl<T: Element> Conv2d<T> {
     }
 
     /// The geometry for an `(N, C, H, W)` input.
-    fn geometry(&self, shape: &[usize]) -> Option<ConvGeometry> {
+    fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
         if shape.len() != 4 || shape[1] != self.in_channels {
             return None;
         }
-        ConvGeometry::new(self.in_channels, shape[2], shape[3], self.kernel, self.stride, self.padding)
+        WindowGeometry::new(self.in_channels, shape[2], shape[3], self.kernel, self.stride, self.padding)
     }
 }
 
@@ -471,7 +477,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     fn set_input_shape(&mut self, input_shape: &[usize]) {
         self.planned = match *input_shape {
             [_, height, width] => {
-                ConvGeometry::new(self.in_channels, height, width, self.kernel, self.stride, self.padding)
+                WindowGeometry::new(self.in_channels, height, width, self.kernel, self.stride, self.padding)
             }
             _ => None,
         };
@@ -482,19 +488,25 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         if input_shape[0] != self.in_channels {
             return Err(format!("expects {} input channels, got {}", self.in_channels, input_shape[0]));
         }
-        let geom =
-            ConvGeometry::new(self.in_channels, input_shape[1], input_shape[2], self.kernel, self.stride, self.padding)
-                .ok_or_else(|| {
-                    format!(
-                        "a {}x{} input is smaller than the {}x{} kernel (valid padding)",
-                        input_shape[1], input_shape[2], self.kernel.0, self.kernel.1
-                    )
-                })?;
+        let geom = WindowGeometry::new(
+            self.in_channels,
+            input_shape[1],
+            input_shape[2],
+            self.kernel,
+            self.stride,
+            self.padding,
+        )
+        .ok_or_else(|| {
+            format!(
+                "a {}x{} input is smaller than the {}x{} kernel (valid padding)",
+                input_shape[1], input_shape[2], self.kernel.0, self.kernel.1
+            )
+        })?;
         Ok(vec![self.out_channels, geom.out_h, geom.out_w])
     }
 
     fn forward_flops(&self, input_shape: &[usize]) -> u64 {
-        match ConvGeometry::new(
+        match WindowGeometry::new(
             self.in_channels,
             input_shape[1],
             input_shape[2],

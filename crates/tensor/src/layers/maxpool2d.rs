@@ -45,8 +45,8 @@
 //! ```
 
 use crate::element::Element;
-use crate::geometry::ConvGeometry;
 use crate::geometry::Padding;
+use crate::geometry::WindowGeometry;
 use crate::kernels::pool2x2::{is_fast_2x2, pool_plane_2x2};
 use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
 use ndarray::{ArrayViewD, ArrayViewMutD};
@@ -56,7 +56,7 @@ use rayon::prelude::*;
 /// every window from the definition. `input` is `(N*C, H, W)` planes.
 /// Returns `(output, grad_input)` for a given `grad_output`.
 pub fn maxpool_naive<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     planes: usize,
     input: &[T],
     grad_output: &[T],
@@ -112,9 +112,9 @@ impl MaxPool2d {
         Ok(MaxPool2d { pool, stride, padding, argmax: Vec::new() })
     }
 
-    fn geometry(&self, shape: &[usize]) -> Option<ConvGeometry> {
+    fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
         // a pooling window is a one-channel convolution window, applied per channel
-        ConvGeometry::new(1, shape[shape.len() - 2], shape[shape.len() - 1], self.pool, self.stride, self.padding)
+        WindowGeometry::new(1, shape[shape.len() - 2], shape[shape.len() - 1], self.pool, self.stride, self.padding)
     }
 
     /// [`Layer::backward`], followed by the backward of a ReLU before this
@@ -180,7 +180,7 @@ impl MaxPool2d {
 }
 
 /// Pools one channel plane: `plane` is `(H, W)`, `out` and `argmax` are `(OH, OW)`.
-fn pool_plane<T: Element>(geom: &ConvGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+fn pool_plane<T: Element>(geom: &WindowGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
     if is_fast_2x2(geom) {
         return pool_plane_2x2(geom, plane, out, argmax);
     }

@@ -7,7 +7,7 @@
 //!
 //! | file | one concern |
 //! |---|---|
-//! | this file | the math, plain: [`winograd_forward`], [`winograd_backward_input`], [`winograd_backward_weight`], and [`applies`], the one answer to "can Winograd run this convolution?" |
+//! | this file | the math, plain: [`winograd_forward`], [`winograd_input_grad`], [`winograd_weight_grad`], and [`applies`], the one answer to "can Winograd run this convolution?" |
 //! | [`passes`] | the fast passes the layer calls (forward, input gradient, weight gradient) and why they are fast |
 //! | [`tiles`] | how outputs are cut into tiles and tiles into blocks; the scratch layout of a block |
 //! | [`planes`] | one channel's transforms for one block (`B^T d B`, `A^T M A` with bias and ReLU, `A dY A^T`) |
@@ -49,7 +49,7 @@ pub mod transforms;
 pub(crate) mod x86;
 
 use crate::element::Element;
-use crate::geometry::ConvGeometry;
+use crate::geometry::WindowGeometry;
 
 /// Output tile side `m` of F(m x m, 3 x 3).
 pub const TILE: usize = 4;
@@ -107,7 +107,7 @@ fn two_sided(left: impl Fn(usize, usize) -> f64, rows: usize, n: usize, x: &[f64
 /// Whether this convolution can run as F(4x4, 3x3): a 3x3 kernel at stride 1
 /// with at most 2 zeros of padding before the image (the input gradient reads
 /// `dY` with `2 - pad`). Every caller asks this one function.
-pub fn applies(geom: &ConvGeometry) -> bool {
+pub fn applies(geom: &WindowGeometry) -> bool {
     geom.kernel_h == 3
         && geom.kernel_w == 3
         && geom.stride_h == 1
@@ -203,7 +203,7 @@ fn forward_padded<T: Element>(
 
 /// The forward pass of a 3x3 stride-1 convolution ([`applies`]):
 /// `input` `(N, C, H, W)`, `weight` `(K, C, 3, 3)`, `bias` `(K,)`, `output` `(N, K, OH, OW)`.
-pub fn winograd_forward<T: Element>(geom: &ConvGeometry, weight: &[T], bias: &[T], input: &[T], output: &mut [T]) {
+pub fn winograd_forward<T: Element>(geom: &WindowGeometry, weight: &[T], bias: &[T], input: &[T], output: &mut [T]) {
     assert!(applies(geom), "winograd_forward: 3x3 stride 1 only");
     forward_padded(
         (geom.in_channels, geom.in_h, geom.in_w),
@@ -237,8 +237,8 @@ pub fn turn_weights<T: Element>(weight: &[T], out_channels: usize, channels: usi
 
 /// The input gradient: the forward pass of `dY` with the kernel turned 180
 /// degrees and its channel axes swapped, padded by `2 - pad` (module docs).
-pub fn winograd_backward_input<T: Element>(geom: &ConvGeometry, weight: &[T], grad_output: &[T], grad_input: &mut [T]) {
-    assert!(applies(geom), "winograd_backward_input: 3x3 stride 1 only");
+pub fn winograd_input_grad<T: Element>(geom: &WindowGeometry, weight: &[T], grad_output: &[T], grad_input: &mut [T]) {
+    assert!(applies(geom), "winograd_input_grad: 3x3 stride 1 only");
     let (channels, out_channels) = (geom.in_channels, weight.len() / (9 * geom.in_channels));
     let mut turned = Vec::new();
     turn_weights(weight, out_channels, channels, &mut turned);
@@ -259,14 +259,14 @@ pub fn winograd_backward_input<T: Element>(geom: &ConvGeometry, weight: &[T], gr
 /// filter, 6x6 tiles of `X` the data, accumulated over tiles and images in the
 /// transformed domain (module docs). `input` `(N, C, H, W)`, `grad_output`
 /// `(N, K, OH, OW)`, `grad_weight` `(K, C, 3, 3)`, `grad_bias` `(K,)`.
-pub fn winograd_backward_weight<T: Element>(
-    geom: &ConvGeometry,
+pub fn winograd_weight_grad<T: Element>(
+    geom: &WindowGeometry,
     input: &[T],
     grad_output: &[T],
     grad_weight: &mut [T],
     grad_bias: &mut [T],
 ) {
-    assert!(applies(geom), "winograd_backward_weight: 3x3 stride 1 only");
+    assert!(applies(geom), "winograd_weight_grad: 3x3 stride 1 only");
     let (channels, out_channels) = (geom.in_channels, grad_bias.len());
     let (plane, out_plane) = (geom.in_h * geom.in_w, geom.out_h * geom.out_w);
     let batch = input.len() / (channels * plane).max(1);
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn a_wrong_matrix_entry_is_caught() {
         // the check can fail: the forward with one B^T entry changed differs from direct
-        let geom = ConvGeometry::new(1, 6, 6, (3, 3), (1, 1), Padding::Valid).unwrap();
+        let geom = WindowGeometry::new(1, 6, 6, (3, 3), (1, 1), Padding::Valid).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let (input, weight) = (random(&mut rng, 36), random(&mut rng, 9));
         let expected = direct(&input, &weight);

@@ -63,7 +63,7 @@ use super::tiles::{blocks, Layout, Shape, LANES, POINTS, TILE_BLOCK};
 use super::transforms::transpose_block;
 use super::ALPHA;
 use crate::element::Element;
-use crate::geometry::ConvGeometry;
+use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
 use crate::kernels::reduce::{reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
@@ -250,7 +250,7 @@ fn correlate_batch<T: Element>(
 /// `max(., 0)` with `fused_relu`. Shapes as in
 /// [`crate::kernels::conv_tiled::conv2d_forward_tiled`]; needs [`super::applies`].
 pub fn conv2d_forward_winograd<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     bias: &[T],
     input: &[T],
@@ -279,7 +279,7 @@ pub fn conv2d_forward_winograd<T: Element>(
 /// `grad_input` `(N, C, H, W)` if given ([`conv2d_input_grad_winograd`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_winograd<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     input: &[T],
     grad_output: &[T],
@@ -298,7 +298,7 @@ pub fn conv2d_backward_winograd<T: Element>(
 /// The shape checks the passes share: `input_len` (of `X` `(N, C, H, W)` or of
 /// its gradient) and `grad_output_len` (of `Y` or `dY`, `(N, K, OH, OW)`); returns N.
 fn checked_batch(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     out_channels: usize,
     input_len: usize,
     grad_output_len: usize,
@@ -318,7 +318,7 @@ fn checked_batch(
 /// the tree of `gradient_leaves`. `input` `(N, C, H, W)`, `grad_output`
 /// `(N, K, OH, OW)`; `grad_weight` `(K, C, 3, 3)` and `grad_bias` `(K,)` are overwritten.
 pub fn conv2d_weight_grad_winograd<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     input: &[T],
     grad_output: &[T],
     grad_weight: &mut [T],
@@ -366,7 +366,7 @@ pub fn conv2d_weight_grad_winograd<T: Element>(
 /// `dx[y] = sum_i w[i] dy[y + pad - i]`). `weight` `(K, C, 3, 3)`,
 /// `grad_output` `(N, K, OH, OW)`; `grad_input` `(N, C, H, W)` is overwritten.
 pub fn conv2d_input_grad_winograd<T: Element>(
-    geom: &ConvGeometry,
+    geom: &WindowGeometry,
     weight: &[T],
     grad_output: &[T],
     grad_input: &mut [T],
