@@ -52,7 +52,7 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let _ = writeln!(
         out,
         "Activations and gradients: {} per batch of {batch_size} (f32, buffers shared where layers run in place)",
-        human_bytes(model.buffer_bytes(batch_size) as u64)
+        human_bytes(model.buffer_bytes(batch_size))
     );
     let _ = writeln!(out, "{rule}");
     out

@@ -1,7 +1,7 @@
 //! Data-parallel training: the step protocol of `mpirun -n N convnet train ...`.
 //!
 //! The collective operations come from a [`Transport`]
-//! ([`super::transport`]: one process alone, or [`super::mpi_transport`]).
+//! ([`super::transport`]: one process alone, or `mpi_transport` (feature `mpi`)).
 //! A single-process run meets none of this inside a step: it computes its
 //! own loss ([`super::epoch`]); [`Cluster::finish_step`] runs only with
 //! several ranks.

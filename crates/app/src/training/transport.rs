@@ -1,6 +1,6 @@
 //! The transport of data-parallel training: the few collective operations the
 //! step protocol ([`super::distributed`]) needs from the processes of a run,
-//! and their one-process form. The MPI form is [`super::mpi_transport`],
+//! and their one-process form. The MPI form is `mpi_transport` (feature `mpi`),
 //! compiled with the `mpi` feature; nothing else in the program names MPI.
 
 /// The processes of a run, as the step protocol sees them.

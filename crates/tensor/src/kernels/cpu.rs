@@ -4,7 +4,7 @@
 //! Every fast kernel is written once, as a plain `#[inline(always)]` body in
 //! portable Rust. Its SIMD variant is either
 //!
-//! - **the same body compiled for more features** ([`simd_variant!`]): the
+//! - **the same body compiled for more features** (`simd_variant!`): the
 //!   compiler widens the same operations (AVX2: 8 f32 per instruction instead
 //!   of SSE2's 4), so it gives the same bits; or
 //! - **a hand-written body** in an `x86` file (raw pointers and intrinsics,

@@ -30,7 +30,7 @@ simd_variant! {
     /// instruction. Same result and tie rule (first in row-major order) as the
     /// general loop.
     ///
-    /// With AVX2, [`pool_plane_2x2_body`] compiled for it: 8 windows per
+    /// With AVX2, `pool_plane_2x2_body` compiled for it: 8 windows per
     /// instruction instead of SSE2's 4.
     pub fn pool_plane_2x2 = pool_plane_2x2_body, "avx2", avx2;
     (geom: &WindowGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32])

@@ -382,7 +382,7 @@ impl<T: Element> Conv2d<T> {
             Some(geom) => (winograd::applies(geom), geom.out_w >= AUTO_WINOGRAD_MIN_WIDTH),
             None => {
                 let wide = AUTO_WINOGRAD_MIN_WIDTH + self.kernel.1;
-                let geom = WindowGeometry::new(self.in_channels, wide, wide, self.kernel, self.stride, self.padding);
+                let geom = self.sample_geometry(wide, wide);
                 (geom.is_some_and(|geom| winograd::applies(&geom)), true)
             }
         };
@@ -449,7 +449,13 @@ impl<T: Element> Conv2d<T> {
         if shape.len() != 4 || shape[1] != self.in_channels {
             return None;
         }
-        WindowGeometry::new(self.in_channels, shape[2], shape[3], self.kernel, self.stride, self.padding)
+        self.sample_geometry(shape[2], shape[3])
+    }
+
+    /// The geometry for a `height x width` input of this layer's channels
+    /// (`None` if the kernel does not fit).
+    fn sample_geometry(&self, height: usize, width: usize) -> Option<WindowGeometry> {
+        WindowGeometry::new(self.in_channels, height, width, self.kernel, self.stride, self.padding)
     }
 }
 
@@ -476,9 +482,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
 
     fn set_input_shape(&mut self, input_shape: &[usize]) {
         self.planned = match *input_shape {
-            [_, height, width] => {
-                WindowGeometry::new(self.in_channels, height, width, self.kernel, self.stride, self.padding)
-            }
+            [_, height, width] => self.sample_geometry(height, width),
             _ => None,
         };
     }
@@ -488,15 +492,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         if input_shape[0] != self.in_channels {
             return Err(format!("expects {} input channels, got {}", self.in_channels, input_shape[0]));
         }
-        let geom = WindowGeometry::new(
-            self.in_channels,
-            input_shape[1],
-            input_shape[2],
-            self.kernel,
-            self.stride,
-            self.padding,
-        )
-        .ok_or_else(|| {
+        let geom = self.sample_geometry(input_shape[1], input_shape[2]).ok_or_else(|| {
             format!(
                 "a {}x{} input is smaller than the {}x{} kernel (valid padding)",
                 input_shape[1], input_shape[2], self.kernel.0, self.kernel.1
@@ -506,14 +502,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     }
 
     fn forward_flops(&self, input_shape: &[usize]) -> u64 {
-        match WindowGeometry::new(
-            self.in_channels,
-            input_shape[1],
-            input_shape[2],
-            self.kernel,
-            self.stride,
-            self.padding,
-        ) {
+        match self.sample_geometry(input_shape[1], input_shape[2]) {
             Some(geom) => 2 * (self.out_channels * geom.col_rows() * geom.out_pixels()) as u64,
             None => 0,
         }

@@ -2,7 +2,7 @@
 //! it first): one input channel into `V = B^T d B`, one output channel's
 //! products back into pixels (`A^T M A`, bias, ReLU), and one gradient channel
 //! into `A dY A^T`, for one block of tiles. With AVX2 and f32 each runs fused
-//! in registers ([`super::x86`]); otherwise the staged plain bodies of
+//! in registers (`x86`); otherwise the staged plain bodies of
 //! [`super::transforms`].
 
 use super::tiles::{Block, Shape, LANES};

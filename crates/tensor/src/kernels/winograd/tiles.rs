@@ -7,7 +7,7 @@ use super::{ALPHA, TILE};
 /// Points of the transformed tile, `ALPHA * ALPHA`: the 36 independent GEMMs.
 pub const POINTS: usize = ALPHA * ALPHA;
 
-/// Output channels are zero-padded to a multiple of this for [`point_gemm`]
+/// Output channels are zero-padded to a multiple of this for [`super::point_gemm::point_gemm`]
 /// (the plain body takes blocks of 4 rows, the AVX2 body of 6 and then 4).
 pub const ROW_BLOCK: usize = 4;
 
@@ -15,7 +15,7 @@ pub const ROW_BLOCK: usize = 4;
 /// of this (one AVX2 vector of f32), so the kernels always run full width.
 pub const LANES: usize = 8;
 
-/// Widest column block of the plain [`point_gemm`] body (the AVX2 body takes 16).
+/// Widest column block of the plain [`super::point_gemm::point_gemm`] body (the AVX2 body takes 16).
 pub const COL_BLOCK: usize = 24;
 
 /// Tiles per block: one chunk of a tile row. 24 keeps conv2's `V` and `M`

@@ -1,8 +1,8 @@
 //! The transform bodies of the fast Winograd path ([`super::passes`]) along
 //! tiles: `B^T`, `A^T` and `A` applied vector by vector to [`LANES`]-wide chunks
-//! (what f64 and CPUs without AVX2 run; with AVX2 and f32, [`super::x86`]),
-//! and the block transpose. The small helpers [`simd_f32`], [`f32_ptr`] and
-//! [`f32_mut_ptr`] are how generic code reaches the f32 AVX2 bodies.
+//! (what f64 and CPUs without AVX2 run; with AVX2 and f32, `x86`),
+//! and the block transpose. The small helpers `simd_f32`, `f32_ptr` and
+//! `f32_mut_ptr` are how generic code reaches the f32 AVX2 bodies.
 
 use super::tiles::LANES;
 #[cfg(target_arch = "x86_64")]
