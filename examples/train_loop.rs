@@ -7,7 +7,7 @@
 //! and it writes `train_loop.safetensors`, a model file `convnet evaluate`,
 //! `predict` and PyTorch's `load_state_dict` read as they are.
 use convnet::data::batch::{BatchConfig, BatchStream};
-use convnet::data::{load, ColorMode, DatasetOptions, DecodeOptions, PixelScale};
+use convnet::data::{load, ColorMode, DatasetOptions, DecodeOptions, InputFormat, PixelScale};
 use convnet::io::model_file::{save_model, ModelMeta};
 use convnet::optim::{Adam, Optimizer};
 use convnet::tensor::{Mode, ModelSpec, SoftmaxCrossEntropy};
@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "data/fashion-mnist/train".into());
     // 1. Images: a folder per class, decoded once into memory as 28x28 greyscale.
     let options = DatasetOptions {
-        decode: DecodeOptions { image_size: (28, 28), color_mode: ColorMode::Grayscale, ..Default::default() },
+        decode: DecodeOptions::new(InputFormat::new([28, 28], ColorMode::Grayscale)),
         ..Default::default()
     };
     let loaded = load(dir.as_ref(), &options)?;

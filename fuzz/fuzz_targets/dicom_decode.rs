@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     file.extend_from_slice(b"DICM");
     file.extend_from_slice(data.strip_prefix(&file[..]).unwrap_or(data));
     let options =
-        DecodeOptions { image_size: (16, 16), color_mode: ColorMode::Grayscale, max_pixels: 1 << 22, ..DecodeOptions::default() };
+        DecodeOptions { max_pixels: 1 << 22, ..DecodeOptions::new(convnet_data::InputFormat::new([16, 16], ColorMode::Grayscale)) };
     let mut out = vec![0u8; options.image_len()];
     let _ = decode_into(Path::new("fuzz.dcm"), &file, &options, &mut out);
 });

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let options = DecodeOptions { image_size: (16, 16), color_mode: ColorMode::Rgb, max_pixels: 1 << 22, ..DecodeOptions::default() };
+    let options = DecodeOptions { max_pixels: 1 << 22, ..DecodeOptions::new(convnet_data::InputFormat::new([16, 16], ColorMode::Rgb)) };
     let mut out = vec![0u8; options.image_len()];
     let _ = decode_into(Path::new("fuzz"), data, &options, &mut out);
 });

@@ -19,9 +19,10 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, w, h, size) in [("png_512_to_224_rgb", 512, 512, 224), ("png_28_to_28_gray", 28, 28, 28)] {
         let bytes = png_bytes(w, h);
-        let mut options = DecodeOptions { image_size: (size, size), ..DecodeOptions::default() };
+        let mut options =
+            DecodeOptions::new(convnet_data::InputFormat::new([size, size], convnet_data::ColorMode::Rgb));
         if size == 28 {
-            options.color_mode = convnet_data::ColorMode::Grayscale;
+            options.format.color_mode = convnet_data::ColorMode::Grayscale;
         }
         let mut out = vec![0u8; options.image_len()];
         group.bench_function(name, |b| {

@@ -2,7 +2,7 @@
 //! (for trying hostile files, e.g. fuzz artifacts, by hand):
 //! `cargo run --release -p convnet-data --example decode_one -- FILE [--dicom-body]`.
 use convnet_data::decode::{decode_into, DecodeOptions};
-use convnet_data::ColorMode;
+use convnet_data::{ColorMode, InputFormat};
 use std::path::Path;
 
 fn main() {
@@ -15,12 +15,8 @@ fn main() {
         file.extend_from_slice(&bytes);
         bytes = file;
     }
-    let options = DecodeOptions {
-        image_size: (16, 16),
-        color_mode: ColorMode::Grayscale,
-        max_pixels: 1 << 22,
-        ..DecodeOptions::default()
-    };
+    let options =
+        DecodeOptions { max_pixels: 1 << 22, ..DecodeOptions::new(InputFormat::new([16, 16], ColorMode::Grayscale)) };
     let mut out = vec![0u8; options.image_len()];
     match decode_into(Path::new(&path), &bytes, &options, &mut out) {
         Ok(frames) => println!("decoded ({frames} frames)"),

@@ -12,7 +12,8 @@
 //! training allocates nothing for data.
 
 use crate::augment::Augmentation;
-use crate::dataset::{ImageSet, PixelScale};
+use crate::dataset::ImageSet;
+use crate::format::PixelScale;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::rng::{derive, rng_at};
 use rand::seq::SliceRandom;

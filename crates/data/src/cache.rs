@@ -115,7 +115,10 @@ pub fn cache_key(files: &[FileEntry], options: &DecodeOptions) -> Result<String>
     use std::os::unix::ffi::OsStrExt;
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     fnv1a(&mut hash, &FORMAT.to_le_bytes());
-    fnv1a(&mut hash, format!("{options:?}").as_bytes());
+    // what decoding depends on (not the pixel scale, applied to batches later)
+    let format = &options.format;
+    let decoding = (format.image_size, format.color_mode, format.interpolation, format.crop_to_aspect_ratio);
+    fnv1a(&mut hash, format!("{decoding:?} {}", options.max_pixels).as_bytes());
     for file in files {
         let metadata = std::fs::metadata(&file.path).map_err(|e| DataError::io(&file.path, e))?;
         let modified = metadata

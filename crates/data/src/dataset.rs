@@ -9,34 +9,13 @@
 use crate::cache::{CacheFile, Storage};
 use crate::decode::{decode_file, DecodeOptions};
 use crate::error::{DataError, Result};
+pub use crate::format::PixelScale;
 use crate::scan::ClassNames;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// How pixel bytes become network inputs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PixelScale {
-    /// `x / 255`, in `[0, 1]` (the default; Keras' `Rescaling(1/255)`).
-    #[default]
-    Unit,
-    /// The raw values `0..=255` (what the original Keras script fed its model).
-    Raw,
-}
-
-impl PixelScale {
-    /// The factor that multiplies a byte.
-    pub fn factor(self) -> f32 {
-        match self {
-            PixelScale::Unit => 1.0 / 255.0,
-            PixelScale::Raw => 1.0,
-        }
-    }
-}
 
 /// Everything [`crate::load::load`] needs to know.
 #[derive(Clone, Debug, PartialEq)]

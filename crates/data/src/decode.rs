@@ -16,105 +16,37 @@
 
 use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{DataError, Result};
+pub use crate::format::{ColorMode, InputFormat, Interpolation};
 use image::{imageops::FilterType, DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::path::Path;
 
-/// Channels of the decoded image.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColorMode {
-    /// 3 channels.
-    #[default]
-    Rgb,
-    /// 1 channel (ITU-R 601 luma).
-    Grayscale,
-    /// 4 channels.
-    Rgba,
-}
-
-impl ColorMode {
-    /// Number of channels.
-    pub fn channels(self) -> usize {
-        match self {
-            ColorMode::Rgb => 3,
-            ColorMode::Grayscale => 1,
-            ColorMode::Rgba => 4,
-        }
-    }
-
-    /// Parses `rgb`, `grayscale` (or `greyscale`), `rgba`.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "rgb" => Some(ColorMode::Rgb),
-            "grayscale" | "greyscale" => Some(ColorMode::Grayscale),
-            "rgba" => Some(ColorMode::Rgba),
-            _ => None,
-        }
-    }
-}
-
-/// Resampling filter used for resizing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Interpolation {
-    /// Bilinear (triangle filter; antialiased when shrinking, unlike
-    /// TensorFlow's default `tf.image.resize`).
-    #[default]
-    Bilinear,
-    /// Nearest neighbour.
-    Nearest,
-    /// Area averaging (box filter), the best choice for large reductions.
-    Area,
-    /// Lanczos with a 3-lobe window.
-    Lanczos3,
-}
-
-impl Interpolation {
-    /// Parses `bilinear`, `nearest`, `area`, `lanczos3`.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "bilinear" => Some(Interpolation::Bilinear),
-            "nearest" => Some(Interpolation::Nearest),
-            "area" => Some(Interpolation::Area),
-            "lanczos3" => Some(Interpolation::Lanczos3),
-            _ => None,
-        }
-    }
-}
-
-/// How to turn a file into network input.
+/// How to turn a file into network input: the input format (only its size,
+/// colour mode, filter and crop matter here) and the decoder's safety limit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecodeOptions {
-    /// Output `(height, width)`.
-    pub image_size: (usize, usize),
-    /// Output channels.
-    pub color_mode: ColorMode,
-    /// Resampling filter.
-    pub interpolation: Interpolation,
-    /// Centre-crop to the output aspect ratio before resizing (no distortion).
-    pub crop_to_aspect_ratio: bool,
+    /// Size, channels, filter, crop (and the pixel scale the batches apply later).
+    pub format: InputFormat,
     /// Largest accepted `width * height` of a source image.
     pub max_pixels: u64,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions {
-            image_size: (224, 224),
-            color_mode: ColorMode::Rgb,
-            interpolation: Interpolation::Bilinear,
-            crop_to_aspect_ratio: false,
-            max_pixels: 1 << 28, // 268 Mpx: 16384 x 16384
-        }
+        DecodeOptions::new(InputFormat::default())
     }
 }
 
 impl DecodeOptions {
+    /// Decoding to `format`, with the default pixel limit.
+    pub fn new(format: InputFormat) -> Self {
+        DecodeOptions { format, max_pixels: 1 << 28 } // 268 Mpx: 16384 x 16384
+    }
+
     /// Bytes of one decoded image: `channels * height * width`.
     pub fn image_len(&self) -> usize {
-        self.color_mode.channels() * self.image_size.0 * self.image_size.1
+        self.format.image_len()
     }
 }
 
@@ -161,8 +93,8 @@ pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Resu
 
 /// Crops, resizes and converts a decoded image into CHW bytes.
 fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]) {
-    let (target_h, target_w) = options.image_size;
-    if options.crop_to_aspect_ratio {
+    let [target_h, target_w] = options.format.image_size;
+    if options.format.crop_to_aspect_ratio {
         let (w, h) = (image.width() as u64, image.height() as u64);
         // largest centred window with aspect target_w : target_h
         let (crop_w, crop_h) = if w * target_h as u64 > h * target_w as u64 {
@@ -174,7 +106,7 @@ fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]
     }
     let (target_w32, target_h32) = (target_w as u32, target_h as u32);
     if image.width() != target_w32 || image.height() != target_h32 {
-        image = match options.interpolation {
+        image = match options.format.interpolation {
             Interpolation::Bilinear => image.resize_exact(target_w32, target_h32, FilterType::Triangle),
             Interpolation::Nearest => image.resize_exact(target_w32, target_h32, FilterType::Nearest),
             Interpolation::Lanczos3 => image.resize_exact(target_w32, target_h32, FilterType::Lanczos3),
@@ -182,7 +114,7 @@ fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]
         };
     }
     let plane = target_h * target_w;
-    match options.color_mode {
+    match options.format.color_mode {
         ColorMode::Grayscale => out[..plane].copy_from_slice(image.to_luma8().as_raw()),
         ColorMode::Rgb => interleaved_to_planar(image.to_rgb8().as_raw(), 3, plane, out),
         ColorMode::Rgba => interleaved_to_planar(image.to_rgba8().as_raw(), 4, plane, out),

@@ -71,10 +71,10 @@ pub fn decode_files(
     }
     let labels = keep.iter().map(|&i| files[i].label).collect();
     let paths = keep.iter().map(|&i| files[i].path.clone()).collect();
-    let (height, width) = options.image_size;
+    let [height, width] = options.format.image_size;
     let set = ImageSet::from_parts(
         class_names.to_vec(),
-        [options.color_mode.channels(), height, width],
+        [options.format.color_mode.channels(), height, width],
         pixels,
         labels,
         paths,
@@ -150,10 +150,10 @@ fn kept_set(
 ) -> (ImageSet, Vec<(PathBuf, String)>) {
     let bad: std::collections::HashSet<usize> = skipped.iter().map(|(slot, _)| *slot).collect();
     let kept: Vec<usize> = (0..files.len()).filter(|slot| !bad.contains(slot)).collect();
-    let (height, width) = options.image_size;
+    let [height, width] = options.format.image_size;
     let set = ImageSet {
         class_names: class_names.to_vec(),
-        shape: [options.color_mode.channels(), height, width],
+        shape: [options.format.color_mode.channels(), height, width],
         labels: kept.iter().map(|&i| files[i].label).collect(),
         paths: kept.iter().map(|&i| files[i].path.clone()).collect(),
         pixels: pixels(kept),
@@ -231,9 +231,9 @@ fn choose_storage(root: &Path, options: &DatasetOptions, subsets: &[&[FileEntry]
         DataError::TooBigForMemory {
             root: root.to_path_buf(),
             images,
-            height: decode.image_size.0,
-            width: decode.image_size.1,
-            channels: decode.color_mode.channels(),
+            height: decode.format.image_size[0],
+            width: decode.format.image_size[1],
+            channels: decode.format.color_mode.channels(),
             needed,
             budget,
             budget_source: source,
@@ -259,9 +259,9 @@ fn choose_storage(root: &Path, options: &DatasetOptions, subsets: &[&[FileEntry]
         DataError::TooBigForDisk(Box::new(crate::error::TooBig {
             root: root.to_path_buf(),
             images,
-            height: decode.image_size.0,
-            width: decode.image_size.1,
-            channels: decode.color_mode.channels(),
+            height: decode.format.image_size[0],
+            width: decode.format.image_size[1],
+            channels: decode.format.color_mode.channels(),
             needed,
             memory: options.memory_budget.clone(),
             cache_dir: dir,
@@ -282,7 +282,7 @@ fn choose_storage(root: &Path, options: &DatasetOptions, subsets: &[&[FileEntry]
 
 /// Scans, splits and decodes a folder-per-class tree (see the module docs).
 pub fn load(root: &Path, options: &DatasetOptions) -> Result<Loaded> {
-    let (height, width) = options.decode.image_size;
+    let [height, width] = options.decode.format.image_size;
     if height == 0 || width == 0 {
         return Err(DataError::Config(format!("image size must be positive, got {height}x{width}")));
     }

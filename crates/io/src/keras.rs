@@ -326,7 +326,7 @@ fn build(
     }
     assign_weights(path, &spec, &mut model, weights, &parsed.weighted)?;
     let mut meta = ModelMeta::new(spec, class_names.to_vec(), [height, width], color_mode);
-    meta.pixel_scale = parsed.pixel_scale;
+    meta.input.pixel_scale = parsed.pixel_scale;
     Ok((model, meta))
 }
 

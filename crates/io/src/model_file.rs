@@ -21,7 +21,7 @@
 
 use crate::atomic::write_atomic;
 use crate::error::{IoError, Result};
-use convnet_data::{ClassNames, ColorMode, DatasetOptions, DecodeOptions, Interpolation, PixelScale};
+use convnet_data::{ClassNames, ColorMode, DatasetOptions, DecodeOptions, InputFormat};
 use convnet_tensor::{Element, ModelSpec, Sequential};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
@@ -38,16 +38,10 @@ pub struct ModelMeta {
     pub architecture: ModelSpec,
     /// Class names; output `k` is `class_names[k]`.
     pub class_names: Vec<String>,
-    /// Input `[height, width]`.
-    pub image_size: [usize; 2],
-    /// Input channels as decoded.
-    pub color_mode: ColorMode,
-    /// Byte-to-float scaling of the input.
-    pub pixel_scale: PixelScale,
-    /// Resize filter used in training.
-    pub interpolation: Interpolation,
-    /// Centre crop before resizing.
-    pub crop_to_aspect_ratio: bool,
+    /// How an image file becomes this model's input (in the JSON, its fields
+    /// sit beside the others, as they did before it was one type).
+    #[serde(flatten)]
+    pub input: InputFormat,
 }
 
 impl ModelMeta {
@@ -62,22 +56,18 @@ impl ModelMeta {
             format_version: FORMAT_VERSION,
             architecture,
             class_names,
-            image_size,
-            color_mode,
-            pixel_scale: PixelScale::Unit,
-            interpolation: Interpolation::Bilinear,
-            crop_to_aspect_ratio: false,
+            input: InputFormat::new(image_size, color_mode),
         }
     }
 
     /// Per-sample input shape `(C, H, W)`.
     pub fn input_shape(&self) -> [usize; 3] {
-        [self.color_mode.channels(), self.image_size[0], self.image_size[1]]
+        self.input.input_shape()
     }
 
     /// Decoding options that reproduce the training inputs.
     pub fn decode_options(&self) -> DecodeOptions {
-        decode_options(self.image_size, self.color_mode, self.interpolation, self.crop_to_aspect_ratio)
+        DecodeOptions::new(self.input)
     }
 
     /// Options to load a labelled folder for this model: its input format, and
@@ -94,22 +84,6 @@ impl ModelMeta {
     /// Builds the (zero-seeded) model this metadata describes.
     pub fn build(&self) -> Result<Sequential<f32>> {
         Ok(self.architecture.build::<f32>(&self.input_shape(), self.class_names.len(), 0)?)
-    }
-}
-
-/// Decoding options for an input format (default size limits).
-pub fn decode_options(
-    image_size: [usize; 2],
-    color_mode: ColorMode,
-    interpolation: Interpolation,
-    crop_to_aspect_ratio: bool,
-) -> DecodeOptions {
-    DecodeOptions {
-        image_size: (image_size[0], image_size[1]),
-        color_mode,
-        interpolation,
-        crop_to_aspect_ratio,
-        ..DecodeOptions::default()
     }
 }
 
@@ -245,13 +219,13 @@ pub fn parse_meta(metadata: &HashMap<String, String>) -> Result<ModelMeta> {
             meta.format_version
         )));
     }
-    if meta.class_names.is_empty() || meta.image_size.contains(&0) {
+    if meta.class_names.is_empty() || meta.input.image_size.contains(&0) {
         return Err(format("metadata declares no classes or a zero image size".into()));
     }
-    if meta.image_size.iter().any(|&s| s > 16384) || meta.class_names.len() > 100_000 {
+    if meta.input.image_size.iter().any(|&s| s > 16384) || meta.class_names.len() > 100_000 {
         return Err(format(format!(
             "metadata declares an implausible image size {:?} or class count",
-            meta.image_size
+            meta.input.image_size
         )));
     }
     Ok(meta)

@@ -236,12 +236,12 @@ fn model_proto(graph: Message, meta: &ModelMeta) -> Message {
     model_proto.message(8, opset);
     let metadata = [
         ("class_names", serde_json::to_string(&meta.class_names).expect("strings serialize")),
-        ("image_size", format!("{}x{}", meta.image_size[0], meta.image_size[1])),
-        ("color_mode", format!("{:?}", meta.color_mode).to_lowercase()),
-        ("pixel_scale", format!("{:?}", meta.pixel_scale).to_lowercase()),
-        ("pixel_factor", format!("{}", meta.pixel_scale.factor())),
-        ("interpolation", format!("{:?}", meta.interpolation).to_lowercase()),
-        ("crop_to_aspect_ratio", meta.crop_to_aspect_ratio.to_string()),
+        ("image_size", format!("{}x{}", meta.input.image_size[0], meta.input.image_size[1])),
+        ("color_mode", format!("{:?}", meta.input.color_mode).to_lowercase()),
+        ("pixel_scale", format!("{:?}", meta.input.pixel_scale).to_lowercase()),
+        ("pixel_factor", format!("{}", meta.input.pixel_scale.factor())),
+        ("interpolation", format!("{:?}", meta.input.interpolation).to_lowercase()),
+        ("crop_to_aspect_ratio", meta.input.crop_to_aspect_ratio.to_string()),
         ("input_layout", "NCHW float32: bytes 0-255 times pixel_factor".to_string()),
     ];
     for (key, value) in metadata {

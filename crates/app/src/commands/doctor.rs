@@ -18,7 +18,7 @@ use crate::training::balanced_class_weights;
 use anyhow::{Context, Result};
 use clap::Args;
 use convnet_data::scan::{scan, ClassNames, Scan};
-use convnet_data::{DatasetOptions, DecodeOptions, ImageSet, Loaded, PixelScale};
+use convnet_data::{DatasetOptions, DecodeOptions, ImageSet, InputFormat, Loaded, PixelScale};
 use convnet_optim::{Adam, Optimizer};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
@@ -112,11 +112,7 @@ fn dataset_report(args: &DoctorArgs) -> Result<(Loaded, usize)> {
     let mut problems = 0;
     let train_scan = scan(&args.train, &ClassNames::Infer, false)?;
     let options = DatasetOptions {
-        decode: DecodeOptions {
-            image_size: (args.image.image_size[0], args.image.image_size[1]),
-            color_mode: args.image.color_mode,
-            ..DecodeOptions::default()
-        },
+        decode: DecodeOptions::new(InputFormat::new(args.image.image_size, args.image.color_mode)),
         skip_bad: true,
         ..DatasetOptions::default()
     };

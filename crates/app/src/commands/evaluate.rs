@@ -53,7 +53,7 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     let (mut model, meta) = load_model(&args.model)?;
     args.conv.apply(&mut model)?;
     let set = load_labelled(&args.data, &meta, args.skip_bad, &args.cache)?;
-    let predictions = predict_set(&mut model, &set, args.batch_size, meta.pixel_scale)?;
+    let predictions = predict_set(&mut model, &set, args.batch_size, meta.input.pixel_scale)?;
     let positive: Vec<usize> = args
         .positive
         .iter()

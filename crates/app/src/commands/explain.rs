@@ -121,7 +121,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let decode = meta.decode_options();
     let [channels, height, width] = meta.input_shape();
-    let factor = meta.pixel_scale.factor() as f64;
+    let factor = meta.input.pixel_scale.factor() as f64;
     let scale = args.size.div_ceil(height.min(width)).max(1);
     let (shown_h, shown_w) = (height * scale, width * scale);
     let mut records = Vec::new();

@@ -22,13 +22,13 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
     let (model, meta) = load_model(&args.model)?;
     let bytes = export(&model, &meta).with_context(|| format!("{}", args.model.display()))?;
     write_atomic(&args.out, &bytes)?;
-    let [c, h, w] = [meta.input_shape()[0], meta.image_size[0], meta.image_size[1]];
+    let [c, h, w] = [meta.input_shape()[0], meta.input.image_size[0], meta.input.image_size[1]];
     println!(
         "Wrote {} ({:.1} MB, ONNX IR {IR_VERSION}, opset {OPSET}): input \"input\" float (N, {c}, {h}, {w}), pixels x {}; \
          outputs \"probabilities\" and \"logits\" (N, {})",
         args.out.display(),
         bytes.len() as f64 / 1e6,
-        meta.pixel_scale.factor(),
+        meta.input.pixel_scale.factor(),
         meta.class_names.len()
     );
     Ok(ExitCode::SUCCESS)

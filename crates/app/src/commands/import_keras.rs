@@ -28,13 +28,13 @@ pub fn run(args: ImportKerasArgs) -> Result<ExitCode> {
     }
     let (model, meta) = import_keras(&args.keras, &args.class_names)?;
     save_model(&args.out, &model, &meta)?;
-    let [c, h, w] = [meta.input_shape()[0], meta.image_size[0], meta.image_size[1]];
+    let [c, h, w] = [meta.input_shape()[0], meta.input.image_size[0], meta.input.image_size[1]];
     println!(
         "Imported {} ({} layers, {} parameters, input {h}x{w}x{c}, pixels {}) -> {}",
         args.keras.display(),
         model.layers().len(),
         model.params().iter().map(|p| p.value.len()).sum::<usize>(),
-        match meta.pixel_scale {
+        match meta.input.pixel_scale {
             convnet_data::PixelScale::Unit => "0-1 (Rescaling 1/255)",
             convnet_data::PixelScale::Raw => "0-255 (no Rescaling)",
         },

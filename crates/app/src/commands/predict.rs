@@ -55,7 +55,7 @@ fn predict_chunk(
 ) -> Result<()> {
     let decode = meta.decode_options();
     let image_len = decode.image_len();
-    let factor = meta.pixel_scale.factor();
+    let factor = meta.input.pixel_scale.factor();
     let [c, h, w] = meta.input_shape();
     let decoded: Vec<Result<Vec<u8>, String>> = chunk
         .par_iter()

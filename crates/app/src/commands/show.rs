@@ -38,7 +38,7 @@ pub fn run(args: ShowArgs) -> Result<ExitCode> {
     }
     let (mut model, meta) = load_model(&args.model)?;
     let set = load_labelled(&args.data, &meta, true, &args.cache)?;
-    let predictions = predict_set(&mut model, &set, 32, meta.pixel_scale)?;
+    let predictions = predict_set(&mut model, &set, 32, meta.input.pixel_scale)?;
     draw_grid(&set, &predictions.predicted, args.rows, args.cols, args.seed, &args.out)?;
     let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();
     println!(

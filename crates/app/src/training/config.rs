@@ -6,8 +6,7 @@ use crate::options::{
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use convnet_data::{DecodeOptions, Interpolation, PixelScale};
-use convnet_io::model_file;
+use convnet_data::{DecodeOptions, InputFormat, Interpolation, PixelScale};
 use convnet_tensor::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -207,13 +206,20 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The input format the flags describe (the model file stores it).
+    pub fn input_format(&self) -> InputFormat {
+        InputFormat {
+            image_size: self.image.image_size,
+            color_mode: self.image.color_mode,
+            pixel_scale: self.pixel_scale,
+            interpolation: self.interpolation,
+            crop_to_aspect_ratio: self.crop_to_aspect_ratio,
+        }
+    }
+
+    /// Decoding to [`TrainConfig::input_format`].
     pub fn decode_options(&self) -> DecodeOptions {
-        model_file::decode_options(
-            self.image.image_size,
-            self.image.color_mode,
-            self.interpolation,
-            self.crop_to_aspect_ratio,
-        )
+        DecodeOptions::new(self.input_format())
     }
 
     /// The output directory: `--out`, or `runs/<model>-<seed>`.

@@ -272,11 +272,7 @@ fn model_meta(
         format_version: FORMAT_VERSION,
         architecture: architecture.clone(),
         class_names: class_names.to_vec(),
-        image_size: config.image.image_size,
-        color_mode: config.image.color_mode,
-        pixel_scale: config.pixel_scale,
-        interpolation: config.interpolation,
-        crop_to_aspect_ratio: config.crop_to_aspect_ratio,
+        input: config.input_format(),
     }
 }
 

@@ -3,7 +3,9 @@
 //! while nothing it was made from has changed; and a set too big for memory
 //! and disk is refused before anything is decoded.
 
-use convnet_data::{load, DataError, DatasetOptions, DecodeOptions, ImageSet, PixelScale, Storage};
+use convnet_data::{
+    load, ColorMode, DataError, DatasetOptions, DecodeOptions, ImageSet, InputFormat, PixelScale, Storage,
+};
 use image::{ImageBuffer, Rgb};
 use std::path::Path;
 
@@ -20,7 +22,7 @@ fn tree(root: &Path, per_class: u32) {
 
 fn options(storage: Storage, cache: &Path) -> DatasetOptions {
     DatasetOptions {
-        decode: DecodeOptions { image_size: (12, 10), ..Default::default() },
+        decode: DecodeOptions::new(InputFormat::new([12, 10], ColorMode::Rgb)),
         storage,
         cache_dir: Some(cache.to_path_buf()),
         validation_split: Some(0.25),
@@ -85,7 +87,7 @@ fn memory_disk_and_stream_give_the_same_images_and_the_cache_is_reused_until_a_f
 
     // other decode options: another key too
     let mut other_size = options(Storage::Disk, &cache);
-    other_size.decode.image_size = (5, 5);
+    other_size.decode.format.image_size = [5, 5];
     let resized = load(&root, &other_size).unwrap();
     assert!(!resized.report.to_string().contains("reused"));
     assert_eq!(resized.training.image_shape(), [3, 5, 5]);
@@ -117,7 +119,7 @@ fn a_set_too_big_for_memory_and_disk_is_refused_with_the_sizes_and_what_helps() 
     tree(&root, 4);
     let mut opts = options(Storage::Auto, &cache);
     opts.validation_split = None;
-    opts.decode.image_size = (60_000, 60_000); // 10.8 GB per image decoded: no disk has 130 GB spare here
+    opts.decode.format.image_size = [60_000, 60_000]; // 10.8 GB per image decoded: no disk has 130 GB spare here
     opts.decode.max_pixels = u64::MAX;
     opts.memory_budget = Some((1 << 30, "75% of the test's budget".into()));
     let error = load(&root, &opts).unwrap_err();

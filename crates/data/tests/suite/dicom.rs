@@ -4,7 +4,7 @@
 //! here from the valid files and must be refused with a one-line error.
 
 use convnet_data::decode::{decode_into, DecodeOptions};
-use convnet_data::{load, ColorMode, DataError, DatasetOptions};
+use convnet_data::{load, ColorMode, DataError, DatasetOptions, InputFormat};
 use std::path::{Path, PathBuf};
 
 const ROWS: usize = 24;
@@ -31,7 +31,7 @@ fn expected(name: &str) -> Vec<u8> {
 }
 
 fn options(color_mode: ColorMode) -> DecodeOptions {
-    DecodeOptions { image_size: (ROWS, COLS), color_mode, ..DecodeOptions::default() }
+    DecodeOptions::new(InputFormat::new([ROWS, COLS], color_mode))
 }
 
 fn decode(name: &str, bytes: &[u8], color_mode: ColorMode) -> Result<(Vec<u8>, u32), DataError> {

@@ -1,13 +1,13 @@
 //! Hostile and unusual image files through the loader: each is decoded
 //! correctly or refused with a clear error, never a panic.
 
-use convnet_data::{load, ColorMode, DataError, DatasetOptions, DecodeOptions};
+use convnet_data::{load, ColorMode, DataError, DatasetOptions, DecodeOptions, InputFormat};
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb};
 use std::path::Path;
 
 fn options(size: usize, color_mode: ColorMode) -> DatasetOptions {
     DatasetOptions {
-        decode: DecodeOptions { image_size: (size, size), color_mode, ..DecodeOptions::default() },
+        decode: DecodeOptions::new(InputFormat::new([size, size], color_mode)),
         ..DatasetOptions::default()
     }
 }

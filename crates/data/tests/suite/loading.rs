@@ -2,7 +2,7 @@
 //! splits, shuffling, and every bad-input case with its exact outcome.
 
 use convnet_data::batch::{epoch_order, BatchConfig, BatchStream};
-use convnet_data::{load, ClassNames, ColorMode, DataError, DatasetOptions, DecodeOptions, PixelScale};
+use convnet_data::{load, ClassNames, ColorMode, DataError, DatasetOptions, DecodeOptions, InputFormat, PixelScale};
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ fn mixed_tree(root: &Path) {
 
 fn options(size: usize) -> DatasetOptions {
     DatasetOptions {
-        decode: DecodeOptions { image_size: (size, size), ..DecodeOptions::default() },
+        decode: DecodeOptions::new(InputFormat::new([size, size], ColorMode::Rgb)),
         ..DatasetOptions::default()
     }
 }
@@ -75,10 +75,10 @@ fn grayscale_and_rgba_color_modes() {
     let dir = tempfile::tempdir().unwrap();
     mixed_tree(dir.path());
     let mut opts = options(3);
-    opts.decode.color_mode = ColorMode::Grayscale;
+    opts.decode.format.color_mode = ColorMode::Grayscale;
     let set = load(dir.path(), &opts).unwrap().training;
     assert_eq!(set.image_shape(), [1, 3, 3]);
-    opts.decode.color_mode = ColorMode::Rgba;
+    opts.decode.format.color_mode = ColorMode::Rgba;
     let set = load(dir.path(), &opts).unwrap().training;
     let e = set.paths().iter().position(|p| p.ends_with("e.png")).unwrap();
     assert_eq!(set.image(e).unwrap()[27], 128, "alpha plane kept");
@@ -350,11 +350,11 @@ fn odd_sizes_and_crop_to_aspect_ratio() {
     let dot = DynamicImage::ImageLuma8(ImageBuffer::from_pixel(1, 1, Luma([77])));
     write(&dir.path().join("a/dot.png"), dot, ImageFormat::Png);
     let mut opts = options(6);
-    opts.decode.color_mode = ColorMode::Grayscale;
+    opts.decode.format.color_mode = ColorMode::Grayscale;
     let set = load(dir.path(), &opts).unwrap().training;
     let dot = set.paths().iter().position(|p| p.ends_with("dot.png")).unwrap();
     assert!(set.image(dot).unwrap().iter().all(|&v| v == 77), "a 1x1 image is stretched");
-    opts.decode.crop_to_aspect_ratio = true;
+    opts.decode.format.crop_to_aspect_ratio = true;
     let set = load(dir.path(), &opts).unwrap().training;
     let tall = set.paths().iter().position(|p| p.ends_with("tall.png")).unwrap();
     // the centre 1x1 window of a 1x400 image straddles the black/white edge

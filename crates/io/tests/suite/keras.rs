@@ -3,7 +3,7 @@
 //! seed script's network saved both ways and Keras' probabilities on a few
 //! images; the imported models must give them within 1e-5.
 
-use convnet_data::decode::{decode_file, DecodeOptions};
+use convnet_data::decode::decode_file;
 use convnet_io::keras::import_keras;
 use convnet_io::model_file::ModelMeta;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
@@ -22,11 +22,7 @@ fn names(count: usize) -> Vec<String> {
 fn max_difference(model: &mut Sequential<f32>, meta: &ModelMeta, which: &str) -> f64 {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("predictions.json")).unwrap()).unwrap();
-    let options = DecodeOptions {
-        image_size: (meta.image_size[0], meta.image_size[1]),
-        color_mode: meta.color_mode,
-        ..DecodeOptions::default()
-    };
+    let options = meta.decode_options();
     let mut worst = 0f64;
     let cases = expected[which].as_object().unwrap();
     assert_eq!(cases.len(), 4);
@@ -36,7 +32,7 @@ fn max_difference(model: &mut Sequential<f32>, meta: &ModelMeta, which: &str) ->
         let shape: Vec<usize> = std::iter::once(1).chain(meta.input_shape()).collect();
         let input = ArrayD::from_shape_vec(
             IxDyn(&shape),
-            bytes.iter().map(|&b| b as f32 * meta.pixel_scale.factor()).collect(),
+            bytes.iter().map(|&b| b as f32 * meta.input.pixel_scale.factor()).collect(),
         )
         .unwrap();
         let logits = model.forward(input.view(), Mode::Eval).unwrap().to_owned();
@@ -54,8 +50,8 @@ fn max_difference(model: &mut Sequential<f32>, meta: &ModelMeta, which: &str) ->
 fn the_seed_network_from_keras_3_and_legacy_h5_predicts_as_keras() {
     for file in ["seed.keras", "seed.h5"] {
         let (mut model, meta) = import_keras(&fixture(file), &names(8)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(meta.image_size, [48, 48]);
-        assert_eq!(meta.pixel_scale, convnet_data::PixelScale::Raw, "no Rescaling: raw 0-255 as the seed script");
+        assert_eq!(meta.input.image_size, [48, 48]);
+        assert_eq!(meta.input.pixel_scale, convnet_data::PixelScale::Raw, "no Rescaling: raw 0-255 as the seed script");
         let difference = max_difference(&mut model, &meta, "seed");
         eprintln!("{file}: max |convnet - Keras| = {difference:.2e}");
         assert!(difference <= 1e-5, "{file}: probabilities differ from Keras' by {difference}");
@@ -65,8 +61,8 @@ fn the_seed_network_from_keras_3_and_legacy_h5_predicts_as_keras() {
 #[test]
 fn rescaling_same_padding_and_activation_layers_import() {
     let (mut model, meta) = import_keras(&fixture("rescaled.keras"), &names(3)).unwrap();
-    assert_eq!(meta.pixel_scale, convnet_data::PixelScale::Unit, "Rescaling(1/255)");
-    assert_eq!(meta.color_mode, convnet_data::ColorMode::Grayscale);
+    assert_eq!(meta.input.pixel_scale, convnet_data::PixelScale::Unit, "Rescaling(1/255)");
+    assert_eq!(meta.input.color_mode, convnet_data::ColorMode::Grayscale);
     let difference = max_difference(&mut model, &meta, "rescaled");
     eprintln!("rescaled.keras: max |convnet - Keras| = {difference:.2e}");
     assert!(difference <= 1e-5, "probabilities differ from Keras' by {difference}");
