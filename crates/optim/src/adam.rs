@@ -84,7 +84,11 @@ impl<T: Element> Optimizer<T> for Adam<T> {
     }
 
     fn state(&self) -> OptimizerState<T> {
-        OptimizerState { step: self.step, slots: vec![("m".into(), self.m.clone()), ("v".into(), self.v.clone())] }
+        OptimizerState {
+            step: self.step,
+            lr: self.lr,
+            slots: vec![("m".into(), self.m.clone()), ("v".into(), self.v.clone())],
+        }
     }
 
     fn load_state(&mut self, mut state: OptimizerState<T>) -> Result<(), OptimError> {
@@ -96,6 +100,7 @@ impl<T: Element> Optimizer<T> for Adam<T> {
         self.m = m;
         self.v = v;
         self.step = state.step;
+        self.lr = state.lr;
         Ok(())
     }
 }

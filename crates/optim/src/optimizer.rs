@@ -22,6 +22,9 @@ pub enum OptimError {
 pub struct OptimizerState<T> {
     /// Number of steps taken.
     pub step: u64,
+    /// The learning rate: the optimizer owns it (schedules change it through
+    /// [`Optimizer::set_learning_rate`]), and loading a state restores it.
+    pub lr: f64,
     /// Named buffers (`"m"`, `"v"`, `"velocity"`), each with one array per
     /// parameter in the model's order.
     pub slots: Vec<(String, Vec<ArrayD<T>>)>,

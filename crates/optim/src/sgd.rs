@@ -69,12 +69,13 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
     }
 
     fn state(&self) -> OptimizerState<T> {
-        OptimizerState { step: self.step, slots: vec![("velocity".into(), self.velocity.clone())] }
+        OptimizerState { step: self.step, lr: self.lr, slots: vec![("velocity".into(), self.velocity.clone())] }
     }
 
     fn load_state(&mut self, mut state: OptimizerState<T>) -> Result<(), OptimError> {
         self.velocity = take_slot(&mut state, "velocity")?;
         self.step = state.step;
+        self.lr = state.lr;
         Ok(())
     }
 }

@@ -37,6 +37,9 @@ pub struct HistoryRow {
 pub struct TrainingState {
     pub epochs_done: usize,
     pub step: u64,
+    /// The optimizer's learning rate and step count, as recorded in a
+    /// checkpoint ([`save_checkpoint`] takes them from the optimizer's state,
+    /// [`load_checkpoint`] gives them back to it); not kept up to date in between.
     pub lr: f64,
     pub optimizer_step: u64,
     pub best_val_accuracy: Option<f64>,
@@ -102,7 +105,9 @@ pub fn save_checkpoint(
     }
     let mut metadata = BTreeMap::new();
     metadata.insert(META_KEY.to_string(), serde_json::to_string(meta)?);
-    metadata.insert("training".to_string(), serde_json::to_string(state)?);
+    // the optimizer owns the learning rate and the step count: recorded here
+    let record = TrainingState { lr: optimizer.lr, optimizer_step: optimizer.step, ..state.clone() };
+    metadata.insert("training".to_string(), serde_json::to_string(&record)?);
     let slot_names: Vec<&String> = optimizer.slots.iter().map(|(name, _)| name).collect();
     metadata.insert("optimizer_slots".to_string(), serde_json::to_string(&slot_names)?);
     Ok(write_atomic(&files.checkpoint(), &model_file::serialize(&tensors, &metadata)?)?)
@@ -132,7 +137,7 @@ pub fn load_checkpoint(path: &Path, model: &mut Sequential<f32>) -> Result<(Opti
         }
         slots.push((name, buffers));
     }
-    Ok((OptimizerState { step: state.optimizer_step, slots }, state))
+    Ok((OptimizerState { step: state.optimizer_step, lr: state.lr, slots }, state))
 }
 
 pub fn write_history(files: &RunFiles, history: &[HistoryRow]) -> Result<()> {

@@ -43,9 +43,7 @@ impl RunContext<'_> {
         optimizer: &mut dyn Optimizer<f32>,
         state: &mut TrainingState,
     ) -> Result<()> {
-        state.lr = optimizer.learning_rate();
         let optimizer_state = optimizer.state();
-        state.optimizer_step = optimizer_state.step;
         if self.cluster.is_root() {
             save_checkpoint(self.files, model, self.meta, &optimizer_state, state)?;
         }

@@ -193,7 +193,6 @@ fn restore_checkpoint(
         .get()
         .load_state(optimizer_state)
         .map_err(|e: OptimError| anyhow!("{}: {e}", files.checkpoint().display()))?;
-    optimizer.get().set_learning_rate(saved.lr);
     // the checkpoint keeps no times; history.csv has them
     for (row, seconds) in saved.history.iter_mut().zip(read_history_seconds(files)) {
         row.seconds = seconds;
@@ -318,7 +317,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     let meta = model_meta(config, &architecture, &class_names);
     let mut model = build_model(config, &architecture, &meta, train_set.len())?;
     let mut optimizer = AnyOptimizer::new(config)?;
-    let mut state = TrainingState { lr: config.lr, ..TrainingState::default() };
+    let mut state = TrainingState::default();
     let batches = batches_per_epoch(train_set.len(), config.batch_size);
 
     if resume {
