@@ -14,5 +14,6 @@ mod engine;
 mod explain;
 mod gradcheck_layers;
 mod kernels;
+mod modern;
 mod mutations;
 mod winograd;

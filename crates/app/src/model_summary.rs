@@ -15,12 +15,14 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let mut out = String::new();
     // 44 wide, wider when a convolution's passes run by different methods
     let options_width = model.layers().iter().map(|layer| layer.describe().len()).max().unwrap_or(0).max(44);
-    let rule = "-".repeat(60 + options_width);
+    // 11 wide, wider for a longer kind (global_avgpool2d)
+    let kind_width = model.layers().iter().map(|layer| layer.kind().len()).max().unwrap_or(0).max(11);
+    let rule = "-".repeat(49 + kind_width + options_width);
     let _ = writeln!(out, "Model: {} layers, input {}", model.layers().len(), shape_text("N", model.input_shape()));
     let _ = writeln!(out, "{rule}");
     let _ = writeln!(
         out,
-        "{:<5} {:<11} {:<options_width$} {:<22} {:>10} {:>8}",
+        "{:<5} {:<kind_width$} {:<options_width$} {:<22} {:>10} {:>8}",
         "#", "Layer", "Options", "Output shape", "Param #", "MFLOPs"
     );
     let _ = writeln!(out, "{rule}");
@@ -31,7 +33,7 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
         total_flops += flops;
         let _ = writeln!(
             out,
-            "{:<5} {:<11} {:<options_width$} {:<22} {:>10} {:>8.1}",
+            "{:<5} {:<kind_width$} {:<options_width$} {:<22} {:>10} {:>8.1}",
             i,
             layer.kind(),
             layer.describe(),

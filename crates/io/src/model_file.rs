@@ -149,6 +149,7 @@ pub fn model_tensors(model: &Sequential<f32>) -> Vec<NamedTensor> {
         .into_iter()
         .zip(model.params())
         .map(|(name, param)| (name, param.value.shape().to_vec(), f32_bytes(param.value.iter().copied())))
+        .chain(model.buffers().into_iter().map(|(name, b)| (name, b.shape().to_vec(), f32_bytes(b.iter().copied()))))
         .collect()
 }
 
@@ -248,6 +249,18 @@ pub fn assign_params<T: Element>(
             )));
         }
         for (dst, &src) in param.value.iter_mut().zip(values) {
+            *dst = T::from_f64(src as f64);
+        }
+    }
+    for (name, buffer) in model.buffers_mut() {
+        let (shape, values) = tensors.get(&name).ok_or_else(|| IoError::Format(format!("tensor {name} is missing")))?;
+        if shape.as_slice() != buffer.shape() {
+            return Err(IoError::Format(format!(
+                "tensor {name} has shape {shape:?}, but the architecture needs {:?}",
+                buffer.shape()
+            )));
+        }
+        for (dst, &src) in buffer.iter_mut().zip(values) {
             *dst = T::from_f64(src as f64);
         }
     }

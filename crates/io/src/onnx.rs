@@ -61,6 +61,13 @@ impl Message {
         self
     }
 
+    /// `field` as a 32-bit float (wire type 5).
+    fn float32(&mut self, field: u32, value: f32) -> &mut Self {
+        self.varint(((field as u64) << 3) | 5);
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
     fn string(&mut self, field: u32, value: &str) -> &mut Self {
         self.bytes(field, value.as_bytes())
     }
@@ -78,6 +85,13 @@ fn attribute_ints(name: &str, values: &[usize]) -> Message {
         attribute.int(8, value as i64);
     }
     attribute.int(20, 7);
+    attribute
+}
+
+/// AttributeProto of type FLOAT (1): name 1, f 2.
+fn attribute_float(name: &str, value: f32) -> Message {
+    let mut attribute = Message::default();
+    attribute.string(1, name).float32(2, value).int(20, 1);
     attribute
 }
 
@@ -194,6 +208,17 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
                 let attributes = vec![attribute_int("transB", 1)];
                 graph.message(1, node("Gemm", &name, &[&current, &w_name, &b_name], &output, attributes));
             }
+            LayerSpec::Batchnorm { eps, .. } => {
+                let (scale, shift) = (take("batchnorm weight")?, take("batchnorm bias")?);
+                batchnorm_nodes(&mut graph, model, index, [&current, &output], *eps, [scale, shift])?;
+            }
+            LayerSpec::GlobalAvgpool2d => {
+                // (N, C, H, W) -> (N, C, 1, 1) -> (N, C)
+                let pooled = format!("{name}_pooled");
+                graph.message(1, node("GlobalAveragePool", &name, &[&current], &pooled, Vec::new()));
+                let flatten = format!("{name}_flatten");
+                graph.message(1, node("Flatten", &flatten, &[&pooled], &output, vec![attribute_int("axis", 1)]));
+            }
             LayerSpec::Dropout { .. } => {
                 // the identity at inference: no node, the next layer reads this one's input
                 continue;
@@ -221,6 +246,37 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
     graph.message(12, value_info("logits", &[None, Some(classes)]));
 
     Ok(model_proto(graph, meta).0)
+}
+
+/// A BatchNormalization node (inference form: the running statistics) and its
+/// four initializers, for layer `index` reading `current` into `output`.
+fn batchnorm_nodes(
+    graph: &mut Message,
+    model: &Sequential<f32>,
+    index: usize,
+    [current, output]: [&str; 2],
+    eps: f64,
+    [scale, shift]: [convnet_tensor::ndarray::ArrayD<f32>; 2],
+) -> Result<()> {
+    let name = format!("{index}_batchnorm");
+    let buffer = |what: &str| {
+        let key = format!("{index}.{what}");
+        model
+            .buffers()
+            .into_iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, b)| b.clone())
+            .ok_or_else(|| IoError::Format(format!("cannot export to ONNX: layer {index} has no {what}")))
+    };
+    let (mean, var) = (buffer("running_mean")?, buffer("running_var")?);
+    let names = ["weight", "bias", "running_mean", "running_var"].map(|what| format!("{name}.{what}"));
+    for (tensor_name, tensor) in names.iter().zip([&scale, &shift, &mean, &var]) {
+        graph.message(5, initializer(tensor_name, tensor.shape(), tensor.iter().copied()));
+    }
+    let inputs = [current, &names[0], &names[1], &names[2], &names[3]];
+    let attributes = vec![attribute_float("epsilon", eps as f32)];
+    graph.message(1, node("BatchNormalization", &name, &inputs, output, attributes));
+    Ok(())
 }
 
 /// The ModelProto around `graph`: versions, the opset and the preprocessing

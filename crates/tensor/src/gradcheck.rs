@@ -92,6 +92,9 @@ pub struct GradCheckConfig {
     pub seed: u64,
     /// Accept tensors whose gradients are all (near) zero.
     pub allow_zero_gradients: bool,
+    /// Run [`check_layer`]'s layer in evaluation mode ([`Mode::Eval`]:
+    /// BatchNorm with its running statistics, dropout off) instead of training.
+    pub eval_mode: bool,
 }
 
 impl Default for GradCheckConfig {
@@ -103,6 +106,7 @@ impl Default for GradCheckConfig {
             max_elements_per_tensor: usize::MAX,
             seed: 0x5EED,
             allow_zero_gradients: false,
+            eval_mode: false,
         }
     }
 }
@@ -433,7 +437,7 @@ pub fn check_layer(
         input: input.as_standard_layout().into_owned(),
         output: ArrayD::zeros(IxDyn(&out_shape)),
         projection,
-        mode: Mode::train(config.seed),
+        mode: if config.eval_mode { Mode::Eval } else { Mode::train(config.seed) },
     };
     run_check(&mut probe, config)
 }

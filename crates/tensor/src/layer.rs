@@ -141,6 +141,17 @@ pub trait Layer<T: Element>: Send + Sync {
         Vec::new()
     }
 
+    /// State that is not trained but saved with the model, in a fixed order
+    /// (BatchNorm's running statistics): `(name, tensor)`.
+    fn buffers(&self) -> Vec<(&'static str, &ArrayD<T>)> {
+        Vec::new()
+    }
+
+    /// Mutable access to the buffers, same order as [`Layer::buffers`].
+    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut ArrayD<T>)> {
+        Vec::new()
+    }
+
     /// Whether `backward` reads `output`. The model's plan may overwrite the
     /// output of a layer that does not need it with the next layer's output (an
     /// in-place ReLU), so the default is the safe answer, `true`.
@@ -178,7 +189,7 @@ pub trait Layer<T: Element>: Send + Sync {
     }
 
     /// Sum parameter gradients over the batch as a balanced tree of `leaves`
-    /// equal runs of images ([`crate::kernels::reduce`]), so that processes
+    /// equal runs of images ([`crate::gradient_tree`]), so that processes
     /// sharing a batch reproduce one process's bits. Layers without parameters
     /// ignore it; a layer of yours that sums over the batch in another order is
     /// still correct, only not bit-identical across process counts.

@@ -76,8 +76,8 @@ pub use error::{Result, TensorError};
 pub use geometry::{Padding, WindowGeometry};
 pub use layer::{KinkRecorder, Layer, Mode, Param, ParamMut, WeightAndBias};
 pub use layers::{
-    Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten, MaxPool2d, Relu,
-    Softmax,
+    BatchNorm, Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten,
+    GlobalAvgPool2d, MaxPool2d, Relu, Softmax,
 };
 pub use loss::SoftmaxCrossEntropy;
 pub use model::{LayerSpec, ModelSpec, Plan, Sequential};

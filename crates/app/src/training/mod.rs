@@ -316,6 +316,12 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     let class_names = train_set.class_names().to_vec();
     let meta = model_meta(config, &architecture, &class_names);
     let mut model = build_model(config, &architecture, &meta, train_set.len())?;
+    if cluster.size() > 1 && !model.buffers().is_empty() {
+        bail!(
+            "batchnorm layers cannot train on several MPI ranks yet: each rank would normalise its own part of \
+             the batch (a synchronised batchnorm is not built); train on one process"
+        );
+    }
     let mut optimizer = AnyOptimizer::new(config)?;
     let mut state = TrainingState::default();
     let batches = batches_per_epoch(train_set.len(), config.batch_size);

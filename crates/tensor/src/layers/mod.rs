@@ -11,23 +11,29 @@
 //! | [`dropout`] | [`Dropout`] | `y = x * mask / (1 - p)` in training | |
 //! | [`flatten`] | [`Flatten`] | `(N, C, H, W) -> (N, C*H*W)` | |
 //! | [`softmax`] | [`Softmax`] | `y = exp(x) / sum(exp(x))` | |
+//! | [`batchnorm`] | [`BatchNorm`] | `y = gamma (x - mean) / sqrt(var + eps) + beta` per channel | |
+//! | [`global_avgpool`] | [`GlobalAvgPool2d`] | `y[n, c] = mean of x[n, c, :, :]` | |
 //!
 //! The loss, softmax cross-entropy, is in [`crate::loss`].
 
+pub mod batchnorm;
 pub mod conv2d;
 pub mod conv_algo;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod global_avgpool;
 pub mod maxpool2d;
 pub mod relu;
 pub mod softmax;
 
+pub use batchnorm::BatchNorm;
 pub use conv2d::Conv2d;
 pub use conv_algo::{ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use global_avgpool::GlobalAvgPool2d;
 pub use maxpool2d::MaxPool2d;
 pub use relu::Relu;
 pub use softmax::Softmax;

@@ -515,6 +515,23 @@ impl<T: Element> Sequential<T> {
         self.layers.iter_mut().flat_map(|layer| layer.params_mut()).collect()
     }
 
+    /// Every layer's buffers (state saved with the model but not trained:
+    /// BatchNorm's running statistics), named `"{layer}.{name}"`, in order.
+    pub fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {
+        let per_layer = self.layers.iter().enumerate();
+        per_layer
+            .flat_map(|(i, layer)| layer.buffers().into_iter().map(move |(name, b)| (format!("{i}.{name}"), b)))
+            .collect()
+    }
+
+    /// Mutable [`Sequential::buffers`].
+    pub fn buffers_mut(&mut self) -> Vec<(String, &mut ArrayD<T>)> {
+        let per_layer = self.layers.iter_mut().enumerate();
+        per_layer
+            .flat_map(|(i, layer)| layer.buffers_mut().into_iter().map(move |(name, b)| (format!("{i}.{name}"), b)))
+            .collect()
+    }
+
     /// Parameter names `"{layer index}.{weight|bias}"`, in the order of
     /// [`Sequential::params`] (PyTorch's `state_dict` names for an equivalent
     /// `nn.Sequential`).

@@ -13,7 +13,7 @@ use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::geometry::Padding;
 use crate::layer::Layer;
-use crate::layers::{Conv2d, Dense, Dropout, Flatten, MaxPool2d, Relu, Softmax};
+use crate::layers::{BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Relu, Softmax};
 use crate::model::sequential::Sequential;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,28 @@ pub enum LayerSpec {
     },
     /// [`Softmax`] (for inference only; training applies the fused loss to logits).
     Softmax,
+    /// [`BatchNorm`]: per-channel normalisation with learned scale and shift
+    /// (PyTorch's `BatchNorm2d` after a convolution, `BatchNorm1d` after a dense
+    /// layer; the channels are inferred).
+    Batchnorm {
+        /// Added to the variance (default 1e-5).
+        #[serde(default = "default_eps")]
+        eps: f64,
+        /// Weight of a batch's statistics in the running ones (default 0.1).
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+    },
+    /// [`GlobalAvgPool2d`]: each feature map becomes its mean, `(C, H, W) -> (C,)`.
+    #[serde(rename = "global_avgpool2d")]
+    GlobalAvgpool2d,
+}
+
+fn default_eps() -> f64 {
+    crate::layers::batchnorm::DEFAULT_EPS
+}
+
+fn default_momentum() -> f64 {
+    crate::layers::batchnorm::DEFAULT_MOMENTUM
 }
 
 /// An architecture: the layers in order.
@@ -235,6 +257,11 @@ impl ModelSpec {
                 }
                 LayerSpec::Dropout { rate } => Box::new(Dropout::new(rate).map_err(|e| shape_error(e.to_string()))?),
                 LayerSpec::Softmax => Box::new(Softmax),
+                LayerSpec::Batchnorm { eps, momentum } => {
+                    let channels = shape.first().copied().unwrap_or(0);
+                    Box::new(BatchNorm::with_options(channels, eps, momentum).map_err(|e| shape_error(e.to_string()))?)
+                }
+                LayerSpec::GlobalAvgpool2d => Box::new(GlobalAvgPool2d),
             };
             model.push(layer)?;
         }
@@ -259,6 +286,8 @@ impl LayerSpec {
             LayerSpec::Dense { .. } => "dense",
             LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::Softmax => "softmax",
+            LayerSpec::Batchnorm { .. } => "batchnorm",
+            LayerSpec::GlobalAvgpool2d => "global_avgpool2d",
         }
     }
 }

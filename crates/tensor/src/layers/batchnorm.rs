@@ -1,0 +1,321 @@
+//! Batch normalisation, with PyTorch's semantics (`BatchNorm2d` after a
+//! convolution, `BatchNorm1d` after a dense layer: one layer, per channel).
+//!
+//! ## Math
+//!
+//! For channel `c`, over the `M` values it has in the batch (`M = N*H*W` for an
+//! `(N, C, H, W)` input, `M = N` for `(N, C)`):
+//!
+//! ```text
+//! training:    mean_c = sum x / M                 var_c = sum (x - mean_c)^2 / M   (biased)
+//! evaluation:  mean_c = running_mean_c            var_c = running_var_c
+//! both:        inv_c  = 1 / sqrt(var_c + eps)     xhat  = (x - mean_c) * inv_c
+//!              y      = gamma_c * xhat + beta_c
+//! after a training forward (momentum 0.1):
+//!              running_mean_c := (1 - momentum) running_mean_c + momentum mean_c
+//!              running_var_c  := (1 - momentum) running_var_c  + momentum var_c * M / (M - 1)   (unbiased)
+//! ```
+//!
+//! `eps = 1e-5`; `gamma` starts at 1, `beta` at 0, the running mean at 0 and
+//! the running variance at 1, as in PyTorch. The parameters are named
+//! `weight` (`gamma`) and `bias` (`beta`), the statistics `running_mean` and
+//! `running_var`: PyTorch's names, so a `state_dict` maps onto them.
+//!
+//! ## Backward
+//!
+//! `dbeta_c = sum dy`, `dgamma_c = sum dy * xhat`. In evaluation the statistics
+//! are constants: `dx = dy * gamma_c * inv_c`. In training `mean_c` and `var_c`
+//! depend on every `x` of the channel, which adds two terms:
+//!
+//! ```text
+//! dx = gamma_c * inv_c / M * (M dy - sum dy - xhat * sum (dy * xhat))
+//!                               ^^^^^^^^   the mean's term   ^^^^^^^^^^^^^^^^^^^^ the variance's term
+//! ```
+//!
+//! Every sum runs over the channel's values in (image, pixel) order, in f64,
+//! whatever the thread count (threads split the channels): a seed fixes the
+//! bits on any number of threads.
+//!
+//! ```
+//! use convnet_tensor::layers::BatchNorm;
+//! use convnet_tensor::{Layer, Mode};
+//! use ndarray::{ArrayD, IxDyn};
+//! let mut bn = BatchNorm::<f64>::new(1).unwrap();
+//! let x = ArrayD::from_shape_vec(IxDyn(&[4, 1]), vec![1.0, 2.0, 3.0, 6.0]).unwrap();
+//! let mut y = ArrayD::zeros(IxDyn(&[4, 1]));
+//! bn.forward(x.view(), y.view_mut(), Mode::train(0));
+//! // mean 3, biased variance 3.5: y = (x - 3) / sqrt(3.5 + 1e-5)
+//! assert!((y[[3, 0]] - 3.0 / (3.5f64 + 1e-5).sqrt()).abs() < 1e-12);
+//! // running statistics moved a tenth of the way: mean 0.3, variance 0.9 + 0.1 * 14 / 3
+//! assert!((bn.running_mean()[0] - 0.3).abs() < 1e-12);
+//! assert!((bn.running_var()[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-12);
+//! ```
+
+use crate::element::Element;
+use crate::layer::{slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use rayon::prelude::*;
+
+/// PyTorch's default `eps`.
+pub const DEFAULT_EPS: f64 = 1e-5;
+/// PyTorch's default `momentum` of the running statistics.
+pub const DEFAULT_MOMENTUM: f64 = 0.1;
+
+/// `(mean, biased variance)` of every channel of `x`, laid out as `images`
+/// blocks of `channels` planes of `plane` values: the plain sums of the
+/// definition, in (image, pixel) order, in f64.
+pub fn channel_statistics<T: Element>(x: &[T], channels: usize, plane: usize) -> Vec<(f64, f64)> {
+    let images = x.len() / (channels * plane).max(1);
+    let count = (images * plane) as f64;
+    (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let values = || (0..images).flat_map(move |n| x[(n * channels + c) * plane..][..plane].iter());
+            let mean = values().map(|&v| Element::to_f64(v)).sum::<f64>() / count;
+            let var = values().map(|&v| (Element::to_f64(v) - mean).powi(2)).sum::<f64>() / count;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// Plain twin of the training forward: `y = gamma (x - mean) / sqrt(var + eps) + beta`
+/// with the batch's statistics, element by element (the layer's fast path must
+/// equal it).
+pub fn batchnorm_train_naive(
+    x: &[f64],
+    channels: usize,
+    plane: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    eps: f64,
+) -> Vec<f64> {
+    let stats = channel_statistics(x, channels, plane);
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / plane) % channels;
+            let (mean, var) = stats[c];
+            gamma[c] * (v - mean) / (var + eps).sqrt() + beta[c]
+        })
+        .collect()
+}
+
+/// Batch normalisation over the channel axis (axis 1) of `(N, C)` or
+/// `(N, C, H, W)` inputs; see the module docs.
+#[derive(Debug)]
+pub struct BatchNorm<T: Element> {
+    channels: usize,
+    eps: f64,
+    momentum: f64,
+    /// `gamma` `(C,)`, `beta` `(C,)` and their gradients.
+    gamma: ArrayD<T>,
+    beta: ArrayD<T>,
+    grad_gamma: ArrayD<T>,
+    grad_beta: ArrayD<T>,
+    /// Running statistics `(C,)` (evaluation mode), saved with the model.
+    running_mean: ArrayD<T>,
+    running_var: ArrayD<T>,
+    /// The last forward's `(mean_c, inv_c)` and whether it was a training pass.
+    saved: Vec<(f64, f64)>,
+    trained: bool,
+}
+
+impl<T: Element> BatchNorm<T> {
+    /// A batch normalisation of `channels` channels with PyTorch's defaults.
+    pub fn new(channels: usize) -> crate::error::Result<Self> {
+        Self::with_options(channels, DEFAULT_EPS, DEFAULT_MOMENTUM)
+    }
+
+    /// With `eps` (> 0) and `momentum` (in `[0, 1]`).
+    pub fn with_options(channels: usize, eps: f64, momentum: f64) -> crate::error::Result<Self> {
+        if channels == 0 || !(eps > 0.0 && eps.is_finite()) || !(0.0..=1.0).contains(&momentum) {
+            return Err(crate::error::TensorError::Config(format!(
+                "batchnorm needs channels > 0, eps > 0 and momentum in [0, 1], got {channels}, {eps}, {momentum}"
+            )));
+        }
+        let ones = ArrayD::from_elem(ndarray::IxDyn(&[channels]), T::one());
+        Ok(BatchNorm {
+            channels,
+            eps,
+            momentum,
+            gamma: ones.clone(),
+            beta: zeros(&[channels]),
+            grad_gamma: zeros(&[channels]),
+            grad_beta: zeros(&[channels]),
+            running_mean: zeros(&[channels]),
+            running_var: ones,
+            saved: Vec::new(),
+            trained: false,
+        })
+    }
+
+    /// The running mean `(C,)`.
+    pub fn running_mean(&self) -> &ArrayD<T> {
+        &self.running_mean
+    }
+
+    /// The running (unbiased) variance `(C,)`.
+    pub fn running_var(&self) -> &ArrayD<T> {
+        &self.running_var
+    }
+
+    /// `eps` and `momentum`.
+    pub fn options(&self) -> (f64, f64) {
+        (self.eps, self.momentum)
+    }
+
+    /// Values per image of one channel: `H*W` (1 for a flat input).
+    fn plane(&self, shape: &[usize]) -> usize {
+        shape[2..].iter().product()
+    }
+}
+
+impl<T: Element> Layer<T> for BatchNorm<T> {
+    fn kind(&self) -> &'static str {
+        "batchnorm"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} channels, eps {:e}, momentum {}", self.channels, self.eps, self.momentum)
+    }
+
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
+        match input_shape {
+            [c] | [c, _, _] if *c == self.channels => Ok(input_shape.to_vec()),
+            [c] | [c, _, _] => Err(format!("expects {} channels, got {c}", self.channels)),
+            _ => Err(format!("expects a (C,) or (C, H, W) input, got shape {input_shape:?}")),
+        }
+    }
+
+    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
+        let (channels, plane) = (self.channels, self.plane(input.shape()));
+        let x = slice(&input);
+        let values = (x.len() / channels).max(1);
+        self.trained = matches!(mode, Mode::Train { .. });
+        let stats: Vec<(f64, f64)> = if self.trained {
+            // mean_c, var_c over the batch (biased), then the running statistics
+            let stats = channel_statistics(x, channels, plane);
+            let m = self.momentum;
+            let unbiased = if values > 1 { values as f64 / (values - 1) as f64 } else { 1.0 };
+            for (c, &(mean, var)) in stats.iter().enumerate() {
+                let rm = &mut self.running_mean[c];
+                *rm = T::from_f64((1.0 - m) * Element::to_f64(*rm) + m * mean);
+                let rv = &mut self.running_var[c];
+                *rv = T::from_f64((1.0 - m) * Element::to_f64(*rv) + m * var * unbiased);
+            }
+            stats
+        } else {
+            (0..channels)
+                .map(|c| (Element::to_f64(self.running_mean[c]), Element::to_f64(self.running_var[c])))
+                .collect()
+        };
+        // inv_c = 1 / sqrt(var_c + eps)
+        self.saved = stats.iter().map(|&(mean, var)| (mean, 1.0 / (var + self.eps).sqrt())).collect();
+        // y = gamma_c * (x - mean_c) * inv_c + beta_c, one plane (image, channel) per task
+        let (gamma, beta, saved) = (&self.gamma, &self.beta, &self.saved);
+        slice_mut(&mut output).par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(i, (y, x))| {
+            let c = i % channels;
+            let (mean, inv) = saved[c];
+            let (scale, shift) = (Element::to_f64(gamma[c]) * inv, Element::to_f64(beta[c]));
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = T::from_f64((Element::to_f64(x) - mean) * scale + shift);
+            }
+        });
+    }
+
+    fn backward(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        _output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        let (channels, plane) = (self.channels, self.plane(input.shape()));
+        let (x, dy) = (slice(&input), slice(&grad_output));
+        let images = x.len() / (channels * plane).max(1);
+        let count = (images * plane) as f64;
+        let saved = &self.saved;
+        // forward: y = gamma xhat + beta, so dbeta_c = sum dy, dgamma_c = sum dy * xhat
+        let sums: Vec<(f64, f64)> = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                let (mean, inv) = saved[c];
+                let (mut sum_dy, mut sum_dy_xhat) = (0.0, 0.0);
+                for n in 0..images {
+                    let at = (n * channels + c) * plane;
+                    for (&x, &dy) in x[at..at + plane].iter().zip(&dy[at..at + plane]) {
+                        sum_dy += Element::to_f64(dy);
+                        sum_dy_xhat += Element::to_f64(dy) * (Element::to_f64(x) - mean) * inv;
+                    }
+                }
+                (sum_dy, sum_dy_xhat)
+            })
+            .collect();
+        for (c, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
+            self.grad_beta[c] = T::from_f64(sum_dy);
+            self.grad_gamma[c] = T::from_f64(sum_dy_xhat);
+        }
+        let Some(mut grad_input) = grad_input else { return };
+        let (gamma, trained) = (&self.gamma, self.trained);
+        let dx = slice_mut(&mut grad_input);
+        dx.par_chunks_mut(plane).zip(x.par_chunks(plane)).zip(dy.par_chunks(plane)).enumerate().for_each(
+            |(i, ((dx, x), dy))| {
+                let c = i % channels;
+                let (mean, inv) = saved[c];
+                let scale = Element::to_f64(gamma[c]) * inv;
+                if !trained {
+                    // the statistics are constants: dx = gamma_c inv_c dy
+                    for (dx, &dy) in dx.iter_mut().zip(dy) {
+                        *dx = T::from_f64(scale * Element::to_f64(dy));
+                    }
+                    return;
+                }
+                // dx = gamma_c inv_c / M (M dy - sum dy - xhat sum(dy xhat))
+                let (sum_dy, sum_dy_xhat) = sums[c];
+                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                    let xhat = (Element::to_f64(x) - mean) * inv;
+                    *dx = T::from_f64(scale / count * (count * Element::to_f64(dy) - sum_dy - xhat * sum_dy_xhat));
+                }
+            },
+        );
+    }
+
+    fn params(&self) -> Vec<Param<'_, T>> {
+        vec![
+            Param { name: "weight", value: &self.gamma, grad: &self.grad_gamma },
+            Param { name: "bias", value: &self.beta, grad: &self.grad_beta },
+        ]
+    }
+
+    fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        vec![
+            ParamMut { name: "weight", value: &mut self.gamma, grad: &mut self.grad_gamma },
+            ParamMut { name: "bias", value: &mut self.beta, grad: &mut self.grad_beta },
+        ]
+    }
+
+    fn buffers(&self) -> Vec<(&'static str, &ArrayD<T>)> {
+        vec![("running_mean", &self.running_mean), ("running_var", &self.running_var)]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut ArrayD<T>)> {
+        vec![("running_mean", &mut self.running_mean), ("running_var", &mut self.running_var)]
+    }
+
+    fn backward_needs_output(&self) -> bool {
+        false
+    }
+
+    fn forward_flops(&self, input_shape: &[usize]) -> u64 {
+        // a multiply and an add per value (the statistics add about as much again in training)
+        2 * input_shape.iter().product::<usize>() as u64
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+}
