@@ -1,7 +1,8 @@
 """ONNX export parity: `convnet export`'s file must pass onnx.checker (full check) and give,
 in onnxruntime, the probabilities `convnet predict` gives, within 1e-5. Then the check proves
 it can fail: the same graph with the first dense layer's columns permuted from our C,H,W
-flatten order to Keras' H,W,C order must miss by far more.
+flatten order to Keras' H,W,C order must miss by far more (for a model with batchnorm: the
+first batchnorm without its running mean).
 
     python onnx_parity.py CONVNET MODEL.safetensors WORKDIR
 
@@ -75,11 +76,24 @@ difference = np.abs(got - expected).max()
 print(f"{model_path}: {len(files)} images, max |onnxruntime - convnet predict| = {difference:.2e}")
 assert difference <= 1e-5, f"ONNX export disagrees with convnet predict by {difference}"
 
-# the negative control: permute the first Gemm after a Flatten from C,H,W to H,W,C columns
 nodes = list(model.graph.node)
+shapes = {init.name: init for init in model.graph.initializer}
+batchnorms = [n for n in nodes if n.op_type == "BatchNormalization"]
+if batchnorms:
+    # the negative control of a model with batchnorm: evaluation without its running mean
+    # (as if the export had taken fresh statistics) must miss by far more
+    mean = batchnorms[0].input[3]
+    values = numpy_helper.to_array(shapes[mean])
+    assert np.abs(values).max() > 1e-3, "running means still zero: the control would prove nothing"
+    shapes[mean].CopyFrom(numpy_helper.from_array(np.zeros_like(values), mean))
+    wrong = np.abs(run(model) - expected).max()
+    print(f"  without the first batchnorm's running mean: max difference {wrong:.2e} (must fail the check)")
+    assert wrong > 1e-3, "a wrong batchnorm went unnoticed: the check cannot fail"
+    sys.exit(0)
+
+# the negative control: permute the first Gemm after a Flatten from C,H,W to H,W,C columns
 flatten = next(i for i, n in enumerate(nodes) if n.op_type == "Flatten")
 gemm = next(n for n in nodes[flatten:] if n.op_type == "Gemm")
-shapes = {init.name: init for init in model.graph.initializer}
 weight = numpy_helper.to_array(shapes[gemm.input[1]])
 # the flattened input's (C, H, W): from the graph's shape inference
 inferred = onnx.shape_inference.infer_shapes(model)
