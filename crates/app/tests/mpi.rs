@@ -169,3 +169,20 @@ fn a_killed_rank_ends_the_job_with_an_error_within_a_minute() {
     assert!(!status.success(), "a killed rank must fail the job");
     eprintln!("the job ended {:.1} s after rank 1 was killed, status {status}", killed.elapsed().as_secs_f64());
 }
+
+#[test]
+fn batchnorm_on_several_ranks_is_refused_in_one_line_until_it_is_synchronised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("run"), dir.path().join("cache"));
+    let (out, cache) = (out.to_str().unwrap(), cache.to_str().unwrap());
+    let architecture = repo_data().join("../../docs/architectures/small-bn.toml");
+    let mut args = training_args(out, cache, "1");
+    let model = args.iter().position(|a| *a == "small").unwrap();
+    let architecture = architecture.to_string_lossy().into_owned();
+    args[model] = &architecture;
+    let output = mpirun(2, &args).output().expect("mpirun runs (is Open MPI installed?)");
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(!output.status.success(), "two ranks trained a batchnorm model:\n{text}");
+    assert!(text.contains("batchnorm layers cannot train on several MPI ranks yet"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
