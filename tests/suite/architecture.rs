@@ -330,6 +330,17 @@ fn the_circle_check_can_fail() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The files of `files` over `max` lines, as "path (N lines)".
+fn long_files(files: &[PathBuf], max: usize) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > max).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect()
+}
+
 #[test]
 fn no_source_file_is_over_700_lines() {
     let mut files = Vec::new();
@@ -341,15 +352,22 @@ fn no_source_file_is_over_700_lines() {
     for dir in ["examples", "fuzz/fuzz_targets"] {
         rust_files(&workspace().join(dir), &mut files);
     }
-    let long: Vec<String> = files
-        .iter()
-        .filter_map(|f| {
-            let lines = std::fs::read_to_string(f).unwrap().lines().count();
-            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", f.display()))
-        })
-        .collect();
     assert!(files.len() > 60, "only {} files found", files.len());
+    let long = long_files(&files, MAX_LINES);
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
+
+#[test]
+fn the_file_length_check_can_fail() {
+    let dir = std::env::temp_dir().join(format!("convnet-file-length-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (fits, too_long) = (dir.join("fits.rs"), dir.join("too_long.rs"));
+    std::fs::write(&fits, "// a line\n".repeat(MAX_LINES)).unwrap();
+    std::fs::write(&too_long, "// a line\n".repeat(MAX_LINES + 1)).unwrap();
+    let long = long_files(&[fits, too_long], MAX_LINES);
+    assert_eq!(long.len(), 1, "{long:?}");
+    assert!(long[0].contains("too_long.rs (701 lines)"), "{long:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A rule on the direction of imports inside one crate: no module under

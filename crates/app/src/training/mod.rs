@@ -302,6 +302,18 @@ fn lock_run_dir(files: &RunFiles, cluster: &Cluster) -> Result<Option<RunLock>> 
     Ok(Some(RunLock::acquire(&files.dir)?))
 }
 
+/// Refuses batchnorm on several ranks: each would normalise its own part of
+/// the batch, and the weights would no longer be those of one process.
+fn refuse_unsynchronised_batchnorm(model: &Sequential<f32>, cluster: &Cluster) -> Result<()> {
+    if cluster.size() > 1 && !model.buffers().is_empty() {
+        bail!(
+            "batchnorm layers cannot train on several MPI ranks yet: each rank would normalise its own part of \
+             the batch (a synchronised batchnorm is not built); train on one process"
+        );
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) a training run, on this process or on every rank of an
 /// MPI job (see [`distributed`]).
 pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
@@ -316,12 +328,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     let class_names = train_set.class_names().to_vec();
     let meta = model_meta(config, &architecture, &class_names);
     let mut model = build_model(config, &architecture, &meta, train_set.len())?;
-    if cluster.size() > 1 && !model.buffers().is_empty() {
-        bail!(
-            "batchnorm layers cannot train on several MPI ranks yet: each rank would normalise its own part of \
-             the batch (a synchronised batchnorm is not built); train on one process"
-        );
-    }
+    refuse_unsynchronised_batchnorm(&model, cluster)?;
     let mut optimizer = AnyOptimizer::new(config)?;
     let mut state = TrainingState::default();
     let batches = batches_per_epoch(train_set.len(), config.batch_size);
