@@ -9,7 +9,7 @@
 //! | step | module | Keras equivalent |
 //! |---|---|---|
 //! | find classes and files | [`scan`](mod@scan) | `labels="inferred"`, `class_names`, `follow_links` |
-//! | the input format, declared once (size, colours, filter, crop, pixel scale) | [`format`] | `image_size`, `color_mode`, `interpolation`, `crop_to_aspect_ratio`, `Rescaling` |
+//! | the input format, declared once (size, colours, filter, crop, pixel scale) | [`format`](mod@format) | `image_size`, `color_mode`, `interpolation`, `crop_to_aspect_ratio`, `Rescaling` |
 //! | decode, convert, resize | [`decode`] | |
 //! | cache, split, report | [`dataset`] | `validation_split`, `subset`, `seed` |
 //! | order, batches, prefetch | [`batch`] | `batch_size`, `shuffle`, `.prefetch()` |
