@@ -22,6 +22,7 @@
 use crate::atomic::write_atomic;
 use crate::error::{IoError, Result};
 use convnet_data::{ClassNames, ColorMode, DatasetOptions, DecodeOptions, InputFormat};
+use convnet_tensor::ndarray::ArrayD;
 use convnet_tensor::{Element, ModelSpec, Sequential};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
@@ -232,8 +233,8 @@ pub fn parse_meta(metadata: &HashMap<String, String>) -> Result<ModelMeta> {
     Ok(meta)
 }
 
-/// Copies tensors named like the model's parameters into it, checking that
-/// every parameter is present with the right shape.
+/// Copies tensors named like the model's parameters and buffers (running
+/// statistics) into it, checking that every one is present with the right shape.
 /// The model may be f32 (training) or f64 (gradient checks of a saved model).
 pub fn assign_params<T: Element>(
     model: &mut Sequential<T>,
@@ -241,28 +242,29 @@ pub fn assign_params<T: Element>(
 ) -> Result<()> {
     let names = model.param_names();
     for (name, param) in names.iter().zip(model.params_mut()) {
-        let (shape, values) = tensors.get(name).ok_or_else(|| IoError::Format(format!("tensor {name} is missing")))?;
-        if shape.as_slice() != param.value.shape() {
-            return Err(IoError::Format(format!(
-                "tensor {name} has shape {shape:?}, but the architecture needs {:?}",
-                param.value.shape()
-            )));
-        }
-        for (dst, &src) in param.value.iter_mut().zip(values) {
-            *dst = T::from_f64(src as f64);
-        }
+        copy_tensor(name, param.value, tensors)?;
     }
     for (name, buffer) in model.buffers_mut() {
-        let (shape, values) = tensors.get(&name).ok_or_else(|| IoError::Format(format!("tensor {name} is missing")))?;
-        if shape.as_slice() != buffer.shape() {
-            return Err(IoError::Format(format!(
-                "tensor {name} has shape {shape:?}, but the architecture needs {:?}",
-                buffer.shape()
-            )));
-        }
-        for (dst, &src) in buffer.iter_mut().zip(values) {
-            *dst = T::from_f64(src as f64);
-        }
+        copy_tensor(&name, buffer, tensors)?;
+    }
+    Ok(())
+}
+
+/// Copies the tensor `name` of `tensors` into `target`, checking its shape.
+fn copy_tensor<T: Element>(
+    name: &str,
+    target: &mut ArrayD<T>,
+    tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<()> {
+    let (shape, values) = tensors.get(name).ok_or_else(|| IoError::Format(format!("tensor {name} is missing")))?;
+    if shape.as_slice() != target.shape() {
+        return Err(IoError::Format(format!(
+            "tensor {name} has shape {shape:?}, but the architecture needs {:?}",
+            target.shape()
+        )));
+    }
+    for (dst, &src) in target.iter_mut().zip(values) {
+        *dst = T::from_f64(src as f64);
     }
     Ok(())
 }
