@@ -320,13 +320,14 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
     let huge_conv = ModelSpec {
         layers: vec![
             LayerSpec::Conv2d {
-                filters: 1 << 40,
+                filters: Some(1 << 40),
                 kernel: Size2::Square(3),
                 stride: Size2::Square(1),
                 padding: Padding::Same,
+                bias: true,
             },
             LayerSpec::Flatten,
-            LayerSpec::Dense { units: None },
+            LayerSpec::Dense { units: None, bias: true },
         ],
     };
     let error = huge_conv.build::<f32>(&[3, 8, 8], 2, 0).unwrap_err();
@@ -334,8 +335,8 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
     let huge_dense = ModelSpec {
         layers: vec![
             LayerSpec::Flatten,
-            LayerSpec::Dense { units: Some(usize::MAX) },
-            LayerSpec::Dense { units: None },
+            LayerSpec::Dense { units: Some(usize::MAX), bias: true },
+            LayerSpec::Dense { units: None, bias: true },
         ],
     };
     assert!(huge_dense
@@ -347,13 +348,14 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
     let wide = ModelSpec {
         layers: vec![
             LayerSpec::Conv2d {
-                filters: 100_000,
+                filters: Some(100_000),
                 kernel: Size2::Square(1),
                 stride: Size2::Square(1),
                 padding: Padding::Same,
+                bias: true,
             },
             LayerSpec::Flatten,
-            LayerSpec::Dense { units: None },
+            LayerSpec::Dense { units: None, bias: true },
         ],
     };
     assert!(wide.build::<f32>(&[1, 4096, 4096], 2, 0).unwrap_err().to_string().contains("elements"));

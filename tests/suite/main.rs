@@ -9,6 +9,7 @@ mod common;
 mod winograd_support;
 
 mod architecture;
+mod blocks;
 mod data_parallel;
 mod engine;
 mod explain;

@@ -9,14 +9,15 @@ use convnet_io::model_file::{self, ModelMeta};
 use convnet_tensor::ModelSpec;
 use std::path::{Path, PathBuf};
 
-/// Resolves `baseline`, `small` or a TOML file into an architecture.
+/// Resolves a preset ([`convnet_tensor::model::presets::PRESETS`]) or a TOML file into an architecture.
 pub fn resolve_architecture(model: &str) -> Result<ModelSpec> {
     if let Some(spec) = ModelSpec::preset(model) {
         return Ok(spec);
     }
     let path = Path::new(model);
     if !path.exists() {
-        bail!("--model {model}: not a preset (baseline, small) and no such file");
+        let presets = convnet_tensor::model::presets::PRESETS.join(", ");
+        bail!("--model {model}: not a preset ({presets}) and no such file");
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {model}"))?;
     parse_architecture(&text).with_context(|| format!("{model}: invalid architecture file"))

@@ -2,7 +2,7 @@
 //! parameters, plus FLOPs per image and activation memory per batch.
 
 use convnet_data::error::human_bytes;
-use convnet_tensor::Sequential;
+use convnet_tensor::{Concat, Residual, Sequential};
 use std::fmt::Write;
 
 fn shape_text(batch: &str, shape: &[usize]) -> String {
@@ -10,36 +10,77 @@ fn shape_text(batch: &str, shape: &[usize]) -> String {
     format!("({})", dims.join(", "))
 }
 
-/// The table, for a batch of `batch_size`.
+/// One row of the table: a layer's number (its path inside blocks), kind,
+/// options, output shape, parameters and forward FLOPs.
+struct Row {
+    number: String,
+    kind: String,
+    options: String,
+    output: Vec<usize>,
+    params: usize,
+    flops: u64,
+}
+
+/// The rows of `model`, numbered `"{prefix}{index}"`; a block's own row is
+/// followed by the rows of its branches (`3.body.0`, `3.shortcut.1`,
+/// `5.branches.1.0`), indented by `depth`.
+fn rows(model: &Sequential<f32>, prefix: &str, depth: usize, out: &mut Vec<Row>) {
+    for (i, layer) in model.layers().iter().enumerate() {
+        let number = format!("{prefix}{i}");
+        out.push(Row {
+            number: format!("{}{number}", "  ".repeat(depth)),
+            kind: layer.kind().to_string(),
+            options: layer.describe(),
+            output: model.shapes()[i + 1].clone(),
+            params: layer.params().iter().map(|p| p.value.len()).sum(),
+            flops: layer.forward_flops(&model.shapes()[i]),
+        });
+        let any = layer.as_any();
+        if let Some(residual) = any.and_then(|a| a.downcast_ref::<Residual<f32>>()) {
+            rows(residual.body(), &format!("{number}.body."), depth + 1, out);
+            if let Some(shortcut) = residual.shortcut() {
+                rows(shortcut, &format!("{number}.shortcut."), depth + 1, out);
+            }
+        } else if let Some(concat) = any.and_then(|a| a.downcast_ref::<Concat<f32>>()) {
+            for (b, branch) in concat.branches().iter().enumerate() {
+                rows(branch, &format!("{number}.branches.{b}."), depth + 1, out);
+            }
+        }
+    }
+}
+
+/// The table, for a batch of `batch_size`: every layer, and inside each
+/// block its branches' layers (indented; the block's row holds their totals).
 pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let mut out = String::new();
-    // 44 wide, wider when a convolution's passes run by different methods
-    let options_width = model.layers().iter().map(|layer| layer.describe().len()).max().unwrap_or(0).max(44);
-    // 11 wide, wider for a longer kind (global_avgpool2d)
-    let kind_width = model.layers().iter().map(|layer| layer.kind().len()).max().unwrap_or(0).max(11);
-    let rule = "-".repeat(49 + kind_width + options_width);
+    let mut table = Vec::new();
+    rows(model, "", 0, &mut table);
+    let options_width = table.iter().map(|row| row.options.len()).max().unwrap_or(0).max(44);
+    let kind_width = table.iter().map(|row| row.kind.len()).max().unwrap_or(0).max(11);
+    let number_width = table.iter().map(|row| row.number.len()).max().unwrap_or(0).max(5);
+    let rule = "-".repeat(44 + number_width + kind_width + options_width);
     let _ = writeln!(out, "Model: {} layers, input {}", model.layers().len(), shape_text("N", model.input_shape()));
     let _ = writeln!(out, "{rule}");
     let _ = writeln!(
         out,
-        "{:<5} {:<kind_width$} {:<options_width$} {:<22} {:>10} {:>8}",
+        "{:<number_width$} {:<kind_width$} {:<options_width$} {:<22} {:>10} {:>8}",
         "#", "Layer", "Options", "Output shape", "Param #", "MFLOPs"
     );
     let _ = writeln!(out, "{rule}");
     let mut total_flops = 0u64;
-    for (i, layer) in model.layers().iter().enumerate() {
-        let params: usize = layer.params().iter().map(|p| p.value.len()).sum();
-        let flops = layer.forward_flops(&model.shapes()[i]);
-        total_flops += flops;
+    for row in &table {
+        if !row.number.starts_with(' ') {
+            total_flops += row.flops;
+        }
         let _ = writeln!(
             out,
-            "{:<5} {:<kind_width$} {:<options_width$} {:<22} {:>10} {:>8.1}",
-            i,
-            layer.kind(),
-            layer.describe(),
-            shape_text("N", &model.shapes()[i + 1]),
-            params,
-            flops as f64 / 1e6
+            "{:<number_width$} {:<kind_width$} {:<options_width$} {:<22} {:>10} {:>8.1}",
+            row.number,
+            row.kind,
+            row.options,
+            shape_text("N", &row.output),
+            row.params,
+            row.flops as f64 / 1e6
         );
     }
     let _ = writeln!(out, "{rule}");

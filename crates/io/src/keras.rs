@@ -246,20 +246,23 @@ impl Parsed {
                 }
                 let padding = padding(cfg).ok_or_else(|| refuse(&name, class, "padding must be valid or same"))?;
                 self.weighted.push((self.specs.len(), weights_name, name.clone()));
-                self.specs.push(LayerSpec::Conv2d { filters, kernel: size2(kernel), stride: size2(stride), padding });
+                // a Keras bias-free convolution keeps a zero bias here (its weights fill it with zeros)
+                let (filters, kernel, stride) = (Some(filters), size2(kernel), size2(stride));
+                self.specs.push(LayerSpec::Conv2d { filters, kernel, stride, padding, bias: true });
                 add_activation(&mut self.specs)?;
             }
             "MaxPooling2D" | "MaxPool2D" => {
                 let pool = pair(cfg.get("pool_size")).ok_or_else(|| refuse(&name, class, "no pool_size"))?;
                 let stride = pair(cfg.get("strides")).unwrap_or(pool);
                 let padding = padding(cfg).ok_or_else(|| refuse(&name, class, "padding must be valid or same"))?;
-                self.specs.push(LayerSpec::Maxpool2d { pool: size2(pool), stride: Some(size2(stride)), padding });
+                let (pool, stride) = (size2(pool), Some(size2(stride)));
+                self.specs.push(LayerSpec::Maxpool2d { pool, stride, padding, ceil_mode: false });
             }
             "Flatten" => self.specs.push(LayerSpec::Flatten),
             "Dense" => {
                 let units = cfg["units"].as_u64().ok_or_else(|| refuse(&name, class, "no units"))? as usize;
                 self.weighted.push((self.specs.len(), weights_name, name.clone()));
-                self.specs.push(LayerSpec::Dense { units: Some(units) });
+                self.specs.push(LayerSpec::Dense { units: Some(units), bias: true });
                 add_activation(&mut self.specs)?;
             }
             "Dropout" => self.specs.push(LayerSpec::Dropout { rate: cfg["rate"].as_f64().unwrap_or(0.0) }),
@@ -299,7 +302,7 @@ fn build(
         c => return Err(bad(path, format!("{c} input channels: only 1, 3 or 4"))),
     };
     let last_units = parsed.specs.iter().rev().find_map(|s| match s {
-        LayerSpec::Dense { units } => *units,
+        LayerSpec::Dense { units, .. } => *units,
         _ => None,
     });
     if last_units.is_some_and(|units| units != class_names.len()) {

@@ -8,6 +8,11 @@
 //!   Flatten   -> Flatten  axis 1: C, H, W order, ours and ONNX's (Keras' is H, W, C)
 //!   Dense     -> Gemm     B (out, in) with transB = 1: y = x W^T + b
 //!   Dropout   -> (nothing: the identity at inference)
+//!   BatchNorm -> BatchNormalization  scale, B, running mean and variance, epsilon
+//!   AvgPool2d -> AveragePool         kernel_shape, strides, pads, count_include_pad, ceil_mode
+//!   GlobalAvgPool2d -> GlobalAveragePool + Flatten
+//!   Residual  -> the body's nodes, the shortcut's (or the input), Add
+//!   Concat    -> each branch's nodes, Concat(axis 1)
 //! output "logits"         (N, classes)
 //!        "probabilities"  Softmax(axis -1) of the logits, the first output
 //! ```
@@ -25,7 +30,7 @@
 
 use crate::error::{IoError, Result};
 use crate::model_file::ModelMeta;
-use convnet_tensor::{LayerSpec, Padding, Sequential, WindowGeometry};
+use convnet_tensor::{Concat, Layer, LayerSpec, Padding, Residual, Sequential, WindowGeometry};
 
 /// ONNX IR version written (ONNX 1.10+ reads it).
 pub const IR_VERSION: u64 = 8;
@@ -149,94 +154,14 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> Message {
 
 /// The ONNX bytes of `model` (see the module docs).
 pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
-    let unsupported = |what: String| IoError::Format(format!("cannot export to ONNX: {what}"));
-    let specs = &meta.architecture.layers;
-    if specs.len() != model.layers().len() {
-        return Err(unsupported("the architecture does not match the model's layers".into()));
-    }
     let mut graph = Message::default();
-    let params = model.params();
-    let mut next_param = 0;
-    let mut take = |what: &str| {
-        let param = params.get(next_param).ok_or_else(|| unsupported(format!("{what}: missing parameters")))?;
-        next_param += 1;
-        Ok::<_, IoError>(param.value.clone())
-    };
-    let mut current = "input".to_string();
-    // per-sample shapes: shapes()[i] is layer i's input, shapes()[i + 1] its output
-    for (index, (spec, io)) in specs.iter().zip(model.shapes().windows(2)).enumerate() {
-        let shape = &io[0];
-        let name = format!("{index}_{}", model.layers()[index].kind());
-        let output = format!("{name}_out");
-        match spec {
-            LayerSpec::Conv2d { kernel, stride, padding, .. } => {
-                let geom = geometry(shape, kernel.pair(), stride.pair(), *padding)
-                    .ok_or_else(|| unsupported(format!("layer {index}: convolution geometry")))?;
-                let (weight, bias) = (take("conv2d weight")?, take("conv2d bias")?);
-                let (w_name, b_name) = (format!("{name}.weight"), format!("{name}.bias"));
-                graph.message(5, initializer(&w_name, weight.shape(), weight.iter().copied()));
-                graph.message(5, initializer(&b_name, bias.shape(), bias.iter().copied()));
-                let attributes = vec![
-                    attribute_ints("kernel_shape", &[geom.kernel_h, geom.kernel_w]),
-                    attribute_ints("strides", &[geom.stride_h, geom.stride_w]),
-                    attribute_ints("pads", &pads(&geom)),
-                ];
-                graph.message(1, node("Conv", &name, &[&current, &w_name, &b_name], &output, attributes));
-            }
-            LayerSpec::Maxpool2d { pool, stride, padding } => {
-                let stride = stride.unwrap_or(*pool).pair();
-                let geom = geometry(shape, pool.pair(), stride, *padding)
-                    .ok_or_else(|| unsupported(format!("layer {index}: pooling geometry")))?;
-                let attributes = vec![
-                    attribute_ints("kernel_shape", &[geom.kernel_h, geom.kernel_w]),
-                    attribute_ints("strides", &[geom.stride_h, geom.stride_w]),
-                    attribute_ints("pads", &pads(&geom)),
-                ];
-                graph.message(1, node("MaxPool", &name, &[&current], &output, attributes));
-            }
-            LayerSpec::Relu => {
-                graph.message(1, node("Relu", &name, &[&current], &output, Vec::new()));
-            }
-            LayerSpec::Flatten => {
-                graph.message(1, node("Flatten", &name, &[&current], &output, vec![attribute_int("axis", 1)]));
-            }
-            LayerSpec::Dense { .. } => {
-                let (weight, bias) = (take("dense weight")?, take("dense bias")?);
-                let (w_name, b_name) = (format!("{name}.weight"), format!("{name}.bias"));
-                graph.message(5, initializer(&w_name, weight.shape(), weight.iter().copied()));
-                graph.message(5, initializer(&b_name, bias.shape(), bias.iter().copied()));
-                let attributes = vec![attribute_int("transB", 1)];
-                graph.message(1, node("Gemm", &name, &[&current, &w_name, &b_name], &output, attributes));
-            }
-            LayerSpec::Batchnorm { eps, .. } => {
-                let (scale, shift) = (take("batchnorm weight")?, take("batchnorm bias")?);
-                batchnorm_nodes(&mut graph, model, index, [&current, &output], *eps, [scale, shift])?;
-            }
-            LayerSpec::GlobalAvgpool2d => {
-                // (N, C, H, W) -> (N, C, 1, 1) -> (N, C)
-                let pooled = format!("{name}_pooled");
-                graph.message(1, node("GlobalAveragePool", &name, &[&current], &pooled, Vec::new()));
-                let flatten = format!("{name}_flatten");
-                graph.message(1, node("Flatten", &flatten, &[&pooled], &output, vec![attribute_int("axis", 1)]));
-            }
-            LayerSpec::Dropout { .. } => {
-                // the identity at inference: no node, the next layer reads this one's input
-                continue;
-            }
-            LayerSpec::Softmax => {
-                return Err(unsupported(format!(
-                    "layer {index} is a softmax; the export adds its own after the logits"
-                )))
-            }
-        }
-        current = output;
-    }
+    let last = emit_sequence(&mut graph, &meta.architecture.layers, model, "", "input".to_string())?;
     let shape = model.output_shape();
     if shape.len() != 1 {
         return Err(unsupported(format!("the last layer's output {shape:?} is not (classes,)")));
     }
     let classes = shape[0];
-    graph.message(1, node("Identity", "logits", &[&current], "logits", Vec::new()));
+    graph.message(1, node("Identity", "logits", &[&last], "logits", Vec::new()));
     graph.message(1, node("Softmax", "probabilities", &["logits"], "probabilities", vec![attribute_int("axis", -1)]));
     graph.string(2, "convnet");
     let input_dims: Vec<Option<usize>> =
@@ -248,34 +173,151 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
     Ok(model_proto(graph, meta).0)
 }
 
-/// A BatchNormalization node (inference form: the running statistics) and its
-/// four initializers, for layer `index` reading `current` into `output`.
-fn batchnorm_nodes(
+fn unsupported(what: String) -> IoError {
+    IoError::Format(format!("cannot export to ONNX: {what}"))
+}
+
+/// Emits the nodes of `specs` (built as `model`) reading the tensor `input`,
+/// naming each `"{prefix}{index}_{kind}"`; returns the name of the last output.
+fn emit_sequence(
     graph: &mut Message,
+    specs: &[LayerSpec],
     model: &Sequential<f32>,
-    index: usize,
+    prefix: &str,
+    input: String,
+) -> Result<String> {
+    if specs.len() != model.layers().len() {
+        return Err(unsupported("the architecture does not match the model's layers".into()));
+    }
+    let mut current = input;
+    // per-sample shapes: shapes()[i] is layer i's input, shapes()[i + 1] its output
+    for (index, (spec, layer)) in specs.iter().zip(model.layers()).enumerate() {
+        let name = format!("{prefix}{index}_{}", layer.kind());
+        current = emit_layer(graph, spec, layer.as_ref(), &model.shapes()[index], &name, current)?;
+    }
+    Ok(current)
+}
+
+/// Emits one layer (a block: its branches and the Add or Concat) reading
+/// `current`; returns the name of its output.
+fn emit_layer(
+    graph: &mut Message,
+    spec: &LayerSpec,
+    layer: &dyn Layer<f32>,
+    shape: &[usize],
+    name: &str,
+    current: String,
+) -> Result<String> {
+    let output = format!("{name}_out");
+    let params = layer.params();
+    let mut initializers = Vec::new();
+    for param in &params {
+        let tensor_name = format!("{name}.{}", param.name);
+        graph.message(5, initializer(&tensor_name, param.value.shape(), param.value.iter().copied()));
+        initializers.push(tensor_name);
+    }
+    let inputs: Vec<&str> = std::iter::once(current.as_str()).chain(initializers.iter().map(String::as_str)).collect();
+    let window = |kernel: (usize, usize), stride: (usize, usize), padding: Padding, ceil_mode: bool| {
+        let geom = geometry(shape, kernel, stride, padding)
+            .ok_or_else(|| unsupported(format!("{name}: window geometry of {shape:?}")))?;
+        // with ceil_mode ONNX rounds up itself, from the configured padding
+        let pads = if ceil_mode { [geom.pad_top, geom.pad_left, geom.pad_top, geom.pad_left] } else { pads(&geom) };
+        let mut attributes = vec![
+            attribute_ints("kernel_shape", &[geom.kernel_h, geom.kernel_w]),
+            attribute_ints("strides", &[geom.stride_h, geom.stride_w]),
+            attribute_ints("pads", &pads),
+        ];
+        if ceil_mode {
+            attributes.push(attribute_int("ceil_mode", 1));
+        }
+        Ok::<_, IoError>(attributes)
+    };
+    let mut plain = |op: &str, attributes: Vec<Message>| {
+        graph.message(1, node(op, name, &inputs, &output, attributes));
+        Ok(output.clone())
+    };
+    match spec {
+        LayerSpec::Conv2d { kernel, stride, padding, .. } => {
+            plain("Conv", window(kernel.pair(), stride.pair(), *padding, false)?)
+        }
+        LayerSpec::Maxpool2d { pool, stride, padding, ceil_mode } => {
+            plain("MaxPool", window(pool.pair(), stride.unwrap_or(*pool).pair(), *padding, *ceil_mode)?)
+        }
+        LayerSpec::Avgpool2d { pool, stride, padding, ceil_mode, count_include_pad } => {
+            let mut attributes = window(pool.pair(), stride.unwrap_or(*pool).pair(), *padding, *ceil_mode)?;
+            attributes.push(attribute_int("count_include_pad", *count_include_pad as i64));
+            plain("AveragePool", attributes)
+        }
+        LayerSpec::Relu => plain("Relu", Vec::new()),
+        LayerSpec::Flatten => plain("Flatten", vec![attribute_int("axis", 1)]),
+        LayerSpec::Dense { .. } => plain("Gemm", vec![attribute_int("transB", 1)]),
+        LayerSpec::Batchnorm { eps, .. } => {
+            batchnorm_node(graph, layer, name, [&current, &output], *eps, &initializers)?;
+            Ok(output)
+        }
+        LayerSpec::GlobalAvgpool2d => {
+            // (N, C, H, W) -> (N, C, 1, 1) -> (N, C)
+            let pooled = format!("{name}_pooled");
+            graph.message(1, node("GlobalAveragePool", name, &[&current], &pooled, Vec::new()));
+            let flatten = format!("{name}_flatten");
+            graph.message(1, node("Flatten", &flatten, &[&pooled], &output, vec![attribute_int("axis", 1)]));
+            Ok(output)
+        }
+        // the identity at inference: no node, the next layer reads this one's input
+        LayerSpec::Dropout { .. } => Ok(current),
+        LayerSpec::Softmax => {
+            Err(unsupported(format!("{name} is a softmax; the export adds its own after the logits")))
+        }
+        LayerSpec::Residual { body, shortcut } => {
+            let block = layer.as_any().and_then(|any| any.downcast_ref::<Residual<f32>>());
+            let block = block.ok_or_else(|| unsupported(format!("{name} is not a residual block")))?;
+            let body_out = emit_sequence(graph, body, block.body(), &format!("{name}.body."), current.clone())?;
+            let shortcut_out = match block.shortcut() {
+                Some(model) => emit_sequence(graph, shortcut, model, &format!("{name}.shortcut."), current)?,
+                None => current,
+            };
+            graph.message(1, node("Add", name, &[&body_out, &shortcut_out], &output, Vec::new()));
+            Ok(output)
+        }
+        LayerSpec::Concat { branches } => {
+            let block = layer.as_any().and_then(|any| any.downcast_ref::<Concat<f32>>());
+            let block = block.ok_or_else(|| unsupported(format!("{name} is not a concat block")))?;
+            let mut outputs = Vec::new();
+            for (b, (spec, model)) in branches.iter().zip(block.branches()).enumerate() {
+                let prefix = format!("{name}.branches.{b}.");
+                outputs.push(emit_sequence(graph, &spec.layers, model, &prefix, current.clone())?);
+            }
+            let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+            graph.message(1, node("Concat", name, &outputs, &output, vec![attribute_int("axis", 1)]));
+            Ok(output)
+        }
+    }
+}
+
+/// A BatchNormalization node (inference form: the running statistics, the
+/// layer's buffers) reading `current` into `output`; `initializers` are the
+/// names of its scale and shift, already written.
+fn batchnorm_node(
+    graph: &mut Message,
+    layer: &dyn Layer<f32>,
+    name: &str,
     [current, output]: [&str; 2],
     eps: f64,
-    [scale, shift]: [convnet_tensor::ndarray::ArrayD<f32>; 2],
+    initializers: &[String],
 ) -> Result<()> {
-    let name = format!("{index}_batchnorm");
-    let buffer = |what: &str| {
-        let key = format!("{index}.{what}");
-        model
-            .buffers()
-            .into_iter()
-            .find(|(name, _)| *name == key)
-            .map(|(_, b)| b.clone())
-            .ok_or_else(|| IoError::Format(format!("cannot export to ONNX: layer {index} has no {what}")))
-    };
-    let (mean, var) = (buffer("running_mean")?, buffer("running_var")?);
-    let names = ["weight", "bias", "running_mean", "running_var"].map(|what| format!("{name}.{what}"));
-    for (tensor_name, tensor) in names.iter().zip([&scale, &shift, &mean, &var]) {
-        graph.message(5, initializer(tensor_name, tensor.shape(), tensor.iter().copied()));
+    let mut inputs = vec![current.to_string()];
+    inputs.extend(initializers.iter().cloned());
+    for (what, tensor) in layer.buffers() {
+        let tensor_name = format!("{name}.{what}");
+        graph.message(5, initializer(&tensor_name, tensor.shape(), tensor.iter().copied()));
+        inputs.push(tensor_name);
     }
-    let inputs = [current, &names[0], &names[1], &names[2], &names[3]];
+    if inputs.len() != 5 {
+        return Err(unsupported(format!("{name}: a batchnorm needs scale, shift, mean and variance")));
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let attributes = vec![attribute_float("epsilon", eps as f32)];
-    graph.message(1, node("BatchNormalization", &name, &inputs, output, attributes));
+    graph.message(1, node("BatchNormalization", name, &inputs, output, attributes));
     Ok(())
 }
 

@@ -28,19 +28,61 @@ use serde::{Deserialize, Serialize};
 
 /// How a window layer treats the border.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "PaddingText", into = "PaddingText")]
 pub enum Padding {
     /// No padding: windows lie entirely inside the input.
     #[default]
     Valid,
     /// Pad so that `out = ceil(input / stride)`; odd padding puts the extra at the end.
     Same,
+    /// PyTorch's numeric padding: `(rows, columns)` added on *both* sides of
+    /// each axis, `out = floor((input + 2p - kernel) / stride) + 1`. ResNet's
+    /// stem is `7x7, stride 2, padding 3`, which no `same` reproduces (at
+    /// stride 2 `same` pads 2 before and 3 after).
+    Explicit(usize, usize),
+}
+
+/// How [`Padding`] is written in architecture files: `"valid"`, `"same"`, a
+/// number (both axes) or `[rows, columns]`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum PaddingText {
+    Mode(String),
+    Square(usize),
+    Rect([usize; 2]),
+}
+
+impl TryFrom<PaddingText> for Padding {
+    type Error = String;
+    fn try_from(text: PaddingText) -> Result<Self, String> {
+        match text {
+            PaddingText::Mode(mode) if mode == "valid" => Ok(Padding::Valid),
+            PaddingText::Mode(mode) if mode == "same" => Ok(Padding::Same),
+            PaddingText::Mode(mode) => {
+                Err(format!("unknown padding \"{mode}\": use \"valid\", \"same\", a number or [rows, columns]"))
+            }
+            PaddingText::Square(p) => Ok(Padding::Explicit(p, p)),
+            PaddingText::Rect([h, w]) => Ok(Padding::Explicit(h, w)),
+        }
+    }
+}
+
+impl From<Padding> for PaddingText {
+    fn from(padding: Padding) -> Self {
+        match padding {
+            Padding::Valid => PaddingText::Mode("valid".into()),
+            Padding::Same => PaddingText::Mode("same".into()),
+            Padding::Explicit(h, w) if h == w => PaddingText::Square(h),
+            Padding::Explicit(h, w) => PaddingText::Rect([h, w]),
+        }
+    }
 }
 
 impl Padding {
-    /// Output length and padding before the first element, or `None` if the input
-    /// is too short (valid) or an argument is zero.
-    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
+    /// Output length and padding before the first element on one axis
+    /// (`axis` 0 for rows, 1 for columns), or `None` if the (padded) input is
+    /// too short or an argument is zero.
+    pub fn resolve_axis(self, axis: usize, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
         if input == 0 || kernel == 0 || stride == 0 {
             return None;
         }
@@ -57,14 +99,26 @@ impl Padding {
                 let total = ((out - 1) * stride + kernel).saturating_sub(input);
                 Some((out, total / 2))
             }
+            Padding::Explicit(rows, columns) => {
+                let pad = if axis == 0 { rows } else { columns };
+                let padded = input + 2 * pad;
+                (padded >= kernel).then(|| ((padded - kernel) / stride + 1, pad))
+            }
         }
     }
 
-    /// `"valid"` or `"same"`.
-    pub fn as_str(self) -> &'static str {
+    /// [`Padding::resolve_axis`] for an axis whose padding is the same as the rows'.
+    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
+        self.resolve_axis(0, input, kernel, stride)
+    }
+
+    /// `"valid"`, `"same"`, `"pad 3"` or `"pad 1x2"`.
+    pub fn describe(self) -> String {
         match self {
-            Padding::Valid => "valid",
-            Padding::Same => "same",
+            Padding::Valid => "valid".into(),
+            Padding::Same => "same".into(),
+            Padding::Explicit(h, w) if h == w => format!("pad {h}"),
+            Padding::Explicit(h, w) => format!("pad {h}x{w}"),
         }
     }
 }
@@ -107,8 +161,8 @@ impl WindowGeometry {
         stride: (usize, usize),
         padding: Padding,
     ) -> Option<Self> {
-        let (out_h, pad_top) = padding.resolve(in_h, kernel.0, stride.0)?;
-        let (out_w, pad_left) = padding.resolve(in_w, kernel.1, stride.1)?;
+        let (out_h, pad_top) = padding.resolve_axis(0, in_h, kernel.0, stride.0)?;
+        let (out_w, pad_left) = padding.resolve_axis(1, in_w, kernel.1, stride.1)?;
         if in_channels == 0 {
             return None;
         }
@@ -125,6 +179,37 @@ impl WindowGeometry {
             out_h,
             out_w,
         })
+    }
+
+    /// PyTorch's `ceil_mode` for pooling: the output length rounds *up*, so a
+    /// last window that hangs over the end (partly in no input at all) still
+    /// counts, except one that would start past the input and its left padding:
+    ///
+    /// ```text
+    /// out = ceil((H + 2p - K) / S) + 1, minus 1 if (out - 1) * S >= H + p
+    /// ```
+    ///
+    /// ```
+    /// use convnet_tensor::{Padding, WindowGeometry};
+    /// // SqueezeNet's first pool: 111 -> 55 with ceil mode (54 without)
+    /// let floor = WindowGeometry::new(1, 111, 111, (3, 3), (2, 2), Padding::Valid).unwrap();
+    /// assert_eq!((floor.out_h, floor.with_ceil_mode().out_h), (55, 55));
+    /// let floor = WindowGeometry::new(1, 112, 112, (3, 3), (2, 2), Padding::Valid).unwrap();
+    /// assert_eq!((floor.out_h, floor.with_ceil_mode().out_h), (55, 56));
+    /// ```
+    pub fn with_ceil_mode(mut self) -> Self {
+        let ceil = |input: usize, pad: usize, kernel: usize, stride: usize| {
+            let span = (input + 2 * pad).saturating_sub(kernel);
+            let out = span.div_ceil(stride) + 1;
+            if (out - 1) * stride >= input + pad {
+                out - 1
+            } else {
+                out
+            }
+        };
+        self.out_h = self.out_h.max(ceil(self.in_h, self.pad_top, self.kernel_h, self.stride_h));
+        self.out_w = self.out_w.max(ceil(self.in_w, self.pad_left, self.kernel_w, self.stride_w));
+        self
     }
 
     /// Rows of the column matrix: `C * KH * KW`.

@@ -141,16 +141,46 @@ pub trait Layer<T: Element>: Send + Sync {
         Vec::new()
     }
 
+    /// The names of [`Layer::params`], in their order: `"weight"`, `"bias"`;
+    /// a block prefixes the path inside it (`"body.0.weight"`).
+    fn param_names(&self) -> Vec<String> {
+        self.params().iter().map(|p| p.name.to_string()).collect()
+    }
+
     /// State that is not trained but saved with the model, in a fixed order
     /// (BatchNorm's running statistics): `(name, tensor)`.
-    fn buffers(&self) -> Vec<(&'static str, &ArrayD<T>)> {
+    fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {
         Vec::new()
     }
 
     /// Mutable access to the buffers, same order as [`Layer::buffers`].
-    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut ArrayD<T>)> {
+    fn buffers_mut(&mut self) -> Vec<(String, &mut ArrayD<T>)> {
         Vec::new()
     }
+
+    /// The layers inside a block (a residual or concatenating block), at
+    /// every depth, in order; empty for a plain layer. The model reaches its
+    /// convolutions through it (to set how they compute).
+    fn sublayers(&self) -> Vec<&dyn Layer<T>> {
+        Vec::new()
+    }
+
+    /// Mutable [`Layer::sublayers`].
+    fn sublayers_mut(&mut self) -> Vec<&mut dyn Layer<T>> {
+        Vec::new()
+    }
+
+    /// Bytes a layer holds for a batch of `batch` beyond the activations the
+    /// model keeps between layers: a block's branch models (their own
+    /// activation and gradient buffers). Default 0.
+    fn buffer_bytes(&self, _batch: usize) -> u64 {
+        0
+    }
+
+    /// A block passes the model's fused or unfused choice
+    /// ([`crate::Sequential::set_fused`]) on to the models inside it. Plain
+    /// layers ignore it.
+    fn set_fused(&mut self, _fuse: bool) {}
 
     /// Whether `backward` reads `output`. The model's plan may overwrite the
     /// output of a layer that does not need it with the next layer's output (an
@@ -208,6 +238,11 @@ pub struct WeightAndBias<T> {
     pub grad_weight: ArrayD<T>,
     /// `dL/dbias` from the last backward pass.
     pub grad_bias: ArrayD<T>,
+    /// Whether the bias is a parameter. Without one (PyTorch's `bias=False`,
+    /// the convolutions before a BatchNorm, whose shift would cancel a bias)
+    /// the bias stays zero: the kernels still add it, the optimizer never
+    /// sees it, and it is neither saved nor counted.
+    pub has_bias: bool,
 }
 
 impl<T: Element> WeightAndBias<T> {
@@ -218,23 +253,27 @@ impl<T: Element> WeightAndBias<T> {
             bias: zeros(&[outputs]),
             grad_weight: zeros(weight_shape),
             grad_bias: zeros(&[outputs]),
+            has_bias: true,
         }
     }
 
-    /// `[weight, bias]` with their gradients, for [`Layer::params`].
+    /// `[weight, bias]` (or `[weight]` without a bias) with their gradients,
+    /// for [`Layer::params`].
     pub fn params(&self) -> Vec<Param<'_, T>> {
-        vec![
-            Param { name: "weight", value: &self.weight, grad: &self.grad_weight },
-            Param { name: "bias", value: &self.bias, grad: &self.grad_bias },
-        ]
+        let mut params = vec![Param { name: "weight", value: &self.weight, grad: &self.grad_weight }];
+        if self.has_bias {
+            params.push(Param { name: "bias", value: &self.bias, grad: &self.grad_bias });
+        }
+        params
     }
 
-    /// `[weight, bias]` mutably, for [`Layer::params_mut`].
+    /// [`WeightAndBias::params`] mutably, for [`Layer::params_mut`].
     pub fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
-        vec![
-            ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight },
-            ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias },
-        ]
+        let mut params = vec![ParamMut { name: "weight", value: &mut self.weight, grad: &mut self.grad_weight }];
+        if self.has_bias {
+            params.push(ParamMut { name: "bias", value: &mut self.bias, grad: &mut self.grad_bias });
+        }
+        params
     }
 }
 

@@ -76,10 +76,10 @@ pub use error::{Result, TensorError};
 pub use geometry::{Padding, WindowGeometry};
 pub use layer::{KinkRecorder, Layer, Mode, Param, ParamMut, WeightAndBias};
 pub use layers::{
-    BatchNorm, Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten,
+    AvgPool2d, BatchNorm, Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten,
     GlobalAvgPool2d, MaxPool2d, Relu, Softmax,
 };
 pub use loss::SoftmaxCrossEntropy;
-pub use model::{LayerSpec, ModelSpec, Plan, Sequential};
+pub use model::{Concat, LayerSpec, ModelSpec, Plan, Residual, Sequential};
 
 pub use ndarray;

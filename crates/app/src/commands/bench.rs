@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// baseline, small, an architecture TOML file, or a model file
+    /// a preset (baseline, small, resnet-small, resnet18, resnet34, squeezenet1_1), an architecture TOML file, or a model file
     #[arg(long, default_value = "baseline")]
     model: String,
     #[arg(long, default_value = "224", value_parser = parse_size)]

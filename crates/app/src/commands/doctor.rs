@@ -35,7 +35,7 @@ pub struct DoctorArgs {
     /// Test images, checked for duplicates of training images
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Architecture: baseline, small, or a TOML file
+    /// Architecture: a preset (baseline, small, resnet-small, resnet18, resnet34, squeezenet1_1) or a TOML file
     #[arg(long, default_value = "baseline")]
     model: String,
     #[command(flatten)]

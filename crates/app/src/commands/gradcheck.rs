@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct GradcheckArgs {
-    /// baseline, small, an architecture TOML file, or a model file
+    /// a preset (baseline, small, resnet-small, resnet18, resnet34, squeezenet1_1), an architecture TOML file, or a model file
     #[arg(long, default_value = "baseline")]
     pub model: String,
     #[arg(long, default_value = "32", value_parser = parse_size)]

@@ -97,7 +97,7 @@ pub struct TrainConfig {
     /// After training, evaluate on this folder, print the test accuracy and draw grid.png
     #[arg(long)]
     pub test: Option<PathBuf>,
-    /// Architecture: baseline, small, or an architecture TOML file
+    /// Architecture: a preset (baseline, small, resnet-small, resnet18, resnet34, squeezenet1_1) or an architecture TOML file
     #[arg(long, default_value = "baseline")]
     pub model: String,
     #[arg(long, default_value_t = 15, value_parser = positive)]

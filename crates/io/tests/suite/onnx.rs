@@ -77,25 +77,27 @@ fn network() -> ModelSpec {
     ModelSpec {
         layers: vec![
             LayerSpec::Conv2d {
-                filters: 4,
+                filters: Some(4),
                 kernel: Size2::Square(3),
                 stride: Size2::Square(1),
                 padding: Padding::Same,
+                bias: true,
             },
             LayerSpec::Relu,
-            LayerSpec::Maxpool2d { pool: Size2::Square(2), stride: None, padding: Padding::Same },
+            LayerSpec::Maxpool2d { pool: Size2::Square(2), stride: None, padding: Padding::Same, ceil_mode: false },
             LayerSpec::Conv2d {
-                filters: 6,
+                filters: Some(6),
                 kernel: Size2::Square(3),
                 stride: Size2::Square(2),
                 padding: Padding::Valid,
+                bias: true,
             },
             LayerSpec::Relu,
             LayerSpec::Flatten,
-            LayerSpec::Dense { units: Some(5) },
+            LayerSpec::Dense { units: Some(5), bias: true },
             LayerSpec::Relu,
             LayerSpec::Dropout { rate: 0.5 },
-            LayerSpec::Dense { units: None },
+            LayerSpec::Dense { units: None, bias: true },
         ],
     }
 }

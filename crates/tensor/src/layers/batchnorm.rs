@@ -294,12 +294,12 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
         ]
     }
 
-    fn buffers(&self) -> Vec<(&'static str, &ArrayD<T>)> {
-        vec![("running_mean", &self.running_mean), ("running_var", &self.running_var)]
+    fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {
+        vec![("running_mean".into(), &self.running_mean), ("running_var".into(), &self.running_var)]
     }
 
-    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut ArrayD<T>)> {
-        vec![("running_mean", &mut self.running_mean), ("running_var", &mut self.running_var)]
+    fn buffers_mut(&mut self) -> Vec<(String, &mut ArrayD<T>)> {
+        vec![("running_mean".into(), &mut self.running_mean), ("running_var".into(), &mut self.running_var)]
     }
 
     fn backward_needs_output(&self) -> bool {

@@ -406,6 +406,13 @@ impl<T: Element> Conv2d<T> {
         &self.tensors.weight
     }
 
+    /// The same layer without a bias (PyTorch's `bias=False`): see
+    /// [`WeightAndBias::has_bias`].
+    pub fn without_bias(mut self) -> Self {
+        self.tensors.has_bias = false;
+        self
+    }
+
     /// Mutable weights.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
         &mut self.tensors.weight
@@ -466,12 +473,13 @@ impl<T: Element> Layer<T> for Conv2d<T> {
 
     fn describe(&self) -> String {
         format!(
-            "{} filters, {}x{}, stride {}, {}, {}",
+            "{} filters, {}x{}, stride {}, {}{}, {}",
             self.out_channels,
             self.kernel.0,
             self.kernel.1,
             self.stride.0,
-            self.padding.as_str(),
+            self.padding.describe(),
+            if self.tensors.has_bias { "" } else { ", no bias" },
             self.resolved_algos().describe()
         )
     }

@@ -125,6 +125,13 @@ impl<T: Element> Dense<T> {
         })
     }
 
+    /// The same layer without a bias (PyTorch's `bias=False`): see
+    /// [`WeightAndBias::has_bias`].
+    pub fn without_bias(mut self) -> Self {
+        self.tensors.has_bias = false;
+        self
+    }
+
     /// Mutable weights `(out, in)`.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
         &mut self.tensors.weight
@@ -142,7 +149,7 @@ impl<T: Element> Layer<T> for Dense<T> {
     }
 
     fn describe(&self) -> String {
-        format!("{} units", self.out_features)
+        format!("{} units{}", self.out_features, if self.tensors.has_bias { "" } else { ", no bias" })
     }
 
     fn backward_needs_output(&self) -> bool {

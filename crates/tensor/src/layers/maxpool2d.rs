@@ -96,6 +96,8 @@ pub struct MaxPool2d {
     pool: (usize, usize),
     stride: (usize, usize),
     padding: Padding,
+    /// PyTorch's `ceil_mode`: round the output size up ([`WindowGeometry::with_ceil_mode`]).
+    ceil_mode: bool,
     /// `(N, C, OH, OW)` flat indices `ih * W + iw` of the winners of the last forward.
     argmax: Vec<u32>,
 }
@@ -109,12 +111,34 @@ impl MaxPool2d {
                 "max-pooling needs positive sizes, got pool {pool:?}, stride {stride:?}"
             )));
         }
-        Ok(MaxPool2d { pool, stride, padding, argmax: Vec::new() })
+        if let Padding::Explicit(rows, columns) = padding {
+            if 2 * rows > pool.0 || 2 * columns > pool.1 {
+                return Err(crate::error::TensorError::Config(format!(
+                    "max-pooling padding {rows}x{columns} is more than half the {}x{} pool (a window could hold only padding)",
+                    pool.0, pool.1
+                )));
+            }
+        }
+        Ok(MaxPool2d { pool, stride, padding, ceil_mode: false, argmax: Vec::new() })
+    }
+
+    /// The same pool with PyTorch's `ceil_mode` on or off (off by default).
+    pub fn with_ceil_mode(mut self, ceil_mode: bool) -> Self {
+        self.ceil_mode = ceil_mode;
+        self
     }
 
     fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
         // a pooling window is a one-channel convolution window, applied per channel
-        WindowGeometry::new(1, shape[shape.len() - 2], shape[shape.len() - 1], self.pool, self.stride, self.padding)
+        let geom = WindowGeometry::new(
+            1,
+            shape[shape.len() - 2],
+            shape[shape.len() - 1],
+            self.pool,
+            self.stride,
+            self.padding,
+        )?;
+        Some(if self.ceil_mode { geom.with_ceil_mode() } else { geom })
     }
 
     /// [`Layer::backward`], followed by the backward of a ReLU before this
@@ -215,7 +239,8 @@ impl<T: Element> Layer<T> for MaxPool2d {
     }
 
     fn describe(&self) -> String {
-        format!("{}x{}, stride {}, {}", self.pool.0, self.pool.1, self.stride.0, self.padding.as_str())
+        let ceil = if self.ceil_mode { ", ceil" } else { "" };
+        format!("{}x{}, stride {}, {}{ceil}", self.pool.0, self.pool.1, self.stride.0, self.padding.describe())
     }
 
     fn backward_needs_output(&self) -> bool {

@@ -13,9 +13,15 @@
 //! | [`softmax`] | [`Softmax`] | `y = exp(x) / sum(exp(x))` | |
 //! | [`batchnorm`] | [`BatchNorm`] | `y = gamma (x - mean) / sqrt(var + eps) + beta` per channel | |
 //! | [`global_avgpool`] | [`GlobalAvgPool2d`] | `y[n, c] = mean of x[n, c, :, :]` | |
+//! | [`avgpool2d`] | [`AvgPool2d`] | `y = mean over each window` (PyTorch's divisor) | |
+//!
+//! Blocks with branches (a residual add, a channel concatenation) hold small
+//! models of their own, so they live with the model: [`crate::model::residual`]
+//! and [`crate::model::concat`].
 //!
 //! The loss, softmax cross-entropy, is in [`crate::loss`].
 
+pub mod avgpool2d;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod conv_algo;
@@ -27,6 +33,7 @@ pub mod maxpool2d;
 pub mod relu;
 pub mod softmax;
 
+pub use avgpool2d::AvgPool2d;
 pub use batchnorm::BatchNorm;
 pub use conv2d::Conv2d;
 pub use conv_algo::{ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass};

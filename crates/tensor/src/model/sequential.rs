@@ -82,6 +82,21 @@ fn downcast<L: 'static, T: Element>(layer: &mut Box<dyn Layer<T>>) -> &mut L {
     layer.as_any_mut().and_then(|any| any.downcast_mut::<L>()).expect("the plan recognised this layer's type")
 }
 
+/// The convolutions of `layer`: itself, or those inside it (a block).
+fn convolutions<T: Element>(layer: &dyn Layer<T>) -> Vec<&Conv2d<T>> {
+    let all = std::iter::once(layer).chain(layer.sublayers());
+    all.filter_map(|l| l.as_any()?.downcast_ref::<Conv2d<T>>()).collect()
+}
+
+/// Mutable [`convolutions`].
+fn convolutions_mut<T: Element>(layer: &mut dyn Layer<T>) -> Vec<&mut Conv2d<T>> {
+    if layer.as_any().is_some_and(|any| any.is::<Conv2d<T>>()) {
+        return vec![layer.as_any_mut().and_then(|any| any.downcast_mut::<Conv2d<T>>()).expect("checked")];
+    }
+    let inside = layer.sublayers_mut().into_iter();
+    inside.filter_map(|l| l.as_any_mut()?.downcast_mut::<Conv2d<T>>()).collect()
+}
+
 /// View of the first `N * prod(shape)` elements of `buffer` as `(N, ...shape)`.
 fn view<'a, T>(buffer: &'a [T], batch: usize, shape: &[usize]) -> ArrayViewD<'a, T> {
     let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
@@ -174,6 +189,9 @@ impl<T: Element> Sequential<T> {
     /// results agree to rounding; the tests hold them to it.
     pub fn set_fused(&mut self, fuse: bool) {
         self.fuse = fuse;
+        for layer in &mut self.layers {
+            layer.set_fused(fuse);
+        }
         self.replan();
     }
 
@@ -191,19 +209,20 @@ impl<T: Element> Sequential<T> {
     /// ([`Conv2d::resolved_algos`]).
     pub fn set_conv_algo(&mut self, algo: ConvAlgo) {
         for layer in &mut self.layers {
-            if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<Conv2d<T>>()) {
+            for conv in convolutions_mut(layer.as_mut()) {
                 conv.set_algo(algo);
             }
         }
     }
 
     /// How each pass of each convolution is computed, by layer number
-    /// ([`ConvAlgoSpec`], the text of `--conv-algo`). Fails, changing nothing,
-    /// when a rule names a layer that is not a convolution.
+    /// ([`ConvAlgoSpec`], the text of `--conv-algo`; a block's number stands
+    /// for every convolution inside it). Fails, changing nothing, when a rule
+    /// names a layer that holds no convolution.
     pub fn set_conv_algos(&mut self, spec: &ConvAlgoSpec) -> Result<()> {
         for layer in spec.named_layers() {
-            let is_conv = self.layers.get(layer).and_then(|l| l.as_any()).is_some_and(|any| any.is::<Conv2d<T>>());
-            if !is_conv {
+            let has_conv = self.layers.get(layer).is_some_and(|l| !convolutions(l.as_ref()).is_empty());
+            if !has_conv {
                 let what = match self.layers.get(layer) {
                     Some(l) => format!("layer {layer} is {}, not a convolution", l.kind()),
                     None => format!("there is no layer {layer} (the model has {})", self.layers.len()),
@@ -214,21 +233,20 @@ impl<T: Element> Sequential<T> {
             }
         }
         for (number, layer) in self.layers.iter_mut().enumerate() {
-            if let Some(conv) = layer.as_any_mut().and_then(|any| any.downcast_mut::<Conv2d<T>>()) {
+            for conv in convolutions_mut(layer.as_mut()) {
                 conv.set_algos(spec.algos_for(number));
             }
         }
         Ok(())
     }
 
-    /// Each convolution's layer number and the methods that run for it.
+    /// Each convolution's layer number (a block's number for those inside it)
+    /// and the methods that run for it.
     pub fn conv_algos(&self) -> Vec<(usize, ConvAlgos)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .filter_map(|(number, layer)| {
-                let conv = layer.as_any()?.downcast_ref::<Conv2d<T>>()?;
-                Some((number, conv.resolved_algos()))
+        let per_layer = self.layers.iter().enumerate();
+        per_layer
+            .flat_map(|(number, layer)| {
+                convolutions(layer.as_ref()).into_iter().map(move |conv| (number, conv.resolved_algos()))
             })
             .collect()
     }
@@ -261,6 +279,11 @@ impl<T: Element> Sequential<T> {
     /// The layers.
     pub fn layers(&self) -> &[Box<dyn Layer<T>>] {
         &self.layers
+    }
+
+    /// The layers, taken out of the model.
+    pub fn into_layers(self) -> Vec<Box<dyn Layer<T>>> {
+        self.layers
     }
 
     /// The layers, mutably.
@@ -299,8 +322,9 @@ impl<T: Element> Sequential<T> {
     /// Bytes of the activation and gradient buffers for a batch of `batch` (what
     /// forward and backward allocate on their first call): every activation
     /// buffer of the plan, sized for the largest activation it holds, plus the
-    /// two gradient buffers, each as large as the largest activation. The
-    /// layers' own workspaces (column tiles, packed weights) come on top.
+    /// two gradient buffers, each as large as the largest activation, plus
+    /// the same inside every block ([`Layer::buffer_bytes`]). The layers' own
+    /// workspaces (column tiles, packed weights) come on top.
     pub fn buffer_bytes(&self, batch: usize) -> u64 {
         let mut buffers = vec![0u64; self.plan.buffers];
         let mut largest = 0u64;
@@ -311,7 +335,8 @@ impl<T: Element> Sequential<T> {
             largest = largest.max(elements);
         }
         let elements = buffers.iter().sum::<u64>() + 2 * largest;
-        elements.saturating_mul(batch as u64).saturating_mul(std::mem::size_of::<T>() as u64)
+        let inside_blocks: u64 = self.layers.iter().map(|layer| layer.buffer_bytes(batch)).sum();
+        elements.saturating_mul(batch as u64).saturating_mul(std::mem::size_of::<T>() as u64) + inside_blocks
     }
 
     /// Runs the batch `input` `(N, ...input_shape)` through every layer and
@@ -386,7 +411,7 @@ impl<T: Element> Sequential<T> {
     /// The gradient with respect to the model's input is not computed (the first
     /// layer is told it is not needed).
     pub fn backward(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<()> {
-        self.backward_impl(grad_output, 0, false).map(|_| ())
+        self.backward_impl(grad_output, 0, false)
     }
 
     /// Backpropagates `grad_output` down to activation `stop` (the input of
@@ -404,22 +429,32 @@ impl<T: Element> Sequential<T> {
                 self.layers.len()
             )));
         }
-        let grad = self.backward_impl(grad_output, stop, true)?;
-        Ok(grad.expect("asked for the gradient"))
+        self.backward_impl(grad_output, stop, true)?;
+        Ok(self.gradient_of(stop).to_owned())
     }
 
     /// Like [`Sequential::backward`], and also returns `dL/d input`.
     pub fn backward_with_input_grad(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
-        let grad_input = self.backward_impl(grad_output, 0, true)?;
-        Ok(grad_input.expect("asked for the input gradient"))
+        Ok(self.backward_input_grad(grad_output)?.to_owned())
     }
 
-    fn backward_impl(
-        &mut self,
-        grad_output: ArrayViewD<'_, T>,
-        stop: usize,
-        want_input_grad: bool,
-    ) -> Result<Option<ArrayD<T>>> {
+    /// [`Sequential::backward_with_input_grad`] without a copy: `dL/d input`
+    /// is viewed in the model's gradient buffer, valid until the next
+    /// backward (what a block reads after the backward of a branch).
+    pub fn backward_input_grad(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<ArrayViewD<'_, T>> {
+        self.backward_impl(grad_output, 0, true)?;
+        Ok(self.gradient_of(0))
+    }
+
+    /// `dL/d` activation `index` as the last backward left it in the gradient
+    /// buffer it reads from.
+    fn gradient_of(&self, index: usize) -> ArrayViewD<'_, T> {
+        view(&self.grad_buffers[0], self.batch, &self.shapes[index])
+    }
+
+    /// Backward down to activation `stop`; with `want_input_grad`, `dL/d`
+    /// that activation is left in `grad_buffers[0]` ([`Sequential::gradient_of`]).
+    fn backward_impl(&mut self, grad_output: ArrayViewD<'_, T>, stop: usize, want_input_grad: bool) -> Result<()> {
         let last = self.layers.len();
         let expected: Vec<usize> = std::iter::once(self.batch).chain(self.shapes[last].iter().copied()).collect();
         if self.batch == 0 || grad_output.shape() != expected.as_slice() {
@@ -469,9 +504,8 @@ impl<T: Element> Sequential<T> {
             }
         }
         // `read` now holds dL/d(input of layer `stop`)
-        let grad_input = want_input_grad.then(|| view(&read, batch, &self.shapes[stop]).to_owned());
         self.grad_buffers = [read, write];
-        Ok(grad_input)
+        Ok(())
     }
 
     /// Whether layer `index` is a ReLU fused into the layer before it (see
@@ -532,14 +566,15 @@ impl<T: Element> Sequential<T> {
             .collect()
     }
 
-    /// Parameter names `"{layer index}.{weight|bias}"`, in the order of
+    /// Parameter names `"{layer index}.{weight|bias}"` (in a block
+    /// `"{block index}.body.{layer index}.weight"`), in the order of
     /// [`Sequential::params`] (PyTorch's `state_dict` names for an equivalent
     /// `nn.Sequential`).
     pub fn param_names(&self) -> Vec<String> {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, layer)| layer.params().into_iter().map(move |p| format!("{i}.{}", p.name)))
+            .flat_map(|(i, layer)| layer.param_names().into_iter().map(move |name| format!("{i}.{name}")))
             .collect()
     }
 

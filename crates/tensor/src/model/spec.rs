@@ -13,7 +13,9 @@ use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::geometry::Padding;
 use crate::layer::Layer;
-use crate::layers::{BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Relu, Softmax};
+use crate::layers::{AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Relu, Softmax};
+use crate::model::concat::Concat;
+use crate::model::residual::Residual;
 use crate::model::sequential::Sequential;
 use serde::{Deserialize, Serialize};
 
@@ -51,16 +53,22 @@ fn one() -> Size2 {
 pub enum LayerSpec {
     /// [`Conv2d`]: `filters` output channels (input channels are inferred).
     Conv2d {
-        /// Output channels.
-        filters: usize,
+        /// Output channels; without it, the number of classes (a
+        /// convolutional classifier, as SqueezeNet ends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filters: Option<usize>,
         /// Kernel size.
         kernel: Size2,
         /// Stride (default 1).
         #[serde(default = "one")]
         stride: Size2,
-        /// `valid` (default) or `same`.
+        /// `valid` (default), `same`, or a number of rows and columns added on
+        /// both sides (`3`, or `[rows, columns]`: PyTorch's `padding=3`).
         #[serde(default)]
         padding: Padding,
+        /// Whether it has a bias (default true; `false` before a batchnorm).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        bias: bool,
     },
     /// [`MaxPool2d`].
     Maxpool2d {
@@ -69,9 +77,29 @@ pub enum LayerSpec {
         /// Stride (default: the pool size, as in Keras).
         #[serde(default)]
         stride: Option<Size2>,
-        /// `valid` (default) or `same`.
+        /// `valid` (default), `same`, or a number (both sides).
         #[serde(default)]
         padding: Padding,
+        /// PyTorch's `ceil_mode`: round the output size up (default false).
+        #[serde(default, skip_serializing_if = "is_false")]
+        ceil_mode: bool,
+    },
+    /// [`AvgPool2d`] with PyTorch's options.
+    Avgpool2d {
+        /// Window size.
+        pool: Size2,
+        /// Stride (default: the pool size).
+        #[serde(default)]
+        stride: Option<Size2>,
+        /// `valid` (default), `same`, or a number (both sides).
+        #[serde(default)]
+        padding: Padding,
+        /// Round the output size up (default false).
+        #[serde(default, skip_serializing_if = "is_false")]
+        ceil_mode: bool,
+        /// Divide by the whole window, padding included (default true, PyTorch's).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        count_include_pad: bool,
     },
     /// [`Relu`].
     Relu,
@@ -82,6 +110,9 @@ pub enum LayerSpec {
         /// Output features; `None` means "the number of classes".
         #[serde(default)]
         units: Option<usize>,
+        /// Whether it has a bias (default true).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        bias: bool,
     },
     /// [`Dropout`].
     Dropout {
@@ -104,6 +135,41 @@ pub enum LayerSpec {
     /// [`GlobalAvgPool2d`]: each feature map becomes its mean, `(C, H, W) -> (C,)`.
     #[serde(rename = "global_avgpool2d")]
     GlobalAvgpool2d,
+    /// [`Residual`]: `y = body(x) + shortcut(x)` (see [`crate::model::residual`]).
+    Residual {
+        /// The main branch's layers.
+        body: Vec<LayerSpec>,
+        /// The projection's layers; none (the default) for the identity.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        shortcut: Vec<LayerSpec>,
+    },
+    /// [`Concat`]: the branches' outputs stacked along the channels (see
+    /// [`crate::model::concat`]).
+    Concat {
+        /// The branches, in channel order.
+        branches: Vec<BranchSpec>,
+    },
+}
+
+/// One branch of a [`LayerSpec::Concat`] block: its layers (an empty list is
+/// the input itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchSpec {
+    /// The layers, first to last.
+    pub layers: Vec<LayerSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn default_eps() -> f64 {
@@ -121,69 +187,7 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
 }
 
-fn conv(filters: usize, padding: Padding) -> LayerSpec {
-    LayerSpec::Conv2d { filters, kernel: Size2::Square(3), stride: Size2::Square(1), padding }
-}
-
-fn pool2() -> LayerSpec {
-    LayerSpec::Maxpool2d { pool: Size2::Square(2), stride: None, padding: Padding::Valid }
-}
-
-fn dense(units: usize) -> LayerSpec {
-    LayerSpec::Dense { units: Some(units) }
-}
-
 impl ModelSpec {
-    /// The reference network of the Keras mammography script: 4,877,300
-    /// parameters at 224x224x3 with 8 classes.
-    pub fn baseline() -> Self {
-        use LayerSpec::*;
-        ModelSpec {
-            layers: vec![
-                conv(32, Padding::Valid),
-                Relu,
-                conv(64, Padding::Valid),
-                Relu,
-                pool2(),
-                pool2(),
-                conv(32, Padding::Valid),
-                Relu,
-                conv(64, Padding::Valid),
-                Relu,
-                pool2(),
-                Flatten,
-                dense(120),
-                Relu,
-                dense(100),
-                Relu,
-                dense(80),
-                Relu,
-                Dropout { rate: 0.5 },
-                Dense { units: None },
-            ],
-        }
-    }
-
-    /// A small network for 28-64 px inputs that trains in about a minute.
-    pub fn small() -> Self {
-        use LayerSpec::*;
-        ModelSpec {
-            layers: vec![
-                conv(16, Padding::Same),
-                Relu,
-                pool2(),
-                conv(32, Padding::Same),
-                Relu,
-                pool2(),
-                Flatten,
-                dense(64),
-                Relu,
-                Dropout { rate: 0.25 },
-                Dense { units: None },
-            ],
-        }
-    }
-
     /// Parses an architecture TOML document: `[[layers]]` tables with a `type`
     /// (the format of `docs/` and `--model FILE.toml`).
     pub fn from_toml(text: &str) -> Result<Self> {
@@ -194,15 +198,6 @@ impl ModelSpec {
         Ok(spec)
     }
 
-    /// A preset by name: `baseline` or `small`.
-    pub fn preset(name: &str) -> Option<Self> {
-        match name {
-            "baseline" => Some(Self::baseline()),
-            "small" => Some(Self::small()),
-            _ => None,
-        }
-    }
-
     /// Builds the model for per-sample input `(C, H, W)` and `classes` outputs,
     /// with Keras-default initialisation from `seed`. Every layer's shape is
     /// checked; an error names the layer and the sizes that do not fit.
@@ -210,61 +205,7 @@ impl ModelSpec {
         if classes == 0 {
             return Err(TensorError::Config("the number of classes must be positive".into()));
         }
-        let mut model = Sequential::new(input_shape.to_vec())?;
-        for (index, spec) in self.layers.iter().enumerate() {
-            let shape = model.output_shape().to_vec();
-            let shape_error = |message: String| TensorError::Shape { index, kind: spec.kind().into(), message };
-            // refuse absurd sizes before allocating anything (hostile model files, typos)
-            let params = match *spec {
-                LayerSpec::Conv2d { filters, kernel, .. } => {
-                    let (kh, kw) = kernel.pair();
-                    [filters, shape.first().copied().unwrap_or(1), kh, kw]
-                        .iter()
-                        .try_fold(1usize, |a, &b| a.checked_mul(b))
-                }
-                LayerSpec::Dense { units } => units.unwrap_or(classes).checked_mul(shape.iter().product()),
-                _ => Some(0),
-            };
-            if params.is_none_or(|p| p > MAX_LAYER_PARAMS) {
-                return Err(shape_error(format!("would have more than {MAX_LAYER_PARAMS} parameters")));
-            }
-            let layer: Box<dyn Layer<T>> = match *spec {
-                LayerSpec::Conv2d { filters, kernel, stride, padding } => {
-                    if shape.len() != 3 {
-                        return Err(shape_error(format!("expects a (C, H, W) input, got {shape:?}")));
-                    }
-                    let mut layer = Conv2d::new(shape[0], filters, kernel.pair(), stride.pair(), padding)
-                        .map_err(|e| shape_error(e.to_string()))?;
-                    crate::init::glorot_uniform(layer.weight_mut(), seed, index);
-                    Box::new(layer)
-                }
-                LayerSpec::Maxpool2d { pool, stride, padding } => Box::new(
-                    MaxPool2d::new(pool.pair(), stride.unwrap_or(pool).pair(), padding)
-                        .map_err(|e| shape_error(e.to_string()))?,
-                ),
-                LayerSpec::Relu => Box::new(Relu),
-                LayerSpec::Flatten => Box::new(Flatten),
-                LayerSpec::Dense { units } => {
-                    if shape.len() != 1 {
-                        return Err(shape_error(format!(
-                            "expects a flat input, got {shape:?}; put a flatten layer before it"
-                        )));
-                    }
-                    let mut layer =
-                        Dense::new(shape[0], units.unwrap_or(classes)).map_err(|e| shape_error(e.to_string()))?;
-                    crate::init::glorot_uniform(layer.weight_mut(), seed, index);
-                    Box::new(layer)
-                }
-                LayerSpec::Dropout { rate } => Box::new(Dropout::new(rate).map_err(|e| shape_error(e.to_string()))?),
-                LayerSpec::Softmax => Box::new(Softmax),
-                LayerSpec::Batchnorm { eps, momentum } => {
-                    let channels = shape.first().copied().unwrap_or(0);
-                    Box::new(BatchNorm::with_options(channels, eps, momentum).map_err(|e| shape_error(e.to_string()))?)
-                }
-                LayerSpec::GlobalAvgpool2d => Box::new(GlobalAvgPool2d),
-            };
-            model.push(layer)?;
-        }
+        let model = self.build_sequence(input_shape, classes, seed)?;
         if model.output_shape() != [classes] {
             return Err(TensorError::Config(format!(
                 "the model ends with shape {:?}, but there are {classes} classes: end with a dense layer without `units`",
@@ -272,6 +213,119 @@ impl ModelSpec {
             )));
         }
         Ok(model)
+    }
+
+    /// [`ModelSpec::build`] without requiring the output to be `(classes,)`:
+    /// a part of a network (a block to study, a branch).
+    pub fn build_sequence<T: Element>(
+        &self,
+        input_shape: &[usize],
+        classes: usize,
+        seed: u64,
+    ) -> Result<Sequential<T>> {
+        Builder { classes, seed, next_index: 0 }.sequential(&self.layers, input_shape)
+    }
+}
+
+/// Builds layers in order, numbering them depth-first (a block, then the
+/// layers inside it): the number seeds each layer's initial weights, so a
+/// model without blocks is numbered exactly as its top-level list.
+struct Builder {
+    classes: usize,
+    seed: u64,
+    next_index: usize,
+}
+
+impl Builder {
+    fn sequential<T: Element>(&mut self, specs: &[LayerSpec], input_shape: &[usize]) -> Result<Sequential<T>> {
+        let mut model = Sequential::new(input_shape.to_vec())?;
+        for (position, spec) in specs.iter().enumerate() {
+            let layer = self.layer(spec, model.output_shape(), position)?;
+            model.push(layer)?;
+        }
+        Ok(model)
+    }
+
+    fn layer<T: Element>(&mut self, spec: &LayerSpec, shape: &[usize], position: usize) -> Result<Box<dyn Layer<T>>> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let shape_error = |message: String| TensorError::Shape { index: position, kind: spec.kind().into(), message };
+        // refuse absurd sizes before allocating anything (hostile model files, typos)
+        let params = match *spec {
+            LayerSpec::Conv2d { filters, kernel, .. } => {
+                let (kh, kw) = kernel.pair();
+                [filters.unwrap_or(self.classes), shape.first().copied().unwrap_or(1), kh, kw]
+                    .iter()
+                    .try_fold(1usize, |a, &b| a.checked_mul(b))
+            }
+            LayerSpec::Dense { units, .. } => units.unwrap_or(self.classes).checked_mul(shape.iter().product()),
+            _ => Some(0),
+        };
+        if params.is_none_or(|p| p > MAX_LAYER_PARAMS) {
+            return Err(shape_error(format!("would have more than {MAX_LAYER_PARAMS} parameters")));
+        }
+        let layer: Box<dyn Layer<T>> = match spec {
+            LayerSpec::Conv2d { filters, kernel, stride, padding, bias } => {
+                if shape.len() != 3 {
+                    return Err(shape_error(format!("expects a (C, H, W) input, got {shape:?}")));
+                }
+                let mut layer =
+                    Conv2d::new(shape[0], filters.unwrap_or(self.classes), kernel.pair(), stride.pair(), *padding)
+                        .map_err(|e| shape_error(e.to_string()))?;
+                crate::init::glorot_uniform(layer.weight_mut(), self.seed, index);
+                Box::new(if *bias { layer } else { layer.without_bias() })
+            }
+            LayerSpec::Maxpool2d { pool, stride, padding, ceil_mode } => Box::new(
+                MaxPool2d::new(pool.pair(), stride.unwrap_or(*pool).pair(), *padding)
+                    .map_err(|e| shape_error(e.to_string()))?
+                    .with_ceil_mode(*ceil_mode),
+            ),
+            LayerSpec::Avgpool2d { pool, stride, padding, ceil_mode, count_include_pad } => Box::new(
+                AvgPool2d::new(pool.pair(), stride.unwrap_or(*pool).pair(), *padding)
+                    .map_err(|e| shape_error(e.to_string()))?
+                    .with_ceil_mode(*ceil_mode)
+                    .with_count_include_pad(*count_include_pad),
+            ),
+            LayerSpec::Relu => Box::new(Relu),
+            LayerSpec::Flatten => Box::new(Flatten),
+            LayerSpec::Dense { units, bias } => {
+                if shape.len() != 1 {
+                    return Err(shape_error(format!(
+                        "expects a flat input, got {shape:?}; put a flatten layer before it"
+                    )));
+                }
+                let mut layer =
+                    Dense::new(shape[0], units.unwrap_or(self.classes)).map_err(|e| shape_error(e.to_string()))?;
+                crate::init::glorot_uniform(layer.weight_mut(), self.seed, index);
+                Box::new(if *bias { layer } else { layer.without_bias() })
+            }
+            LayerSpec::Dropout { rate } => Box::new(Dropout::new(*rate).map_err(|e| shape_error(e.to_string()))?),
+            LayerSpec::Softmax => Box::new(Softmax),
+            LayerSpec::Batchnorm { eps, momentum } => {
+                let channels = shape.first().copied().unwrap_or(0);
+                Box::new(BatchNorm::with_options(channels, *eps, *momentum).map_err(|e| shape_error(e.to_string()))?)
+            }
+            LayerSpec::GlobalAvgpool2d => Box::new(GlobalAvgPool2d),
+            LayerSpec::Residual { body, shortcut } => {
+                let body = self.sequential(body, shape).map_err(|e| shape_error(format!("body: {e}")))?;
+                let shortcut = match shortcut.is_empty() {
+                    true => None,
+                    false => Some(self.sequential(shortcut, shape).map_err(|e| shape_error(format!("shortcut: {e}")))?),
+                };
+                Box::new(Residual::new(body, shortcut).map_err(|e| shape_error(e.to_string()))?)
+            }
+            LayerSpec::Concat { branches } => {
+                let branches = branches
+                    .iter()
+                    .enumerate()
+                    .map(|(b, branch)| {
+                        self.sequential(&branch.layers, shape).map_err(|e| shape_error(format!("branch {b}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Box::new(Concat::new(branches).map_err(|e| shape_error(e.to_string()))?)
+            }
+        };
+        Ok(layer)
     }
 }
 
@@ -288,6 +342,9 @@ impl LayerSpec {
             LayerSpec::Softmax => "softmax",
             LayerSpec::Batchnorm { .. } => "batchnorm",
             LayerSpec::GlobalAvgpool2d => "global_avgpool2d",
+            LayerSpec::Avgpool2d { .. } => "avgpool2d",
+            LayerSpec::Residual { .. } => "residual",
+            LayerSpec::Concat { .. } => "concat",
         }
     }
 }

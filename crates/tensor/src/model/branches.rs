@@ -1,0 +1,71 @@
+//! What the blocks with branches ([`crate::model::residual`],
+//! [`crate::model::concat`]) share: each branch is a small [`Sequential`],
+//! and these helpers pass the model's settings into them and name what is
+//! inside.
+
+use crate::element::Element;
+use crate::layer::{Layer, Mode};
+use crate::model::sequential::Sequential;
+use rayon::prelude::*;
+
+/// The mode for branch `branch` of a block: in training, the block's seed
+/// mixed with the branch number, so two branches never draw the same masks.
+pub(crate) fn branch_mode(mode: Mode, branch: usize) -> Mode {
+    match mode {
+        Mode::Train { seed, first_image } => Mode::Train { seed: crate::rng::derive(seed, branch as u64), first_image },
+        Mode::Eval => Mode::Eval,
+    }
+}
+
+/// `target += addend`, element by element (in parallel: each element is one
+/// addition, so the result does not depend on the thread count).
+pub(crate) fn add_into<T: Element>(target: &mut [T], addend: &[T]) {
+    const CHUNK: usize = 1 << 14;
+    target.par_chunks_mut(CHUNK).zip(addend.par_chunks(CHUNK)).for_each(|(target, addend)| {
+        for (t, &a) in target.iter_mut().zip(addend) {
+            *t += a;
+        }
+    });
+}
+
+/// `"{branch}.{name}"` for each name.
+pub(crate) fn nested_names(branch: &str, names: Vec<String>) -> Vec<String> {
+    names.into_iter().map(|name| format!("{branch}.{name}")).collect()
+}
+
+/// Every layer of `models`, each followed by the layers inside it.
+pub(crate) fn sublayers_of<'a, T: Element>(models: impl Iterator<Item = &'a Sequential<T>>) -> Vec<&'a dyn Layer<T>> {
+    let mut all = Vec::new();
+    for model in models {
+        for layer in model.layers() {
+            all.push(layer.as_ref());
+            all.extend(layer.sublayers());
+        }
+    }
+    all
+}
+
+/// Mutable [`sublayers_of`]: the plain layers first, then the blocks' insides
+/// (a layer and its insides cannot be lent out at once).
+pub(crate) fn sublayers_of_mut<'a, T: Element>(
+    models: impl Iterator<Item = &'a mut Sequential<T>>,
+) -> Vec<&'a mut dyn Layer<T>> {
+    let mut all: Vec<&'a mut dyn Layer<T>> = Vec::new();
+    for model in models {
+        for layer in model.layers_mut() {
+            if layer.sublayers().is_empty() {
+                all.push(&mut **layer);
+            } else {
+                all.extend(layer.sublayers_mut());
+            }
+        }
+    }
+    all
+}
+
+/// [`Sequential::set_fused`] on every branch.
+pub(crate) fn set_fused_all<'a, T: Element>(models: impl Iterator<Item = &'a mut Sequential<T>>, fuse: bool) {
+    for model in models {
+        model.set_fused(fuse);
+    }
+}

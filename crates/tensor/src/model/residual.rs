@@ -1,0 +1,235 @@
+//! A residual block: two branches over the same input whose outputs are
+//! **added** (He et al. 2015, "Deep Residual Learning"; torchvision's
+//! `BasicBlock` and `Bottleneck`).
+//!
+//! ## Math and shapes
+//!
+//! ```text
+//! x        (N, C, H, W)
+//! body     a small model: conv 3x3 -> batchnorm -> relu -> conv 3x3 -> batchnorm
+//! shortcut identity (x itself), or a projection when the shape changes:
+//!          conv 1x1 stride 2, no bias -> batchnorm
+//! y        = body(x) + shortcut(x)          (N, C', H', W'): both branches must agree
+//! ```
+//!
+//! ResNet then applies a ReLU to `y`: that is the next layer of the model (a
+//! plain [`crate::Relu`], which the plan runs in place on the block's output).
+//!
+//! ## Backward
+//!
+//! The forward was `y = body(x) + shortcut(x)`. The derivative of a sum is
+//! the sum of the derivatives, so `dL/dy` flows **unchanged into both
+//! branches**:
+//!
+//! ```text
+//! dL/dx = body'(x)^T dL/dy + shortcut'(x)^T dL/dy
+//!       = body'(x)^T dL/dy + dL/dy                  (identity shortcut)
+//! ```
+//!
+//! That second term is why deep ResNets train: however small the body's
+//! gradient becomes, the identity path hands `dL/dy` down intact.
+//!
+//! ```
+//! use convnet_tensor::model::residual::Residual;
+//! use convnet_tensor::{Layer, Mode, Relu, Sequential};
+//! use ndarray::{ArrayD, IxDyn};
+//! // body = relu, identity shortcut: y = relu(x) + x
+//! let mut body = Sequential::new(vec![1, 1, 3]).unwrap();
+//! body.push(Box::new(Relu)).unwrap();
+//! let mut block = Residual::new(body, None).unwrap();
+//! let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 3]), vec![-2.0f64, 0.5, 3.0]).unwrap();
+//! let mut y = ArrayD::zeros(IxDyn(&[1, 1, 1, 3]));
+//! block.forward(x.view(), y.view_mut(), Mode::Eval);
+//! assert_eq!(y.as_slice().unwrap(), &[-2.0, 1.0, 6.0]);
+//! // backward: dL/dx = relu'(x) dy + dy
+//! let dy = ArrayD::from_elem(IxDyn(&[1, 1, 1, 3]), 1.0);
+//! let mut dx = ArrayD::zeros(IxDyn(&[1, 1, 1, 3]));
+//! block.backward(x.view(), y.view(), dy.view(), Some(dx.view_mut()));
+//! assert_eq!(dx.as_slice().unwrap(), &[1.0, 2.0, 2.0]);
+//! ```
+
+use crate::element::Element;
+use crate::error::{Result, TensorError};
+use crate::layer::{slice, slice_mut, KinkRecorder, Layer, Mode, Param, ParamMut};
+use crate::model::branches::{add_into, branch_mode, nested_names, set_fused_all, sublayers_of, sublayers_of_mut};
+use crate::model::sequential::Sequential;
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+
+/// A residual block; see the module docs.
+#[derive(Debug)]
+pub struct Residual<T: Element> {
+    /// The main branch.
+    body: Sequential<T>,
+    /// The projection, or `None` for the identity.
+    shortcut: Option<Sequential<T>>,
+}
+
+impl<T: Element> Residual<T> {
+    /// `y = body(x) + shortcut(x)` (`None`: `+ x`). Both branches must take
+    /// the same input and give the same output shape.
+    pub fn new(body: Sequential<T>, shortcut: Option<Sequential<T>>) -> Result<Self> {
+        let shortcut_shape = shortcut.as_ref().map_or(body.input_shape(), |s| s.output_shape());
+        if let Some(shortcut) = &shortcut {
+            if shortcut.input_shape() != body.input_shape() {
+                return Err(TensorError::Config("a residual block's branches must take the same input".into()));
+            }
+        }
+        if body.output_shape() != shortcut_shape {
+            return Err(TensorError::Config(format!(
+                "a residual block adds its branches, but the body gives {:?} and the shortcut {:?}{}",
+                body.output_shape(),
+                shortcut_shape,
+                if shortcut.is_none() { " (identity; give it a projection)" } else { "" }
+            )));
+        }
+        Ok(Residual { body, shortcut })
+    }
+
+    /// The main branch.
+    pub fn body(&self) -> &Sequential<T> {
+        &self.body
+    }
+
+    /// The projection shortcut, `None` for the identity.
+    pub fn shortcut(&self) -> Option<&Sequential<T>> {
+        self.shortcut.as_ref()
+    }
+}
+
+impl<T: Element> Layer<T> for Residual<T> {
+    fn kind(&self) -> &'static str {
+        "residual"
+    }
+
+    fn describe(&self) -> String {
+        let kinds = |model: &Sequential<T>| model.layers().iter().map(|l| l.kind()).collect::<Vec<_>>().join(" ");
+        match &self.shortcut {
+            Some(shortcut) => format!("[{}] + [{}]", kinds(&self.body), kinds(shortcut)),
+            None => format!("[{}] + identity", kinds(&self.body)),
+        }
+    }
+
+    fn output_shape(&self, input_shape: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        if input_shape != self.body.input_shape() {
+            return Err(format!("was built for inputs {:?}, got {input_shape:?}", self.body.input_shape()));
+        }
+        Ok(self.body.output_shape().to_vec())
+    }
+
+    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
+        // y = body(x)
+        let body = self.body.forward(input.view(), branch_mode(mode, 0)).expect("shapes checked when built");
+        slice_mut(&mut output).copy_from_slice(slice(&body));
+        // y += shortcut(x), or y += x
+        match &mut self.shortcut {
+            Some(shortcut) => {
+                let projected = shortcut.forward(input, branch_mode(mode, 1)).expect("shapes checked when built");
+                add_into(slice_mut(&mut output), slice(&projected));
+            }
+            None => add_into(slice_mut(&mut output), slice(&input)),
+        }
+    }
+
+    fn backward(
+        &mut self,
+        _input: ArrayViewD<'_, T>,
+        _output: ArrayViewD<'_, T>,
+        grad_output: ArrayViewD<'_, T>,
+        grad_input: Option<ArrayViewMutD<'_, T>>,
+    ) {
+        // forward: y = body(x) + shortcut(x), so dL/dy goes unchanged into both branches
+        let Some(mut grad_input) = grad_input else {
+            self.body.backward(grad_output.view()).expect("after a forward");
+            if let Some(shortcut) = &mut self.shortcut {
+                shortcut.backward(grad_output).expect("after a forward");
+            }
+            return;
+        };
+        // dL/dx = body'(x)^T dy ...
+        let through_body = self.body.backward_input_grad(grad_output.view()).expect("after a forward");
+        slice_mut(&mut grad_input).copy_from_slice(slice(&through_body));
+        // ... + shortcut'(x)^T dy, or + dy for the identity
+        match &mut self.shortcut {
+            Some(shortcut) => {
+                let through_shortcut = shortcut.backward_input_grad(grad_output).expect("after a forward");
+                add_into(slice_mut(&mut grad_input), slice(&through_shortcut));
+            }
+            None => add_into(slice_mut(&mut grad_input), slice(&grad_output)),
+        }
+    }
+
+    fn backward_needs_output(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn params(&self) -> Vec<Param<'_, T>> {
+        let shortcut = self.shortcut.iter().flat_map(|s| s.params());
+        self.body.params().into_iter().chain(shortcut).collect()
+    }
+
+    fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        let shortcut = self.shortcut.iter_mut().flat_map(|s| s.params_mut());
+        self.body.params_mut().into_iter().chain(shortcut).collect()
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        let shortcut = self.shortcut.iter().flat_map(|s| nested_names("shortcut", s.param_names()));
+        nested_names("body", self.body.param_names()).into_iter().chain(shortcut).collect()
+    }
+
+    fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {
+        let body = self.body.buffers().into_iter().map(|(name, b)| (format!("body.{name}"), b));
+        let shortcut = self.shortcut.iter().flat_map(|s| s.buffers()).map(|(name, b)| (format!("shortcut.{name}"), b));
+        body.chain(shortcut).collect()
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(String, &mut ArrayD<T>)> {
+        let body = self.body.buffers_mut().into_iter().map(|(name, b)| (format!("body.{name}"), b));
+        let shortcut =
+            self.shortcut.iter_mut().flat_map(|s| s.buffers_mut()).map(|(name, b)| (format!("shortcut.{name}"), b));
+        body.chain(shortcut).collect()
+    }
+
+    fn sublayers(&self) -> Vec<&dyn Layer<T>> {
+        sublayers_of(std::iter::once(&self.body).chain(self.shortcut.as_ref()))
+    }
+
+    fn sublayers_mut(&mut self) -> Vec<&mut dyn Layer<T>> {
+        sublayers_of_mut(std::iter::once(&mut self.body).chain(self.shortcut.as_mut()))
+    }
+
+    fn buffer_bytes(&self, batch: usize) -> u64 {
+        self.body.buffer_bytes(batch) + self.shortcut.as_ref().map_or(0, |s| s.buffer_bytes(batch))
+    }
+
+    fn set_fused(&mut self, fuse: bool) {
+        set_fused_all(std::iter::once(&mut self.body).chain(self.shortcut.as_mut()), fuse);
+    }
+
+    fn set_gradient_leaves(&mut self, leaves: usize) {
+        self.body.set_gradient_leaves(leaves);
+        if let Some(shortcut) = &mut self.shortcut {
+            shortcut.set_gradient_leaves(leaves);
+        }
+    }
+
+    fn record_kinks(&self, _input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
+        self.body.record_kinks(recorder);
+        if let Some(shortcut) = &self.shortcut {
+            shortcut.record_kinks(recorder);
+        }
+    }
+
+    fn forward_flops(&self, _input_shape: &[usize]) -> u64 {
+        let shortcut = self.shortcut.as_ref().map_or(0, |s| s.forward_flops());
+        self.body.forward_flops() + shortcut + self.body.output_shape().iter().product::<usize>() as u64
+    }
+}
