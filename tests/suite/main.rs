@@ -17,4 +17,5 @@ mod gradcheck_layers;
 mod kernels;
 mod modern;
 mod mutations;
+mod torch_parity;
 mod winograd;

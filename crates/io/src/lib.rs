@@ -10,6 +10,7 @@
 //!   kappa, ROC AUC).
 //! - [`onnx`]: export to ONNX (a hand-written protobuf encoder).
 //! - [`keras`]: import of the seed's Keras models (`.keras` and legacy `.h5`).
+//! - [`torchvision`]: torchvision ResNet tensor names, for `--init-weights`.
 //!
 //! ```
 //! use convnet_io::model_file::{load_model, save_model, ModelMeta};
@@ -30,5 +31,6 @@ pub mod keras;
 pub mod metrics;
 pub mod model_file;
 pub mod onnx;
+pub mod torchvision;
 
 pub use error::{IoError, Result};

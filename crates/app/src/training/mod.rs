@@ -173,7 +173,9 @@ fn build_model(
     crate::preflight::check_memory(&model, config.batch_size)?;
     if let Some(init) = &config.init_weights {
         let file = model_file::read_tensor_file(init)?;
-        model_file::assign_params(&mut model, &file.tensors)
+        // a torchvision ResNet state_dict is accepted under its own names
+        let tensors = convnet_io::torchvision::to_convnet_names(&model, file.tensors);
+        model_file::assign_params(&mut model, &tensors)
             .with_context(|| format!("--init-weights {}: does not fit this model", init.display()))?;
         println!("Initialised weights from {}", init.display());
     }
