@@ -2,7 +2,8 @@
 in onnxruntime, the probabilities `convnet predict` gives, within 1e-5. Then the check proves
 it can fail: the same graph with the first dense layer's columns permuted from our C,H,W
 flatten order to Keras' H,W,C order must miss by far more (for a model with batchnorm: the
-first batchnorm without its running mean).
+first batchnorm without its running mean; for a residual model also: the first block's
+shortcut dropped).
 
     python onnx_parity.py CONVNET MODEL.safetensors WORKDIR
 
@@ -75,6 +76,18 @@ got = run(model)
 difference = np.abs(got - expected).max()
 print(f"{model_path}: {len(files)} images, max |onnxruntime - convnet predict| = {difference:.2e}")
 assert difference <= 1e-5, f"ONNX export disagrees with convnet predict by {difference}"
+
+adds = [n for n in model.graph.node if n.op_type == "Add"]
+if adds:
+    # the negative control of a residual model: the first block's Add reading its body twice
+    # (the shortcut dropped) must miss by far more
+    control = onnx.ModelProto()
+    control.CopyFrom(model)
+    first = next(n for n in control.graph.node if n.op_type == "Add")
+    first.input[1] = first.input[0]
+    wrong = np.abs(run(control) - expected).max()
+    print(f"  without the first residual block's shortcut: max difference {wrong:.2e} (must fail the check)")
+    assert wrong > 1e-3, "a dropped shortcut went unnoticed: the check cannot fail"
 
 nodes = list(model.graph.node)
 shapes = {init.name: init for init in model.graph.initializer}

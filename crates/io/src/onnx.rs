@@ -209,7 +209,9 @@ fn emit_layer(
     current: String,
 ) -> Result<String> {
     let output = format!("{name}_out");
-    let params = layer.params();
+    // a block's parameters are its inner layers', written by their own nodes
+    let is_block = matches!(spec, LayerSpec::Residual { .. } | LayerSpec::Concat { .. });
+    let params = if is_block { Vec::new() } else { layer.params() };
     let mut initializers = Vec::new();
     for param in &params {
         let tensor_name = format!("{name}.{}", param.name);

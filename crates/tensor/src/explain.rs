@@ -18,7 +18,7 @@
 
 use crate::element::Element;
 use crate::error::{Result, TensorError};
-use crate::layer::Mode;
+use crate::layer::{Layer, Mode};
 use crate::layers::softmax::softmax_row;
 use crate::model::sequential::Sequential;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -39,11 +39,14 @@ pub struct GradCam<T> {
 }
 
 /// The activation Grad-CAM reads by default: the output of the last
-/// convolution, or of the ReLU right after it (activation `i + 1` is the output
-/// of layer `i`). `None` if the model has no convolution.
+/// convolution (or of the last block holding one: a ResNet's last residual
+/// block), or of the ReLU right after it (activation `i + 1` is the output of
+/// layer `i`). `None` if the model has no convolution.
 pub fn default_activation<T: Element>(model: &Sequential<T>) -> Option<usize> {
     let layers = model.layers();
-    let conv = layers.iter().rposition(|layer| layer.kind() == "conv2d")?;
+    let is_conv = |layer: &dyn Layer<T>| layer.kind() == "conv2d";
+    let conv =
+        layers.iter().rposition(|layer| is_conv(layer.as_ref()) || layer.sublayers().into_iter().any(is_conv))?;
     let after_relu = layers.get(conv + 1).is_some_and(|layer| layer.kind() == "relu");
     Some(if after_relu { conv + 2 } else { conv + 1 })
 }
