@@ -70,7 +70,7 @@ enum Command {
     /// Check every layer's gradients numerically (f64 central differences)
     #[command(after_help = "Example:\n  convnet gradcheck --model baseline --image-size 32")]
     Gradcheck(gradcheck::GradcheckArgs),
-    /// Write PNG grids of the first layer's filters and of each conv layer's feature maps
+    /// Write PNG grids of the first layer's filters and of each conv layer's or block's feature maps
     #[command(
         after_help = "Example:\n  convnet inspect --model runs/quickstart/model.safetensors --image data/fashion-mnist/test/Bag/00078.png --out inspect/"
     )]

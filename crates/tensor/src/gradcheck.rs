@@ -383,7 +383,13 @@ impl LayerProbe<'_> {
 impl Probe for LayerProbe<'_> {
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         std::iter::once(("input".to_string(), self.input.shape().to_vec()))
-            .chain(self.layer.params().iter().map(|p| (p.name.to_string(), p.value.shape().to_vec())))
+            .chain(
+                self.layer
+                    .param_names()
+                    .into_iter()
+                    .zip(self.layer.params())
+                    .map(|(name, p)| (name, p.value.shape().to_vec())),
+            )
             .collect()
     }
 

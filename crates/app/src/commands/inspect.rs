@@ -83,9 +83,10 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         )?;
         written.push(path);
     }
-    // feature maps after each convolution (after its ReLU when one follows)
+    // feature maps after each convolution or block (a residual or concat block:
+    // its output is the sum or stack of its branches), after its ReLU when one follows
     for index in 0..model.layers().len() {
-        if model.layers()[index].kind() != "conv2d" {
+        if !matches!(model.layers()[index].kind(), "conv2d" | "residual" | "concat") {
             continue;
         }
         let shown = if model.layers().get(index + 1).is_some_and(|l| l.kind() == "relu") { index + 1 } else { index };
