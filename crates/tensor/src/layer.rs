@@ -177,6 +177,12 @@ pub trait Layer<T: Element>: Send + Sync {
         0
     }
 
+    /// How a layer that needs the whole batch's statistics (BatchNorm) reaches
+    /// the other processes sharing the batch ([`crate::batch_sync`]); `None`:
+    /// this process holds the whole batch. Blocks pass it on; other layers
+    /// ignore it.
+    fn set_batch_sync(&mut self, _sync: Option<std::sync::Arc<dyn crate::batch_sync::BatchSync>>) {}
+
     /// A block passes the model's fused or unfused choice
     /// ([`crate::Sequential::set_fused`]) on to the models inside it. Plain
     /// layers ignore it.

@@ -57,6 +57,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod batch_sync;
 pub mod element;
 pub mod error;
 pub mod explain;

@@ -36,15 +36,48 @@ use anyhow::{bail, Result};
 use convnet_data::batch::Shard;
 use convnet_data::{ImageSet, PixelScale};
 use convnet_io::metrics::{predict_probabilities, Predictions};
+use convnet_tensor::batch_sync::BatchSync;
 use convnet_tensor::gradient_tree::tree_sum;
 use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The ranks' BatchNorm gather: every rank's images' per-image sums of the
+/// current batch, in batch order (rank `r` holds [`Shard::part_of`]`(r)`).
+struct RanksBatchSync {
+    transport: Arc<dyn Transport>,
+    shard: Shard,
+    batch_total: Arc<AtomicUsize>,
+}
+
+// SAFETY: the transport is not thread-safe (an MPI communicator; MPI runs with
+// threads funnelled). The layers call `gather_images` from their forward and
+// backward, which the training step runs on the one thread that makes every
+// other MPI call, outside any parallel region; nothing else touches it, so it
+// is never used from two threads.
+unsafe impl Send for RanksBatchSync {}
+// SAFETY: as for `Send` above: only ever used by the training step's thread.
+unsafe impl Sync for RanksBatchSync {}
+
+impl BatchSync for RanksBatchSync {
+    fn gather_images(&self, local: &[f64], per_image: usize) -> Vec<f64> {
+        let batch = self.batch_total.load(Ordering::Relaxed);
+        let counts: Vec<usize> =
+            (0..self.shard.ranks).map(|rank| self.shard.part_of(rank, batch).0.len() * per_image).collect();
+        let mut out = vec![0.0; counts.iter().sum()];
+        self.transport.all_gather_f64(local, &counts, &mut out);
+        out
+    }
+}
 
 /// The processes of one training run (just this one, or an MPI world) and
 /// the step protocol they follow.
 pub struct Cluster {
-    transport: Box<dyn Transport>,
+    transport: Arc<dyn Transport>,
+    /// Images in the batch being trained (for the BatchNorm gathers).
+    batch_total: Arc<AtomicUsize>,
     /// Time spent exchanging data, since the last [`Cluster::take_communication`].
     communication: Cell<Duration>,
     /// The gradient of this rank's part, flattened (reused).
@@ -75,12 +108,13 @@ fn launched_by_mpirun() -> Option<(usize, usize)> {
 impl Cluster {
     /// This process alone.
     pub fn single() -> Cluster {
-        Cluster::over(Box::new(Alone))
+        Cluster::over(Arc::new(Alone))
     }
 
-    fn over(transport: Box<dyn Transport>) -> Cluster {
+    fn over(transport: Arc<dyn Transport>) -> Cluster {
         Cluster {
             transport,
+            batch_total: Arc::new(AtomicUsize::new(0)),
             communication: Cell::new(Duration::ZERO),
             gradient: RefCell::new(Vec::new()),
             gathered: RefCell::new(Vec::new()),
@@ -94,7 +128,7 @@ impl Cluster {
         #[cfg(feature = "mpi")]
         {
             let _ = size;
-            Ok(Cluster::over(Box::new(super::mpi_transport::MpiTransport::init()?)))
+            Ok(Cluster::over(Arc::new(super::mpi_transport::MpiTransport::init()?)))
         }
         #[cfg(not(feature = "mpi"))]
         {
@@ -126,6 +160,24 @@ impl Cluster {
     /// The part of every batch this rank trains on.
     pub fn shard(&self) -> Shard {
         Shard { rank: self.rank(), ranks: self.size() }
+    }
+
+    /// Says which batch is trained next (its size, for the BatchNorm gathers).
+    pub fn begin_batch(&self, batch_total: usize) {
+        self.batch_total.store(batch_total, Ordering::Relaxed);
+    }
+
+    /// With several ranks: the gather a synchronised BatchNorm needs (see
+    /// [`convnet_tensor::batch_sync`]); `None` for one process.
+    pub fn batch_sync(&self) -> Option<Arc<dyn BatchSync>> {
+        (self.size() > 1).then(|| {
+            let sync = RanksBatchSync {
+                transport: self.transport.clone(),
+                shard: self.shard(),
+                batch_total: self.batch_total.clone(),
+            };
+            Arc::new(sync) as Arc<dyn BatchSync>
+        })
     }
 
     /// Ends the whole job with `code` (after an error on this rank).

@@ -108,6 +108,7 @@ fn forward_backward(
         0
     } else {
         let mode = Mode::Train { seed: step_seed, first_image: batch.first_image };
+        cluster.begin_batch(batch.batch_total);
         let logits = model.forward(batch.images.view(), mode)?;
         loss_fn.forward_part(logits, &batch.labels, batch.batch_total)?;
         model.set_gradient_leaves(leaves);

@@ -304,15 +304,28 @@ fn lock_run_dir(files: &RunFiles, cluster: &Cluster) -> Result<Option<RunLock>> 
     Ok(Some(RunLock::acquire(&files.dir)?))
 }
 
-/// Refuses batchnorm on several ranks: each would normalise its own part of
-/// the batch, and the weights would no longer be those of one process.
-fn refuse_unsynchronised_batchnorm(model: &Sequential<f32>, cluster: &Cluster) -> Result<()> {
-    if cluster.size() > 1 && !model.buffers().is_empty() {
+/// With several ranks, a model with batchnorm normalises with the statistics
+/// of the whole batch: its batchnorms gather the ranks' per-image sums
+/// ([`Cluster::batch_sync`]). Every rank must then hold part of every batch
+/// (a rank without images would not join the gathers): refused otherwise.
+fn synchronise_batchnorm(
+    model: &mut Sequential<f32>,
+    cluster: &Cluster,
+    config: &TrainConfig,
+    images: usize,
+) -> Result<()> {
+    if cluster.size() == 1 || model.buffers().is_empty() {
+        return Ok(());
+    }
+    let (ranks, batch) = (cluster.size(), config.batch_size);
+    let last = images % batch;
+    if batch < ranks || (last != 0 && last < ranks) {
         bail!(
-            "batchnorm layers cannot train on several MPI ranks yet: each rank would normalise its own part of \
-             the batch (a synchronised batchnorm is not built); train on one process"
+            "a model with batchnorm on {ranks} MPI ranks needs at least {ranks} images in every batch \
+             (--batch-size {batch} over {images} images leaves a last batch of {last}): choose another --batch-size"
         );
     }
+    model.set_batch_sync(cluster.batch_sync());
     Ok(())
 }
 
@@ -330,7 +343,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     let class_names = train_set.class_names().to_vec();
     let meta = model_meta(config, &architecture, &class_names);
     let mut model = build_model(config, &architecture, &meta, train_set.len())?;
-    refuse_unsynchronised_batchnorm(&model, cluster)?;
+    synchronise_batchnorm(&mut model, cluster, config, train_set.len())?;
     let mut optimizer = AnyOptimizer::new(config)?;
     let mut state = TrainingState::default();
     let batches = batches_per_epoch(train_set.len(), config.batch_size);

@@ -32,6 +32,21 @@ impl MpiTransport {
     }
 }
 
+impl MpiTransport {
+    /// `MPI_Allgather` when every rank sends as many values, else `MPI_Allgatherv`.
+    fn all_gather_counts<V: mpi::datatype::Equivalence>(&self, local: &[V], counts: &[usize], out: &mut [V]) {
+        if counts.iter().all(|&c| c == local.len()) {
+            self.world.all_gather_into(local, out);
+        } else {
+            let count: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
+            let displacements: Vec<i32> =
+                counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c as i32))).collect();
+            let mut partition = PartitionMut::new(out, count, displacements);
+            self.world.all_gather_varcount_into(local, &mut partition);
+        }
+    }
+}
+
 impl Transport for MpiTransport {
     fn rank(&self) -> usize {
         self.world.rank() as usize
@@ -42,15 +57,11 @@ impl Transport for MpiTransport {
     }
 
     fn all_gather_f32(&self, local: &[f32], counts: &[usize], out: &mut [f32]) {
-        if counts.iter().all(|&c| c == local.len()) {
-            self.world.all_gather_into(local, out);
-        } else {
-            let count: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
-            let displacements: Vec<i32> =
-                counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c as i32))).collect();
-            let mut partition = PartitionMut::new(out, count, displacements);
-            self.world.all_gather_varcount_into(local, &mut partition);
-        }
+        self.all_gather_counts(local, counts, out);
+    }
+
+    fn all_gather_f64(&self, local: &[f64], counts: &[usize], out: &mut [f64]) {
+        self.all_gather_counts(local, counts, out);
     }
 
     fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) {

@@ -18,6 +18,9 @@ pub trait Transport {
     /// `out := every rank's local` (the same count on each), in rank order.
     fn all_gather_u64(&self, local: &[u64], out: &mut [u64]);
 
+    /// [`Transport::all_gather_f32`] for f64 values (BatchNorm's per-image sums).
+    fn all_gather_f64(&self, local: &[f64], counts: &[usize], out: &mut [f64]);
+
     /// Sends `send` to rank `partner` and receives `receive.len()` values from
     /// it, in one step (both ranks call this with each other as partner).
     fn exchange(&self, partner: usize, send: &[f32], receive: &mut [f32]);
@@ -46,6 +49,10 @@ impl Transport for Alone {
     }
 
     fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) {
+        out.copy_from_slice(local);
+    }
+
+    fn all_gather_f64(&self, local: &[f64], _counts: &[usize], out: &mut [f64]) {
         out.copy_from_slice(local);
     }
 

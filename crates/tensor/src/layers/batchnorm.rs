@@ -32,9 +32,14 @@
 //!                               ^^^^^^^^   the mean's term   ^^^^^^^^^^^^^^^^^^^^ the variance's term
 //! ```
 //!
-//! Every sum runs over the channel's values in (image, pixel) order, in f64,
-//! whatever the thread count (threads split the channels): a seed fixes the
-//! bits on any number of threads.
+//! Every sum is taken in f64 in one fixed order, whatever the thread count:
+//! first per image (each image's plane of the channel, in pixel order; threads
+//! split the planes), then over the images in batch order. Several processes
+//! sharing a batch gather each other's per-image sums ([`crate::batch_sync`]:
+//! a *synchronised* BatchNorm) and add them in the same order, so the
+//! statistics, and the bits, are those of one process holding the whole batch.
+//! The parameter gradients `dgamma`, `dbeta` are summed over this process's
+//! images as a tree of leaves ([`crate::gradient_tree`]), like every layer's.
 //!
 //! ```
 //! use convnet_tensor::layers::BatchNorm;
@@ -51,10 +56,13 @@
 //! assert!((bn.running_var()[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-12);
 //! ```
 
+use crate::batch_sync::BatchSync;
 use crate::element::Element;
+use crate::gradient_tree::{effective_leaves, tree_sum};
 use crate::layer::{slice, slice_mut, zeros, Layer, Mode, Param, ParamMut};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// PyTorch's default `eps`.
 pub const DEFAULT_EPS: f64 = 1e-5;
@@ -76,6 +84,27 @@ pub fn channel_statistics<T: Element>(x: &[T], channels: usize, plane: usize) ->
             (mean, var)
         })
         .collect()
+}
+
+/// `f(value, channel)` summed over each `(image, channel)` plane of `x`, in
+/// pixel order: `images * channels` sums in (image, channel) order.
+fn plane_sums<T: Element>(x: &[T], channels: usize, plane: usize, f: impl Fn(f64, usize) -> f64 + Sync) -> Vec<f64> {
+    x.par_chunks(plane)
+        .enumerate()
+        .map(|(i, values)| values.iter().map(|&v| f(Element::to_f64(v), i % channels)).sum::<f64>())
+        .collect()
+}
+
+/// Totals of per-image rows of `row` sums (`(images, row)`), adding the
+/// images in order.
+fn channel_totals(per_image: &[f64], row: usize) -> Vec<f64> {
+    let mut totals = vec![0.0; row];
+    for image in per_image.chunks(row) {
+        for (total, &value) in totals.iter_mut().zip(image) {
+            *total += value;
+        }
+    }
+    totals
 }
 
 /// Plain twin of the training forward: `y = gamma (x - mean) / sqrt(var + eps) + beta`
@@ -102,7 +131,6 @@ pub fn batchnorm_train_naive(
 
 /// Batch normalisation over the channel axis (axis 1) of `(N, C)` or
 /// `(N, C, H, W)` inputs; see the module docs.
-#[derive(Debug)]
 pub struct BatchNorm<T: Element> {
     channels: usize,
     eps: f64,
@@ -118,6 +146,16 @@ pub struct BatchNorm<T: Element> {
     /// The last forward's `(mean_c, inv_c)` and whether it was a training pass.
     saved: Vec<(f64, f64)>,
     trained: bool,
+    /// The other processes sharing each batch, if any ([`crate::batch_sync`]).
+    sync: Option<Arc<dyn BatchSync>>,
+    /// Gradient leaves of this process's part of the batch ([`crate::gradient_tree`]).
+    leaves: usize,
+}
+
+impl<T: Element> std::fmt::Debug for BatchNorm<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchNorm").field("channels", &self.channels).field("eps", &self.eps).finish()
+    }
 }
 
 impl<T: Element> BatchNorm<T> {
@@ -146,6 +184,8 @@ impl<T: Element> BatchNorm<T> {
             running_var: ones,
             saved: Vec::new(),
             trained: false,
+            sync: None,
+            leaves: 1,
         })
     }
 
@@ -167,6 +207,28 @@ impl<T: Element> BatchNorm<T> {
     /// Values per image of one channel: `H*W` (1 for a flat input).
     fn plane(&self, shape: &[usize]) -> usize {
         shape[2..].iter().product()
+    }
+
+    /// Every image's per-image sums of the batch: this process's, or with
+    /// other processes sharing the batch, all of theirs in batch order.
+    fn whole_batch(&self, local: Vec<f64>, per_image: usize) -> Vec<f64> {
+        match &self.sync {
+            Some(sync) => sync.gather_images(&local, per_image),
+            None => local,
+        }
+    }
+
+    /// `(mean_c, biased var_c)` of the whole batch (see the module docs), and
+    /// the number of values per channel.
+    fn batch_statistics(&self, x: &[T], plane: usize) -> (Vec<(f64, f64)>, usize) {
+        let channels = self.channels;
+        let sums = self.whole_batch(plane_sums(x, channels, plane, |v, _| v), channels);
+        let count = sums.len() / channels * plane;
+        let mean: Vec<f64> = channel_totals(&sums, channels).iter().map(|s| s / count as f64).collect();
+        let deviations = plane_sums(x, channels, plane, |v, c| (v - mean[c]).powi(2));
+        let deviations = self.whole_batch(deviations, channels);
+        let var = channel_totals(&deviations, channels).into_iter().map(|s| s / count as f64);
+        (mean.iter().copied().zip(var).collect(), count)
     }
 }
 
@@ -190,11 +252,10 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
         let (channels, plane) = (self.channels, self.plane(input.shape()));
         let x = slice(&input);
-        let values = (x.len() / channels).max(1);
         self.trained = matches!(mode, Mode::Train { .. });
         let stats: Vec<(f64, f64)> = if self.trained {
-            // mean_c, var_c over the batch (biased), then the running statistics
-            let stats = channel_statistics(x, channels, plane);
+            // mean_c, var_c over the whole batch (biased), then the running statistics
+            let (stats, values) = self.batch_statistics(x, plane);
             let m = self.momentum;
             let unbiased = if values > 1 { values as f64 / (values - 1) as f64 } else { 1.0 };
             for (c, &(mean, var)) in stats.iter().enumerate() {
@@ -232,29 +293,43 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
     ) {
         let (channels, plane) = (self.channels, self.plane(input.shape()));
         let (x, dy) = (slice(&input), slice(&grad_output));
-        let images = x.len() / (channels * plane).max(1);
-        let count = (images * plane) as f64;
         let saved = &self.saved;
-        // forward: y = gamma xhat + beta, so dbeta_c = sum dy, dgamma_c = sum dy * xhat
-        let sums: Vec<(f64, f64)> = (0..channels)
-            .into_par_iter()
-            .map(|c| {
-                let (mean, inv) = saved[c];
+        // forward: y = gamma xhat + beta, so per image and channel: sum dy and sum dy * xhat
+        let per_image: Vec<f64> = x
+            .par_chunks(plane)
+            .zip(dy.par_chunks(plane))
+            .enumerate()
+            .flat_map_iter(|(i, (x, dy))| {
+                let (mean, inv) = saved[i % channels];
                 let (mut sum_dy, mut sum_dy_xhat) = (0.0, 0.0);
-                for n in 0..images {
-                    let at = (n * channels + c) * plane;
-                    for (&x, &dy) in x[at..at + plane].iter().zip(&dy[at..at + plane]) {
-                        sum_dy += Element::to_f64(dy);
-                        sum_dy_xhat += Element::to_f64(dy) * (Element::to_f64(x) - mean) * inv;
-                    }
+                for (&x, &dy) in x.iter().zip(dy) {
+                    sum_dy += Element::to_f64(dy);
+                    sum_dy_xhat += Element::to_f64(dy) * (Element::to_f64(x) - mean) * inv;
                 }
-                (sum_dy, sum_dy_xhat)
+                [sum_dy, sum_dy_xhat]
             })
             .collect();
-        for (c, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
-            self.grad_beta[c] = T::from_f64(sum_dy);
-            self.grad_gamma[c] = T::from_f64(sum_dy_xhat);
+        // dbeta_c = sum dy, dgamma_c = sum dy * xhat over this process's images, as a tree of leaves
+        let row = 2 * channels;
+        let images = per_image.len() / row;
+        let leaves = effective_leaves(images, self.leaves);
+        // each leaf's sums rounded to the element type first, as the processes sharing a
+        // batch add their subtrees (another process's leaves arrive as T)
+        let leaf_len = (row * images / leaves).max(row);
+        let to_elements = |leaf: &[f64]| channel_totals(leaf, row).into_iter().map(T::from_f64).collect::<Vec<T>>();
+        let mut leaf_sums: Vec<Vec<T>> = per_image.chunks(leaf_len).map(to_elements).collect();
+        tree_sum(&mut leaf_sums.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>());
+        for c in 0..channels {
+            self.grad_beta[c] = leaf_sums[0][2 * c];
+            self.grad_gamma[c] = leaf_sums[0][2 * c + 1];
         }
+        // the input gradient of training mode needs the whole batch's sums
+        let (sums, count) = if self.trained {
+            let all = self.whole_batch(per_image, row);
+            (channel_totals(&all, row), (all.len() / row * plane) as f64)
+        } else {
+            (Vec::new(), 0.0)
+        };
         let Some(mut grad_input) = grad_input else { return };
         let (gamma, trained) = (&self.gamma, self.trained);
         let dx = slice_mut(&mut grad_input);
@@ -271,7 +346,7 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
                     return;
                 }
                 // dx = gamma_c inv_c / M (M dy - sum dy - xhat sum(dy xhat))
-                let (sum_dy, sum_dy_xhat) = sums[c];
+                let (sum_dy, sum_dy_xhat) = (sums[2 * c], sums[2 * c + 1]);
                 for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
                     let xhat = (Element::to_f64(x) - mean) * inv;
                     *dx = T::from_f64(scale / count * (count * Element::to_f64(dy) - sum_dy - xhat * sum_dy_xhat));
@@ -292,6 +367,14 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
             ParamMut { name: "weight", value: &mut self.gamma, grad: &mut self.grad_gamma },
             ParamMut { name: "bias", value: &mut self.beta, grad: &mut self.grad_beta },
         ]
+    }
+
+    fn set_gradient_leaves(&mut self, leaves: usize) {
+        self.leaves = leaves;
+    }
+
+    fn set_batch_sync(&mut self, sync: Option<Arc<dyn BatchSync>>) {
+        self.sync = sync;
     }
 
     fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {

@@ -215,6 +215,12 @@ impl<T: Element> Layer<T> for Concat<T> {
         set_fused_all(self.branches.iter_mut(), fuse);
     }
 
+    fn set_batch_sync(&mut self, sync: Option<std::sync::Arc<dyn crate::batch_sync::BatchSync>>) {
+        for branch in &mut self.branches {
+            branch.set_batch_sync(sync.clone());
+        }
+    }
+
     fn set_gradient_leaves(&mut self, leaves: usize) {
         for branch in &mut self.branches {
             branch.set_gradient_leaves(leaves);

@@ -214,6 +214,13 @@ impl<T: Element> Layer<T> for Residual<T> {
         set_fused_all(std::iter::once(&mut self.body).chain(self.shortcut.as_mut()), fuse);
     }
 
+    fn set_batch_sync(&mut self, sync: Option<std::sync::Arc<dyn crate::batch_sync::BatchSync>>) {
+        if let Some(shortcut) = &mut self.shortcut {
+            shortcut.set_batch_sync(sync.clone());
+        }
+        self.body.set_batch_sync(sync);
+    }
+
     fn set_gradient_leaves(&mut self, leaves: usize) {
         self.body.set_gradient_leaves(leaves);
         if let Some(shortcut) = &mut self.shortcut {

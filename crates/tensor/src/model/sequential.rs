@@ -204,6 +204,15 @@ impl<T: Element> Sequential<T> {
         }
     }
 
+    /// Shares BatchNorm's batch statistics with the other processes training
+    /// on the same batches ([`crate::batch_sync`]); `None` (the default): this
+    /// process holds whole batches.
+    pub fn set_batch_sync(&mut self, sync: Option<std::sync::Arc<dyn crate::batch_sync::BatchSync>>) {
+        for layer in &mut self.layers {
+            layer.set_batch_sync(sync.clone());
+        }
+    }
+
     /// How every pass of every convolution is computed ([`ConvAlgo`]; default
     /// `Auto`). Each layer resolves it for its own kernel, channels and width
     /// ([`Conv2d::resolved_algos`]).
