@@ -12,9 +12,13 @@
 //! Flatten  (H, W, C order)               Flatten (C, H, W order): the next Dense's input rows permuted
 //! Dense kernel [in, out]                 Dense weight [out, in]          (+ Relu; a final softmax is ours)
 //! Dropout, Activation(relu|softmax|linear)
+//! BatchNormalization gamma, beta,        BatchNorm weight, bias, running_mean, running_var
+//!   moving_mean, moving_variance           (eps as Keras'; momentum 1 - Keras')
+//! GlobalAveragePooling2D                 GlobalAvgPool2d
 //! ```
 //!
-//! Anything else is refused with the layer's name and type. The HDF5 files are
+//! Anything else is refused with the layer's name and type; functional models
+//! (Add, Concatenate) are refused as such. The HDF5 files are
 //! read by `hdf5-reader`, pure Rust; hostile or truncated files are errors, not
 //! panics.
 
@@ -170,6 +174,44 @@ impl WeightFile {
     }
 }
 
+impl WeightFile {
+    /// A BatchNormalization's `[gamma, beta, moving_mean, moving_variance]`.
+    fn batchnorm(&self, path: &Path, name: &str, layer_name: &str) -> Result<[KerasTensor; 4]> {
+        let read = |k: usize, stem: &str| -> Result<KerasTensor> {
+            match self {
+                WeightFile::Keras3(file) => read_dataset(path, file, &format!("layers/{name}/vars/{k}")),
+                WeightFile::Legacy(file) => {
+                    let root = format!("model_weights/{layer_name}");
+                    let group =
+                        file.group(&root).map_err(|e| bad(path, format!("no weights for layer {layer_name}: {e}")))?;
+                    let mut found = Vec::new();
+                    find_datasets(&group, &root, stem, &mut found, 0);
+                    let dataset =
+                        found.first().ok_or_else(|| bad(path, format!("no {stem} for layer {layer_name}")))?;
+                    read_dataset(path, file, dataset)
+                }
+            }
+        };
+        Ok([read(0, "gamma")?, read(1, "beta")?, read(2, "moving_mean")?, read(3, "moving_variance")?])
+    }
+}
+
+/// A Keras BatchNormalization's configuration as our layer, or why not.
+fn batchnorm_spec(cfg: &Value) -> std::result::Result<LayerSpec, String> {
+    // channels last: the channel axis is the last one (-1, or 3 of (N, H, W, C))
+    let axis = cfg["axis"].as_i64().or_else(|| cfg["axis"].get(0).and_then(Value::as_i64)).unwrap_or(-1);
+    if !matches!(axis, -1 | 3) {
+        return Err(format!("axis {axis}: only the channel axis (-1) is imported"));
+    }
+    if cfg["center"] == Value::Bool(false) || cfg["scale"] == Value::Bool(false) {
+        return Err("center and scale must both be on".into());
+    }
+    // Keras' momentum weighs the old statistics, PyTorch's (ours) the batch's
+    let eps = cfg["epsilon"].as_f64().unwrap_or(1e-3);
+    let momentum = 1.0 - cfg["momentum"].as_f64().unwrap_or(0.99);
+    Ok(LayerSpec::Batchnorm { eps, momentum })
+}
+
 /// What the configuration says, layer by layer, before any weight is read.
 #[derive(Default)]
 struct Parsed {
@@ -266,6 +308,17 @@ impl Parsed {
                 add_activation(&mut self.specs)?;
             }
             "Dropout" => self.specs.push(LayerSpec::Dropout { rate: cfg["rate"].as_f64().unwrap_or(0.0) }),
+            "BatchNormalization" => {
+                let batchnorm = batchnorm_spec(cfg).map_err(|why| refuse(&name, class, &why))?;
+                self.weighted.push((self.specs.len(), weights_name, name.clone()));
+                self.specs.push(batchnorm);
+            }
+            "GlobalAveragePooling2D" => {
+                if cfg["keepdims"] == Value::Bool(true) {
+                    return Err(refuse(&name, class, "keepdims is not supported"));
+                }
+                self.specs.push(LayerSpec::GlobalAvgpool2d);
+            }
             "Activation" => add_activation(&mut self.specs)?,
             other => return Err(refuse(&name, other, "this layer type cannot be imported")),
         }
@@ -281,7 +334,14 @@ fn build(
     class_names: &[String],
 ) -> Result<(Sequential<f32>, ModelMeta)> {
     if config["class_name"] != "Sequential" {
-        return Err(bad(path, format!("only Sequential models are imported, this one is {}", config["class_name"])));
+        return Err(bad(
+            path,
+            format!(
+                "only Sequential models are imported, this one is {} (a functional model, with Add or Concatenate \
+                 blocks, cannot be read yet: write its architecture as a TOML file with residual/concat blocks)",
+                config["class_name"]
+            ),
+        ));
     }
     let layers = config["config"]["layers"].as_array().ok_or_else(|| bad(path, "no layers in the configuration"))?;
     let mut parsed = Parsed { pixel_scale: PixelScale::Raw, ..Parsed::default() };
@@ -334,7 +394,8 @@ fn build(
 }
 
 /// Writes each converted weight into the model's parameters (weight, bias per
-/// convolution and dense layer, in order).
+/// convolution and dense layer, gamma and beta per batchnorm, in order) and
+/// the batchnorms' moving mean and variance into its buffers.
 fn assign_weights(
     path: &Path,
     spec: &ModelSpec,
@@ -345,7 +406,15 @@ fn assign_weights(
     // our parameters are weight, bias per conv/dense layer, in order
     let shapes = model.shapes().to_vec();
     let mut converted: Vec<Vec<f32>> = Vec::new();
+    // batchnorms' running statistics, in order (the model's buffers)
+    let mut statistics: Vec<Vec<f32>> = Vec::new();
     for (index, weights_name, layer_name) in weighted {
+        if let LayerSpec::Batchnorm { .. } = spec.layers[*index] {
+            let [gamma, beta, mean, variance] = weights.batchnorm(path, weights_name, layer_name)?;
+            converted.extend([gamma.values, beta.values]);
+            statistics.extend([mean.values, variance.values]);
+            continue;
+        }
         let (kernel, bias) = weights.kernel_and_bias(path, weights_name, layer_name)?;
         let layer_input = &shapes[*index];
         let after_flatten = *index > 0 && matches!(spec.layers[index - 1], LayerSpec::Flatten);
@@ -383,6 +452,16 @@ fn assign_weights(
         for (dst, &src) in param.value.iter_mut().zip(values) {
             *dst = src;
         }
+    }
+    let buffers = model.buffers_mut();
+    if buffers.len() != statistics.len() {
+        return Err(bad(path, "the batchnorm statistics do not match the layers"));
+    }
+    for ((name, buffer), values) in buffers.into_iter().zip(&statistics) {
+        if buffer.len() != values.len() {
+            return Err(bad(path, format!("{name}: {} values where {} are needed", values.len(), buffer.len())));
+        }
+        buffer.iter_mut().zip(values).for_each(|(dst, &src)| *dst = src);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use convnet_data::decode::decode_file;
 use convnet_io::keras::import_keras;
 use convnet_io::model_file::ModelMeta;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
+use convnet_tensor::LayerSpec;
 use convnet_tensor::{Mode, Sequential};
 use std::path::{Path, PathBuf};
 
@@ -20,8 +21,8 @@ fn names(count: usize) -> Vec<String> {
 
 /// The largest difference between our probabilities and Keras' for the model's images.
 fn max_difference(model: &mut Sequential<f32>, meta: &ModelMeta, which: &str) -> f64 {
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("predictions.json")).unwrap()).unwrap();
+    let file = if which == "batchnorm" { "batchnorm_predictions.json" } else { "predictions.json" };
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(file)).unwrap()).unwrap();
     let options = meta.decode_options();
     let mut worst = 0f64;
     let cases = expected[which].as_object().unwrap();
@@ -55,6 +56,33 @@ fn the_seed_network_from_keras_3_and_legacy_h5_predicts_as_keras() {
         let difference = max_difference(&mut model, &meta, "seed");
         eprintln!("{file}: max |convnet - Keras| = {difference:.2e}");
         assert!(difference <= 1e-5, "{file}: probabilities differ from Keras' by {difference}");
+    }
+}
+
+#[test]
+fn batchnorm_and_global_average_pooling_import_from_keras_3_and_legacy_h5() {
+    for file in ["batchnorm.keras", "batchnorm.h5"] {
+        let (mut model, meta) = import_keras(&fixture(file), &names(3)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let kinds: Vec<&str> = meta.architecture.layers.iter().map(|l| l.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["conv2d", "batchnorm", "relu", "maxpool2d", "conv2d", "batchnorm", "relu", "global_avgpool2d", "dense"]
+        );
+        assert!(
+            matches!(meta.architecture.layers[1], LayerSpec::Batchnorm { eps, .. } if eps == 1e-3),
+            "Keras' epsilon"
+        );
+        let difference = max_difference(&mut model, &meta, "batchnorm");
+        eprintln!("{file}: max |convnet - Keras| = {difference:.2e}");
+        assert!(difference <= 1e-5, "{file}: probabilities differ from Keras' by {difference}");
+        // the check can fail: the moving means left at zero miss by far more
+        for (name, buffer) in model.buffers_mut() {
+            if name.ends_with("running_mean") {
+                buffer.fill(0.0);
+            }
+        }
+        let wrong = max_difference(&mut model, &meta, "batchnorm");
+        assert!(wrong > 1e-3, "{file}: zeroed moving means went unnoticed ({wrong:e})");
     }
 }
 
@@ -95,7 +123,7 @@ fn the_flatten_permutation_is_what_makes_it_agree() {
 
 #[test]
 fn unsupported_layers_and_broken_files_are_refused_in_words() {
-    // a BatchNormalization layer in the configuration
+    // a LayerNormalization layer (not imported) in the configuration
     let bytes = std::fs::read(fixture("seed.keras")).unwrap();
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&bytes)).unwrap();
     let mut config = String::new();
@@ -104,10 +132,10 @@ fn unsupported_layers_and_broken_files_are_refused_in_words() {
     std::io::Read::read_to_end(&mut archive.by_name("model.weights.h5").unwrap(), &mut weights).unwrap();
     let config = config.replacen(
         r#"{"module": "keras.layers", "class_name": "Flatten""#,
-        r#"{"module": "keras.layers", "class_name": "BatchNormalization", "config": {"name": "batch_norm_9"}}, {"module": "keras.layers", "class_name": "Flatten""#,
+        r#"{"module": "keras.layers", "class_name": "LayerNormalization", "config": {"name": "layer_norm_9"}}, {"module": "keras.layers", "class_name": "Flatten""#,
         1,
     );
-    assert!(config.contains("BatchNormalization"), "the fixture's config has a Flatten entry to insert before");
+    assert!(config.contains("LayerNormalization"), "the fixture's config has a Flatten entry to insert before");
     let dir = tempfile::tempdir().unwrap();
     let edited = dir.path().join("edited.keras");
     let mut writer = zip::ZipWriter::new(std::fs::File::create(&edited).unwrap());
@@ -118,7 +146,7 @@ fn unsupported_layers_and_broken_files_are_refused_in_words() {
     std::io::Write::write_all(&mut writer, &weights).unwrap();
     writer.finish().unwrap();
     let error = import_keras(&edited, &names(8)).unwrap_err().to_string();
-    assert!(error.contains("layer batch_norm_9 (BatchNormalization): this layer type cannot be imported"), "{error}");
+    assert!(error.contains("layer layer_norm_9 (LayerNormalization): this layer type cannot be imported"), "{error}");
     // the wrong number of class names
     let error = import_keras(&fixture("seed.keras"), &names(3)).unwrap_err().to_string();
     assert!(error.contains("the model has 8 outputs but 3 class names were given"), "{error}");
