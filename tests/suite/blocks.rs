@@ -374,3 +374,35 @@ fn models_with_blocks_save_every_parameter_and_running_statistic_by_its_path() {
     assert_eq!(ours, theirs, "the loaded model predicts differently");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_pointwise_convolution_reads_its_input_in_place_and_equals_the_direct_loops() {
+    use convnet::tensor::layers::conv2d::conv2d_forward_naive;
+    use convnet::tensor::Conv2d;
+    let mut rng = rng(93);
+    // 1x1, stride 1, no padding: the column matrix is the input itself (1024 channels at 40x40:
+    // two tiles of output rows forward and backward)
+    for (channels, out_channels, size) in [(3, 4, 5), (1024, 4, 40), (1, 2, 1)] {
+        let geom = WindowGeometry::new(channels, size, size, (1, 1), (1, 1), Padding::Valid).unwrap();
+        assert!(geom.is_pointwise());
+        let mut conv = Conv2d::<f64>::new(channels, out_channels, (1, 1), (1, 1), Padding::Valid).unwrap();
+        let weight = random_tensor(&mut rng, &[out_channels, channels, 1, 1]);
+        conv.weight_mut().assign(&weight);
+        conv.bias_mut().assign(&random_tensor(&mut rng, &[out_channels]));
+        let x = random_tensor(&mut rng, &[2, channels, size, size]);
+        let y = forward(&mut conv, &x, Mode::Eval);
+        let bias: Vec<f64> = conv.bias_mut().iter().copied().collect();
+        let mut expected = vec![0.0; y.len()];
+        let (x_values, w_values) = (x.as_slice().unwrap(), weight.as_slice().unwrap());
+        conv2d_forward_naive(&geom, 2, out_channels, x_values, w_values, &bias, &mut expected);
+        for (a, b) in y.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        let report =
+            check_layer(&mut conv, x.view(), &GradCheckConfig { max_elements_per_tensor: 40, ..Default::default() });
+        assert!(report.unwrap().passed(), "1x1 convolution {channels} -> {out_channels} at {size}x{size}");
+    }
+    // stride 2 or padding: not pointwise, im2col as before
+    assert!(!WindowGeometry::new(4, 8, 8, (1, 1), (2, 2), Padding::Valid).unwrap().is_pointwise());
+    assert!(!WindowGeometry::new(4, 8, 8, (1, 1), (1, 1), Padding::Explicit(1, 1)).unwrap().is_pointwise());
+}

@@ -212,6 +212,13 @@ impl WindowGeometry {
         self
     }
 
+    /// A 1x1, stride-1 window without padding (a *pointwise* convolution):
+    /// its column matrix `im2col(x)` is `x` itself, `(C, H*W)`, so the fast
+    /// path multiplies by the input where it lies instead of copying it.
+    pub fn is_pointwise(&self) -> bool {
+        (self.kernel_h, self.kernel_w, self.stride_h, self.stride_w, self.pad_top, self.pad_left) == (1, 1, 1, 1, 0, 0)
+    }
+
     /// Rows of the column matrix: `C * KH * KW`.
     pub fn col_rows(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w

@@ -13,7 +13,9 @@
 //! | the loss and its famous gradient `softmax(z) - onehot(y)` | [`loss`] |
 //! | how a model runs a batch through its layers and back | [`model::sequential`] |
 //! | which layers fuse and share buffers, and why | [`model::plan`] |
-//! | how presets and TOML files become a model | [`model::spec`] |
+//! | skip connections and branches: the gradient of an add and of a concatenation | [`model::residual`], [`model::concat`] |
+//! | how presets and TOML files become a model; ResNet and SqueezeNet as data | [`model::spec`], [`model::presets`] |
+//! | how processes sharing a batch get the whole batch's BatchNorm statistics | [`batch_sync`] |
 //! | how a gradient is proven, not trusted | [`gradcheck`] |
 //! | the one order a batch's gradient is summed in (same bits on any thread or process count) | [`gradient_tree`] |
 //! | where the network looked (Grad-CAM) | [`explain`] |

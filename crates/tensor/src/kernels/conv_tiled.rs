@@ -106,14 +106,14 @@ pub fn conv2d_forward_tiled<T: Element>(
                     let row_end = (row_start + rows_per_tile).min(geom.out_h);
                     let tile_cols = (row_end - row_start) * geom.out_w;
                     let first_col = row_start * geom.out_w;
-                    // col_buf is (C*KH*KW, tile_cols)
-                    im2col(geom, image, row_start, row_end, col_buf);
+                    // col (C*KH*KW, tile_cols): built in col_buf, or the input itself for a 1x1 convolution
+                    let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
                     // Y[:, tile] (OC, tile_cols) = W (OC, C*KH*KW) * col (C*KH*KW, tile_cols)
                     gemm_packed(
                         packed_weight,
                         tile_cols,
-                        col_buf,
-                        tile_cols,
+                        col,
+                        ld_col,
                         T::zero(),
                         &mut image_out[first_col..],
                         out_pixels,
@@ -319,6 +319,23 @@ fn checked_out_channels<T: Element>(
     out_channels
 }
 
+/// The column matrix of output rows `rows.0..rows.1` of `image` and its row
+/// stride: built by im2col in `col_buf` (`(C*KH*KW, tile)`, stride the tile's
+/// width), or, for a pointwise convolution ([`WindowGeometry::is_pointwise`]),
+/// the image itself from the tile's first pixel (stride `H*W`): no copy.
+fn columns<'a, T: Element>(
+    geom: &WindowGeometry,
+    image: &'a [T],
+    (row_start, row_end): (usize, usize),
+    col_buf: &'a mut [T],
+) -> (&'a [T], usize) {
+    if geom.is_pointwise() {
+        return (&image[row_start * geom.out_w..], geom.out_pixels());
+    }
+    im2col(geom, image, row_start, row_end, col_buf);
+    (col_buf, (row_end - row_start) * geom.out_w)
+}
+
 /// One tile's share of one image's weight and bias gradients, added to
 /// `partial` (`dW` `(OC, C*KH*KW)` then `db` `(OC,)`): the columns of output
 /// rows `rows.0..rows.1` are gathered into `col_buf`, then
@@ -344,12 +361,12 @@ fn weight_grad_tile<T: Element>(
         let row = &dy_tile[o * out_pixels..o * out_pixels + tile_cols];
         *db += sum_in_lanes(row);
     }
-    im2col(geom, image, row_start, row_end, col_buf);
+    let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
     // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
     // Both operands are contiguous along the tile: gemm_nt's dot-product
     // kernel reads them as they lie (the packed GEMM gathers col^T).
     let beta = if row_start == 0 { T::zero() } else { T::one() };
-    gemm_nt(out_channels, col_rows, tile_cols, dy_tile, out_pixels, col_buf, tile_cols, beta, partial_weight, col_rows);
+    gemm_nt(out_channels, col_rows, tile_cols, dy_tile, out_pixels, col, ld_col, beta, partial_weight, col_rows);
 }
 
 /// One tile's share of one image's input gradient: `dcol = W^T dY_tile` into
@@ -371,11 +388,18 @@ fn input_grad_tile<T: Element>(
     // dcol (C*KH*KW, tile) = W^T (C*KH*KW, OC) * dY (OC, tile), over the
     // columns, whose lines are still in cache (a separate buffer cost 50 us of
     // a 780 us conv2 tile in cache misses)
-    gemm_packed(packed_weight_t, tile_cols, dy_tile, out_pixels, T::zero(), col_buf, tile_cols);
     // output rows row_start..row_end read input rows up to (but not
     // including) (row_end - 1) * s + KH - pt
     let rows_reached = ((row_end - 1) * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
     zero_rows_until(image_grad, rows_reached);
+    if geom.is_pointwise() {
+        // a 1x1 convolution's col2im is the identity, each pixel read once: dx[:, tile] = dcol
+        let first_col = row_start * geom.out_w;
+        let in_plane = geom.in_h * geom.in_w;
+        gemm_packed(packed_weight_t, tile_cols, dy_tile, out_pixels, T::zero(), &mut image_grad[first_col..], in_plane);
+        return;
+    }
+    gemm_packed(packed_weight_t, tile_cols, dy_tile, out_pixels, T::zero(), col_buf, tile_cols);
     col2im(geom, col_buf, row_start, row_end, image_grad);
 }
 
