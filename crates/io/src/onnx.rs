@@ -268,7 +268,8 @@ fn emit_layer(
         // the identity at inference: no node, the next layer reads this one's input
         LayerSpec::Dropout { .. } => Ok(current),
         LayerSpec::Softmax => {
-            Err(unsupported(format!("{name} is a softmax; the export adds its own after the logits")))
+            let layer = name.trim_end_matches("_softmax");
+            Err(unsupported(format!("layer {layer} is a softmax; the export adds its own after the logits")))
         }
         LayerSpec::Residual { body, shortcut } => {
             let block = layer.as_any().and_then(|any| any.downcast_ref::<Residual<f32>>());
