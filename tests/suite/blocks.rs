@@ -406,3 +406,18 @@ fn a_pointwise_convolution_reads_its_input_in_place_and_equals_the_direct_loops(
     assert!(!WindowGeometry::new(4, 8, 8, (1, 1), (2, 2), Padding::Valid).unwrap().is_pointwise());
     assert!(!WindowGeometry::new(4, 8, 8, (1, 1), (1, 1), Padding::Explicit(1, 1)).unwrap().is_pointwise());
 }
+
+#[test]
+fn grad_cam_reads_a_resnets_last_block_and_squeezenets_last_convolution_by_default() {
+    use convnet::tensor::explain::default_activation;
+    let build = |name: &str| ModelSpec::preset(name).unwrap().build::<f32>(&[3, 64, 64], 4, 0).unwrap();
+    // resnet18: ... 18 residual, 19 relu, 20 global_avgpool2d: the ReLU after the last block
+    let resnet = build("resnet18");
+    assert_eq!(default_activation(&resnet), Some(20));
+    assert_eq!(resnet.layers()[18].kind(), "residual");
+    assert_eq!(resnet.shapes()[20], [512, 2, 2]);
+    // squeezenet1_1: the classifier convolution (30) and its ReLU (31)
+    let squeezenet = build("squeezenet1_1");
+    assert_eq!(default_activation(&squeezenet), Some(32));
+    assert_eq!(squeezenet.layers()[30].kind(), "conv2d");
+}

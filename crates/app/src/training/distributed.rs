@@ -52,15 +52,6 @@ struct RanksBatchSync {
     batch_total: Arc<AtomicUsize>,
 }
 
-// SAFETY: the transport is not thread-safe (an MPI communicator; MPI runs with
-// threads funnelled). The layers call `gather_images` from their forward and
-// backward, which the training step runs on the one thread that makes every
-// other MPI call, outside any parallel region; nothing else touches it, so it
-// is never used from two threads.
-unsafe impl Send for RanksBatchSync {}
-// SAFETY: as for `Send` above: only ever used by the training step's thread.
-unsafe impl Sync for RanksBatchSync {}
-
 impl BatchSync for RanksBatchSync {
     fn gather_images(&self, local: &[f64], per_image: usize) -> Vec<f64> {
         let batch = self.batch_total.load(Ordering::Relaxed);

@@ -17,6 +17,17 @@ pub struct MpiTransport {
     world: SimpleCommunicator,
 }
 
+// SAFETY: an MPI communicator is a handle that MPI, initialised with threads
+// funnelled, lets only the thread that initialised it use. convnet makes every
+// MPI call from that one thread, the one running the training loop: the step
+// protocol, and BatchNorm's gathers, which the layers' forward and backward
+// make outside any parallel region (the rayon workers never reach them). The
+// bounds let a model holding the gather stay `Send + Sync`, as every layer
+// must be; they do not let MPI be called from another thread.
+unsafe impl Send for MpiTransport {}
+// SAFETY: as for `Send` above: only the training loop's thread calls MPI.
+unsafe impl Sync for MpiTransport {}
+
 impl MpiTransport {
     /// Initialises MPI (threads funnelled: only the main thread calls MPI);
     /// ranks other than 0 send their standard output to /dev/null.

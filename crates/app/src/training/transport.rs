@@ -3,8 +3,11 @@
 //! and their one-process form. The MPI form is `mpi_transport` (feature `mpi`),
 //! compiled with the `mpi` feature; nothing else in the program names MPI.
 
-/// The processes of a run, as the step protocol sees them.
-pub trait Transport {
+/// The processes of a run, as the step protocol sees them. `Send + Sync` so
+/// that a model's BatchNorms can hold the gather they call
+/// (`distributed::RanksBatchSync`): every call still comes from the thread
+/// running the training loop.
+pub trait Transport: Send + Sync {
     /// This process's rank, `0..size`.
     fn rank(&self) -> usize;
 

@@ -1,6 +1,6 @@
 //! The model: [`Sequential`] (layers in order and the buffers between them),
 //! its execution [`plan`] (which layers fuse and share buffers), the blocks
-//! with branches ([`residual`]: added, [`concat`]: concatenated along
+//! with branches ([`residual`]: added, [`mod@concat`]: concatenated along
 //! channels; each branch a small [`Sequential`]), and the architecture
 //! [`spec`] that builds one from a preset or a TOML file.
 
