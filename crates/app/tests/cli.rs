@@ -646,3 +646,34 @@ fn a_run_stuck_at_chance_gets_one_warning_line() {
     let learning = run_with("1e-3", "2", "learning");
     assert!(!learning.contains("Warning"), "{learning}");
 }
+
+#[test]
+fn init_weights_with_a_new_head_fine_tunes_a_model_of_other_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pretrained, tuned, colours) = (dir.path().join("pre"), dir.path().join("tuned"), dir.path().join("colours"));
+    let ten_classes = repo_data().join("test");
+    let common = ["--model", "small", "--image-size", "16", "--color-mode", "rgb", "--epochs", "1"];
+    let mut args = vec!["train", "--train", ten_classes.to_str().unwrap(), "--out", pretrained.to_str().unwrap()];
+    args.extend(common);
+    ok(&args);
+    colour_tree(&colours, 12, 16, 3);
+    let weights = pretrained.join("model.safetensors");
+    let mut args = vec!["train", "--train", colours.to_str().unwrap(), "--out", tuned.to_str().unwrap()];
+    args.extend(common);
+    args.extend(["--init-weights", weights.to_str().unwrap(), "--lr", "1e-9"]);
+    // ten classes into three: the classifier does not fit, and the error says what to do
+    fails_with(&args, "add --new-head to replace its classifier");
+    args.push("--new-head");
+    let log = ok(&args);
+    assert!(log.contains("(new head: layer 10, dense, from the seed)"), "{log}");
+    let (before, after) = (tensors(&weights), tensors(&tuned.join("model.safetensors")));
+    let values = |all: &[(String, Vec<u32>)], name: &str| -> Vec<f32> {
+        all.iter().find(|(n, _)| n == name).unwrap().1.iter().map(|&b| f32::from_bits(b)).collect()
+    };
+    // the loaded layers moved by at most the tiny learning rate; the head is new, with 3 outputs
+    let (first_before, first_after) = (values(&before, "0.weight"), values(&after, "0.weight"));
+    let moved = first_before.iter().zip(&first_after).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(moved < 1e-6, "the first convolution was not loaded: moved by {moved}");
+    assert_eq!(values(&before, "10.weight").len(), 64 * 10);
+    assert_eq!(values(&after, "10.weight").len(), 64 * 3);
+}

@@ -147,9 +147,15 @@ pub struct TrainConfig {
     /// Keep the file order (no shuffling)
     #[arg(long)]
     pub no_shuffle: bool,
-    /// Start from the weights of an earlier model file (fine-tuning)
+    /// Start from the weights of an earlier model file, or of a torchvision ResNet
+    /// state_dict saved as safetensors (fine-tuning)
     #[arg(long)]
     pub init_weights: Option<PathBuf>,
+    /// With --init-weights: a new classifier (the last layer with weights) for this
+    /// data's classes, initialised from --seed; every other layer is loaded
+    #[arg(long, requires = "init_weights")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_head: bool,
     /// Pixel scaling: unit (0-1, default) or raw (0-255, as the original Keras script)
     #[arg(long, default_value = "unit", value_parser = parse_scale)]
     pub pixel_scale: PixelScale,
