@@ -139,3 +139,27 @@ fn resnet18_equals_pytorch_at_64x64() {
     }
     println!("resnet18 64x64: weight gradients, worst relative error {worst:.2e}");
 }
+
+#[test]
+fn squeezenet_tensors_map_to_torchvisions_names() {
+    use convnet::io::torchvision::squeezenet_names;
+    let model = ModelSpec::preset("squeezenet1_1").unwrap().build::<f32>(&[3, 224, 224], 1000, 0).unwrap();
+    let names = squeezenet_names(&model).expect("squeezenet1_1 has fire modules");
+    // torchvision's squeezenet1_1 state_dict: features.0, eight fire modules, classifier.1
+    let mut expected = vec!["features.0.weight".to_string(), "features.0.bias".to_string()];
+    for feature in [3, 4, 6, 7, 9, 10, 11, 12] {
+        for module in ["squeeze", "expand1x1", "expand3x3"] {
+            expected.extend(["weight", "bias"].map(|t| format!("features.{feature}.{module}.{t}")));
+        }
+    }
+    expected.extend(["classifier.1.weight".to_string(), "classifier.1.bias".to_string()]);
+    let mut theirs: Vec<String> = names.values().cloned().collect();
+    theirs.sort();
+    expected.sort();
+    assert_eq!(theirs, expected);
+    assert_eq!(names["5.branches.1.0.weight"], "features.3.expand3x3.weight");
+    assert_eq!(names["30.bias"], "classifier.1.bias");
+    // and a ResNet is not mistaken for one
+    let resnet = ModelSpec::preset("resnet-small").unwrap().build::<f32>(&[3, 32, 32], 10, 0).unwrap();
+    assert!(squeezenet_names(&resnet).is_none());
+}

@@ -1,6 +1,6 @@
-//! torchvision's tensor names for a ResNet, so that a torchvision
-//! `state_dict` saved as safetensors initialises convnet's `resnet18`,
-//! `resnet34` or `resnet-small` (`--init-weights`).
+//! torchvision's tensor names for a ResNet or a SqueezeNet, so that a
+//! torchvision `state_dict` saved as safetensors initialises convnet's
+//! `resnet18`, `resnet34`, `resnet-small` or `squeezenet1_1` (`--init-weights`).
 //!
 //! ```text
 //! torchvision                     convnet (resnet18)
@@ -24,6 +24,21 @@
 //! Layouts agree (NCHW, weights `[out, in, kh, kw]`, dense `[out, in]`), so
 //! tensors are copied unchanged.
 //!
+//! SqueezeNet's names count torchvision's `features` modules: each
+//! convolution, ReLU and max-pool is one, and a fire module (our squeeze
+//! convolution, its ReLU and the concat block) is one, whose squeeze is
+//! `features.{i}.squeeze` and whose branches are `expand1x1` and `expand3x3`;
+//! after the features, the dropout and the classifying convolution are
+//! `classifier.0` and `classifier.1`:
+//!
+//! ```text
+//! features.0.weight              0.weight          the stem convolution
+//! features.3.squeeze.weight      3.weight          the first fire module
+//! features.3.expand1x1.weight    5.branches.0.0.weight
+//! features.3.expand3x3.bias      5.branches.1.0.bias
+//! classifier.1.weight            30.weight
+//! ```
+//!
 //! To write such a file from PyTorch:
 //!
 //! ```text
@@ -36,10 +51,55 @@
 use convnet_tensor::{Element, Residual, Sequential};
 use std::collections::HashMap;
 
-/// Whether `tensors` are named the torchvision way (a `conv1.weight` and a
-/// `layer1.` tensor).
+/// Whether `tensors` are named the torchvision way: a ResNet's (a
+/// `conv1.weight` and a `layer1.` tensor) or a SqueezeNet's (`features.0.weight`
+/// and a `classifier.` tensor).
 pub fn has_torchvision_names<V>(tensors: &HashMap<String, V>) -> bool {
-    tensors.contains_key("conv1.weight") && tensors.keys().any(|name| name.starts_with("layer1."))
+    let resnet = tensors.contains_key("conv1.weight") && tensors.keys().any(|name| name.starts_with("layer1."));
+    let squeezenet =
+        tensors.contains_key("features.0.weight") && tensors.keys().any(|name| name.starts_with("classifier."));
+    resnet || squeezenet
+}
+
+/// For each of a SqueezeNet-shaped `model`'s parameter names, its torchvision
+/// name (see the module docs), or `None` if the model has no concat block.
+pub fn squeezenet_names<T: Element>(model: &Sequential<T>) -> Option<HashMap<String, String>> {
+    let layers = model.layers();
+    let classifier = layers.iter().position(|layer| layer.kind() == "dropout")?;
+    layers.iter().position(|layer| layer.kind() == "concat")?;
+    let mut prefixes: HashMap<usize, String> = HashMap::new();
+    let mut feature = 0;
+    let mut index = 0;
+    while index < classifier {
+        let is_fire = layers[index].kind() == "conv2d" && layers.get(index + 2).is_some_and(|l| l.kind() == "concat");
+        if is_fire {
+            // squeeze conv, its ReLU, then the expand branches: one torchvision module
+            prefixes.insert(index, format!("features.{feature}.squeeze"));
+            prefixes.insert(index + 2, format!("features.{feature}"));
+            index += 3;
+        } else {
+            prefixes.insert(index, format!("features.{feature}"));
+            index += 1;
+        }
+        feature += 1;
+    }
+    for (offset, index) in (classifier..layers.len()).enumerate() {
+        prefixes.insert(index, format!("classifier.{offset}"));
+    }
+    let rename = |name: &str| -> Option<String> {
+        let (index, rest) = name.split_once('.')?;
+        let prefix = prefixes.get(&index.parse::<usize>().ok()?)?;
+        Some(match rest.strip_prefix("branches.") {
+            // branches.{b}.0.{tensor}: the branch's convolution
+            Some(inside) => {
+                let (branch, inside) = inside.split_once('.')?;
+                let tensor = inside.strip_prefix("0.")?;
+                format!("{prefix}.{}.{tensor}", ["expand1x1", "expand3x3"].get(branch.parse::<usize>().ok()?)?)
+            }
+            None => format!("{prefix}.{rest}"),
+        })
+    };
+    model.param_names().into_iter().map(|name| Some((name.clone(), rename(&name)?))).collect()
 }
 
 /// For each of `model`'s parameter and buffer names (as
@@ -97,12 +157,12 @@ fn torchvision_name(name: &str, prefixes: &HashMap<usize, String>) -> Option<Str
 }
 
 /// `tensors` renamed from torchvision's names to the model's, when they are
-/// torchvision's ([`has_torchvision_names`]) and the model is a ResNet;
-/// otherwise unchanged. Tensors without a counterpart are dropped.
+/// torchvision's ([`has_torchvision_names`]) and the model is a ResNet or a
+/// SqueezeNet; otherwise unchanged. Tensors without a counterpart are dropped.
 pub fn to_convnet_names<T: Element, V>(model: &Sequential<T>, mut tensors: HashMap<String, V>) -> HashMap<String, V> {
     if !has_torchvision_names(&tensors) {
         return tensors;
     }
-    let Some(names) = torchvision_names(model) else { return tensors };
+    let Some(names) = torchvision_names(model).or_else(|| squeezenet_names(model)) else { return tensors };
     names.into_iter().filter_map(|(ours, theirs)| Some((ours, tensors.remove(&theirs)?))).collect()
 }
