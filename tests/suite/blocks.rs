@@ -111,6 +111,8 @@ fn numeric_padding_is_symmetric_and_matches_pytorch_sizes() {
     assert!(matches!(spec.layers[0], LayerSpec::Conv2d { padding: Padding::Explicit(1, 2), .. }));
     let err = ModelSpec::from_toml("[[layers]]\ntype = \"conv2d\"\nfilters = 2\nkernel = 3\npadding = \"full\"\n");
     assert!(err.unwrap_err().to_string().contains("unknown padding \"full\""));
+    let err = ModelSpec::from_toml("[[layers]]\ntype = \"conv2d\"\nfilters = 2\nkernel = 3\npadding = -1\n");
+    assert!(err.unwrap_err().to_string().contains("padding must be \"valid\", \"same\", a number"));
 }
 
 #[test]

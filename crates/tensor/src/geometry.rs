@@ -45,7 +45,7 @@ pub enum Padding {
 /// How [`Padding`] is written in architecture files: `"valid"`, `"same"`, a
 /// number (both axes) or `[rows, columns]`.
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "padding must be \"valid\", \"same\", a number of rows and columns, or [rows, columns]")]
 enum PaddingText {
     Mode(String),
     Square(usize),
