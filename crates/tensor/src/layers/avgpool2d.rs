@@ -40,7 +40,8 @@
 
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
-use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode};
+use crate::layer::{slice, slice_mut, Layer, Mode};
+use crate::layers::pool_window::PoolWindow;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
@@ -110,10 +111,8 @@ pub fn avgpool_naive<T: Element>(
 /// An average-pooling layer; see the module docs.
 #[derive(Debug, Clone)]
 pub struct AvgPool2d {
-    pool: (usize, usize),
-    stride: (usize, usize),
-    padding: Padding,
-    ceil_mode: bool,
+    /// Size, stride, padding and ceil mode.
+    window: PoolWindow,
     count_include_pad: bool,
 }
 
@@ -121,25 +120,12 @@ impl AvgPool2d {
     /// Window `pool`, `stride`, `padding`; `ceil_mode` off and
     /// `count_include_pad` on (PyTorch's defaults).
     pub fn new(pool: (usize, usize), stride: (usize, usize), padding: Padding) -> crate::error::Result<Self> {
-        if pool.0 == 0 || pool.1 == 0 || stride.0 == 0 || stride.1 == 0 {
-            return Err(crate::error::TensorError::Config(format!(
-                "average pooling needs positive sizes, got pool {pool:?}, stride {stride:?}"
-            )));
-        }
-        if let Padding::Explicit(rows, columns) = padding {
-            if 2 * rows > pool.0 || 2 * columns > pool.1 {
-                return Err(crate::error::TensorError::Config(format!(
-                    "average-pooling padding {rows}x{columns} is more than half the {}x{} pool",
-                    pool.0, pool.1
-                )));
-            }
-        }
-        Ok(AvgPool2d { pool, stride, padding, ceil_mode: false, count_include_pad: true })
+        Ok(AvgPool2d { window: PoolWindow::new("average pooling", pool, stride, padding)?, count_include_pad: true })
     }
 
     /// PyTorch's `ceil_mode` ([`WindowGeometry::with_ceil_mode`]).
     pub fn with_ceil_mode(mut self, ceil_mode: bool) -> Self {
-        self.ceil_mode = ceil_mode;
+        self.window.ceil_mode = ceil_mode;
         self
     }
 
@@ -150,9 +136,7 @@ impl AvgPool2d {
     }
 
     fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
-        let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-        let geom = WindowGeometry::new(1, h, w, self.pool, self.stride, self.padding)?;
-        Some(if self.ceil_mode { geom.with_ceil_mode() } else { geom })
+        self.window.geometry(shape)
     }
 }
 
@@ -162,26 +146,16 @@ impl<T: Element> Layer<T> for AvgPool2d {
     }
 
     fn describe(&self) -> String {
-        let ceil = if self.ceil_mode { ", ceil" } else { "" };
         let count = if self.count_include_pad { "" } else { ", padding not counted" };
-        format!("{}x{}, stride {}, {}{ceil}{count}", self.pool.0, self.pool.1, self.stride.0, self.padding.describe())
+        format!("{}{count}", self.window.describe())
     }
 
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>, String> {
-        expect_rank(input_shape, 3, "a (C, H, W)")?;
-        let geom = self.geometry(input_shape).ok_or_else(|| {
-            format!(
-                "a {}x{} input is smaller than the {}x{} pool",
-                input_shape[1], input_shape[2], self.pool.0, self.pool.1
-            )
-        })?;
-        Ok(vec![input_shape[0], geom.out_h, geom.out_w])
+        self.window.output_shape(input_shape, "")
     }
 
     fn forward_flops(&self, input_shape: &[usize]) -> u64 {
-        self.geometry(input_shape)
-            .map(|geom| (input_shape[0] * geom.out_pixels() * self.pool.0 * self.pool.1) as u64)
-            .unwrap_or(0)
+        self.window.window_ops(input_shape)
     }
 
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {

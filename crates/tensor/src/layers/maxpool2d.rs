@@ -45,10 +45,10 @@
 //! ```
 
 use crate::element::Element;
-use crate::geometry::Padding;
-use crate::geometry::WindowGeometry;
+use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::pool2x2::{is_fast_2x2, pool_plane_2x2};
 use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
+use crate::layers::pool_window::PoolWindow;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
@@ -93,11 +93,8 @@ pub fn maxpool_naive<T: Element>(
 /// A max-pooling layer; see the module docs.
 #[derive(Debug)]
 pub struct MaxPool2d {
-    pool: (usize, usize),
-    stride: (usize, usize),
-    padding: Padding,
-    /// PyTorch's `ceil_mode`: round the output size up ([`WindowGeometry::with_ceil_mode`]).
-    ceil_mode: bool,
+    /// Size, stride, padding and ceil mode.
+    window: PoolWindow,
     /// `(N, C, OH, OW)` flat indices `ih * W + iw` of the winners of the last forward.
     argmax: Vec<u32>,
 }
@@ -106,39 +103,17 @@ impl MaxPool2d {
     /// A pooling layer with window `pool` and `stride` (Keras' default stride is
     /// the pool size).
     pub fn new(pool: (usize, usize), stride: (usize, usize), padding: Padding) -> crate::error::Result<Self> {
-        if pool.0 == 0 || pool.1 == 0 || stride.0 == 0 || stride.1 == 0 {
-            return Err(crate::error::TensorError::Config(format!(
-                "max-pooling needs positive sizes, got pool {pool:?}, stride {stride:?}"
-            )));
-        }
-        if let Padding::Explicit(rows, columns) = padding {
-            if 2 * rows > pool.0 || 2 * columns > pool.1 {
-                return Err(crate::error::TensorError::Config(format!(
-                    "max-pooling padding {rows}x{columns} is more than half the {}x{} pool (a window could hold only padding)",
-                    pool.0, pool.1
-                )));
-            }
-        }
-        Ok(MaxPool2d { pool, stride, padding, ceil_mode: false, argmax: Vec::new() })
+        Ok(MaxPool2d { window: PoolWindow::new("max-pooling", pool, stride, padding)?, argmax: Vec::new() })
     }
 
     /// The same pool with PyTorch's `ceil_mode` on or off (off by default).
     pub fn with_ceil_mode(mut self, ceil_mode: bool) -> Self {
-        self.ceil_mode = ceil_mode;
+        self.window.ceil_mode = ceil_mode;
         self
     }
 
     fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
-        // a pooling window is a one-channel convolution window, applied per channel
-        let geom = WindowGeometry::new(
-            1,
-            shape[shape.len() - 2],
-            shape[shape.len() - 1],
-            self.pool,
-            self.stride,
-            self.padding,
-        )?;
-        Some(if self.ceil_mode { geom.with_ceil_mode() } else { geom })
+        self.window.geometry(shape)
     }
 
     /// [`Layer::backward`], followed by the backward of a ReLU before this
@@ -239,8 +214,7 @@ impl<T: Element> Layer<T> for MaxPool2d {
     }
 
     fn describe(&self) -> String {
-        let ceil = if self.ceil_mode { ", ceil" } else { "" };
-        format!("{}x{}, stride {}, {}{ceil}", self.pool.0, self.pool.1, self.stride.0, self.padding.describe())
+        self.window.describe()
     }
 
     fn backward_needs_output(&self) -> bool {
@@ -252,20 +226,12 @@ impl<T: Element> Layer<T> for MaxPool2d {
         if input_shape[1] * input_shape[2] > u32::MAX as usize {
             return Err("input plane too large".into());
         }
-        let geom = self.geometry(input_shape).ok_or_else(|| {
-            format!(
-                "a {}x{} input is smaller than the {}x{} pool (valid padding)",
-                input_shape[1], input_shape[2], self.pool.0, self.pool.1
-            )
-        })?;
-        Ok(vec![input_shape[0], geom.out_h, geom.out_w])
+        self.window.output_shape(input_shape, " (valid padding)")
     }
 
     fn forward_flops(&self, input_shape: &[usize]) -> u64 {
         // comparisons, not multiply-adds; counted as one op per window element
-        self.geometry(input_shape)
-            .map(|geom| (input_shape[0] * geom.out_pixels() * self.pool.0 * self.pool.1) as u64)
-            .unwrap_or(0)
+        self.window.window_ops(input_shape)
     }
 
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, _mode: Mode) {

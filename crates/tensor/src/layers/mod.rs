@@ -30,6 +30,7 @@ pub mod dropout;
 pub mod flatten;
 pub mod global_avgpool;
 pub mod maxpool2d;
+pub mod pool_window;
 pub mod relu;
 pub mod softmax;
 

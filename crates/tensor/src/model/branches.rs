@@ -6,6 +6,7 @@
 use crate::element::Element;
 use crate::layer::{Layer, Mode};
 use crate::model::sequential::Sequential;
+use ndarray::ArrayD;
 use rayon::prelude::*;
 
 /// The mode for branch `branch` of a block: in training, the block's seed
@@ -28,9 +29,31 @@ pub(crate) fn add_into<T: Element>(target: &mut [T], addend: &[T]) {
     });
 }
 
-/// `"{branch}.{name}"` for each name.
-pub(crate) fn nested_names(branch: &str, names: Vec<String>) -> Vec<String> {
-    names.into_iter().map(|name| format!("{branch}.{name}")).collect()
+/// The parameter names of named branches, `"{branch}.{name}"`, in order.
+pub(crate) fn nested_param_names<'a, T: Element>(
+    branches: impl Iterator<Item = (String, &'a Sequential<T>)>,
+) -> Vec<String> {
+    branches
+        .flat_map(|(branch, model)| model.param_names().into_iter().map(move |name| format!("{branch}.{name}")))
+        .collect()
+}
+
+/// The buffers of named branches, `"{branch}.{name}"`, in order.
+pub(crate) fn nested_buffers<'a, T: Element>(
+    branches: impl Iterator<Item = (String, &'a Sequential<T>)>,
+) -> Vec<(String, &'a ArrayD<T>)> {
+    branches
+        .flat_map(|(branch, model)| model.buffers().into_iter().map(move |(n, b)| (format!("{branch}.{n}"), b)))
+        .collect()
+}
+
+/// Mutable [`nested_buffers`].
+pub(crate) fn nested_buffers_mut<'a, T: Element>(
+    branches: impl Iterator<Item = (String, &'a mut Sequential<T>)>,
+) -> Vec<(String, &'a mut ArrayD<T>)> {
+    branches
+        .flat_map(|(branch, model)| model.buffers_mut().into_iter().map(move |(n, b)| (format!("{branch}.{n}"), b)))
+        .collect()
 }
 
 /// Every layer of `models`, each followed by the layers inside it.

@@ -43,7 +43,10 @@
 use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{slice, slice_mut, KinkRecorder, Layer, Mode, Param, ParamMut};
-use crate::model::branches::{add_into, branch_mode, nested_names, set_fused_all, sublayers_of, sublayers_of_mut};
+use crate::model::branches::{
+    add_into, branch_mode, nested_buffers, nested_buffers_mut, nested_param_names, set_fused_all, sublayers_of,
+    sublayers_of_mut,
+};
 use crate::model::sequential::Sequential;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
@@ -178,24 +181,15 @@ impl<T: Element> Layer<T> for Concat<T> {
     }
 
     fn param_names(&self) -> Vec<String> {
-        let per_branch = self.branches.iter().enumerate();
-        per_branch.flat_map(|(b, branch)| nested_names(&format!("branches.{b}"), branch.param_names())).collect()
+        nested_param_names(self.branches.iter().enumerate().map(|(b, branch)| (format!("branches.{b}"), branch)))
     }
 
     fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {
-        let per_branch = self.branches.iter().enumerate();
-        per_branch
-            .flat_map(|(b, branch)| branch.buffers().into_iter().map(move |(n, t)| (format!("branches.{b}.{n}"), t)))
-            .collect()
+        nested_buffers(self.branches.iter().enumerate().map(|(b, branch)| (format!("branches.{b}"), branch)))
     }
 
     fn buffers_mut(&mut self) -> Vec<(String, &mut ArrayD<T>)> {
-        let per_branch = self.branches.iter_mut().enumerate();
-        per_branch
-            .flat_map(|(b, branch)| {
-                branch.buffers_mut().into_iter().map(move |(n, t)| (format!("branches.{b}.{n}"), t))
-            })
-            .collect()
+        nested_buffers_mut(self.branches.iter_mut().enumerate().map(|(b, branch)| (format!("branches.{b}"), branch)))
     }
 
     fn sublayers(&self) -> Vec<&dyn Layer<T>> {

@@ -51,7 +51,10 @@
 use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{slice, slice_mut, KinkRecorder, Layer, Mode, Param, ParamMut};
-use crate::model::branches::{add_into, branch_mode, nested_names, set_fused_all, sublayers_of, sublayers_of_mut};
+use crate::model::branches::{
+    add_into, branch_mode, nested_buffers, nested_buffers_mut, nested_param_names, set_fused_all, sublayers_of,
+    sublayers_of_mut,
+};
 use crate::model::sequential::Sequential;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 
@@ -93,6 +96,13 @@ impl<T: Element> Residual<T> {
     /// The projection shortcut, `None` for the identity.
     pub fn shortcut(&self) -> Option<&Sequential<T>> {
         self.shortcut.as_ref()
+    }
+
+    /// `("body", body)` and, with a projection, `("shortcut", shortcut)`: the
+    /// prefixes of their tensors' names.
+    fn named_branches(&self) -> impl Iterator<Item = (String, &Sequential<T>)> {
+        let shortcut = self.shortcut.as_ref().map(|s| ("shortcut".to_string(), s));
+        std::iter::once(("body".to_string(), &self.body)).chain(shortcut)
     }
 }
 
@@ -181,21 +191,16 @@ impl<T: Element> Layer<T> for Residual<T> {
     }
 
     fn param_names(&self) -> Vec<String> {
-        let shortcut = self.shortcut.iter().flat_map(|s| nested_names("shortcut", s.param_names()));
-        nested_names("body", self.body.param_names()).into_iter().chain(shortcut).collect()
+        nested_param_names(self.named_branches())
     }
 
     fn buffers(&self) -> Vec<(String, &ArrayD<T>)> {
-        let body = self.body.buffers().into_iter().map(|(name, b)| (format!("body.{name}"), b));
-        let shortcut = self.shortcut.iter().flat_map(|s| s.buffers()).map(|(name, b)| (format!("shortcut.{name}"), b));
-        body.chain(shortcut).collect()
+        nested_buffers(self.named_branches())
     }
 
     fn buffers_mut(&mut self) -> Vec<(String, &mut ArrayD<T>)> {
-        let body = self.body.buffers_mut().into_iter().map(|(name, b)| (format!("body.{name}"), b));
-        let shortcut =
-            self.shortcut.iter_mut().flat_map(|s| s.buffers_mut()).map(|(name, b)| (format!("shortcut.{name}"), b));
-        body.chain(shortcut).collect()
+        let shortcut = self.shortcut.as_mut().map(|s| ("shortcut".to_string(), s));
+        nested_buffers_mut(std::iter::once(("body".to_string(), &mut self.body)).chain(shortcut))
     }
 
     fn sublayers(&self) -> Vec<&dyn Layer<T>> {
