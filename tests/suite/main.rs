@@ -17,5 +17,6 @@ mod gradcheck_layers;
 mod kernels;
 mod modern;
 mod mutations;
+mod onnx_import;
 mod torch_parity;
 mod winograd;

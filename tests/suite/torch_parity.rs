@@ -86,7 +86,7 @@ fn resnet_small_equals_pytorch_from_a_torchvision_named_state_dict() {
 
 /// The fixture script's `pattern()`: deterministic values for the tensor
 /// torchvision calls `name`.
-fn pattern(name: &str, shape: &[usize]) -> Vec<f32> {
+pub(crate) fn pattern(name: &str, shape: &[usize]) -> Vec<f32> {
     let seed = name.bytes().fold(0i64, |seed, byte| (seed * 31 + byte as i64) % 1_000_003);
     let fan_in: usize = shape[1..].iter().product();
     (0..shape.iter().product::<usize>() as i64)

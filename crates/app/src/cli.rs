@@ -1,8 +1,8 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, inspect, predict, show, summary,
-    train,
+    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, inspect, predict, show,
+    summary, train,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -57,6 +57,11 @@ enum Command {
         after_help = "Example:\n  convnet import-keras --keras mammo.keras --class-names Density1Benign,Density1Malignant,Density2Benign,Density2Malignant,Density3Benign,Density3Malignant,Density4Benign,Density4Malignant --out mammo.safetensors"
     )]
     ImportKeras(import_keras::ImportKerasArgs),
+    /// Import a CNN from ONNX (torch.onnx.export, tf2onnx, the ONNX model zoo) to predict with or fine-tune
+    #[command(
+        after_help = "Example:\n  convnet import-onnx --onnx squeezenet1_1.onnx --preprocess imagenet --class-names-file imagenet.txt --out squeezenet.safetensors"
+    )]
+    ImportOnnx(import_onnx::ImportOnnxArgs),
     /// Draw a grid of images titled "Pred: X | Real: Y" (green when right, red when wrong)
     #[command(
         after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png"
@@ -120,6 +125,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Explain(args) => explain::run(args),
         Command::Export(args) => export::run(args),
         Command::ImportKeras(args) => import_keras::run(args),
+        Command::ImportOnnx(args) => import_onnx::run(args),
         Command::Show(args) => show::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

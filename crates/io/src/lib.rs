@@ -31,6 +31,8 @@ pub mod keras;
 pub mod metrics;
 pub mod model_file;
 pub mod onnx;
+pub mod onnx_import;
+pub mod onnx_proto;
 pub mod torchvision;
 
 pub use error::{IoError, Result};

@@ -11,6 +11,7 @@
 //!   BatchNorm -> BatchNormalization  scale, B, running mean and variance, epsilon
 //!   AvgPool2d -> AveragePool         kernel_shape, strides, pads, count_include_pad, ceil_mode
 //!   GlobalAvgPool2d -> GlobalAveragePool + Flatten
+//!   Normalize -> Sub (mean), Div (std)  constants (C, 1, 1)
 //!   Residual  -> the body's nodes, the shortcut's (or the input), Add
 //!   Concat    -> each branch's nodes, Concat(axis 1)
 //! output "logits"         (N, classes)
@@ -263,6 +264,16 @@ fn emit_layer(
             graph.message(1, node("GlobalAveragePool", name, &[&current], &pooled, Vec::new()));
             let flatten = format!("{name}_flatten");
             graph.message(1, node("Flatten", &flatten, &[&pooled], &output, vec![attribute_int("axis", 1)]));
+            Ok(output)
+        }
+        LayerSpec::Normalize { mean, std } => {
+            // y = (x - mean[c]) / std[c]: Sub then Div by (C, 1, 1) constants, broadcast over (N, C, H, W)
+            let shape = [mean.len(), 1, 1];
+            let [mean_name, std_name, centred] = [".mean", ".std", "_centred"].map(|suffix| format!("{name}{suffix}"));
+            graph.message(5, initializer(&mean_name, &shape, mean.iter().map(|&v| v as f32)));
+            graph.message(5, initializer(&std_name, &shape, std.iter().map(|&v| v as f32)));
+            graph.message(1, node("Sub", &centred, &[&current, &mean_name], &centred, Vec::new()));
+            graph.message(1, node("Div", name, &[&centred, &std_name], &output, Vec::new()));
             Ok(output)
         }
         // the identity at inference: no node, the next layer reads this one's input

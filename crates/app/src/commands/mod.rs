@@ -8,6 +8,7 @@ pub mod export;
 pub mod gradcheck;
 pub mod import_idx;
 pub mod import_keras;
+pub mod import_onnx;
 pub mod inspect;
 pub mod predict;
 pub mod show;

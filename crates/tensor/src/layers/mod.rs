@@ -14,6 +14,7 @@
 //! | [`batchnorm`] | [`BatchNorm`] | `y = gamma (x - mean) / sqrt(var + eps) + beta` per channel | |
 //! | [`global_avgpool`] | [`GlobalAvgPool2d`] | `y[n, c] = mean of x[n, c, :, :]` | |
 //! | [`avgpool2d`] | [`AvgPool2d`] | `y = mean over each window` (PyTorch's divisor) | |
+//! | [`normalize`] | [`Normalize`] | `y = (x - mean[c]) / std[c]` (a pretrained network's preprocessing) | |
 //!
 //! Blocks with branches (a residual add, a channel concatenation) hold small
 //! models of their own, so they live with the model: [`crate::model::residual`]
@@ -30,6 +31,7 @@ pub mod dropout;
 pub mod flatten;
 pub mod global_avgpool;
 pub mod maxpool2d;
+pub mod normalize;
 pub mod pool_window;
 pub mod relu;
 pub mod softmax;
@@ -43,5 +45,6 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use global_avgpool::GlobalAvgPool2d;
 pub use maxpool2d::MaxPool2d;
+pub use normalize::Normalize;
 pub use relu::Relu;
 pub use softmax::Softmax;

@@ -13,7 +13,9 @@ use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::geometry::Padding;
 use crate::layer::Layer;
-use crate::layers::{AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Relu, Softmax};
+use crate::layers::{
+    AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Normalize, Relu, Softmax,
+};
 use crate::model::concat::Concat;
 use crate::model::residual::Residual;
 use crate::model::sequential::Sequential;
@@ -135,6 +137,14 @@ pub enum LayerSpec {
     /// [`GlobalAvgPool2d`]: each feature map becomes its mean, `(C, H, W) -> (C,)`.
     #[serde(rename = "global_avgpool2d")]
     GlobalAvgpool2d,
+    /// Per-channel normalisation, `y = (x - mean[c]) / std[c]`: a pretrained
+    /// network's preprocessing, kept in the model (see [`crate::layers::normalize`]).
+    Normalize {
+        /// The per-channel means.
+        mean: Vec<f64>,
+        /// The per-channel standard deviations.
+        std: Vec<f64>,
+    },
     /// [`Residual`]: `y = body(x) + shortcut(x)` (see [`crate::model::residual`]).
     Residual {
         /// The main branch's layers.
@@ -306,6 +316,9 @@ impl Builder {
                 Box::new(BatchNorm::with_options(channels, *eps, *momentum).map_err(|e| shape_error(e.to_string()))?)
             }
             LayerSpec::GlobalAvgpool2d => Box::new(GlobalAvgPool2d),
+            LayerSpec::Normalize { mean, std } => {
+                Box::new(Normalize::new(mean.clone(), std.clone()).map_err(shape_error)?)
+            }
             LayerSpec::Residual { body, shortcut } => {
                 let body = self.sequential(body, shape).map_err(|e| shape_error(format!("body: {e}")))?;
                 let shortcut = match shortcut.is_empty() {
@@ -342,6 +355,7 @@ impl LayerSpec {
             LayerSpec::Softmax => "softmax",
             LayerSpec::Batchnorm { .. } => "batchnorm",
             LayerSpec::GlobalAvgpool2d => "global_avgpool2d",
+            LayerSpec::Normalize { .. } => "normalize",
             LayerSpec::Avgpool2d { .. } => "avgpool2d",
             LayerSpec::Residual { .. } => "residual",
             LayerSpec::Concat { .. } => "concat",
