@@ -1,7 +1,7 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, inspect, predict, show,
+    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, import_torch, inspect, predict, show,
     summary, train,
 };
 use anyhow::Result;
@@ -62,6 +62,11 @@ enum Command {
         after_help = "Example:\n  convnet import-onnx --onnx squeezenet1_1.onnx --preprocess imagenet --class-names-file imagenet.txt --out squeezenet.safetensors"
     )]
     ImportOnnx(import_onnx::ImportOnnxArgs),
+    /// Import a torchvision ResNet or SqueezeNet state_dict (safetensors) as the matching preset
+    #[command(
+        after_help = "Example:\n  convnet import-torch --state-dict resnet18.safetensors --model resnet18 --preprocess imagenet --out resnet18.safetensors"
+    )]
+    ImportTorch(import_torch::ImportTorchArgs),
     /// Draw a grid of images titled "Pred: X | Real: Y" (green when right, red when wrong)
     #[command(
         after_help = "Example:\n  convnet show --model runs/mammo/model.safetensors --data mammo/test --rows 3 --cols 3 --out grid.png"
@@ -126,6 +131,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Export(args) => export::run(args),
         Command::ImportKeras(args) => import_keras::run(args),
         Command::ImportOnnx(args) => import_onnx::run(args),
+        Command::ImportTorch(args) => import_torch::run(args),
         Command::Show(args) => show::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

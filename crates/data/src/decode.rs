@@ -16,6 +16,7 @@
 
 use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{DataError, Result};
+use crate::resample::resize_shorter_and_crop;
 pub use crate::format::{ColorMode, InputFormat, Interpolation};
 use image::{imageops::FilterType, DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,18 @@ pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Resu
 /// Crops, resizes and converts a decoded image into CHW bytes.
 fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]) {
     let [target_h, target_w] = options.format.image_size;
+    let plane = target_h * target_w;
+    if let Some(shorter) = options.format.resize_shorter {
+        // torchvision's order: the colours first, then Resize(shorter) and CenterCrop on the 8-bit image
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let (pixels, channels) = match options.format.color_mode {
+            ColorMode::Grayscale => (image.to_luma8().into_raw(), 1),
+            ColorMode::Rgb => (image.to_rgb8().into_raw(), 3),
+            ColorMode::Rgba => (image.to_rgba8().into_raw(), 4),
+        };
+        let cropped = resize_shorter_and_crop(&pixels, [width, height, channels], shorter, [target_h, target_w]);
+        return interleaved_to_planar(&cropped, channels, plane, out);
+    }
     if options.format.crop_to_aspect_ratio {
         let (w, h) = (image.width() as u64, image.height() as u64);
         // largest centred window with aspect target_w : target_h
@@ -113,7 +126,6 @@ fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]
             Interpolation::Area => area_resize(&image.to_rgba8(), target_w32, target_h32),
         };
     }
-    let plane = target_h * target_w;
     match options.format.color_mode {
         ColorMode::Grayscale => out[..plane].copy_from_slice(image.to_luma8().as_raw()),
         ColorMode::Rgb => interleaved_to_planar(image.to_rgb8().as_raw(), 3, plane, out),

@@ -27,6 +27,11 @@ pub struct InputFormat {
     pub interpolation: Interpolation,
     /// Centre-crop to the output aspect ratio before resizing (no distortion).
     pub crop_to_aspect_ratio: bool,
+    /// torchvision's preprocessing of pretrained networks instead: resize the
+    /// shorter side to this many pixels (aspect ratio kept, Pillow's bilinear
+    /// filter), then take the centred `image_size` crop (see [`crate::resample`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_shorter: Option<usize>,
 }
 
 impl Default for InputFormat {
@@ -46,6 +51,7 @@ impl InputFormat {
             pixel_scale: PixelScale::Unit,
             interpolation: Interpolation::Bilinear,
             crop_to_aspect_ratio: false,
+            resize_shorter: None,
         }
     }
 

@@ -46,6 +46,7 @@ pub mod error;
 pub mod format;
 pub mod idx;
 pub mod load;
+pub mod resample;
 pub mod scan;
 
 pub use augment::Augmentation;

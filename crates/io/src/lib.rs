@@ -9,6 +9,9 @@
 //!   classification report (confusion matrix, precision, recall, F1, Cohen's
 //!   kappa, ROC AUC).
 //! - [`onnx`]: export to ONNX (a hand-written protobuf encoder).
+//! - [`onnx_import`]: import of ONNX CNNs (`torch.onnx.export`, `tf2onnx`, the
+//!   model zoo), on a hand-written protobuf reader ([`onnx_proto`]) and the
+//!   graph's sorting ([`onnx_graph`]).
 //! - [`keras`]: import of the seed's Keras models (`.keras` and legacy `.h5`).
 //! - [`torchvision`]: torchvision ResNet tensor names, for `--init-weights`.
 //!
@@ -31,6 +34,7 @@ pub mod keras;
 pub mod metrics;
 pub mod model_file;
 pub mod onnx;
+pub mod onnx_graph;
 pub mod onnx_import;
 pub mod onnx_proto;
 pub mod torchvision;

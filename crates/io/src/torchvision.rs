@@ -69,7 +69,8 @@ pub fn squeezenet_names<T: Element>(model: &Sequential<T>) -> Option<HashMap<Str
     layers.iter().position(|layer| layer.kind() == "concat")?;
     let mut prefixes: HashMap<usize, String> = HashMap::new();
     let mut feature = 0;
-    let mut index = 0;
+    // a normalisation put before the network (the preprocessing) is not one of its modules
+    let mut index = layers.iter().take_while(|layer| layer.kind() == "normalize").count();
     while index < classifier {
         let is_fire = layers[index].kind() == "conv2d" && layers.get(index + 2).is_some_and(|l| l.kind() == "concat");
         if is_fire {

@@ -9,6 +9,8 @@ pub mod gradcheck;
 pub mod import_idx;
 pub mod import_keras;
 pub mod import_onnx;
+pub mod import_torch;
+pub mod preprocess;
 pub mod inspect;
 pub mod predict;
 pub mod show;

@@ -165,6 +165,11 @@ pub struct TrainConfig {
     /// Centre-crop to the target aspect ratio before resizing
     #[arg(long)]
     pub crop_to_aspect_ratio: bool,
+    /// torchvision's preprocessing instead: resize the shorter side to N pixels (Pillow's
+    /// bilinear filter), then take the centred --image-size crop (256 for 224)
+    #[arg(long, conflicts_with = "crop_to_aspect_ratio")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_shorter: Option<usize>,
     /// Write a checkpoint during an epoch every N steps (`500`) or every so
     /// much training time (`10m`, `90s`, `2h`); `never`: at epoch ends only
     #[arg(long, default_value = "10m")]
@@ -195,6 +200,11 @@ impl TrainConfig {
         if image_size.iter().any(|&s| s > 4096) {
             bail!("--image-size {} is larger than 4096", image_size[0]);
         }
+        if let Some(shorter) = self.resize_shorter {
+            if shorter < image_size[0].max(image_size[1]) || shorter > 8192 {
+                bail!("--resize-shorter {shorter} must be at least the {}x{} crop and at most 8192", image_size[0], image_size[1]);
+            }
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
@@ -220,6 +230,7 @@ impl TrainConfig {
             pixel_scale: self.pixel_scale,
             interpolation: self.interpolation,
             crop_to_aspect_ratio: self.crop_to_aspect_ratio,
+            resize_shorter: self.resize_shorter,
         }
     }
 
