@@ -1,8 +1,8 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, import_torch, inspect, predict, show,
-    summary, train,
+    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, import_torch, inspect,
+    predict, show, summary, train,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -24,12 +24,15 @@ struct Row {
 /// The rows of `model`, numbered `"{prefix}{index}"`; a block's own row is
 /// followed by the rows of its branches (`3.body.0`, `3.shortcut.1`,
 /// `5.branches.1.0`), indented by `depth`.
-fn rows(model: &Sequential<f32>, prefix: &str, depth: usize, out: &mut Vec<Row>) {
+/// Layers of a frozen block, or the model's first `model.frozen()`, are
+/// marked `(frozen)`.
+fn rows(model: &Sequential<f32>, prefix: &str, depth: usize, frozen_block: bool, out: &mut Vec<Row>) {
     for (i, layer) in model.layers().iter().enumerate() {
         let number = format!("{prefix}{i}");
+        let frozen = frozen_block || i < model.frozen();
         out.push(Row {
             number: format!("{}{number}", "  ".repeat(depth)),
-            kind: layer.kind().to_string(),
+            kind: if frozen { format!("{} (frozen)", layer.kind()) } else { layer.kind().to_string() },
             options: layer.describe(),
             output: model.shapes()[i + 1].clone(),
             params: layer.params().iter().map(|p| p.value.len()).sum(),
@@ -37,13 +40,13 @@ fn rows(model: &Sequential<f32>, prefix: &str, depth: usize, out: &mut Vec<Row>)
         });
         let any = layer.as_any();
         if let Some(residual) = any.and_then(|a| a.downcast_ref::<Residual<f32>>()) {
-            rows(residual.body(), &format!("{number}.body."), depth + 1, out);
+            rows(residual.body(), &format!("{number}.body."), depth + 1, frozen, out);
             if let Some(shortcut) = residual.shortcut() {
-                rows(shortcut, &format!("{number}.shortcut."), depth + 1, out);
+                rows(shortcut, &format!("{number}.shortcut."), depth + 1, frozen, out);
             }
         } else if let Some(concat) = any.and_then(|a| a.downcast_ref::<Concat<f32>>()) {
             for (b, branch) in concat.branches().iter().enumerate() {
-                rows(branch, &format!("{number}.branches.{b}."), depth + 1, out);
+                rows(branch, &format!("{number}.branches.{b}."), depth + 1, frozen, out);
             }
         }
     }
@@ -54,7 +57,7 @@ fn rows(model: &Sequential<f32>, prefix: &str, depth: usize, out: &mut Vec<Row>)
 pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let mut out = String::new();
     let mut table = Vec::new();
-    rows(model, "", 0, &mut table);
+    rows(model, "", 0, false, &mut table);
     let options_width = table.iter().map(|row| row.options.len()).max().unwrap_or(0).max(44);
     let kind_width = table.iter().map(|row| row.kind.len()).max().unwrap_or(0).max(11);
     let number_width = table.iter().map(|row| row.number.len()).max().unwrap_or(0).max(5);
@@ -86,6 +89,15 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
     let _ = writeln!(out, "{rule}");
     let params = model.num_params();
     let _ = writeln!(out, "Total params: {params} ({})", human_bytes(params as u64 * 4));
+    if model.frozen() > 0 {
+        let trainable: usize = model.trainable_params().iter().map(|p| p.value.len()).sum();
+        let _ = writeln!(
+            out,
+            "Trainable params: {trainable}; frozen: {} (layers 0-{}: no gradients, batchnorm in evaluation mode)",
+            params - trainable,
+            model.frozen() - 1
+        );
+    }
     let _ = writeln!(
         out,
         "Forward: {:.3} GFLOP per image; a training step (forward + backward) is {:.3} GFLOP per image",

@@ -332,3 +332,63 @@ fn a_second_run_into_the_same_directory_is_refused_and_a_dead_runs_lock_is_taken
     let again = run(&fmnist_args(&out, 1, &[]).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(again.status.success() && !stderr(&again).contains("taking over"), "{}", stderr(&again));
 }
+
+#[test]
+fn fine_tuning_keeps_frozen_layers_byte_identical_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    // a pretrained resnet-small (batchnorm in its stem) on the ten Fashion-MNIST classes
+    let (pretrained, colours) = (dir.path().join("pretrained"), dir.path().join("colours"));
+    let ten_classes = repo_data().join("test");
+    let size = ["--model", "resnet-small", "--image-size", "16", "--color-mode", "rgb", "--batch-size", "8"];
+    let mut args = vec!["train", "--train", ten_classes.to_str().unwrap(), "--epochs", "1"];
+    args.extend(size);
+    args.extend(["--out", pretrained.to_str().unwrap()]);
+    ok(&args);
+    let weights = pretrained.join("model.safetensors");
+    // fine-tuned on three classes, the stem (conv, batchnorm, ReLU) and the first block frozen
+    colour_tree(&colours, 20, 16, 4);
+    let tune = |out: &Path| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train",
+            "--train",
+            colours.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--seed",
+            "9",
+            "--validation-split",
+            "0.2",
+        ]
+        .into_iter()
+        .chain(size)
+        .map(String::from)
+        .collect();
+        let init = ["--init-weights", weights.to_str().unwrap(), "--new-head", "--freeze", "4", "--out"];
+        args.extend(init.into_iter().map(String::from));
+        args.push(out.to_str().unwrap().to_string());
+        args
+    };
+    let reference = dir.path().join("reference");
+    let log = ok(&tune(&reference).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(log.contains("Frozen: layers 0-3"), "{log}");
+    assert!(log.contains("batchnorm (frozen)") && log.contains("Trainable params: "), "{log}");
+    let (before, after) = (tensors(&weights), tensors(&reference.join("model.safetensors")));
+    let find = |all: &[(String, Vec<u32>)], name: &str| all.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    for name in ["0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var", "3.body.1.running_var"] {
+        assert_eq!(find(&before, name), find(&after, name), "frozen {name} changed");
+    }
+    for name in ["5.body.0.weight", "7.body.1.running_mean"] {
+        assert_ne!(find(&before, name), find(&after, name), "trainable {name} did not train");
+    }
+    // the new head has the data's three classes
+    assert_eq!((find(&before, "10.weight").len(), find(&after, "10.weight").len()), (64 * 10, 64 * 3));
+
+    // interrupted after the first epoch and resumed: the same files as the uninterrupted run
+    let out = dir.path().join("interrupted");
+    let child = spawn_until(&tune(&out), "Epoch 1/3");
+    signal(&child, libc::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    assert!(matches!(output.status.code(), Some(130) | Some(0)), "{}", stderr(&output));
+    ok(&["train", "--resume", out.to_str().unwrap()]);
+    assert_same_files(&out, &reference, "a resumed fine-tuning run");
+}

@@ -117,8 +117,13 @@ pub fn cache_key(files: &[FileEntry], options: &DecodeOptions) -> Result<String>
     fnv1a(&mut hash, &FORMAT.to_le_bytes());
     // what decoding depends on (not the pixel scale, applied to batches later)
     let format = &options.format;
-    let decoding =
-        (format.image_size, format.color_mode, format.interpolation, format.crop_to_aspect_ratio, format.resize_shorter);
+    let decoding = (
+        format.image_size,
+        format.color_mode,
+        format.interpolation,
+        format.crop_to_aspect_ratio,
+        format.resize_shorter,
+    );
     fnv1a(&mut hash, format!("{decoding:?} {}", options.max_pixels).as_bytes());
     for file in files {
         let metadata = std::fs::metadata(&file.path).map_err(|e| DataError::io(&file.path, e))?;

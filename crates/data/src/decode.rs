@@ -16,8 +16,8 @@
 
 use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{DataError, Result};
-use crate::resample::resize_shorter_and_crop;
 pub use crate::format::{ColorMode, InputFormat, Interpolation};
+use crate::resample::resize_shorter_and_crop;
 use image::{imageops::FilterType, DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;

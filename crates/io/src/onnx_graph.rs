@@ -14,7 +14,6 @@ use std::path::Path;
 pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, \
     Flatten, Reshape, Gemm, MatMul, Add, Concat, Dropout, Softmax, Identity, Constant and shape arithmetic";
 
-
 /// A constant: its dimensions and values.
 #[derive(Clone, Debug)]
 pub(crate) struct Const {
@@ -261,4 +260,3 @@ fn constant_value(node: &NodeProto, folder: &Path) -> std::result::Result<Const,
     }
     Err(format!("Constant node {} has no value convnet reads", node.name))
 }
-

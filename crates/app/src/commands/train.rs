@@ -44,7 +44,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
     let (config, resume) = match &args.resume {
         Some(dir) => (training::read_config(dir)?, true),
-        None => (args.config, false),
+        None => (args.config.adopt_model_file()?, false),
     };
     let outcome = match training::train(&config, resume, cluster) {
         Ok(outcome) => outcome,

@@ -124,7 +124,7 @@ pub fn load_checkpoint(path: &Path, model: &mut Sequential<f32>) -> Result<(Opti
     .with_context(|| format!("{}: malformed training state", path.display()))?;
     let slot_names: Vec<String> =
         serde_json::from_str(file.metadata.get("optimizer_slots").map(String::as_str).unwrap_or("[]"))?;
-    let count = model.params().len();
+    let count = model.trainable_params().len();
     let mut slots = Vec::new();
     for name in slot_names {
         let mut buffers = Vec::new();

@@ -156,6 +156,11 @@ pub struct TrainConfig {
     #[arg(long, requires = "init_weights")]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new_head: bool,
+    /// Keep layers fixed while fine-tuning: the first N layers, or `backbone` (every layer
+    /// before the classifier); they run as in inference and get no gradients
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<super::fine_tune::Freeze>,
     /// Pixel scaling: unit (0-1, default) or raw (0-255, as the original Keras script)
     #[arg(long, default_value = "unit", value_parser = parse_scale)]
     pub pixel_scale: PixelScale,
@@ -202,7 +207,11 @@ impl TrainConfig {
         }
         if let Some(shorter) = self.resize_shorter {
             if shorter < image_size[0].max(image_size[1]) || shorter > 8192 {
-                bail!("--resize-shorter {shorter} must be at least the {}x{} crop and at most 8192", image_size[0], image_size[1]);
+                bail!(
+                    "--resize-shorter {shorter} must be at least the {}x{} crop and at most 8192",
+                    image_size[0],
+                    image_size[1]
+                );
             }
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -220,6 +229,36 @@ impl TrainConfig {
             bail!("--lr-factor must be between 0 and 1, got {}", self.lr_factor);
         }
         Ok(())
+    }
+
+    /// A new run whose `--model` is a convnet model file (a pretrained network
+    /// imported with `import-onnx` or `import-torch`): its architecture, and the
+    /// preprocessing it expects (pixel scale, resize and crop), replace the
+    /// flags'; the data's colour mode and image size stay the flags'.
+    pub fn adopt_model_file(mut self) -> Result<Self> {
+        if !self.model.ends_with(".safetensors") {
+            return Ok(self);
+        }
+        let file = convnet_io::model_file::read_tensor_file(Path::new(&self.model))?;
+        let meta = convnet_io::model_file::parse_meta(&file.metadata)
+            .with_context(|| format!("--model {}: not a convnet model file", self.model))?;
+        let channels = self.image.color_mode.channels();
+        self.architecture = Some(super::fine_tune::adapt_architecture(meta.architecture, channels));
+        self.pixel_scale = meta.input.pixel_scale;
+        self.interpolation = meta.input.interpolation;
+        self.crop_to_aspect_ratio = meta.input.crop_to_aspect_ratio;
+        // the same share of the shorter side at this run's --image-size (256 for 224: 87.5%)
+        let crop = |size: [usize; 2]| size[0].max(size[1]) as f64;
+        self.resize_shorter = meta.input.resize_shorter.map(|shorter| {
+            (crop(self.image.image_size) * shorter as f64 / crop(meta.input.image_size)).round() as usize
+        });
+        println!(
+            "Architecture and preprocessing from {} (pixels {:?}{})",
+            self.model,
+            self.pixel_scale,
+            self.resize_shorter.map_or(String::new(), |s| format!(", shorter side to {s} then the centre crop"))
+        );
+        Ok(self)
     }
 
     /// The input format the flags describe (the model file stores it).

@@ -231,7 +231,7 @@ impl Cluster {
         if self.size() > 1 {
             let mut gradient = self.gradient.borrow_mut();
             gradient.clear();
-            for param in model.params() {
+            for param in model.trainable_params() {
                 gradient.extend(param.grad.iter());
             }
             if self.size().is_power_of_two() {
@@ -248,7 +248,7 @@ impl Cluster {
                 gradient.copy_from_slice(&gathered[..parameters]);
             }
             let mut offset = 0;
-            for param in model.params_mut() {
+            for param in model.trainable_params_mut() {
                 let len = param.grad.len();
                 param.grad.as_slice_mut().expect("contiguous").copy_from_slice(&gradient[offset..offset + len]);
                 offset += len;

@@ -102,7 +102,7 @@ fn forward_backward(
     // loss over the whole batch's size, backward as a subtree of leaves
     let (_, leaves) = cluster.shard().part(batch.batch_total);
     let correct = if batch.labels.is_empty() {
-        for param in model.params_mut() {
+        for param in model.trainable_params_mut() {
             param.grad.fill(0.0); // a part with no image adds nothing
         }
         0
@@ -193,7 +193,7 @@ pub fn train_epoch(
         if !loss.is_finite() {
             return Err(not_finite(loss, (epoch, batch.number), batches, inputs));
         }
-        optimizer.step(&mut model.params_mut())?;
+        optimizer.step(&mut model.trainable_params_mut())?;
         state.step += 1;
         state.batches_done = batch.number + 1;
         state.epoch_loss_sum += loss as f64 * batch.batch_total as f64;

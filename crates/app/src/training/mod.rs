@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod distributed;
 pub mod epoch;
+pub mod fine_tune;
 pub mod interrupt;
 pub mod lock;
 #[cfg(feature = "mpi")]
@@ -172,42 +173,12 @@ fn build_model(
     }
     crate::preflight::check_memory(&model, config.batch_size)?;
     if let Some(init) = &config.init_weights {
-        initialise_from(&mut model, init, config.new_head)?;
+        fine_tune::initialise_from(&mut model, init, config.new_head)?;
+    }
+    if let Some(freeze) = config.freeze {
+        fine_tune::apply_freeze(&mut model, freeze)?;
     }
     Ok(model)
-}
-
-/// `--init-weights`: every parameter and running statistic from `init` (a
-/// convnet model file, or a torchvision ResNet state_dict under its own
-/// names); with `new_head`, all but the classifier, the last layer with
-/// weights, which keeps its initialisation from the seed (fine-tuning on
-/// other classes).
-fn initialise_from(model: &mut Sequential<f32>, init: &std::path::Path, new_head: bool) -> Result<()> {
-    let file = model_file::read_tensor_file(init)?;
-    let mut tensors = convnet_io::torchvision::to_convnet_names(model, file.tensors);
-    let head = model.layers().iter().rposition(|layer| !layer.params().is_empty());
-    let head = head.filter(|_| new_head).map(|index| (index, format!("{index}.")));
-    if let Some((_, prefix)) = &head {
-        // the head's tensors are the model's own: loading them changes nothing
-        let names = model.param_names();
-        for (name, param) in names.into_iter().zip(model.params()) {
-            if name.starts_with(prefix.as_str()) {
-                tensors.insert(name, (param.value.shape().to_vec(), param.value.iter().copied().collect()));
-            }
-        }
-    }
-    model_file::assign_params(model, &tensors).with_context(|| {
-        let hint = if new_head { "" } else { " (for other classes, add --new-head to replace its classifier)" };
-        format!("--init-weights {}: does not fit this model{hint}", init.display())
-    })?;
-    match head {
-        Some((index, _)) => {
-            let kind = model.layers()[index].kind();
-            println!("Initialised weights from {} (new head: layer {index}, {kind}, from the seed)", init.display());
-        }
-        None => println!("Initialised weights from {}", init.display()),
-    }
-    Ok(())
 }
 
 /// Restores the weights, the optimizer and the counters of `--resume`.

@@ -63,6 +63,10 @@ pub struct Sequential<T: Element> {
     batch: usize,
     /// Per-layer (forward, backward) time of the last pass, when profiling.
     timings: Option<Vec<[std::time::Duration; 2]>>,
+    /// Layers `0..frozen` are frozen (fine-tuning): evaluated in [`Mode::Eval`]
+    /// even in training, and left out of the backward pass and of
+    /// [`Sequential::trainable_params_mut`].
+    frozen: usize,
 }
 
 impl<T: Element> std::fmt::Debug for Sequential<T> {
@@ -148,6 +152,7 @@ impl<T: Element> Sequential<T> {
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
             timings: None,
+            frozen: 0,
         })
     }
 
@@ -378,6 +383,8 @@ impl<T: Element> Sequential<T> {
         }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let layer_mode = match mode {
+                // a frozen layer computes as in inference: batchnorm with its running statistics, no dropout
+                Mode::Train { .. } if i < self.frozen => Mode::Eval,
                 Mode::Train { seed, first_image } => {
                     Mode::Train { seed: crate::rng::derive(seed, i as u64), first_image }
                 }
@@ -418,9 +425,42 @@ impl<T: Element> Sequential<T> {
     /// Backpropagates `grad_output` (`dL/d output`, same shape as the last
     /// output) through every layer, overwriting every parameter gradient.
     /// The gradient with respect to the model's input is not computed (the first
-    /// layer is told it is not needed).
+    /// layer is told it is not needed). Frozen layers ([`Sequential::set_frozen`])
+    /// are not visited: nothing below the first trainable layer needs a gradient.
     pub fn backward(&mut self, grad_output: ArrayViewD<'_, T>) -> Result<()> {
-        self.backward_impl(grad_output, 0, false)
+        self.backward_impl(grad_output, self.frozen, false)
+    }
+
+    /// Freezes layers `0..layers` (fine-tuning a pretrained network): in
+    /// training they compute as in evaluation (batchnorm's running statistics,
+    /// no dropout), the backward pass stops above them, so their weight
+    /// gradients are never computed, and [`Sequential::trainable_params_mut`]
+    /// leaves them out. `0` unfreezes everything.
+    pub fn set_frozen(&mut self, layers: usize) -> Result<()> {
+        if layers > self.layers.len() {
+            return Err(TensorError::Config(format!(
+                "cannot freeze {layers} layers of a model with {}",
+                self.layers.len()
+            )));
+        }
+        self.frozen = layers;
+        Ok(())
+    }
+
+    /// How many leading layers are frozen.
+    pub fn frozen(&self) -> usize {
+        self.frozen
+    }
+
+    /// The parameters of the layers that are not frozen, in the order of
+    /// [`Sequential::params`]: what the optimizer updates.
+    pub fn trainable_params(&self) -> Vec<Param<'_, T>> {
+        self.layers[self.frozen..].iter().flat_map(|layer| layer.params()).collect()
+    }
+
+    /// Mutable [`Sequential::trainable_params`].
+    pub fn trainable_params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        self.layers[self.frozen..].iter_mut().flat_map(|layer| layer.params_mut()).collect()
     }
 
     /// Backpropagates `grad_output` down to activation `stop` (the input of
