@@ -217,3 +217,29 @@ fn batchnorm_on_ranks_without_an_image_in_some_batch_is_refused_in_one_line() {
     assert!(text.contains("needs at least 2 images in every batch"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn fine_tuning_with_frozen_layers_is_bit_identical_for_1_and_2_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let pretrained = path("pretrained");
+    let output = run(&resnet_args(&pretrained, cache, "2", "32").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let weights = format!("{pretrained}/model.safetensors");
+    // the stem and the first block frozen: the ranks gather only the trainable layers' gradients
+    let tune = |out: &str| {
+        let mut args = resnet_args(out, cache, "1", "32");
+        args.extend(["--init-weights", &weights, "--freeze", "4", "--seed", "3"].map(String::from));
+        args
+    };
+    let plain = path("plain");
+    let output = run(&tune(&plain).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let expected = std::fs::read(Path::new(&plain).join("model.safetensors")).unwrap();
+    let out = path("ranks2");
+    let log = run_ok(mpirun(2, &tune(&out).iter().map(String::as_str).collect::<Vec<_>>()));
+    let model = std::fs::read(Path::new(&out).join("model.safetensors")).unwrap();
+    assert!(model == expected, "2 ranks: the fine-tuned model differs from one process\n{log}");
+}

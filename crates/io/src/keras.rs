@@ -53,6 +53,11 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> IoError {
 /// Imports `path` as a convnet model whose outputs are `class_names`.
 pub fn import_keras(path: &Path, class_names: &[String]) -> Result<(Sequential<f32>, ModelMeta)> {
     let bytes = std::fs::read(path).map_err(|error| IoError::Read { path: path.to_path_buf(), error })?;
+    import_keras_bytes(path, bytes, class_names)
+}
+
+/// [`import_keras`] of a file's bytes (`path` names it in messages).
+pub fn import_keras_bytes(path: &Path, bytes: Vec<u8>, class_names: &[String]) -> Result<(Sequential<f32>, ModelMeta)> {
     let (config, weights) = if bytes.starts_with(b"PK\x03\x04") {
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&bytes))
             .map_err(|e| bad(path, format!("not a readable .keras archive: {e}")))?;

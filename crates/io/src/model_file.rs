@@ -82,6 +82,32 @@ impl ModelMeta {
         }
     }
 
+    /// How an image becomes this model's input, in words: size, colours,
+    /// resize, pixel scale, and the normalisation its first layer applies.
+    pub fn describe_input(&self) -> String {
+        let [height, width] = self.input.image_size;
+        let colours = match self.input.color_mode {
+            ColorMode::Grayscale => "grayscale",
+            ColorMode::Rgb => "RGB",
+            ColorMode::Rgba => "RGBA",
+        };
+        let mut text = match self.input.resize_shorter {
+            Some(shorter) => format!("{colours}, shorter side resized to {shorter}, centre {height}x{width} crop"),
+            None if self.input.crop_to_aspect_ratio => {
+                format!("{colours}, cropped to the aspect ratio, resized to {height}x{width}")
+            }
+            None => format!("{colours}, resized to {height}x{width}"),
+        };
+        text += match self.input.pixel_scale {
+            convnet_data::PixelScale::Unit => ", pixels / 255",
+            convnet_data::PixelScale::Raw => ", pixels 0-255",
+        };
+        if let Some(convnet_tensor::LayerSpec::Normalize { mean, std }) = self.architecture.layers.first() {
+            text += &format!(", normalised by mean {mean:?} and std {std:?}");
+        }
+        text
+    }
+
     /// Builds the (zero-seeded) model this metadata describes.
     pub fn build(&self) -> Result<Sequential<f32>> {
         Ok(self.architecture.build::<f32>(&self.input_shape(), self.class_names.len(), 0)?)

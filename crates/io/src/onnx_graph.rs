@@ -38,6 +38,9 @@ pub(crate) struct Graph<'a> {
 
 impl<'a> Graph<'a> {
     /// Sorts the nodes into data nodes and constant arithmetic.
+    /// ONNX requires the nodes in topological order; a node that reads a
+    /// tensor no earlier node wrote (nor the graph's input) is refused, so the
+    /// walk over the graph always moves forward and ends.
     pub(crate) fn new(model: &'a ModelProto, folder: &Path) -> std::result::Result<Self, String> {
         let mut graph = Graph {
             nodes: Vec::new(),
@@ -47,6 +50,7 @@ impl<'a> Graph<'a> {
             aliases: HashMap::new(),
             shape_values: HashSet::new(),
         };
+        let inputs_of_graph: HashSet<&str> = model.graph.inputs.iter().map(|input| input.name.as_str()).collect();
         for tensor in &model.graph.initializers {
             graph.consts.insert(tensor.name.clone(), load_const(tensor, folder)?);
         }
@@ -85,7 +89,18 @@ impl<'a> Graph<'a> {
                         graph.shape_values.insert(name.clone());
                     }
                 }
-                _ => graph.add_data_node(node, &data),
+                _ => {
+                    if let Some(name) = data
+                        .iter()
+                        .find(|name| !graph.producer.contains_key(*name) && !inputs_of_graph.contains(name.as_str()))
+                    {
+                        return Err(format!("node {} reads tensor {name} before any node writes it: the graph is not in topological order", node.name));
+                    }
+                    if let Some(name) = node.outputs.iter().find(|name| graph.producer.contains_key(*name)) {
+                        return Err(format!("tensor {name} is written by two nodes (the second: {})", node.name));
+                    }
+                    graph.add_data_node(node, &data)
+                }
             }
         }
         Ok(graph)

@@ -56,6 +56,10 @@ pub struct OnnxImport {
     pub prepend: Vec<LayerSpec>,
 }
 
+/// How deep blocks may nest inside each other's branches (a ResNet nests 1,
+/// an Inception-style network 2): a bound on the walk's recursion.
+const MAX_NESTING: usize = 16;
+
 /// A named tensor for the model file: shape and values.
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -243,6 +247,9 @@ impl Converter<'_, '_> {
         spatial: &mut bool,
     ) -> std::result::Result<String, String> {
         let graph = self.graph;
+        if prefix.matches('#').count() >= MAX_NESTING {
+            return Err(format!("blocks nest more than {MAX_NESTING} deep at tensor {from}"));
+        }
         let reach: Vec<HashSet<usize>> = consumers.iter().map(|&c| graph.descendants(c)).collect();
         let join = reach[0].iter().copied().filter(|n| reach.iter().all(|r| r.contains(n)) && region.contains(n)).min();
         let join = join.ok_or_else(|| format!("the branches from tensor {from} never meet again; convnet reads blocks whose branches end in one Add or Concat"))?;

@@ -35,14 +35,13 @@ pub fn run(args: ImportOnnxArgs) -> Result<ExitCode> {
     let (model, mut meta) = import_onnx(&args.onnx, &options)?;
     args.preprocess.apply_resize(&mut meta.input)?;
     save_model(&args.out, &model, &meta)?;
-    let [c, h, w] = meta.input_shape();
     println!(
-        "Imported {} ({} layers, {} parameters, {} classes, input {h}x{w}x{c}, {}) -> {}",
+        "Imported {} ({} layers, {} parameters, {} classes; input: {}) -> {}",
         args.onnx.display(),
         model.layers().len(),
         model.params().iter().map(|p| p.value.len()).sum::<usize>(),
         meta.class_names.len(),
-        PreprocessOptions::describe(&meta.input, &meta.architecture.layers),
+        meta.describe_input(),
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)

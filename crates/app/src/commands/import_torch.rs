@@ -57,11 +57,11 @@ pub fn run(args: ImportTorchArgs) -> Result<ExitCode> {
         .with_context(|| format!("{}: does not fit --model {}", args.state_dict.display(), args.model))?;
     save_model(&args.out, &model, &meta)?;
     println!(
-        "Imported {} as {} ({} parameters, {classes} classes, {}) -> {}",
+        "Imported {} as {} ({} parameters, {classes} classes; input: {}) -> {}",
         args.state_dict.display(),
         args.model,
         model.params().iter().map(|p| p.value.len()).sum::<usize>(),
-        PreprocessOptions::describe(&meta.input, &meta.architecture.layers),
+        meta.describe_input(),
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -112,6 +112,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         );
     }
     let top_k = args.top_k.clamp(1, meta.class_names.len());
+    println!("Input: {}", meta.describe_input());
     let mut rows: Vec<(PathBuf, Outcome)> = Vec::new();
     for chunk in files.chunks(args.batch_size) {
         predict_chunk(&mut model, &meta, chunk, top_k, &mut rows)?;

@@ -101,19 +101,4 @@ impl PreprocessOptions {
         }
         Ok(names)
     }
-
-    /// How the import went, for its one-line report: pixels, normalisation, resize.
-    pub fn describe(format: &InputFormat, layers: &[LayerSpec]) -> String {
-        let mut text = match format.pixel_scale {
-            PixelScale::Unit => "pixels 0-1".to_string(),
-            PixelScale::Raw => "pixels 0-255".to_string(),
-        };
-        if let Some(LayerSpec::Normalize { mean, std }) = layers.first() {
-            text += &format!(", normalised by mean {mean:?} std {std:?}");
-        }
-        if let Some(shorter) = format.resize_shorter {
-            text += &format!(", shorter side to {shorter} then the centre crop");
-        }
-        text
-    }
 }
