@@ -8,8 +8,9 @@ use convnet::io::model_file::{assign_params, model_tensors, read_tensor_file, sa
 use convnet::tensor::gradcheck::{check_layer, check_model, GradCheckConfig};
 use convnet::tensor::layers::batchnorm::{batchnorm_train_naive, channel_statistics, DEFAULT_EPS};
 use convnet::tensor::layers::global_avgpool::global_avgpool_naive;
+use convnet::tensor::layers::normalize::normalize_naive;
 use convnet::tensor::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
-use convnet::tensor::{BatchNorm, GlobalAvgPool2d, Layer, Mode, ModelSpec, Param, ParamMut};
+use convnet::tensor::{BatchNorm, GlobalAvgPool2d, Layer, Mode, ModelSpec, Normalize, Param, ParamMut};
 
 const SMALL_BN: &str = include_str!("../../docs/architectures/small-bn.toml");
 
@@ -178,6 +179,25 @@ fn global_average_pooling_equals_its_twin_and_passes_the_gradient_check() {
         let report = check_layer(&mut GlobalAvgPool2d, x.view(), &GradCheckConfig::default()).unwrap();
         assert!(report.passed(), "global average pooling {shape:?}:\n{report}");
     }
+}
+
+#[test]
+fn normalize_equals_its_twin_and_passes_the_gradient_check() {
+    let mut rng = rng(72);
+    let (mean, std) = (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
+    for shape in [[2, 3, 4, 5].as_slice(), &[1, 3, 1, 1], &[3, 3, 7, 2]] {
+        let x = random_tensor(&mut rng, shape);
+        let mut layer = Normalize::new(mean.clone(), std.clone()).unwrap();
+        let y = forward(&mut layer, &x, Mode::Eval);
+        let plane: usize = shape[2..].iter().product();
+        for (a, b) in y.iter().zip(normalize_naive(x.as_slice().unwrap(), &mean, &std, plane)) {
+            assert!((a - b).abs() < 1e-14, "{a} vs {b}");
+        }
+        let report = check_layer(&mut layer, x.view(), &GradCheckConfig::default()).unwrap();
+        assert!(report.passed(), "normalize {shape:?}:\n{report}");
+    }
+    assert!(Normalize::new(vec![0.5], vec![0.0]).unwrap_err().contains("positive standard deviations"));
+    assert!(Normalize::new(vec![0.5, 0.5], vec![1.0]).unwrap_err().contains("as many means"));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::common::{random_tensor, rng};
 use convnet::tensor::gradcheck::{check_layer, GradCheckConfig, Mutant, Mutation};
 use convnet::tensor::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 use convnet::tensor::{
-    init, Conv2d, ConvAlgo, Dense, Dropout, Flatten, Layer, MaxPool2d, Mode, Padding, Relu, Softmax,
+    init, Conv2d, ConvAlgo, Dense, Dropout, Flatten, Layer, MaxPool2d, Mode, Normalize, Padding, Relu, Softmax,
 };
 
 /// Checks `layer` with `mutation` and requires failure; also requires the
@@ -137,6 +137,8 @@ fn elementwise_and_reshaping_mutants_are_caught() {
         assert_caught("relu", || Relu, &input, mutation);
         assert_caught("flatten", || Flatten, &input, mutation);
         assert_caught("dropout", || Dropout::<f64>::new(0.3).unwrap(), &input, mutation);
+        let normalize = || Normalize::new(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]).unwrap();
+        assert_caught("normalize", normalize, &input, mutation);
     }
     let logits = random_tensor(&mut rng(6), &[3, 5]);
     for mutation in [Mutation::FlipInputGradSign, Mutation::ShiftInputGrad] {

@@ -10,7 +10,7 @@ use convnet::io::model_file::read_tensor_file;
 use convnet::io::onnx_import::{import_onnx, OnnxImport};
 use convnet::io::onnx_proto::decode_model;
 use convnet::tensor::ndarray::{ArrayD, IxDyn};
-use convnet::tensor::{LayerSpec, Mode};
+use convnet::tensor::{LayerSpec, Mode, ModelSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -109,4 +109,30 @@ fn an_unsupported_operator_is_one_line_naming_it() {
     assert!(!error.contains('\n'), "{error}");
     let error = import_onnx(&fixtures().join("resnet18_opset13.onnx"), &OnnxImport::default()).unwrap_err();
     assert!(error.to_string().contains("resnet18.weights"), "{error}");
+}
+
+#[test]
+fn convnets_own_export_imports_back_to_the_same_model() {
+    use convnet::data::ColorMode;
+    use convnet::io::model_file::ModelMeta;
+    use convnet::io::onnx::export;
+    use convnet::io::onnx_import::import_model;
+    let mut spec = ModelSpec::preset("resnet-small").unwrap();
+    spec.layers.insert(0, LayerSpec::Normalize { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] });
+    let names: Vec<String> = ["ant", "bee", "cat"].map(String::from).to_vec();
+    let meta = ModelMeta::new(spec, names.clone(), [12, 12], ColorMode::Rgb);
+    let mut model = meta.architecture.build::<f32>(&meta.input_shape(), 3, 11).unwrap();
+    // running statistics away from 0 and 1, so that evaluation mode matters
+    let batch = ArrayD::from_shape_fn(IxDyn(&[4, 3, 12, 12]), |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 10.0);
+    model.forward(batch.view(), Mode::train(1)).unwrap();
+    let bytes = export(&model, &meta).unwrap();
+    let (mut imported, imported_meta) =
+        import_model(&decode_model(&bytes).unwrap(), Path::new("."), &OnnxImport::default()).unwrap();
+    assert_eq!(imported_meta.class_names, names);
+    assert_eq!(imported_meta.architecture.layers.len(), meta.architecture.layers.len());
+    assert!(matches!(&imported_meta.architecture.layers[0], LayerSpec::Normalize { mean, .. } if mean.len() == 3));
+    let ours = model.forward(batch.view(), Mode::Eval).unwrap().to_owned();
+    let back = imported.forward(batch.view(), Mode::Eval).unwrap().to_owned();
+    let error = relative_error(back.as_slice().unwrap(), ours.as_slice().unwrap());
+    assert!(error < 1e-6, "the imported export differs by {error:e}");
 }

@@ -267,13 +267,7 @@ fn emit_layer(
             Ok(output)
         }
         LayerSpec::Normalize { mean, std } => {
-            // y = (x - mean[c]) / std[c]: Sub then Div by (C, 1, 1) constants, broadcast over (N, C, H, W)
-            let shape = [mean.len(), 1, 1];
-            let [mean_name, std_name, centred] = [".mean", ".std", "_centred"].map(|suffix| format!("{name}{suffix}"));
-            graph.message(5, initializer(&mean_name, &shape, mean.iter().map(|&v| v as f32)));
-            graph.message(5, initializer(&std_name, &shape, std.iter().map(|&v| v as f32)));
-            graph.message(1, node("Sub", &centred, &[&current, &mean_name], &centred, Vec::new()));
-            graph.message(1, node("Div", name, &[&centred, &std_name], &output, Vec::new()));
+            normalize_nodes(graph, name, [&current, &output], mean, std);
             Ok(output)
         }
         // the identity at inference: no node, the next layer reads this one's input
@@ -306,6 +300,17 @@ fn emit_layer(
             Ok(output)
         }
     }
+}
+
+/// `y = (x - mean[c]) / std[c]` as a Sub then a Div by `(C, 1, 1)`
+/// constants, broadcast over `(N, C, H, W)`.
+fn normalize_nodes(graph: &mut Message, name: &str, [input, output]: [&str; 2], mean: &[f64], std: &[f64]) {
+    let shape = [mean.len(), 1, 1];
+    let [mean_name, std_name, centred] = [".mean", ".std", "_centred"].map(|suffix| format!("{name}{suffix}"));
+    graph.message(5, initializer(&mean_name, &shape, mean.iter().map(|&v| v as f32)));
+    graph.message(5, initializer(&std_name, &shape, std.iter().map(|&v| v as f32)));
+    graph.message(1, node("Sub", &centred, &[input, &mean_name], &centred, Vec::new()));
+    graph.message(1, node("Div", name, &[&centred, &std_name], output, Vec::new()));
 }
 
 /// A BatchNormalization node (inference form: the running statistics, the

@@ -60,6 +60,14 @@ pub struct OnnxImport {
 /// an Inception-style network 2): a bound on the walk's recursion.
 const MAX_NESTING: usize = 16;
 
+/// The form of the tensor the walk is at: still an image `(N, C, H, W)` for
+/// convnet (`spatial`, with its height and width), or flat `(N, features)`.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    spatial: bool,
+    hw: [usize; 2],
+}
+
 /// A named tensor for the model file: shape and values.
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -85,8 +93,8 @@ pub fn import_model(
     let mut converter = Converter { graph: &graph, channels: input_shape[0], tensors: &mut tensors };
     let mut layers = options.prepend.clone();
     let everything: HashSet<usize> = (0..converter.graph.nodes.len()).collect();
-    let mut spatial = true;
-    converter.chain(&input, &output, &everything, "", &mut layers, &mut spatial)?;
+    let mut flow = Flow { spatial: true, hw: [input_shape[1], input_shape[2]] };
+    converter.chain(&input, &output, &everything, "", &mut layers, &mut flow)?;
     let classes = make_classifier(&mut layers)?;
     let class_names = class_names(model, options, classes)?;
     let [channels, height, width] = input_shape;
@@ -187,7 +195,7 @@ struct Converter<'g, 'a> {
 impl Converter<'_, '_> {
     /// Appends to `layers` the layers computing `to` from `from`, using only
     /// nodes of `region`; `prefix` names their parameters (`"4.body."`) and
-    /// `spatial` says whether the tensor is still (N, C, H, W) for convnet.
+    /// `flow` is the tensor's form at `from` (and, after, at `to`).
     fn chain(
         &mut self,
         from: &str,
@@ -195,7 +203,7 @@ impl Converter<'_, '_> {
         region: &HashSet<usize>,
         prefix: &str,
         layers: &mut Vec<LayerSpec>,
-        spatial: &mut bool,
+        flow: &mut Flow,
     ) -> std::result::Result<(), String> {
         let mut current = from.to_string();
         while current != to {
@@ -213,7 +221,7 @@ impl Converter<'_, '_> {
                 [single] if self.graph.data_inputs(self.graph.nodes[*single]).len() == 1 => {
                     let node = self.graph.nodes[*single];
                     let path = format!("{prefix}{}", layers.len());
-                    let (next, layer) = self.layer(node, &path, region, spatial)?;
+                    let (next, layer) = self.layer(node, &path, region, flow)?;
                     match (layers.last_mut(), layer) {
                         (
                             Some(LayerSpec::Normalize { mean, std }),
@@ -229,7 +237,7 @@ impl Converter<'_, '_> {
                     }
                     current = next;
                 }
-                _ => current = self.block(&current, &consumers, region, prefix, layers, spatial)?,
+                _ => current = self.block(&current, &consumers, region, prefix, layers, flow)?,
             }
         }
         Ok(())
@@ -244,7 +252,7 @@ impl Converter<'_, '_> {
         region: &HashSet<usize>,
         prefix: &str,
         layers: &mut Vec<LayerSpec>,
-        spatial: &mut bool,
+        flow: &mut Flow,
     ) -> std::result::Result<String, String> {
         let graph = self.graph;
         if prefix.matches('#').count() >= MAX_NESTING {
@@ -256,7 +264,7 @@ impl Converter<'_, '_> {
         let node = graph.nodes[join];
         let inputs = graph.data_inputs(node);
         let index = layers.len();
-        let mut branches = Vec::new();
+        let (mut branches, mut flows) = (Vec::new(), Vec::new());
         for (k, input) in inputs.iter().enumerate() {
             // the branch's nodes: those between the fork and this input of the join
             let inside: HashSet<usize> = graph
@@ -266,9 +274,10 @@ impl Converter<'_, '_> {
                 .collect();
             let sub_prefix = format!("{prefix}{index}.#{k}.");
             let mut branch = Vec::new();
-            let mut branch_spatial = *spatial;
-            self.chain(from, input, &inside, &sub_prefix, &mut branch, &mut branch_spatial)?;
+            let mut branch_flow = *flow;
+            self.chain(from, input, &inside, &sub_prefix, &mut branch, &mut branch_flow)?;
             branches.push(branch);
+            flows.push(branch_flow);
         }
         let node = self.graph.nodes[join];
         let block = match node.op_type.as_str() {
@@ -283,7 +292,7 @@ impl Converter<'_, '_> {
             }
             "Concat" => {
                 let axis = node.attributes.get("axis").and_then(|a| a.int).unwrap_or(1);
-                if !*spatial || !(axis == 1 || axis == -3) {
+                if !flow.spatial || !(axis == 1 || axis == -3) {
                     return Err(format!("Concat node {} joins along axis {axis}; convnet concatenates channels (axis 1) of (N, C, H, W) tensors", node.name));
                 }
                 for k in 0..branches.len() {
@@ -299,6 +308,7 @@ impl Converter<'_, '_> {
             }
         };
         layers.push(block);
+        *flow = flows[0];
         output(node).map(str::to_string)
     }
 
@@ -331,26 +341,75 @@ fn size2(values: &[i64], node: &NodeProto, what: &str) -> std::result::Result<Si
     }
 }
 
-/// A window's padding: `pads = [top, left, bottom, right]` or `auto_pad`.
-fn window_padding(node: &NodeProto) -> std::result::Result<Padding, String> {
+/// A window's padding, from `pads = [top, left, bottom, right]` or
+/// `auto_pad`, as convnet's: symmetric padding, `same`, or pads whose extra
+/// end rows no window reaches (exporters write the padding a geometry uses);
+/// moves `flow`'s height and width to the window's output.
+fn window_padding(
+    node: &NodeProto,
+    flow: &mut Flow,
+    kernel: Size2,
+    stride: Size2,
+    ceil_mode: bool,
+) -> std::result::Result<Padding, String> {
     let auto = node.attributes.get("auto_pad").and_then(|a| a.string.clone()).unwrap_or_default();
-    match auto.as_str() {
-        "" | "NOTSET" => {}
-        "VALID" => return Ok(Padding::Valid),
+    let (kernel, stride) = ([kernel.pair().0, kernel.pair().1], [stride.pair().0, stride.pair().1]);
+    let same = |axis: usize| {
+        let out = flow.hw[axis].div_ceil(stride[axis]);
+        let total = ((out - 1) * stride[axis] + kernel[axis]).saturating_sub(flow.hw[axis]);
+        [total / 2, total - total / 2]
+    };
+    let pads: Vec<i64> = match auto.as_str() {
+        "" | "NOTSET" => ints_attr(node, "pads", &[0, 0, 0, 0]),
+        "VALID" => vec![0, 0, 0, 0],
         // SAME_UPPER puts the odd extra row at the end, as convnet's (Keras') `same`
-        "SAME_UPPER" => return Ok(Padding::Same),
-        other => return Err(format!("node {} ({}): auto_pad {other} is not supported", node.name, node.op_type)),
-    }
-    match ints_attr(node, "pads", &[0, 0, 0, 0]).as_slice() {
-        [0, 0, 0, 0] => Ok(Padding::Valid),
-        [top, left, bottom, right] if top == bottom && left == right && *top >= 0 && *left >= 0 => {
-            Ok(Padding::Explicit(*top as usize, *left as usize))
+        "SAME_UPPER" => {
+            let ([top, bottom], [left, right]) = (same(0), same(1));
+            [top, left, bottom, right].map(|p| p as i64).to_vec()
         }
-        pads => Err(format!(
-            "node {} ({}): asymmetric pads {pads:?}; convnet pads symmetrically or as `same`",
-            node.name, node.op_type
-        )),
+        other => return Err(format!("node {} ({}): auto_pad {other} is not supported", node.name, node.op_type)),
+    };
+    let refuse = || {
+        format!(
+            "node {} ({}): pads {pads:?} on a {:?} input; convnet pads symmetrically or as `same`",
+            node.name, node.op_type, flow.hw
+        )
+    };
+    let [top, left, bottom, right] = pads[..] else { return Err(refuse()) };
+    if pads.iter().any(|&p| p < 0 || p > 1 << 16) {
+        return Err(refuse());
     }
+    let window_out = |size: usize, begin: usize, end: usize, axis: usize| -> Option<usize> {
+        let span = (size + begin + end).checked_sub(kernel[axis])?;
+        let out = if ceil_mode { span.div_ceil(stride[axis]) } else { span / stride[axis] } + 1;
+        // ceil mode's last window must start inside the input or its begin padding (PyTorch's rule)
+        Some(if ceil_mode && (out - 1) * stride[axis] >= size + begin { out - 1 } else { out })
+    };
+    let mut out = [0; 2];
+    let mut symmetric = [0; 2];
+    let mut is_symmetric = true;
+    for (axis, (begin, end)) in
+        [(top as usize, bottom as usize), (left as usize, right as usize)].into_iter().enumerate()
+    {
+        out[axis] = window_out(flow.hw[axis], begin, end, axis).ok_or_else(refuse)?;
+        symmetric[axis] = begin;
+        // the end pads differ from the begin pads only where no window reaches them
+        is_symmetric &= begin == end
+            || (!ceil_mode && end < begin && window_out(flow.hw[axis], begin, begin, axis) == Some(out[axis]));
+    }
+    let padding = if is_symmetric {
+        if symmetric == [0, 0] {
+            Padding::Valid
+        } else {
+            Padding::Explicit(symmetric[0], symmetric[1])
+        }
+    } else if !ceil_mode && same(0) == [top as usize, bottom as usize] && same(1) == [left as usize, right as usize] {
+        Padding::Same
+    } else {
+        return Err(refuse());
+    };
+    flow.hw = out;
+    Ok(padding)
 }
 
 /// Refuses dilated windows.
@@ -383,16 +442,16 @@ impl Converter<'_, '_> {
         node: &NodeProto,
         path: &str,
         region: &HashSet<usize>,
-        spatial: &mut bool,
+        flow: &mut Flow,
     ) -> std::result::Result<(String, Option<LayerSpec>), String> {
         let out = output(node)?.to_string();
         let layer = match node.op_type.as_str() {
-            "Conv" => Some(self.conv(node, path)?),
+            "Conv" => Some(self.conv(node, path, flow)?),
             "BatchNormalization" => Some(self.batchnorm(node, path)?),
             "Relu" => Some(LayerSpec::Relu),
-            "MaxPool" | "AveragePool" => Some(pool(node)?),
+            "MaxPool" | "AveragePool" => Some(pool(node, flow)?),
             "GlobalAveragePool" => {
-                *spatial = false;
+                flow.spatial = false;
                 Some(LayerSpec::GlobalAvgpool2d)
             }
             "ReduceMean" => {
@@ -402,15 +461,15 @@ impl Converter<'_, '_> {
                 };
                 let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
                 axes.sort_unstable();
-                if !*spatial || axes != [2, 3] {
+                if !flow.spatial || axes != [2, 3] {
                     return Err(format!("node {} (ReduceMean) averages over axes {axes:?}; convnet reads it as global average pooling over (H, W) only", node.name));
                 }
-                *spatial = false;
+                flow.spatial = false;
                 Some(LayerSpec::GlobalAvgpool2d)
             }
-            "Flatten" | "Reshape" => self.flatten(node, spatial)?,
-            "Gemm" => Some(self.gemm(node, path, spatial)?),
-            "MatMul" => return self.matmul(node, path, region, spatial),
+            "Flatten" | "Reshape" => self.flatten(node, flow)?,
+            "Gemm" => Some(self.gemm(node, path, flow)?),
+            "MatMul" => return self.matmul(node, path, region, flow),
             "Dropout" => {
                 let rate = match self.graph.const_input(node, 1) {
                     Some(ratio) => ratio.values.first().copied().unwrap_or(0.5),
@@ -424,7 +483,7 @@ impl Converter<'_, '_> {
                     node.name
                 ))
             }
-            "Add" | "Sub" | "Mul" | "Div" => Some(self.affine(node, spatial)?),
+            "Add" | "Sub" | "Mul" | "Div" => Some(self.affine(node, flow)?),
             other => {
                 return Err(format!(
                     "node {} uses operator {other}, which convnet does not import; {}",
@@ -438,7 +497,7 @@ impl Converter<'_, '_> {
 
     /// Add, Sub, Mul or Div of a per-channel constant to an (N, C, H, W)
     /// tensor: a [`LayerSpec::Normalize`] (consecutive ones are merged).
-    fn affine(&self, node: &NodeProto, spatial: &bool) -> std::result::Result<LayerSpec, String> {
+    fn affine(&self, node: &NodeProto, flow: &Flow) -> std::result::Result<LayerSpec, String> {
         let refuse = || {
             format!(
                 "node {} ({}) combines a computed tensor with something other than a per-channel constant; convnet \
@@ -455,7 +514,7 @@ impl Converter<'_, '_> {
             n if n == channels && per_channel => constant.values.clone(),
             _ => return Err(refuse()),
         };
-        if !*spatial || !(first_is_data || matches!(node.op_type.as_str(), "Add" | "Mul")) {
+        if !flow.spatial || !(first_is_data || matches!(node.op_type.as_str(), "Add" | "Mul")) {
             return Err(refuse());
         }
         let (mean, std) = match node.op_type.as_str() {
@@ -467,7 +526,7 @@ impl Converter<'_, '_> {
         Ok(LayerSpec::Normalize { mean, std })
     }
 
-    fn conv(&mut self, node: &NodeProto, path: &str) -> std::result::Result<LayerSpec, String> {
+    fn conv(&mut self, node: &NodeProto, path: &str, flow: &mut Flow) -> std::result::Result<LayerSpec, String> {
         if int_attr(node, "group", 1) != 1 {
             return Err(format!(
                 "node {} (Conv) is grouped (group {}); convnet convolves all channels (group 1)",
@@ -485,7 +544,7 @@ impl Converter<'_, '_> {
         };
         let kernel = size2(&ints_attr(node, "kernel_shape", &[kh as i64, kw as i64]), node, "kernel_shape")?;
         let stride = size2(&ints_attr(node, "strides", &[1, 1]), node, "strides")?;
-        let padding = window_padding(node)?;
+        let padding = window_padding(node, flow, kernel, stride, false)?;
         let bias = match self.graph.input(node, 2) {
             Some(_) => Some(self.weight(node, 2, "bias")?),
             None => None,
@@ -517,7 +576,7 @@ impl Converter<'_, '_> {
 
     /// Flatten or a Reshape to `(N, -1)`: convnet's Flatten, or nothing after
     /// global pooling (convnet's pooling already gives `(N, C)`).
-    fn flatten(&mut self, node: &NodeProto, spatial: &mut bool) -> std::result::Result<Option<LayerSpec>, String> {
+    fn flatten(&mut self, node: &NodeProto, flow: &mut Flow) -> std::result::Result<Option<LayerSpec>, String> {
         if node.op_type == "Flatten" && int_attr(node, "axis", 1) != 1 {
             return Err(format!(
                 "node {} (Flatten) flattens from axis {}; convnet flattens from axis 1",
@@ -536,13 +595,13 @@ impl Converter<'_, '_> {
                 }
             }
         }
-        let layer = if *spatial { Some(LayerSpec::Flatten) } else { None };
-        *spatial = false;
+        let layer = if flow.spatial { Some(LayerSpec::Flatten) } else { None };
+        flow.spatial = false;
         Ok(layer)
     }
 
-    fn gemm(&mut self, node: &NodeProto, path: &str, spatial: &mut bool) -> std::result::Result<LayerSpec, String> {
-        if *spatial {
+    fn gemm(&mut self, node: &NodeProto, path: &str, flow: &mut Flow) -> std::result::Result<LayerSpec, String> {
+        if flow.spatial {
             return Err(format!("node {} (Gemm) takes an (N, C, H, W) tensor; flatten it first", node.name));
         }
         if int_attr(node, "transA", 0) != 0 {
@@ -592,9 +651,9 @@ impl Converter<'_, '_> {
         node: &NodeProto,
         path: &str,
         region: &HashSet<usize>,
-        spatial: &mut bool,
+        flow: &mut Flow,
     ) -> std::result::Result<(String, Option<LayerSpec>), String> {
-        if *spatial {
+        if flow.spatial {
             return Err(format!("node {} (MatMul) takes an (N, C, H, W) tensor; flatten it first", node.name));
         }
         let weight = transpose(&self.weight(node, 1, "weight")?, node)?;
@@ -617,12 +676,13 @@ impl Converter<'_, '_> {
 }
 
 /// MaxPool or AveragePool.
-fn pool(node: &NodeProto) -> std::result::Result<LayerSpec, String> {
+fn pool(node: &NodeProto, flow: &mut Flow) -> std::result::Result<LayerSpec, String> {
     no_dilation(node)?;
     let pool = size2(&ints_attr(node, "kernel_shape", &[]), node, "kernel_shape")?;
-    let stride = Some(size2(&ints_attr(node, "strides", &[1, 1]), node, "strides")?);
-    let padding = window_padding(node)?;
+    let stride = size2(&ints_attr(node, "strides", &[1, 1]), node, "strides")?;
     let ceil_mode = int_attr(node, "ceil_mode", 0) == 1;
+    let padding = window_padding(node, flow, pool, stride, ceil_mode)?;
+    let stride = Some(stride);
     Ok(if node.op_type == "MaxPool" {
         if node.outputs.iter().skip(1).any(|name| !name.is_empty()) {
             return Err(format!("node {} (MaxPool) also outputs its indices, which convnet does not", node.name));
