@@ -677,3 +677,31 @@ fn init_weights_with_a_new_head_fine_tunes_a_model_of_other_classes() {
     assert_eq!(values(&before, "10.weight").len(), 64 * 10);
     assert_eq!(values(&after, "10.weight").len(), 64 * 3);
 }
+
+#[test]
+fn an_rgb_pretrained_stem_is_summed_over_its_colours_for_grayscale_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pretrained, tuned) = (dir.path().join("pre"), dir.path().join("grey"));
+    let data = repo_data().join("test");
+    let common = ["--model", "small", "--image-size", "16", "--epochs", "1", "--train", data.to_str().unwrap()];
+    let mut args = vec!["train", "--color-mode", "rgb", "--out", pretrained.to_str().unwrap()];
+    args.extend(common);
+    ok(&args);
+    let weights = pretrained.join("model.safetensors");
+    let mut args = vec!["train", "--color-mode", "grayscale", "--out", tuned.to_str().unwrap(), "--lr", "1e-9"];
+    args.extend(common);
+    args.extend(["--init-weights", weights.to_str().unwrap(), "--freeze", "1"]);
+    let log = ok(&args);
+    assert!(log.contains("0.weight: the RGB-pretrained stem's weights summed over the colour channels"), "{log}");
+    let values = |path: &Path| -> Vec<f32> {
+        tensors(path).into_iter().find(|(n, _)| n == "0.weight").unwrap().1.into_iter().map(f32::from_bits).collect()
+    };
+    let (rgb, grey) = (values(&weights), values(&tuned.join("model.safetensors")));
+    // (16, 3, 3, 3) -> (16, 1, 3, 3): each grey weight is the sum of its three colours' (and frozen)
+    assert_eq!((rgb.len(), grey.len()), (16 * 27, 16 * 9));
+    for (filter, (colours, sum)) in rgb.chunks(27).zip(grey.chunks(9)).enumerate() {
+        for i in 0..9 {
+            assert_eq!(sum[i], colours[i] + colours[9 + i] + colours[18 + i], "filter {filter}, tap {i}");
+        }
+    }
+}
