@@ -23,7 +23,8 @@
 //! cannot say portably, so the pads are written explicitly. Resizing, colour
 //! conversion and pixel scaling happen before the graph; they are recorded in
 //! `metadata_props` (`class_names`, `image_size`, `color_mode`,
-//! `pixel_scale`, `interpolation`).
+//! `pixel_scale`, `interpolation`, and `resize_shorter` for torchvision's
+//! resize-then-centre-crop).
 //!
 //! The file is protobuf (`onnx.proto`, IR version 8, opset 13) written by the
 //! small encoder below: the few messages a CNN needs, no dependency. Field
@@ -351,7 +352,7 @@ fn model_proto(graph: Message, meta: &ModelMeta) -> Message {
     let mut opset = Message::default();
     opset.string(1, "").int(2, OPSET as i64);
     model_proto.message(8, opset);
-    let metadata = [
+    let mut metadata = vec![
         ("class_names", serde_json::to_string(&meta.class_names).expect("strings serialize")),
         ("image_size", format!("{}x{}", meta.input.image_size[0], meta.input.image_size[1])),
         ("color_mode", format!("{:?}", meta.input.color_mode).to_lowercase()),
@@ -361,6 +362,10 @@ fn model_proto(graph: Message, meta: &ModelMeta) -> Message {
         ("crop_to_aspect_ratio", meta.input.crop_to_aspect_ratio.to_string()),
         ("input_layout", "NCHW float32: bytes 0-255 times pixel_factor".to_string()),
     ];
+    if let Some(shorter) = meta.input.resize_shorter {
+        // torchvision's Resize(shorter) + CenterCrop(image_size), with Pillow's bilinear filter
+        metadata.push(("resize_shorter", shorter.to_string()));
+    }
     for (key, value) in metadata {
         let mut entry = Message::default();
         entry.string(1, key).string(2, &value);
