@@ -253,9 +253,12 @@ impl TrainConfig {
             (crop(self.image.image_size) * shorter as f64 / crop(meta.input.image_size)).round() as usize
         });
         println!(
-            "Architecture and preprocessing from {} (pixels {:?}{})",
+            "Architecture and preprocessing from {} (pixels {}{})",
             self.model,
-            self.pixel_scale,
+            match self.pixel_scale {
+                PixelScale::Unit => "/ 255",
+                PixelScale::Raw => "0-255",
+            },
             self.resize_shorter.map_or(String::new(), |s| format!(", shorter side to {s} then the centre crop"))
         );
         Ok(self)
