@@ -10,8 +10,9 @@
 //!   kappa, ROC AUC).
 //! - [`onnx`]: export to ONNX (a hand-written protobuf encoder).
 //! - [`onnx_import`]: import of ONNX CNNs (`torch.onnx.export`, `tf2onnx`, the
-//!   model zoo), on a hand-written protobuf reader ([`onnx_proto`]) and the
-//!   graph's sorting ([`onnx_graph`]).
+//!   model zoo), on a hand-written protobuf reader ([`onnx_proto`]), the
+//!   graph's sorting ([`onnx_graph`]) and the window operators' geometry
+//!   ([`onnx_window`]).
 //! - [`keras`]: import of the seed's Keras models (`.keras` and legacy `.h5`).
 //! - [`torchvision`]: torchvision ResNet tensor names, for `--init-weights`.
 //!
@@ -37,6 +38,7 @@ pub mod onnx;
 pub mod onnx_graph;
 pub mod onnx_import;
 pub mod onnx_proto;
+pub mod onnx_window;
 pub mod torchvision;
 
 pub use error::{IoError, Result};
