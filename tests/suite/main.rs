@@ -18,5 +18,6 @@ mod kernels;
 mod modern;
 mod mutations;
 mod onnx_import;
+mod scoring;
 mod torch_parity;
 mod winograd;

@@ -120,7 +120,8 @@ fn convnets_own_export_imports_back_to_the_same_model() {
     let mut spec = ModelSpec::preset("resnet-small").unwrap();
     spec.layers.insert(0, LayerSpec::Normalize { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] });
     let names: Vec<String> = ["ant", "bee", "cat"].map(String::from).to_vec();
-    let meta = ModelMeta::new(spec, names.clone(), [12, 12], ColorMode::Rgb);
+    let mut meta = ModelMeta::new(spec, names.clone(), [12, 12], ColorMode::Rgb);
+    meta.temperature = Some(1.5); // as `convnet calibrate` stores it: exported as a Div before the softmax
     let mut model = meta.architecture.build::<f32>(&meta.input_shape(), 3, 11).unwrap();
     // running statistics away from 0 and 1, so that evaluation mode matters
     let batch = ArrayD::from_shape_fn(IxDyn(&[4, 3, 12, 12]), |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 10.0);
@@ -129,6 +130,7 @@ fn convnets_own_export_imports_back_to_the_same_model() {
     let (mut imported, imported_meta) =
         import_model(&decode_model(&bytes).unwrap(), Path::new("."), &OnnxImport::default()).unwrap();
     assert_eq!(imported_meta.class_names, names);
+    assert_eq!(imported_meta.temperature, Some(1.5));
     assert_eq!(imported_meta.architecture.layers.len(), meta.architecture.layers.len());
     assert!(matches!(&imported_meta.architecture.layers[0], LayerSpec::Normalize { mean, .. } if mean.len() == 3));
     let ours = model.forward(batch.view(), Mode::Eval).unwrap().to_owned();

@@ -285,6 +285,66 @@ pub fn roc(curves: &[RocCurve]) -> Result<RgbImage> {
     })
 }
 
+/// The reliability diagram: for each of the 15 bins of the top probability,
+/// the share of its images predicted right (a bar) against the bin's mean
+/// confidence; a calibrated model's bars follow the diagonal.
+pub fn reliability(bins: &[convnet_io::calibration::ReliabilityBin], ece: f64) -> Result<RgbImage> {
+    draw(640, 560, |root| {
+        root.fill(&WHITE).map_err(chart_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("Reliability (ECE {ece:.3})"), (FONT, 22))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
+            .map_err(chart_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("confidence (top probability)")
+            .y_desc("accuracy")
+            .x_labels(6)
+            .y_labels(6)
+            .x_label_formatter(&|x| format!("{x:.1}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .draw()
+            .map_err(chart_error)?;
+        let bars = bins.iter().filter(|bin| bin.count > 0);
+        let blue = PALETTE[0];
+        chart
+            .draw_series(bars.map(|bin| Rectangle::new([(bin.low, 0.0), (bin.high, bin.accuracy)], blue.mix(0.6).filled())))
+            .map_err(chart_error)?
+            .label("accuracy of the images in each bin")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], blue.mix(0.6).filled()));
+        let red = RGBColor(200, 40, 40);
+        let confidence: Vec<(f64, f64)> =
+            bins.iter().filter(|bin| bin.count > 0).map(|bin| ((bin.low + bin.high) / 2.0, bin.confidence)).collect();
+        chart
+            .draw_series(confidence.iter().map(|&point| Circle::new(point, 4, red.filled())))
+            .map_err(chart_error)?
+            .label("mean confidence in each bin")
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, red.filled()));
+        let gray = RGBColor(150, 150, 150);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, gray.stroke_width(1)))
+            .map_err(chart_error)?
+            .label("perfect calibration")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], gray.stroke_width(1)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(160, 160, 160))
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(chart_error)?;
+        Ok(())
+    })
+}
+
 /// Width in pixels of `text` at `size` points, as [`label`] draws it.
 pub fn label_width(text: &str, size: u32) -> u32 {
     register_font();

@@ -1,7 +1,7 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, import_torch, inspect,
+    bench, calibrate, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, import_torch, inspect,
     predict, show, summary, train,
 };
 use anyhow::Result;
@@ -39,6 +39,11 @@ enum Command {
         after_help = "Example:\n  convnet evaluate --model runs/mammo/best.safetensors --data mammo/test --json"
     )]
     Evaluate(evaluate::EvaluateArgs),
+    /// Fit temperature scaling on a validation folder and store it in the model file (calibrated probabilities)
+    #[command(
+        after_help = "Example:\n  convnet calibrate --model runs/mammo/best.safetensors --data mammo/val"
+    )]
+    Calibrate(calibrate::CalibrateArgs),
     /// Predict the class of images (files or folders)
     #[command(
         after_help = "Example:\n  convnet predict --model runs/mammo/model.safetensors --images new/ extra.png --top-k 3 --csv predictions.csv"
@@ -127,6 +132,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Train(args) => train::run(*args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Export(args) => export::run(args),
         Command::ImportKeras(args) => import_keras::run(args),

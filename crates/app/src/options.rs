@@ -203,3 +203,45 @@ impl<'de> Deserialize<'de> for ConvAlgoArg {
         parse_conv_algo(&text).map_err(serde::de::Error::custom)
     }
 }
+
+/// The models to score with and the test-time augmentation (`predict`, `evaluate`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ScoringOptions {
+    /// Model file(s) (.safetensors written by convnet); several make an ensemble whose
+    /// probabilities are averaged
+    #[arg(long, num_args = 1.., required = true)]
+    pub model: Vec<PathBuf>,
+    /// Test-time augmentation: none, flip (the image and its mirror) or flip4 (also
+    /// upside down, and both); the probabilities are averaged
+    #[arg(long, default_value = "none")]
+    pub tta: convnet_io::scoring::Tta,
+}
+
+impl ScoringOptions {
+    /// Loads the models into a scorer (each with `conv`'s algorithms); returns
+    /// it with the metadata they share, and says what it averages when it
+    /// averages anything.
+    pub fn scorer(
+        &self,
+        conv: &ConvAlgoOptions,
+    ) -> anyhow::Result<(convnet_io::scoring::Scorer, convnet_io::model_file::ModelMeta)> {
+        let mut models = Vec::new();
+        for path in &self.model {
+            let (mut model, meta) = convnet_io::model_file::load_model(path)?;
+            conv.apply(&mut model)?;
+            models.push((model, meta));
+        }
+        let (scorer, meta) = convnet_io::scoring::Scorer::new(models, self.tta)?;
+        let views = self.tta.views().len();
+        if scorer.models() > 1 || views > 1 {
+            eprintln!(
+                "Averaging the probabilities of {} model{} x {views} view{} (--tta {})",
+                scorer.models(),
+                if scorer.models() == 1 { "" } else { "s" },
+                if views == 1 { "" } else { "s" },
+                self.tta
+            );
+        }
+        Ok((scorer, meta))
+    }
+}

@@ -8,6 +8,11 @@
 //! - [`metrics`]: predictions over a data set (inference in batches) and the
 //!   classification report (confusion matrix, precision, recall, F1, Cohen's
 //!   kappa, ROC AUC).
+//! - [`scoring`]: probabilities at prediction time: ensembles, test-time
+//!   augmentation, the calibrated temperature.
+//! - [`tensorboard`]: TensorBoard event files (record framing, CRC-32C, events).
+//! - [`protobuf`]: the protobuf encoder behind the ONNX export and the event files.
+//! - [`calibration`]: expected calibration error, Brier score, temperature scaling.
 //! - [`onnx`]: export to ONNX (a hand-written protobuf encoder).
 //! - [`onnx_import`]: import of ONNX CNNs (`torch.onnx.export`, `tf2onnx`, the
 //!   model zoo), on a hand-written protobuf reader ([`onnx_proto`]), the
@@ -30,6 +35,7 @@
 //! ```
 
 pub mod atomic;
+pub mod calibration;
 pub mod error;
 pub mod keras;
 pub mod metrics;
@@ -39,6 +45,9 @@ pub mod onnx_graph;
 pub mod onnx_import;
 pub mod onnx_proto;
 pub mod onnx_window;
+pub mod protobuf;
+pub mod scoring;
+pub mod tensorboard;
 pub mod torchvision;
 
 pub use error::{IoError, Result};

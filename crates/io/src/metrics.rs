@@ -141,6 +141,15 @@ pub struct Report {
     /// The positive classes against the rest, when the report has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binary: Option<BinaryMetrics>,
+    /// Expected calibration error (15 bins of the top probability), when computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ece: Option<f64>,
+    /// Multi-class Brier score, when computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brier: Option<f64>,
+    /// The temperature the probabilities were scaled by, when not 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 fn safe_div(a: f64, b: f64) -> f64 {
@@ -195,7 +204,20 @@ pub fn report(loss: f64, labels: &[usize], predicted: &[usize], class_names: &[S
         })
         .sum();
     let kappa = if (1.0 - expected).abs() < 1e-12 { 0.0 } else { (observed - expected) / (1.0 - expected) };
-    Report { loss, accuracy: observed, confusion, per_class, macro_avg, weighted_avg, kappa, samples: n, binary: None }
+    Report {
+        loss,
+        accuracy: observed,
+        confusion,
+        per_class,
+        macro_avg,
+        weighted_avg,
+        kappa,
+        samples: n,
+        binary: None,
+        ece: None,
+        brier: None,
+        temperature: None,
+    }
 }
 
 /// Ranks (1-based) of `scores`, tied scores sharing their average rank.
@@ -317,6 +339,16 @@ impl Report {
 }
 
 impl Report {
+    /// Adds the calibration measures of the probabilities `(N, classes)`
+    /// ([`crate::calibration`]) and the temperature they were scaled by.
+    pub fn with_calibration(mut self, probabilities: &[f32], labels: &[usize], temperature: Option<f64>) -> Self {
+        let classes = self.per_class.len();
+        self.ece = Some(crate::calibration::expected_calibration_error(probabilities, labels, classes));
+        self.brier = Some(crate::calibration::brier_score(probabilities, labels, classes));
+        self.temperature = temperature;
+        self
+    }
+
     /// The terminal rendering: summary, confusion matrix, per-class table.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -366,6 +398,10 @@ impl Report {
                 b.true_negatives,
                 b.negatives
             );
+        }
+        if let (Some(ece), Some(brier)) = (self.ece, self.brier) {
+            let scaled = self.temperature.map_or(String::new(), |t| format!(" (probabilities at temperature {t:.4})"));
+            let _ = writeln!(out, "\nCalibration: ECE {ece:.4} (15 bins) - Brier score {brier:.4}{scaled}");
         }
         out
     }

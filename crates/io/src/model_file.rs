@@ -43,6 +43,10 @@ pub struct ModelMeta {
     /// sit beside the others, as they did before it was one type).
     #[serde(flatten)]
     pub input: InputFormat,
+    /// Temperature scaling fitted by `convnet calibrate`: the probabilities
+    /// are `softmax(logits / temperature)` (see [`crate::calibration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 impl ModelMeta {
@@ -58,6 +62,7 @@ impl ModelMeta {
             architecture,
             class_names,
             input: InputFormat::new(image_size, color_mode),
+            temperature: None,
         }
     }
 

@@ -15,7 +15,8 @@
 //!   Residual  -> the body's nodes, the shortcut's (or the input), Add
 //!   Concat    -> each branch's nodes, Concat(axis 1)
 //! output "logits"         (N, classes)
-//!        "probabilities"  Softmax(axis -1) of the logits, the first output
+//!        "probabilities"  Softmax(axis -1) of the logits (divided by the temperature of
+//!                         `convnet calibrate`, when there is one), the first output
 //! ```
 //!
 //! The batch dimension is symbolic (`N`). Keras-style `same` padding puts the
@@ -26,12 +27,13 @@
 //! `pixel_scale`, `interpolation`, and `resize_shorter` for torchvision's
 //! resize-then-centre-crop).
 //!
-//! The file is protobuf (`onnx.proto`, IR version 8, opset 13) written by the
-//! small encoder below: the few messages a CNN needs, no dependency. Field
-//! numbers are those of `onnx.proto`.
+//! The file is protobuf (`onnx.proto`, IR version 8, opset 13) written with
+//! the small encoder of [`crate::protobuf`]: the few messages a CNN needs, no
+//! dependency. Field numbers are those of `onnx.proto`.
 
 use crate::error::{IoError, Result};
 use crate::model_file::ModelMeta;
+use crate::protobuf::Message;
 use convnet_tensor::{Concat, Layer, LayerSpec, Padding, Residual, Sequential, WindowGeometry};
 
 /// ONNX IR version written (ONNX 1.10+ reads it).
@@ -39,50 +41,6 @@ pub const IR_VERSION: u64 = 8;
 /// Operator set version written: the first where Dropout's ratio is an input,
 /// and every operator used here has its current meaning.
 pub const OPSET: u64 = 13;
-
-/// Protobuf wire format: the encoder of one message.
-#[derive(Default)]
-struct Message(Vec<u8>);
-
-impl Message {
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.0.push((value as u8) | 0x80);
-            value >>= 7;
-        }
-        self.0.push(value as u8);
-    }
-
-    /// `field` as a varint (wire type 0).
-    fn int(&mut self, field: u32, value: i64) -> &mut Self {
-        self.varint((field as u64) << 3);
-        self.varint(value as u64);
-        self
-    }
-
-    /// `field` length-delimited (wire type 2): bytes, a string or a message.
-    fn bytes(&mut self, field: u32, value: &[u8]) -> &mut Self {
-        self.varint(((field as u64) << 3) | 2);
-        self.varint(value.len() as u64);
-        self.0.extend_from_slice(value);
-        self
-    }
-
-    /// `field` as a 32-bit float (wire type 5).
-    fn float32(&mut self, field: u32, value: f32) -> &mut Self {
-        self.varint(((field as u64) << 3) | 5);
-        self.0.extend_from_slice(&value.to_le_bytes());
-        self
-    }
-
-    fn string(&mut self, field: u32, value: &str) -> &mut Self {
-        self.bytes(field, value.as_bytes())
-    }
-
-    fn message(&mut self, field: u32, value: Message) -> &mut Self {
-        self.bytes(field, &value.0)
-    }
-}
 
 /// AttributeProto: name 1, i 3, ints 8, type 20 (INT 2, INTS 7).
 fn attribute_ints(name: &str, values: &[usize]) -> Message {
@@ -164,7 +122,16 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
     }
     let classes = shape[0];
     graph.message(1, node("Identity", "logits", &[&last], "logits", Vec::new()));
-    graph.message(1, node("Softmax", "probabilities", &["logits"], "probabilities", vec![attribute_int("axis", -1)]));
+    let scores = match meta.temperature {
+        // calibrated (`convnet calibrate`): probabilities = softmax(logits / T)
+        Some(t) => {
+            graph.message(5, initializer("temperature", &[], std::iter::once(t as f32)));
+            graph.message(1, node("Div", "calibrated", &["logits", "temperature"], "calibrated", Vec::new()));
+            "calibrated"
+        }
+        None => "logits",
+    };
+    graph.message(1, node("Softmax", "probabilities", &[scores], "probabilities", vec![attribute_int("axis", -1)]));
     graph.string(2, "convnet");
     let input_dims: Vec<Option<usize>> =
         std::iter::once(None).chain(model.input_shape().iter().map(|&d| Some(d))).collect();
@@ -172,7 +139,7 @@ pub fn export(model: &Sequential<f32>, meta: &ModelMeta) -> Result<Vec<u8>> {
     graph.message(12, value_info("probabilities", &[None, Some(classes)]));
     graph.message(12, value_info("logits", &[None, Some(classes)]));
 
-    Ok(model_proto(graph, meta).0)
+    Ok(model_proto(graph, meta).into_bytes())
 }
 
 fn unsupported(what: String) -> IoError {
@@ -397,19 +364,6 @@ fn pads(geom: &WindowGeometry) -> [usize; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_and_fields_follow_the_wire_format() {
-        let mut message = Message::default();
-        message.int(1, 150); // the protobuf documentation's example: 08 96 01
-        assert_eq!(message.0, [0x08, 0x96, 0x01]);
-        let mut message = Message::default();
-        message.string(2, "testing"); // 12 07 74 65 73 74 69 6e 67
-        assert_eq!(message.0, [0x12, 0x07, b't', b'e', b's', b't', b'i', b'n', b'g']);
-        let mut message = Message::default();
-        message.int(3, -1); // negative int64: ten bytes
-        assert_eq!(message.0.len(), 11);
-    }
 
     #[test]
     fn same_padding_puts_the_odd_pad_at_the_end() {

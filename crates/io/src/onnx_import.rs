@@ -81,7 +81,7 @@ pub fn import_model(
 ) -> std::result::Result<(Sequential<f32>, ModelMeta), String> {
     let graph = Graph::new(model, folder)?;
     let (input, input_shape) = data_input(model, &graph, options)?;
-    let output = data_output(model, &graph)?;
+    let (output, temperature) = data_output(model, &graph)?;
     let mut tensors = Tensors::new();
     let mut converter = Converter { graph: &graph, channels: input_shape[0], tensors: &mut tensors };
     let mut layers = options.prepend.clone();
@@ -98,6 +98,7 @@ pub fn import_model(
     };
     let mut meta = ModelMeta::new(ModelSpec { layers }, class_names, [height, width], color_mode);
     meta.input = InputFormat { pixel_scale: options.pixel_scale, ..meta.input };
+    meta.temperature = temperature.filter(|t| *t > 0.0 && *t != 1.0);
     let mut built = meta.build().map_err(|e| format!("the graph maps onto an invalid convnet model: {e}"))?;
     crate::model_file::assign_params(&mut built, &tensors).map_err(|e| format!("weights: {e}"))?;
     Ok((built, meta))
@@ -159,20 +160,28 @@ fn data_input(
     Ok((input.name.clone(), [channels, size[0], size[1]]))
 }
 
-/// The tensor holding the logits: the graph's output, before a final Softmax.
-fn data_output(model: &ModelProto, graph: &Graph) -> std::result::Result<String, String> {
+/// The tensor holding the logits: the graph's output, before a final Softmax
+/// (and a division by a constant before it: a temperature, returned).
+fn data_output(model: &ModelProto, graph: &Graph) -> std::result::Result<(String, Option<f64>), String> {
     let mut ends = HashSet::new();
+    let mut temperature = None;
     for output in &model.graph.outputs {
         let mut name = graph.resolve(&output.name);
         if let Some(&node) = graph.producer.get(&name) {
             if graph.nodes[node].op_type == "Softmax" {
                 name = graph.resolve(&graph.nodes[node].inputs[0]);
+                let divided = graph.producer.get(&name).map(|&n| graph.nodes[n]).filter(|n| n.op_type == "Div");
+                let scalar = divided.and_then(|n| graph.const_input(n, 1)).filter(|c| c.values.len() == 1);
+                if let (Some(divide), Some(scalar)) = (divided, scalar) {
+                    temperature = Some(scalar.values[0]);
+                    name = graph.resolve(&divide.inputs[0]);
+                }
             }
         }
         ends.insert(name);
     }
     match ends.len() {
-        1 => Ok(ends.into_iter().next().expect("one")),
+        1 => Ok((ends.into_iter().next().expect("one"), temperature)),
         n => Err(format!("the graph has {n} different outputs; convnet reads one (logits, or their softmax)")),
     }
 }

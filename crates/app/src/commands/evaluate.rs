@@ -9,16 +9,14 @@ use crate::render::png_bytes;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use convnet_io::atomic::write_atomic;
-use convnet_io::metrics::{predict_set, report, roc_curve, scores_for};
-use convnet_io::model_file::load_model;
+use convnet_io::metrics::{report, roc_curve, scores_for};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct EvaluateArgs {
-    /// Model file (.safetensors written by convnet)
-    #[arg(long)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub scoring: crate::options::ScoringOptions,
     /// Labelled images, one sub-folder per class
     #[arg(long)]
     pub data: PathBuf,
@@ -33,6 +31,9 @@ pub struct EvaluateArgs {
     /// Where to write the ROC curves (default: roc.png beside the model)
     #[arg(long)]
     pub roc_png: Option<PathBuf>,
+    /// Where to write the reliability diagram (default: reliability.png beside the model)
+    #[arg(long)]
+    pub reliability_png: Option<PathBuf>,
     /// Classes that together make the positive answer of a binary question
     /// (e.g. the four *Malignant folders): adds its ROC AUC, sensitivity and
     /// specificity. With two classes the second is positive by default.
@@ -50,10 +51,12 @@ pub struct EvaluateArgs {
 
 pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     set_threads(args.threads)?;
-    let (mut model, meta) = load_model(&args.model)?;
-    args.conv.apply(&mut model)?;
+    let (mut scorer, meta) = args.scoring.scorer(&args.conv)?;
     let set = load_labelled(&args.data, &meta, args.skip_bad, &args.cache)?;
-    let predictions = predict_set(&mut model, &set, args.batch_size, meta.input.pixel_scale)?;
+    let predictions = scorer.predict_set(&set, args.batch_size, meta.input.pixel_scale)?;
+    let beside_model = |name: &str| args.scoring.model[0].with_file_name(name);
+    // an ensemble's members may each have their own temperature: report one only for one model
+    let temperature = meta.temperature.filter(|_| scorer.models() == 1);
     let positive: Vec<usize> = args
         .positive
         .iter()
@@ -72,8 +75,9 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
         labels,
         predicted,
         (!positive.is_empty()).then_some(positive.as_slice()),
-    );
-    let png = args.confusion_png.clone().unwrap_or_else(|| args.model.with_file_name("confusion.png"));
+    )
+    .with_calibration(&predictions.probabilities, labels, temperature);
+    let png = args.confusion_png.clone().unwrap_or_else(|| beside_model("confusion.png"));
     write_atomic(&png, &png_bytes(&charts::confusion(&result)?)?)?;
     // one-vs-rest curves, or the binary question's alone
     let classes = meta.class_names.len();
@@ -91,13 +95,21 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
             })
             .collect(),
     };
-    let roc = args.roc_png.clone().unwrap_or_else(|| args.model.with_file_name("roc.png"));
+    let roc = args.roc_png.clone().unwrap_or_else(|| beside_model("roc.png"));
     write_atomic(&roc, &png_bytes(&charts::roc(&curves)?)?)?;
+    let reliability = args.reliability_png.clone().unwrap_or_else(|| beside_model("reliability.png"));
+    let bins = convnet_io::calibration::reliability_bins(&predictions.probabilities, labels, classes);
+    write_atomic(&reliability, &png_bytes(&charts::reliability(&bins, result.ece.unwrap_or(0.0))?)?)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         print!("{}", result.to_text());
-        println!("\nConfusion matrix picture: {}  ROC curves: {}", png.display(), roc.display());
+        println!(
+            "\nConfusion matrix picture: {}  ROC curves: {}  Reliability diagram: {}",
+            png.display(),
+            roc.display(),
+            reliability.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

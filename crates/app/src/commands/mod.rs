@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags (`XArgs`, parsed by clap) and `run`.
 
 pub mod bench;
+pub mod calibrate;
 pub mod doctor;
 pub mod evaluate;
 pub mod explain;

@@ -5,9 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use convnet_data::decode::decode_file;
 use convnet_io::atomic::write_atomic;
-use convnet_io::model_file::load_model;
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
-use convnet_tensor::Mode;
 use rayon::prelude::*;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -15,9 +13,8 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct PredictArgs {
-    /// Model file (.safetensors written by convnet)
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    scoring: crate::options::ScoringOptions,
     /// Image files and/or folders (searched recursively)
     #[arg(long, num_args = 1.., required = true)]
     images: Vec<PathBuf>,
@@ -47,7 +44,7 @@ fn csv_field(text: &str) -> String {
 /// Decodes `chunk` in parallel and predicts the images that decoded: one row
 /// per file, its `top_k` classes or why it could not be read.
 fn predict_chunk(
-    model: &mut convnet_tensor::Sequential<f32>,
+    scorer: &mut convnet_io::scoring::Scorer,
     meta: &convnet_io::model_file::ModelMeta,
     chunk: &[PathBuf],
     top_k: usize,
@@ -77,12 +74,9 @@ fn predict_chunk(
                 *dst = src as f32 * factor;
             }
         }
-        let logits = model.forward(batch.view(), Mode::Eval)?;
-        let classes = logits.shape()[1];
-        for row in logits.as_slice().expect("contiguous").chunks(classes) {
-            let mut probs = vec![0.0; classes];
-            convnet_tensor::layers::softmax::softmax_row(row, &mut probs);
-            let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+        let classes = meta.class_names.len();
+        for probs in scorer.probabilities(batch.view())?.chunks(classes) {
+            let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             ranked.truncate(top_k);
             probabilities.push(ranked);
@@ -99,8 +93,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let (mut model, meta) = load_model(&args.model)?;
-    args.conv.apply(&mut model)?;
+    let (mut scorer, meta) = args.scoring.scorer(&args.conv)?;
     let mut files = Vec::new();
     for path in &args.images {
         collect_images(path, &mut files)?;
@@ -113,9 +106,12 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     }
     let top_k = args.top_k.clamp(1, meta.class_names.len());
     println!("Input: {}", meta.describe_input());
+    if let Some(t) = meta.temperature {
+        println!("Probabilities at temperature {t:.4} (convnet calibrate)");
+    }
     let mut rows: Vec<(PathBuf, Outcome)> = Vec::new();
     for chunk in files.chunks(args.batch_size) {
-        predict_chunk(&mut model, &meta, chunk, top_k, &mut rows)?;
+        predict_chunk(&mut scorer, &meta, chunk, top_k, &mut rows)?;
     }
     let names = &meta.class_names;
     let width = rows.iter().map(|(p, _)| p.display().to_string().len()).max().unwrap_or(4).min(60);

@@ -7,7 +7,7 @@ use crate::options::CacheOptions;
 use crate::render::draw_grid;
 use anyhow::{bail, Result};
 use clap::Args;
-use convnet_io::metrics::predict_set;
+use convnet_io::scoring::{Scorer, Tta};
 use convnet_io::model_file::load_model;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,9 +36,10 @@ pub fn run(args: ShowArgs) -> Result<ExitCode> {
     if args.rows > 20 || args.cols > 20 {
         bail!("--rows and --cols must be at most 20, got {}x{}", args.rows, args.cols);
     }
-    let (mut model, meta) = load_model(&args.model)?;
+    let (scorer, meta) = Scorer::new(vec![load_model(&args.model)?], Tta::None)?;
+    let mut scorer = scorer;
     let set = load_labelled(&args.data, &meta, true, &args.cache)?;
-    let predictions = predict_set(&mut model, &set, 32, meta.input.pixel_scale)?;
+    let predictions = scorer.predict_set(&set, 32, meta.input.pixel_scale)?;
     draw_grid(&set, &predictions.predicted, args.rows, args.cols, args.seed, &args.out)?;
     let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();
     println!(

@@ -70,6 +70,7 @@ fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
         files.curves().display(),
         files.checkpoint().display()
     );
+    let mut pictures = vec![("curves", files.curves())];
     if let Some(test_dir) = &config.test {
         let mut model = outcome.model;
         let set = load_labelled(test_dir, &outcome.meta, false, &config.cache)?;
@@ -89,6 +90,11 @@ fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
         let grid = files.dir.join("grid.png");
         draw_grid(&set, &predictions.predicted, 3, 3, config.seed, &grid)?;
         println!("Prediction grid: {}", grid.display());
+        pictures.push(("grid", grid));
+    }
+    if cluster.is_root() {
+        training::events::add_pictures(files, config.epochs, &pictures)?;
+        println!("TensorBoard: tensorboard --logdir {}", files.dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }

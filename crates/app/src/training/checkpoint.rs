@@ -61,6 +61,10 @@ pub struct TrainingState {
     pub epoch_correct: usize,
     #[serde(default)]
     pub epoch_seen: usize,
+    /// The training loss at every `events::STEP_LOSS_EVERY`th step, for the
+    /// TensorBoard log: `(step, loss)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_losses: Vec<(u64, f32)>,
 }
 
 /// Paths of a run's outputs.

@@ -195,6 +195,9 @@ pub fn train_epoch(
         }
         optimizer.step(&mut model.trainable_params_mut())?;
         state.step += 1;
+        if state.step % super::events::STEP_LOSS_EVERY == 0 {
+            state.step_losses.push((state.step, loss));
+        }
         state.batches_done = batch.number + 1;
         state.epoch_loss_sum += loss as f64 * batch.batch_total as f64;
         state.epoch_correct += totals.correct;

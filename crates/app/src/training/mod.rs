@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod distributed;
 pub mod epoch;
+pub mod events;
 pub mod fine_tune;
 pub mod interrupt;
 pub mod lock;
@@ -273,6 +274,7 @@ fn model_meta(
         architecture: architecture.clone(),
         class_names: class_names.to_vec(),
         input: config.input_format(),
+        temperature: None,
     }
 }
 
@@ -411,6 +413,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
         if cluster.is_root() {
             write_history(&files, &state.history)?;
             write_curves(&files, &state.history)?;
+            events::write_events(&files, &state, train_set.len(), batches)?;
         }
         if let Some(signal) = cluster.any_stop(interrupt.requested()) {
             if state.epochs_done < config.epochs && !state.stopped_early {

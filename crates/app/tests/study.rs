@@ -1,0 +1,67 @@
+//! The study workflow from the command line: calibration (`evaluate`'s ECE,
+//! Brier score and reliability diagram; `convnet calibrate`'s temperature).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn calibrate_stores_a_temperature_that_lowers_the_nll_and_keeps_every_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run_dir, model) = (dir.path().join("run"), dir.path().join("run/model.safetensors"));
+    let (train, validation) = (repo_data().join("train"), repo_data().join("test"));
+    ok(&[
+        "train", "--train", train.to_str().unwrap(), "--model", "small", "--image-size", "16", "--color-mode",
+        "grayscale", "--epochs", "3", "--out", run_dir.to_str().unwrap(),
+    ]);
+    let evaluate = |model: &std::path::Path| -> serde_json::Value {
+        let text = ok(&["evaluate", "--model", model.to_str().unwrap(), "--data", validation.to_str().unwrap(), "--json"]);
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    };
+    let before = evaluate(&model);
+    let (ece, brier) = (before["ece"].as_f64().unwrap(), before["brier"].as_f64().unwrap());
+    assert!(ece > 0.0 && ece < 1.0 && brier > 0.0 && brier < 2.0, "{before}");
+    assert!(before.get("temperature").is_none());
+    assert!(run_dir.join("reliability.png").exists());
+
+    let calibrated = dir.path().join("calibrated.safetensors");
+    let log = ok(&[
+        "calibrate", "--model", model.to_str().unwrap(), "--data", validation.to_str().unwrap(), "--out",
+        calibrated.to_str().unwrap(),
+    ]);
+    assert!(log.starts_with("Temperature ") && log.contains("the predicted classes do not change"), "{log}");
+    let after = evaluate(&calibrated);
+    let temperature = after["temperature"].as_f64().unwrap();
+    assert!(temperature > 0.0 && temperature != 1.0, "{after}");
+    // fitted on this very set: its NLL can only go down, and no prediction moves
+    assert!(after["loss"].as_f64().unwrap() < before["loss"].as_f64().unwrap(), "{before}\n{after}");
+    assert_eq!(after["confusion"], before["confusion"]);
+    let predict = |model: &std::path::Path| ok(&["predict", "--model", model.to_str().unwrap(), "--images", validation.join("Bag").to_str().unwrap()]);
+    let (plain, scaled) = (predict(&model), predict(&calibrated));
+    assert!(scaled.contains(&format!("Probabilities at temperature {temperature:.4}")), "{scaled}");
+    let classes = |text: &str| -> Vec<String> {
+        text.lines().filter(|l| l.contains(".png")).map(|l| l.split_whitespace().nth(1).unwrap().to_string()).collect()
+    };
+    assert_eq!(classes(&plain), classes(&scaled));
+    assert!(!classes(&plain).is_empty());
+}
+
+#[test]
+fn every_run_writes_a_tensorboard_log_of_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (train, test) = (repo_data().join("train"), repo_data().join("test"));
+    let log = ok(&[
+        "train", "--train", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--model", "small",
+        "--image-size", "16", "--color-mode", "grayscale", "--validation-split", "0.1", "--epochs", "2", "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(log.contains(&format!("TensorBoard: tensorboard --logdir {}", out.display())), "{log}");
+    let bytes = std::fs::read(out.join("tensorboard/events.out.tfevents.0.convnet")).unwrap();
+    let records = convnet_io::tensorboard::read_records(&bytes).unwrap();
+    // the version, 2 epochs x 7 scalars, a loss every 10 of the 2 x 141 steps, 2 pictures
+    assert_eq!(records.len(), 1 + 2 * 7 + 28 + 2);
+    assert!(records[0].windows(13).any(|w| w == b"brain.Event:2"));
+    let tagged = |tag: &[u8]| records.iter().filter(|r| r.windows(tag.len()).any(|w| w == tag)).count();
+    assert_eq!((tagged(b"val_accuracy"), tagged(b"step/loss"), tagged(b"pictures/grid")), (2, 28, 1));
+}
