@@ -315,7 +315,9 @@ pub fn reliability(bins: &[convnet_io::calibration::ReliabilityBin], ece: f64) -
         let bars = bins.iter().filter(|bin| bin.count > 0);
         let blue = PALETTE[0];
         chart
-            .draw_series(bars.map(|bin| Rectangle::new([(bin.low, 0.0), (bin.high, bin.accuracy)], blue.mix(0.6).filled())))
+            .draw_series(
+                bars.map(|bin| Rectangle::new([(bin.low, 0.0), (bin.high, bin.accuracy)], blue.mix(0.6).filled())),
+            )
             .map_err(chart_error)?
             .label("accuracy of the images in each bin")
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], blue.mix(0.6).filled()));

@@ -1,8 +1,8 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, calibrate, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx, import_torch, inspect,
-    predict, show, summary, train,
+    bench, calibrate, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx,
+    import_torch, inspect, predict, show, summary, train,
 };
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,9 +40,7 @@ enum Command {
     )]
     Evaluate(evaluate::EvaluateArgs),
     /// Fit temperature scaling on a validation folder and store it in the model file (calibrated probabilities)
-    #[command(
-        after_help = "Example:\n  convnet calibrate --model runs/mammo/best.safetensors --data mammo/val"
-    )]
+    #[command(after_help = "Example:\n  convnet calibrate --model runs/mammo/best.safetensors --data mammo/val")]
     Calibrate(calibrate::CalibrateArgs),
     /// Predict the class of images (files or folders)
     #[command(

@@ -11,11 +11,23 @@ fn calibrate_stores_a_temperature_that_lowers_the_nll_and_keeps_every_prediction
     let (run_dir, model) = (dir.path().join("run"), dir.path().join("run/model.safetensors"));
     let (train, validation) = (repo_data().join("train"), repo_data().join("test"));
     ok(&[
-        "train", "--train", train.to_str().unwrap(), "--model", "small", "--image-size", "16", "--color-mode",
-        "grayscale", "--epochs", "3", "--out", run_dir.to_str().unwrap(),
+        "train",
+        "--train",
+        train.to_str().unwrap(),
+        "--model",
+        "small",
+        "--image-size",
+        "16",
+        "--color-mode",
+        "grayscale",
+        "--epochs",
+        "3",
+        "--out",
+        run_dir.to_str().unwrap(),
     ]);
     let evaluate = |model: &std::path::Path| -> serde_json::Value {
-        let text = ok(&["evaluate", "--model", model.to_str().unwrap(), "--data", validation.to_str().unwrap(), "--json"]);
+        let text =
+            ok(&["evaluate", "--model", model.to_str().unwrap(), "--data", validation.to_str().unwrap(), "--json"]);
         serde_json::from_str(text.lines().last().unwrap()).unwrap()
     };
     let before = evaluate(&model);
@@ -26,7 +38,12 @@ fn calibrate_stores_a_temperature_that_lowers_the_nll_and_keeps_every_prediction
 
     let calibrated = dir.path().join("calibrated.safetensors");
     let log = ok(&[
-        "calibrate", "--model", model.to_str().unwrap(), "--data", validation.to_str().unwrap(), "--out",
+        "calibrate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        validation.to_str().unwrap(),
+        "--out",
         calibrated.to_str().unwrap(),
     ]);
     assert!(log.starts_with("Temperature ") && log.contains("the predicted classes do not change"), "{log}");
@@ -36,7 +53,9 @@ fn calibrate_stores_a_temperature_that_lowers_the_nll_and_keeps_every_prediction
     // fitted on this very set: its NLL can only go down, and no prediction moves
     assert!(after["loss"].as_f64().unwrap() < before["loss"].as_f64().unwrap(), "{before}\n{after}");
     assert_eq!(after["confusion"], before["confusion"]);
-    let predict = |model: &std::path::Path| ok(&["predict", "--model", model.to_str().unwrap(), "--images", validation.join("Bag").to_str().unwrap()]);
+    let predict = |model: &std::path::Path| {
+        ok(&["predict", "--model", model.to_str().unwrap(), "--images", validation.join("Bag").to_str().unwrap()])
+    };
     let (plain, scaled) = (predict(&model), predict(&calibrated));
     assert!(scaled.contains(&format!("Probabilities at temperature {temperature:.4}")), "{scaled}");
     let classes = |text: &str| -> Vec<String> {
@@ -52,8 +71,22 @@ fn every_run_writes_a_tensorboard_log_of_its_history() {
     let out = dir.path().join("run");
     let (train, test) = (repo_data().join("train"), repo_data().join("test"));
     let log = ok(&[
-        "train", "--train", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--model", "small",
-        "--image-size", "16", "--color-mode", "grayscale", "--validation-split", "0.1", "--epochs", "2", "--out",
+        "train",
+        "--train",
+        train.to_str().unwrap(),
+        "--test",
+        test.to_str().unwrap(),
+        "--model",
+        "small",
+        "--image-size",
+        "16",
+        "--color-mode",
+        "grayscale",
+        "--validation-split",
+        "0.1",
+        "--epochs",
+        "2",
+        "--out",
         out.to_str().unwrap(),
     ]);
     assert!(log.contains(&format!("TensorBoard: tensorboard --logdir {}", out.display())), "{log}");

@@ -147,7 +147,8 @@ impl Scorer {
                 } else {
                     model.forward(images.view(), Mode::Eval)?.as_standard_layout().into_owned()
                 };
-                let probabilities = softmax_rows(logits.as_slice().expect("standard layout"), self.classes, *temperature);
+                let probabilities =
+                    softmax_rows(logits.as_slice().expect("standard layout"), self.classes, *temperature);
                 for (total, p) in sum.iter_mut().zip(probabilities) {
                     *total += p as f64;
                 }

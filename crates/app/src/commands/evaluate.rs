@@ -70,13 +70,9 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
         bail!("--positive names every class: nothing is left to be negative");
     }
     let (labels, predicted) = (set.labels(), &predictions.predicted);
-    let result = report(predictions.loss, labels, predicted, &meta.class_names).with_roc(
-        &predictions.probabilities,
-        labels,
-        predicted,
-        (!positive.is_empty()).then_some(positive.as_slice()),
-    )
-    .with_calibration(&predictions.probabilities, labels, temperature);
+    let result = report(predictions.loss, labels, predicted, &meta.class_names)
+        .with_roc(&predictions.probabilities, labels, predicted, (!positive.is_empty()).then_some(positive.as_slice()))
+        .with_calibration(&predictions.probabilities, labels, temperature);
     let png = args.confusion_png.clone().unwrap_or_else(|| beside_model("confusion.png"));
     write_atomic(&png, &png_bytes(&charts::confusion(&result)?)?)?;
     // one-vs-rest curves, or the binary question's alone

@@ -7,8 +7,8 @@ use crate::options::CacheOptions;
 use crate::render::draw_grid;
 use anyhow::{bail, Result};
 use clap::Args;
-use convnet_io::scoring::{Scorer, Tta};
 use convnet_io::model_file::load_model;
+use convnet_io::scoring::{Scorer, Tta};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
