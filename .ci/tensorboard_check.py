@@ -43,8 +43,9 @@ assert not mismatches(), mismatches()
 assert mismatches(1e-3), "a moved value went unnoticed: the check cannot fail"
 steps = events.Scalars("step/loss")
 assert len(steps) >= 10 and all(s.step % 10 == 0 for s in steps), [s.step for s in steps[:5]]
-assert "pictures/curves" in tags["images"] and "pictures/grid" in tags["images"], tags["images"]
-for tag in ("pictures/curves", "pictures/grid"):
+pictures = ("pictures/curves", "pictures/grid", "pictures/confusion")
+assert set(pictures) <= set(tags["images"]), tags["images"]
+for tag in pictures:
     image = events.Images(tag)[-1]
     picture = Image.open(io.BytesIO(image.encoded_image_string))
     assert picture.size == (image.width, image.height), (picture.size, image.width, image.height)

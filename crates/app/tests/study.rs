@@ -92,9 +92,9 @@ fn every_run_writes_a_tensorboard_log_of_its_history() {
     assert!(log.contains(&format!("TensorBoard: tensorboard --logdir {}", out.display())), "{log}");
     let bytes = std::fs::read(out.join("tensorboard/events.out.tfevents.0.convnet")).unwrap();
     let records = convnet_io::tensorboard::read_records(&bytes).unwrap();
-    // the version, 2 epochs x 7 scalars, a loss every 10 of the 2 x 141 steps, 2 pictures
-    assert_eq!(records.len(), 1 + 2 * 7 + 28 + 2);
+    // the version, 2 epochs x 7 scalars, a loss every 10 of the 2 x 141 steps, 3 pictures
+    assert_eq!(records.len(), 1 + 2 * 7 + 28 + 3);
     assert!(records[0].windows(13).any(|w| w == b"brain.Event:2"));
     let tagged = |tag: &[u8]| records.iter().filter(|r| r.windows(tag.len()).any(|w| w == tag)).count();
-    assert_eq!((tagged(b"val_accuracy"), tagged(b"step/loss"), tagged(b"pictures/grid")), (2, 28, 1));
+    assert_eq!((tagged(b"val_accuracy"), tagged(b"step/loss"), tagged(b"pictures/confusion")), (2, 28, 1));
 }

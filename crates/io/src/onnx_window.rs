@@ -70,7 +70,7 @@ pub(crate) fn window_padding(
         )
     };
     let [top, left, bottom, right] = pads[..] else { return Err(refuse()) };
-    if pads.iter().any(|&p| p < 0 || p > 1 << 16) {
+    if pads.iter().any(|p| !(0..=1 << 16).contains(p)) {
         return Err(refuse());
     }
     let window_out = |size: usize, begin: usize, end: usize, axis: usize| -> Option<usize> {

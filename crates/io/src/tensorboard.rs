@@ -46,7 +46,7 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 /// TensorFlow's masked CRC of a record's parts.
 fn masked_crc(bytes: &[u8]) -> u32 {
     let crc = crc32c(bytes);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// One framed record around `data`.

@@ -90,7 +90,10 @@ fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
         let grid = files.dir.join("grid.png");
         draw_grid(&set, &predictions.predicted, 3, 3, config.seed, &grid)?;
         println!("Prediction grid: {}", grid.display());
-        pictures.push(("grid", grid));
+        let confusion = files.dir.join("confusion.png");
+        let picture = crate::render::png_bytes(&crate::charts::confusion(&result)?)?;
+        convnet_io::atomic::write_atomic(&confusion, &picture)?;
+        pictures.extend([("grid", grid), ("confusion", confusion)]);
     }
     if cluster.is_root() {
         training::events::add_pictures(files, config.epochs, &pictures)?;

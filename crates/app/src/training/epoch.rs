@@ -195,7 +195,7 @@ pub fn train_epoch(
         }
         optimizer.step(&mut model.trainable_params_mut())?;
         state.step += 1;
-        if state.step % super::events::STEP_LOSS_EVERY == 0 {
+        if state.step.is_multiple_of(super::events::STEP_LOSS_EVERY) {
             state.step_losses.push((state.step, loss));
         }
         state.batches_done = batch.number + 1;

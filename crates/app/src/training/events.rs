@@ -3,12 +3,14 @@
 //! from what `history.csv` holds and the loss every [`STEP_LOSS_EVERY`]
 //! steps, and written again, atomically, at each epoch's end (so after a
 //! resume it holds each epoch once, as `history.csv` does). At the end of
-//! `train`, its pictures (curves, prediction grid) are added.
+//! `train`, its pictures (curves; with `--test` the prediction grid and the
+//! confusion matrix) are added.
 //!
 //! Tags: `loss`, `accuracy`, `val_loss`, `val_accuracy`, `lr`, `seconds`,
 //! `images_per_second` (training images over the epoch's seconds) at each
 //! epoch (the step is the epoch number, as in `history.csv`); `step/loss` at
-//! every [`STEP_LOSS_EVERY`]th step; `pictures/curves` and `pictures/grid`.
+//! every [`STEP_LOSS_EVERY`]th step; `pictures/curves`, and with `--test`
+//! `pictures/grid` and `pictures/confusion`.
 //! Wall times count from when the run started (its `config.toml` was written).
 
 use super::checkpoint::{RunFiles, TrainingState};
