@@ -96,7 +96,10 @@ fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
         pictures.extend([("grid", grid), ("confusion", confusion)]);
     }
     if cluster.is_root() {
-        training::events::add_pictures(files, config.epochs, &pictures)?;
+        // at the last epoch run (early stopping may have ended before --epochs)
+        let history = std::fs::read_to_string(files.history()).unwrap_or_default();
+        let epochs = history.lines().count().saturating_sub(1);
+        training::events::add_pictures(files, epochs, &pictures)?;
         println!("TensorBoard: tensorboard --logdir {}", files.dir.display());
     }
     Ok(ExitCode::SUCCESS)
