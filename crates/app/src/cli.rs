@@ -1,7 +1,7 @@
 //! The command line: the clap tree and the dispatch to `commands/`, nothing else.
 
 use crate::commands::{
-    bench, calibrate, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx,
+    bench, calibrate, cv, doctor, evaluate, explain, export, gradcheck, import_idx, import_keras, import_onnx,
     import_torch, inspect, predict, show, summary, train,
 };
 use anyhow::Result;
@@ -39,6 +39,11 @@ enum Command {
         after_help = "Example:\n  convnet evaluate --model runs/mammo/best.safetensors --data mammo/test --json"
     )]
     Evaluate(evaluate::EvaluateArgs),
+    /// Stratified k-fold cross-validation, never splitting a patient's images across folds
+    #[command(
+        after_help = "Example:\n  convnet cv --train mammo/train --folds 5 --group-by '^[^/]+/(P_[0-9]+)_' --model small --image-size 224 --out runs/mammo-cv"
+    )]
+    Cv(Box<cv::CvArgs>),
     /// Fit temperature scaling on a validation folder and store it in the model file (calibrated probabilities)
     #[command(after_help = "Example:\n  convnet calibrate --model runs/mammo/best.safetensors --data mammo/val")]
     Calibrate(calibrate::CalibrateArgs),
@@ -131,6 +136,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Cv(args) => cv::run(*args),
         Command::Explain(args) => explain::run(args),
         Command::Export(args) => export::run(args),
         Command::ImportKeras(args) => import_keras::run(args),

@@ -207,8 +207,8 @@ impl<'de> Deserialize<'de> for ConvAlgoArg {
 /// The models to score with and the test-time augmentation (`predict`, `evaluate`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ScoringOptions {
-    /// Model file(s) (.safetensors written by convnet); several make an ensemble whose
-    /// probabilities are averaged
+    /// Model file(s) (.safetensors written by convnet), or a `convnet cv` directory (its fold
+    /// models); several make an ensemble whose probabilities are averaged
     #[arg(long, num_args = 1.., required = true)]
     pub model: Vec<PathBuf>,
     /// Test-time augmentation: none, flip (the image and its mirror) or flip4 (also
@@ -226,7 +226,20 @@ impl ScoringOptions {
         conv: &ConvAlgoOptions,
     ) -> anyhow::Result<(convnet_io::scoring::Scorer, convnet_io::model_file::ModelMeta)> {
         let mut models = Vec::new();
+        let mut paths = Vec::new();
         for path in &self.model {
+            // a `convnet cv` directory: its folds' final models
+            if path.join("cv.json").is_file() {
+                let mut folds: Vec<PathBuf> = (1..)
+                    .map(|k| path.join(format!("fold-{k}")).join("model.safetensors"))
+                    .take_while(|model| model.is_file())
+                    .collect();
+                paths.append(&mut folds);
+            } else {
+                paths.push(path.clone());
+            }
+        }
+        for path in &paths {
             let (mut model, meta) = convnet_io::model_file::load_model(path)?;
             conv.apply(&mut model)?;
             models.push((model, meta));

@@ -98,3 +98,71 @@ fn every_run_writes_a_tensorboard_log_of_its_history() {
     let tagged = |tag: &[u8]| records.iter().filter(|r| r.windows(tag.len()).any(|w| w == tag)).count();
     assert_eq!((tagged(b"val_accuracy"), tagged(b"step/loss"), tagged(b"pictures/confusion")), (2, 28, 1));
 }
+
+#[test]
+fn cv_keeps_each_patient_in_one_fold_matches_evaluate_and_continues_where_it_stopped() {
+    use image::{ImageBuffer, Rgb};
+    let dir = tempfile::tempdir().unwrap();
+    let (tree, out) = (dir.path().join("patients"), dir.path().join("cv"));
+    // 30 patients of 1-5 images each, every patient's images in one class
+    for patient in 0..30u32 {
+        let class = ["benign", "malignant"][(patient % 2) as usize];
+        std::fs::create_dir_all(tree.join(class)).unwrap();
+        for i in 0..1 + patient % 5 {
+            let image = ImageBuffer::from_fn(8, 8, |x, y| {
+                let noise = ((x * 31 + y * 17 + i * 7 + patient * 13) % 60) as u8;
+                Rgb(if class == "benign" { [150 + noise, noise, noise] } else { [noise, noise, 150 + noise] })
+            });
+            image.save(tree.join(class).join(format!("P{patient:02}_{i}.png"))).unwrap();
+        }
+    }
+    let flags = "--folds 3 --group-by ^[^/]+/(P[0-9]+)_ --model small --image-size 8 --epochs 2 --batch-size 4";
+    let mut args = vec!["cv", "--train", tree.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(flags.split(' '));
+    let log = ok(&args);
+    assert!(log.contains("mean ± sd: loss "), "{log}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("cv.json")).unwrap()).unwrap();
+    let folds = summary["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 3);
+    let mut fold_of_patient = std::collections::HashMap::new();
+    let mut files = 0;
+    for fold in folds {
+        for file in fold["validation_files"].as_array().unwrap() {
+            let name = std::path::Path::new(file.as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            let patient = name.split('_').next().unwrap().to_string();
+            let number = fold["fold"].as_u64().unwrap();
+            assert_eq!(
+                *fold_of_patient.entry(patient.clone()).or_insert(number),
+                number,
+                "{patient} split across folds"
+            );
+            files += 1;
+        }
+        // the fold's numbers are evaluate's on the fold's validation part
+        let run = std::path::Path::new(fold["run"].as_str().unwrap());
+        let text = ok(&[
+            "evaluate",
+            "--model",
+            run.join("model.safetensors").to_str().unwrap(),
+            "--data",
+            run.join("data/val").to_str().unwrap(),
+            "--json",
+        ]);
+        let evaluated: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(evaluated["accuracy"], fold["accuracy"]);
+        assert_eq!(evaluated["loss"], fold["loss"]);
+        assert_eq!(evaluated["macro_avg"]["f1"], fold["macro_f1"]);
+    }
+    assert_eq!((fold_of_patient.len(), files), (30, (0..30).map(|p| 1 + p % 5).sum::<usize>()));
+    // the same command again: finished folds are kept; a fold whose final model is gone resumes from its
+    // checkpoint to the same bytes; the summary is the same
+    let model = out.join("fold-2/model.safetensors");
+    let before = std::fs::read(&model).unwrap();
+    std::fs::remove_file(&model).unwrap();
+    let again = ok(&args);
+    assert!(again.contains(&format!("Resuming {}", out.join("fold-2").display())), "{again}");
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    let summary_again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("cv.json")).unwrap()).unwrap();
+    assert_eq!(summary_again, summary);
+}

@@ -43,6 +43,7 @@ pub mod dataset;
 pub mod decode;
 pub mod dicom;
 pub mod error;
+pub mod folds;
 pub mod format;
 pub mod idx;
 pub mod load;

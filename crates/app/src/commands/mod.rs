@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod cv;
 pub mod doctor;
 pub mod evaluate;
 pub mod explain;
