@@ -392,3 +392,54 @@ fn fine_tuning_keeps_frozen_layers_byte_identical_and_resumes_exactly() {
     ok(&["train", "--resume", out.to_str().unwrap()]);
     assert_same_files(&out, &reference, "a resumed fine-tuning run");
 }
+
+#[test]
+fn cv_interrupted_by_ctrl_c_and_run_again_ends_with_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo_data().join("test");
+    let cv = |out: &Path| -> Vec<String> {
+        let flags = "--folds 3 --model small --image-size 16 --color-mode grayscale --epochs 2 --batch-size 8";
+        let mut args = vec!["cv".to_string(), "--train".into(), data.to_string_lossy().into_owned()];
+        args.extend(flags.split(' ').map(String::from));
+        args.extend(["--out".to_string(), out.to_string_lossy().into_owned()]);
+        args
+    };
+    let reference = dir.path().join("reference");
+    ok(&cv(&reference).iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Ctrl-C during fold 2's first epoch (its first checkpoint written), then the same command again
+    let out = dir.path().join("interrupted");
+    let mut child =
+        convnet_default_signals().args(cv(&out)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let checkpoint = out.join("fold-2/checkpoint.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "fold 2 never wrote a checkpoint");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    // stopped inside fold 2, or (a fast machine) just after it: either way the rerun must finish the same
+    assert!(matches!(status.code(), Some(130) | Some(0)), "{status:?}: {err}");
+    if status.code() == Some(130) {
+        assert!(err.contains("cv: run the same cv command again to continue"), "{err}");
+        assert!(!out.join("cv.json").exists(), "an interrupted cv has no summary yet");
+    }
+    ok(&cv(&out).iter().map(String::as_str).collect::<Vec<_>>());
+    for fold in 1..=3 {
+        let (a, b) = (out.join(format!("fold-{fold}")), reference.join(format!("fold-{fold}")));
+        assert_same_files(&a, &b, &format!("fold {fold} after the interruption"));
+    }
+    let summary = |root: &Path| -> serde_json::Value {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("cv.json")).unwrap()).unwrap();
+        // the runs' paths differ by the output folder (the validation files do not)
+        for fold in value["folds"].as_array_mut().unwrap() {
+            fold["run"] = serde_json::Value::Null;
+        }
+        value
+    };
+    assert_eq!(summary(&out), summary(&reference));
+}

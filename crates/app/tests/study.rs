@@ -116,6 +116,9 @@ fn cv_keeps_each_patient_in_one_fold_matches_evaluate_and_continues_where_it_sto
             image.save(tree.join(class).join(format!("P{patient:02}_{i}.png"))).unwrap();
         }
     }
+    // doctor sees the patients in the names
+    let doctor = ok(&["doctor", "--train", tree.to_str().unwrap(), "--model", "small", "--image-size", "8"]);
+    assert!(doctor.contains("Warning: file names suggest groups: "), "{doctor}");
     let flags = "--folds 3 --group-by ^[^/]+/(P[0-9]+)_ --model small --image-size 8 --epochs 2 --batch-size 4";
     let mut args = vec!["cv", "--train", tree.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend(flags.split(' '));

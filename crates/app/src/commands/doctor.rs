@@ -131,10 +131,35 @@ fn dataset_report(args: &DoctorArgs) -> Result<(Loaded, usize)> {
     let mut scans = vec![&train_scan];
     scans.extend(test_scan.as_ref());
     report_mismatched_extensions(&scans);
+    report_possible_groups(&train_scan);
     if let Some(test_scan) = &test_scan {
         problems += report_leakage(&args.train, &train_scan, test_scan);
     }
     Ok((loaded, problems))
+}
+
+/// Warns when file names suggest groups (several images of one patient or
+/// study): many names that share their part before the last `_` or `-`
+/// (`P_00001_LEFT_CC` and `P_00001_LEFT_MLO`). A plain split could put one
+/// patient in training and validation; `convnet cv --group-by` keeps them together.
+fn report_possible_groups(train_scan: &Scan) {
+    let mut prefixes: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for file in &train_scan.files {
+        let stem = file.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(at) = stem.rfind(['_', '-']) {
+            *prefixes.entry(stem[..at].to_string()).or_default() += 1;
+        }
+    }
+    let shared: usize = prefixes.values().filter(|&&n| n > 1).sum();
+    if shared * 10 >= train_scan.files.len() && shared > 0 {
+        let (example, count) =
+            prefixes.iter().max_by_key(|(name, &n)| (n, std::cmp::Reverse((*name).clone()))).expect("shared");
+        println!(
+            "Warning: file names suggest groups: {shared} of {} files share a name prefix with another (e.g. {example:?}: {count} files). \
+             If these are one patient's or study's images, a plain split puts them on both sides: use convnet cv --group-by REGEX.",
+            train_scan.files.len()
+        );
+    }
 }
 
 /// Prints the files whose content is not what their extension says.
