@@ -646,3 +646,19 @@ fn a_run_stuck_at_chance_gets_one_warning_line() {
     let learning = run_with("1e-3", "2", "learning");
     assert!(!learning.contains("Warning"), "{learning}");
 }
+
+#[test]
+fn crop_content_is_stored_in_the_model_and_applied_by_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("colours"), dir.path().join("run"));
+    colour_tree(&data, 8, 24, 6);
+    let flags = "--model small --image-size 16 --epochs 1 --batch-size 8 --crop content";
+    let mut args = vec!["train", "--train", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(flags.split(' '));
+    ok(&args);
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("crop = \"content\""), "{config}");
+    let model = out.join("model.safetensors");
+    let log = ok(&["predict", "--model", model.to_str().unwrap(), "--images", data.join("red").to_str().unwrap()]);
+    assert!(log.starts_with("Input: RGB, cropped to its content, resized to 16x16"), "{log}");
+}

@@ -14,6 +14,7 @@
 //!   refused before any pixel is decoded (a 60000x60000 "decompression bomb"
 //!   would need 10 GB), and the decoder's allocations are capped as well.
 
+use crate::content_crop::content_box;
 use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{DataError, Result};
 pub use crate::format::{ColorMode, InputFormat, Interpolation};
@@ -96,6 +97,11 @@ pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Resu
 fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]) {
     let [target_h, target_w] = options.format.image_size;
     let plane = target_h * target_w;
+    if options.format.crop_content {
+        let luma = image.to_luma8();
+        let (left, top, width, height) = content_box(luma.as_raw(), luma.width() as usize, luma.height() as usize);
+        image = image.crop_imm(left as u32, top as u32, width as u32, height as u32);
+    }
     if let Some(shorter) = options.format.resize_shorter {
         // torchvision's order: the colours first, then Resize(shorter) and CenterCrop on the 8-bit image
         let (width, height) = (image.width() as usize, image.height() as usize);

@@ -32,6 +32,10 @@ pub struct InputFormat {
     /// filter), then take the centred `image_size` crop (see [`crate::resample`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize_shorter: Option<usize>,
+    /// Crop each image to its content first: the bounding box of the pixels
+    /// brighter than Otsu's threshold, plus a margin (see [`crate::content_crop`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crop_content: bool,
 }
 
 impl Default for InputFormat {
@@ -52,6 +56,7 @@ impl InputFormat {
             interpolation: Interpolation::Bilinear,
             crop_to_aspect_ratio: false,
             resize_shorter: None,
+            crop_content: false,
         }
     }
 

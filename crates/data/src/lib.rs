@@ -39,6 +39,7 @@
 pub mod augment;
 pub mod batch;
 pub mod cache;
+pub mod content_crop;
 pub mod dataset;
 pub mod decode;
 pub mod dicom;

@@ -96,6 +96,10 @@ impl ModelMeta {
             ColorMode::Rgb => "RGB",
             ColorMode::Rgba => "RGBA",
         };
+        let colours = match self.input.crop_content {
+            true => format!("{colours}, cropped to its content"),
+            false => colours.to_string(),
+        };
         let mut text = match self.input.resize_shorter {
             Some(shorter) => format!("{colours}, shorter side resized to {shorter}, centre {height}x{width} crop"),
             None if self.input.crop_to_aspect_ratio => {

@@ -329,6 +329,10 @@ fn model_proto(graph: Message, meta: &ModelMeta) -> Message {
         ("crop_to_aspect_ratio", meta.input.crop_to_aspect_ratio.to_string()),
         ("input_layout", "NCHW float32: bytes 0-255 times pixel_factor".to_string()),
     ];
+    if meta.input.crop_content {
+        // cropped to the content (Otsu's threshold, a 2% margin) before the resize
+        metadata.push(("crop_content", "true".to_string()));
+    }
     if let Some(shorter) = meta.input.resize_shorter {
         // torchvision's Resize(shorter) + CenterCrop(image_size), with Pillow's bilinear filter
         metadata.push(("resize_shorter", shorter.to_string()));

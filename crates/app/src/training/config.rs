@@ -12,6 +12,14 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What `--crop` crops each image to before anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// The bounding box of the pixels above Otsu's threshold, plus a margin
+    Content,
+}
+
 /// When to write a checkpoint inside an epoch (one is always written at the
 /// end of every epoch).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -175,6 +183,11 @@ pub struct TrainConfig {
     #[arg(long, conflicts_with = "crop_to_aspect_ratio")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize_shorter: Option<usize>,
+    /// `content`: crop each image to its content first (the pixels above Otsu's threshold,
+    /// plus a 2% margin), e.g. the breast of a mammogram; stored in the model file
+    #[arg(long, value_enum)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<CropMode>,
     /// Write a checkpoint during an epoch every N steps (`500`) or every so
     /// much training time (`10m`, `90s`, `2h`); `never`: at epoch ends only
     #[arg(long, default_value = "10m")]
@@ -247,6 +260,7 @@ impl TrainConfig {
         self.pixel_scale = meta.input.pixel_scale;
         self.interpolation = meta.input.interpolation;
         self.crop_to_aspect_ratio = meta.input.crop_to_aspect_ratio;
+        self.crop = meta.input.crop_content.then_some(CropMode::Content);
         // the same share of the shorter side at this run's --image-size (256 for 224: 87.5%)
         let crop = |size: [usize; 2]| size[0].max(size[1]) as f64;
         self.resize_shorter = meta.input.resize_shorter.map(|shorter| {
@@ -273,6 +287,7 @@ impl TrainConfig {
             interpolation: self.interpolation,
             crop_to_aspect_ratio: self.crop_to_aspect_ratio,
             resize_shorter: self.resize_shorter,
+            crop_content: self.crop == Some(CropMode::Content),
         }
     }
 

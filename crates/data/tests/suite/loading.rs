@@ -373,3 +373,31 @@ fn invalid_options_are_errors() {
     opts.validation_split = Some(0.2);
     assert!(load(dir.path(), &opts).unwrap_err().to_string().contains("leaves an empty subset"));
 }
+
+#[test]
+fn content_crop_keeps_the_bright_region_and_prediction_decodes_as_training_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // 120x60 black frame (faint noise), a bright 40x30 region at x 70..110, y 10..40
+    let framed = DynamicImage::ImageLuma8(ImageBuffer::from_fn(120, 60, |x, y| {
+        let inside = (70..110).contains(&x) && (10..40).contains(&y);
+        Luma([if inside { 150 + ((x + y) % 90) as u8 } else { ((x * 3 + y) % 15) as u8 }])
+    }));
+    let path = dir.path().join("a/framed.png");
+    write(&path, framed, ImageFormat::Png);
+    let mut opts = options(8);
+    opts.decode.format.color_mode = ColorMode::Grayscale;
+    opts.decode.format.crop_content = true;
+    let set = load(dir.path(), &opts).unwrap().training;
+    let trained = set.image(0).unwrap().into_owned();
+    // cropped to the region (with its 2% margin: 3 columns, 2 rows of black): inside its border row and column,
+    // every pixel of the 8x8 input is bright, where the whole frame would make the left half black
+    assert!(trained.chunks(8).skip(1).take(6).all(|row| row[1..7].iter().all(|&v| v > 100)), "{trained:?}");
+    // `predict` decodes a file alone (decode_file): the same bytes as training's loader
+    let mut alone = vec![0u8; 64];
+    convnet_data::decode::decode_file(&path, &opts.decode, &mut alone).unwrap();
+    assert_eq!(alone, trained);
+    // and without the crop the left half is the black frame
+    opts.decode.format.crop_content = false;
+    let whole = load(dir.path(), &opts).unwrap().training.image(0).unwrap().into_owned();
+    assert!(whole.chunks(8).all(|row| row[0..3].iter().all(|&v| v < 20)), "{whole:?}");
+}
