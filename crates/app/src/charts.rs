@@ -11,6 +11,7 @@ use anyhow::{anyhow, Result};
 use convnet_io::metrics::Report;
 use image::RgbImage;
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::sync::Once;
@@ -236,34 +237,8 @@ pub type RocCurve = (String, Vec<(f64, f64)>, Option<f64>);
 /// the chance diagonal dashed, each curve's AUC in the legend.
 pub fn roc(curves: &[RocCurve]) -> Result<RgbImage> {
     draw(640, 560, |root| {
-        root.fill(&WHITE).map_err(chart_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("ROC curves", (FONT, 22))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
-            .map_err(chart_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("false positive rate")
-            .y_desc("true positive rate")
-            .x_labels(6)
-            .y_labels(6)
-            .x_label_formatter(&|x| format!("{x:.1}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
-            .draw()
-            .map_err(chart_error)?;
-        let gray = RGBColor(150, 150, 150);
-        chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, gray.stroke_width(1)))
-            .map_err(chart_error)?
-            .label("chance (AUC 0.5)")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], gray.stroke_width(1)));
+        let mut chart = unit_square(&root, "ROC curves", ["false positive rate", "true positive rate"])?;
+        diagonal(&mut chart, "chance (AUC 0.5)")?;
         for (i, (name, points, auc)) in curves.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let auc = auc.map_or("AUC -".to_string(), |a| format!("AUC {a:.3}"));
@@ -285,33 +260,60 @@ pub fn roc(curves: &[RocCurve]) -> Result<RgbImage> {
     })
 }
 
+/// The coordinates of a [`unit_square`] chart.
+type UnitSquare = Cartesian2d<RangedCoordf64, RangedCoordf64>;
+
+/// A chart of the unit square `[0, 1] x [0, 1]` on a white `root`, its mesh
+/// and axis names (`[x, y]`) drawn: the frame of the ROC curves and of the
+/// reliability diagram.
+fn unit_square<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    [x_desc, y_desc]: [&str; 2],
+) -> Result<ChartContext<'a, BitMapBackend<'b>, UnitSquare>> {
+    root.fill(&WHITE).map_err(chart_error)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FONT, 22))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
+        .map_err(chart_error)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(chart_error)?;
+    Ok(chart)
+}
+
+/// The dashed grey diagonal `y = x` of a [`unit_square`], with its legend `label`.
+fn diagonal(chart: &mut ChartContext<'_, BitMapBackend<'_>, UnitSquare>, label: &str) -> Result<()> {
+    let gray = RGBColor(150, 150, 150);
+    chart
+        .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, gray.stroke_width(1)))
+        .map_err(chart_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], gray.stroke_width(1)));
+    Ok(())
+}
+
 /// The reliability diagram: for each of the 15 bins of the top probability,
 /// the share of its images predicted right (a bar) against the bin's mean
 /// confidence; a calibrated model's bars follow the diagonal.
 pub fn reliability(bins: &[convnet_io::calibration::ReliabilityBin], ece: f64) -> Result<RgbImage> {
     draw(640, 560, |root| {
-        root.fill(&WHITE).map_err(chart_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("Reliability (ECE {ece:.3})"), (FONT, 22))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
-            .map_err(chart_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("confidence (top probability)")
-            .y_desc("accuracy")
-            .x_labels(6)
-            .y_labels(6)
-            .x_label_formatter(&|x| format!("{x:.1}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
-            .draw()
-            .map_err(chart_error)?;
+        let caption = format!("Reliability (ECE {ece:.3})");
+        let mut chart = unit_square(&root, &caption, ["confidence (top probability)", "accuracy"])?;
         let bars = bins.iter().filter(|bin| bin.count > 0);
         let blue = PALETTE[0];
         chart
@@ -329,12 +331,7 @@ pub fn reliability(bins: &[convnet_io::calibration::ReliabilityBin], ece: f64) -
             .map_err(chart_error)?
             .label("mean confidence in each bin")
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, red.filled()));
-        let gray = RGBColor(150, 150, 150);
-        chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, gray.stroke_width(1)))
-            .map_err(chart_error)?
-            .label("perfect calibration")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], gray.stroke_width(1)));
+        diagonal(&mut chart, "perfect calibration")?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)

@@ -60,6 +60,17 @@ impl InputFormat {
         }
     }
 
+    /// Checks `resize_shorter`: at least the crop (`image_size`), at most 8192.
+    pub fn check_resize(&self) -> Result<(), String> {
+        let [height, width] = self.image_size;
+        match self.resize_shorter {
+            Some(shorter) if shorter < height.max(width) || shorter > 8192 => {
+                Err(format!("--resize-shorter {shorter} must be at least the {height}x{width} crop and at most 8192"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Per-sample input shape `(C, H, W)`.
     pub fn input_shape(&self) -> [usize; 3] {
         [self.color_mode.channels(), self.image_size[0], self.image_size[1]]

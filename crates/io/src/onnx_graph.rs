@@ -155,6 +155,11 @@ impl<'a> Graph<'a> {
             .collect()
     }
 
+    /// The consumers of the data tensor `name` among the nodes of `region`, in node order.
+    pub(crate) fn consumers_in(&self, name: &str, region: &HashSet<usize>) -> Vec<usize> {
+        self.consumers.get(name).into_iter().flatten().copied().filter(|n| region.contains(n)).collect()
+    }
+
     /// Every node reachable from `start` (itself included).
     pub(crate) fn descendants(&self, start: usize) -> HashSet<usize> {
         let mut seen = HashSet::new();

@@ -209,15 +209,7 @@ impl Converter<'_, '_> {
     ) -> std::result::Result<(), String> {
         let mut current = from.to_string();
         while current != to {
-            let consumers: Vec<usize> = self
-                .graph
-                .consumers
-                .get(&current)
-                .into_iter()
-                .flatten()
-                .copied()
-                .filter(|n| region.contains(n))
-                .collect();
+            let consumers = self.graph.consumers_in(&current, region);
             match consumers.as_slice() {
                 [] => return Err(format!("tensor {current} does not lead to the output {to}")),
                 [single] if self.graph.data_inputs(self.graph.nodes[*single]).len() == 1 => {
@@ -340,6 +332,16 @@ impl Converter<'_, '_> {
         })
     }
 
+    /// An optional constant input of `node` (absent, or a constant).
+    fn optional_weight(
+        &self,
+        node: &NodeProto,
+        index: usize,
+        what: &str,
+    ) -> std::result::Result<Option<Const>, String> {
+        self.graph.input(node, index).map(|_| self.weight(node, index, what)).transpose()
+    }
+
     /// One single-input node as a layer (or none): the tensor after it and the layer.
     fn layer(
         &mut self,
@@ -449,10 +451,7 @@ impl Converter<'_, '_> {
         let kernel = size2(&ints_attr(node, "kernel_shape", &[kh as i64, kw as i64]), node, "kernel_shape")?;
         let stride = size2(&ints_attr(node, "strides", &[1, 1]), node, "strides")?;
         let padding = window_padding(node, flow, kernel, stride, false)?;
-        let bias = match self.graph.input(node, 2) {
-            Some(_) => Some(self.weight(node, 2, "bias")?),
-            None => None,
-        };
+        let bias = self.optional_weight(node, 2, "bias")?;
         self.store(path, "weight", weight.dims.clone(), weight.values.into_iter());
         if let Some(bias) = &bias {
             self.store(path, "bias", vec![filters], bias.values.iter().copied());
@@ -515,10 +514,7 @@ impl Converter<'_, '_> {
         let beta = node.attributes.get("beta").and_then(|a| a.float).map_or(1.0, f64::from);
         let weight = self.weight(node, 1, "weight")?;
         let weight = if int_attr(node, "transB", 0) == 1 { weight } else { transpose(&weight, node)? };
-        let bias = match self.graph.input(node, 2) {
-            Some(_) => Some(self.weight(node, 2, "bias")?),
-            None => None,
-        };
+        let bias = self.optional_weight(node, 2, "bias")?;
         self.dense(node, path, weight, alpha, bias.map(|b| (b, beta)))
     }
 
@@ -562,8 +558,7 @@ impl Converter<'_, '_> {
         }
         let weight = transpose(&self.weight(node, 1, "weight")?, node)?;
         let mut out = output(node)?.to_string();
-        let consumers: Vec<usize> =
-            self.graph.consumers.get(&out).into_iter().flatten().copied().filter(|n| region.contains(n)).collect();
+        let consumers = self.graph.consumers_in(&out, region);
         let mut bias = None;
         if let [next] = consumers[..] {
             let add = self.graph.nodes[next];

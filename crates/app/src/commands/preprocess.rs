@@ -77,11 +77,7 @@ impl PreprocessOptions {
             (None, Preprocess::Imagenet) => Some((height.max(width) as f64 / 0.875).round() as usize),
             (None, _) => None,
         };
-        if let Some(shorter) = format.resize_shorter {
-            if shorter < height.max(width) || shorter > 8192 {
-                bail!("--resize-shorter {shorter} must be at least the {height}x{width} crop and at most 8192");
-            }
-        }
+        format.check_resize().map_err(|e| anyhow::anyhow!(e))?;
         Ok(())
     }
 

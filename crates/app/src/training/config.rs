@@ -218,15 +218,7 @@ impl TrainConfig {
         if image_size.iter().any(|&s| s > 4096) {
             bail!("--image-size {} is larger than 4096", image_size[0]);
         }
-        if let Some(shorter) = self.resize_shorter {
-            if shorter < image_size[0].max(image_size[1]) || shorter > 8192 {
-                bail!(
-                    "--resize-shorter {shorter} must be at least the {}x{} crop and at most 8192",
-                    image_size[0],
-                    image_size[1]
-                );
-            }
-        }
+        self.input_format().check_resize().map_err(|e| anyhow!(e))?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
