@@ -52,9 +52,10 @@ fn rows(model: &Sequential<f32>, prefix: &str, depth: usize, frozen_block: bool,
     }
 }
 
-/// The table, for a batch of `batch_size`: every layer, and inside each
-/// block its branches' layers (indented; the block's row holds their totals).
-pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
+/// The table, for a batch of `batch_size` run in passes of `micro_batch`
+/// images (`None`: one pass): every layer, and inside each block its
+/// branches' layers (indented; the block's row holds their totals).
+pub fn summary_table(model: &Sequential<f32>, batch_size: usize, micro_batch: Option<usize>) -> String {
     let mut out = String::new();
     let mut table = Vec::new();
     rows(model, "", 0, false, &mut table);
@@ -104,10 +105,17 @@ pub fn summary_table(model: &Sequential<f32>, batch_size: usize) -> String {
         total_flops as f64 / 1e9,
         model.layer_flops().iter().map(|(forward, backward)| forward + backward).sum::<u64>() as f64 / 1e9
     );
+    let per_pass = match micro_batch {
+        Some(micro) if micro < batch_size => {
+            format!("per micro-batch of {micro} (a batch of {batch_size} in {} passes)", batch_size.div_ceil(micro))
+        }
+        _ => format!("per batch of {batch_size}"),
+    };
+    let pass = micro_batch.unwrap_or(batch_size).min(batch_size);
     let _ = writeln!(
         out,
-        "Activations and gradients: {} per batch of {batch_size} (f32, buffers shared where layers run in place)",
-        human_bytes(model.buffer_bytes(batch_size))
+        "Activations and gradients: {} {per_pass} (f32, buffers shared where layers run in place)",
+        human_bytes(model.buffer_bytes(pass))
     );
     let _ = writeln!(out, "{rule}");
     out

@@ -121,3 +121,45 @@ pub fn check_memory(model: &Sequential<f32>, batch_size: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// Share of the available memory a training pass may plan on: the rest is for
+/// the loader's batches in flight, the kernels' scratch tiles and the system.
+pub const PASS_SHARE: f64 = 0.8;
+
+/// The micro-batch a run trains with (`None`: the whole share of `share`
+/// images in one pass). `asked` (`--micro-batch`) is taken as it is, after
+/// checking it fits. Without it, a share whose pass does not fit in
+/// [`PASS_SHARE`] of the available memory is run in micro-batches: the
+/// largest divisor of the share that fits, said in one line.
+pub fn micro_batch(model: &Sequential<f32>, share: usize, asked: Option<usize>) -> Result<Option<usize>> {
+    // weights, their gradients, two optimizer moments, and the pass gradients kept for the tree
+    let parameters = (model.num_params() * std::mem::size_of::<f32>()) as u64;
+    let needed = |images: usize| model.buffer_bytes(images) + 4 * parameters;
+    let Some(available) = available_memory() else { return Ok(asked) };
+    let budget = (available.bytes as f64 * PASS_SHARE) as u64;
+    let smallest = asked.unwrap_or(1).min(share.max(1));
+    if needed(smallest) + 5 * parameters > budget {
+        bail!(
+            "a pass of {smallest} image(s) needs about {} for activations, gradients and optimizer state, more than {:.0}% of the {} left ({}): use a smaller --image-size or model",
+            human_bytes(needed(smallest) + 5 * parameters),
+            PASS_SHARE * 100.0,
+            human_bytes(available.bytes),
+            available.source
+        );
+    }
+    if asked.is_some() || needed(share) <= budget {
+        return Ok(asked);
+    }
+    let fits = (1..share).rev().filter(|m| share.is_multiple_of(*m)).find(|&m| needed(m) + 5 * parameters <= budget);
+    let micro = fits.unwrap_or(1);
+    println!(
+        "A batch of {share} needs about {} for activations and gradients, more than {:.0}% of the {} left ({}): \
+         training in micro-batches of {micro} (about {} each; --micro-batch overrides)",
+        human_bytes(needed(share)),
+        PASS_SHARE * 100.0,
+        human_bytes(available.bytes),
+        available.source,
+        human_bytes(needed(micro))
+    );
+    Ok(Some(micro))
+}

@@ -150,7 +150,8 @@ pub fn draw_grid(set: &ImageSet, predicted: &[usize], rows: usize, cols: usize, 
         let title_x = x + (cell_w as i64 - label_width(title, TITLE_SIZE) as i64) / 2;
         label(&mut canvas, title_x as i32, y as i32 + 7, title, TITLE_SIZE, color)?;
         let image_x = x + (cell_w - width * scale as usize) as i64 / 2;
-        blit_chw(&mut canvas, &set.image(index)?, [channels, height, width], image_x, y + 30, scale);
+        let display = set.depth().to_display(&set.image(index)?).into_owned();
+        blit_chw(&mut canvas, &display, [channels, height, width], image_x, y + 30, scale);
         draw_rect(
             &mut canvas,
             image_x - 2,

@@ -443,3 +443,22 @@ fn cv_interrupted_by_ctrl_c_and_run_again_ends_with_the_same_files() {
     };
     assert_eq!(summary(&out), summary(&reference));
 }
+
+#[test]
+fn micro_batches_stopped_by_ctrl_c_resume_to_the_bytes_of_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    ok(&fmnist_args(&reference, 2, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    // batches of 8 are 4 leaves of 2 images: passes of 2 are whole leaves
+    let out = dir.path().join("micro");
+    let child = spawn_until(&fmnist_args(&out, 2, &["--micro-batch", "2"]), "Epoch 1/2");
+    std::thread::sleep(Duration::from_millis(100)); // inside epoch 2
+    signal(&child, libc::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(training_state(&out.join("checkpoint.safetensors"))["batches_done"].as_u64() > Some(0));
+    // the resumed run takes --micro-batch from config.toml
+    let log = ok(&["train", "--resume", out.to_str().unwrap()]);
+    assert!(log.contains("Resuming"), "{log}");
+    assert_same_files(&out, &reference, "micro-batches, resumed after Ctrl-C");
+}

@@ -236,3 +236,35 @@ fn a_set_three_times_the_memory_limit_trains_from_the_disk_cache_to_the_same_wei
     }
     assert!(cgroup.peak() <= 96 * 1024 * 1024, "peak {}", cgroup.peak());
 }
+
+#[test]
+fn a_batch_too_big_for_the_memory_limit_trains_in_micro_batches_to_the_same_weights() {
+    let data = tempfile::tempdir().unwrap();
+    let train = data.path().join("train");
+    colour_tree(&train, 16, 128, 3);
+    let args = |out: &Path| -> Vec<String> {
+        let flags = "--model baseline --image-size 128 --color-mode grayscale --epochs 1 --validation-split 0.25";
+        let mut args = vec!["train".to_string(), "--train".into(), train.to_string_lossy().into_owned()];
+        args.extend(flags.split(' ').map(String::from));
+        args.extend(["--out".to_string(), out.to_string_lossy().into_owned()]);
+        args
+    };
+    // the reference, outside any limit: a batch of 32 needs about 526 MB in one pass
+    let whole = data.path().join("whole");
+    let log = ok(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(log.contains("per batch of 32"), "{log}");
+
+    // inside a 320 MB cgroup that batch does not fit: passes of 8 (whole gradient leaves) do
+    let cgroup = MemoryCgroup::new(320 * 1024 * 1024);
+    let limited = data.path().join("limited");
+    let output = cgroup.command(&args(&limited).iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let log = stdout(&output);
+    assert!(output.status.success(), "{log}\n{}", stderr(&output));
+    assert!(log.contains("training in micro-batches of 8 (about "), "{log}");
+    assert!(log.contains("per micro-batch of 8 (a batch of 32 in 4 passes)"), "{log}");
+    for name in ["model.safetensors", "checkpoint.safetensors"] {
+        let (a, b) = (std::fs::read(whole.join(name)).unwrap(), std::fs::read(limited.join(name)).unwrap());
+        assert!(a == b, "{name}: the micro-batched run differs from the whole-batch one");
+    }
+    assert!(cgroup.peak() <= 320 * 1024 * 1024, "peak {}", cgroup.peak());
+}

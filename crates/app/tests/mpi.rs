@@ -243,3 +243,41 @@ fn fine_tuning_with_frozen_layers_is_bit_identical_for_1_and_2_ranks() {
     let model = std::fs::read(Path::new(&out).join("model.safetensors")).unwrap();
     assert!(model == expected, "2 ranks: the fine-tuned model differs from one process\n{log}");
 }
+
+#[test]
+fn micro_batches_are_bit_identical_to_whole_batches_for_1_2_and_4_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let plain = dir.path().join("plain");
+    ok(&training_args(plain.to_str().unwrap(), cache, "1"));
+    let expected = std::fs::read(plain.join("model.safetensors")).unwrap();
+    // `small` (no batchnorm), batches of 32: 4 images per rank per pass are half a
+    // gradient leaf on 1 and 2 ranks, and 8 a whole one on 4 ranks
+    for (ranks, micro) in [(1, "8"), (2, "8"), (4, "8"), (2, "4")] {
+        let out = dir.path().join(format!("ranks{ranks}-micro{micro}"));
+        let mut args = training_args(out.to_str().unwrap(), cache, "1");
+        args.extend(["--micro-batch", micro]);
+        let log = run_ok(mpirun(ranks, &args));
+        let model = std::fs::read(out.join("model.safetensors")).unwrap();
+        if micro == "8" {
+            assert!(model == expected, "{ranks} ranks, --micro-batch 8: differs from one process\n{log}");
+        }
+        assert_eq!(history_without_times(&out).len(), 2, "{log}");
+    }
+    let reference = std::fs::read(dir.path().join("ranks2-micro4/model.safetensors")).unwrap();
+    let out = dir.path().join("one-process-micro4");
+    let mut args = training_args(out.to_str().unwrap(), cache, "1");
+    args.extend(["--micro-batch", "4"]);
+    ok(&args);
+    let model = std::fs::read(out.join("model.safetensors")).unwrap();
+    assert!(model == reference, "--micro-batch 4: 2 ranks differ from one process");
+
+    // batchnorm's running statistics would follow each rank's passes alone: refused
+    let out = dir.path().join("resnet");
+    let mut args = resnet_args(out.to_str().unwrap(), cache, "1", "32");
+    args.extend(["--micro-batch".to_string(), "4".to_string()]);
+    let output = mpirun(2, &args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("cannot train in micro-batches"), "{}", stderr(&output));
+}

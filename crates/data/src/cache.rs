@@ -123,6 +123,8 @@ pub fn cache_key(files: &[FileEntry], options: &DecodeOptions) -> Result<String>
         format.interpolation,
         format.crop_to_aspect_ratio,
         format.resize_shorter,
+        format.crop_content,
+        format.bit_depth,
     );
     fnv1a(&mut hash, format!("{decoding:?} {}", options.max_pixels).as_bytes());
     for file in files {

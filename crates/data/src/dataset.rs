@@ -9,6 +9,7 @@
 use crate::cache::{CacheFile, Storage};
 use crate::decode::{decode_file, DecodeOptions};
 use crate::error::{DataError, Result};
+use crate::format::BitDepth;
 pub use crate::format::PixelScale;
 use crate::scan::ClassNames;
 use rayon::prelude::*;
@@ -76,13 +77,15 @@ pub(crate) enum Pixels {
 pub struct ImageSet {
     pub(crate) class_names: Vec<String>,
     pub(crate) shape: [usize; 3],
+    /// Bytes per sample: 1, or 2 for a 16-bit set.
+    pub(crate) depth: BitDepth,
     pub(crate) pixels: Pixels,
     pub(crate) labels: Vec<usize>,
     pub(crate) paths: Vec<PathBuf>,
 }
 
 impl ImageSet {
-    /// Builds a set from raw parts (`pixels` is `N x C x H x W`).
+    /// Builds a set from raw parts (`pixels` is `N x C x H x W` bytes).
     pub fn from_parts(
         class_names: Vec<String>,
         shape: [usize; 3],
@@ -90,10 +93,22 @@ impl ImageSet {
         labels: Vec<usize>,
         paths: Vec<PathBuf>,
     ) -> Result<Self> {
-        let image_len: usize = shape.iter().product();
+        Self::from_samples(class_names, (shape, BitDepth::Eight), pixels, labels, paths)
+    }
+
+    /// Builds a set from raw parts: `pixels` holds `N x C x H x W` samples of
+    /// `depth` (16-bit ones as little-endian pairs).
+    pub fn from_samples(
+        class_names: Vec<String>,
+        (shape, depth): ([usize; 3], BitDepth),
+        pixels: Vec<u8>,
+        labels: Vec<usize>,
+        paths: Vec<PathBuf>,
+    ) -> Result<Self> {
+        let image_len = shape.iter().product::<usize>() * depth.bytes();
         if image_len == 0 || pixels.len() != labels.len() * image_len || paths.len() != labels.len() {
             return Err(DataError::Config(format!(
-                "inconsistent image set: {} bytes, {} labels, {} paths, image shape {shape:?}",
+                "inconsistent image set: {} bytes, {} labels, {} paths, image shape {shape:?} of {depth:?}",
                 pixels.len(),
                 labels.len(),
                 paths.len()
@@ -102,7 +117,7 @@ impl ImageSet {
         if let Some(&label) = labels.iter().find(|&&l| l >= class_names.len()) {
             return Err(DataError::Config(format!("label {label} but only {} classes", class_names.len())));
         }
-        Ok(ImageSet { class_names, shape, pixels: Pixels::Memory(pixels), labels, paths })
+        Ok(ImageSet { class_names, shape, depth, pixels: Pixels::Memory(pixels), labels, paths })
     }
 
     /// Bytes of decoded pixels held in this process's memory (a mapped or
@@ -144,10 +159,20 @@ impl ImageSet {
         &self.paths
     }
 
-    /// The bytes of image `index`, `C x H x W` (decoded now for a streamed
-    /// set, which is where an error can come from).
+    /// Bits per sample of the decoded images.
+    pub fn depth(&self) -> BitDepth {
+        self.depth
+    }
+
+    /// Bytes of one decoded image.
+    fn image_bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.depth.bytes()
+    }
+
+    /// The bytes of image `index`, `C x H x W` samples of [`ImageSet::depth`]
+    /// (decoded now for a streamed set, which is where an error can come from).
     pub fn image(&self, index: usize) -> Result<Cow<'_, [u8]>> {
-        let len = self.shape.iter().product::<usize>();
+        let len = self.image_bytes();
         Ok(match &self.pixels {
             Pixels::Memory(pixels) => Cow::Borrowed(&pixels[index * len..(index + 1) * len]),
             Pixels::Disk { file, slots } => {
@@ -194,14 +219,9 @@ impl ImageSet {
         labels: &mut Vec<usize>,
     ) -> Result<()> {
         let len = self.shape.iter().product::<usize>();
-        let factor = scale.factor();
         labels.clear();
         labels.extend(indices.iter().map(|&index| self.labels[index]));
-        let convert = |dst: &mut [f32], src: &[u8]| {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s as f32 * factor;
-            }
-        };
+        let convert = |dst: &mut [f32], src: &[u8]| self.depth.to_inputs(scale, src, dst);
         match &self.pixels {
             Pixels::Stream { .. } => {
                 // decode the batch's files in parallel, each into its own slot
@@ -213,7 +233,7 @@ impl ImageSet {
             Pixels::Disk { file, slots } => {
                 // one reused buffer, read on the loader thread: the disk already
                 // works ahead (prefetch), and the training threads keep the cores
-                let mut bytes = vec![0u8; len];
+                let mut bytes = vec![0u8; self.image_bytes()];
                 for (slot, &index) in indices.iter().enumerate() {
                     file.read_slot(slots[index], &mut bytes)?;
                     convert(&mut out[slot * len..(slot + 1) * len], &bytes);

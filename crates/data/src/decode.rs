@@ -4,8 +4,11 @@
 //! engine's layout), whatever its file format:
 //!
 //! - the format is detected from the content, not the extension;
-//! - 16-bit images are scaled to 0-255 like 8-bit ones (mammograms are often
-//!   16-bit); palette, grey+alpha, CMYK JPEG and the rest are converted;
+//! - with [`BitDepth::Eight`] 16-bit images are scaled to 0-255 like 8-bit
+//!   ones; with [`BitDepth::Sixteen`] (mammograms are often 12-16-bit) every
+//!   sample keeps 16 bits through the crop and the resize, two bytes
+//!   little-endian, and 8-bit sources are widened exactly (`v * 257`);
+//!   palette, grey+alpha, CMYK JPEG and the rest are converted;
 //! - GIFs contribute their first frame;
 //! - DICOM files (`DICM` after the 128-byte preamble, whatever their name) go
 //!   through the radiology pixel pipeline of [`crate::dicom`] and contribute
@@ -17,7 +20,7 @@
 use crate::content_crop::content_box;
 use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{DataError, Result};
-pub use crate::format::{ColorMode, InputFormat, Interpolation};
+pub use crate::format::{BitDepth, ColorMode, InputFormat, Interpolation};
 use crate::resample::resize_shorter_and_crop;
 use image::{imageops::FilterType, DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
@@ -61,7 +64,8 @@ pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut
         return Err(decode_error("the file is empty".into()));
     }
     if is_dicom(bytes) {
-        let picture = decode_dicom(path, bytes, options.max_pixels)?;
+        let sixteen = options.format.bit_depth == BitDepth::Sixteen;
+        let picture = decode_dicom(path, bytes, options.max_pixels, sixteen)?;
         convert_into(picture.image, options, out);
         return Ok(picture.frames);
     }
@@ -87,6 +91,29 @@ pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut
     Ok(1)
 }
 
+/// The bit depth `paths` need: [`BitDepth::Sixteen`] when any of them holds
+/// more than 8 bits per sample (a 16-bit PNG or TIFF, a grey DICOM file
+/// storing more than 8 bits), else [`BitDepth::Eight`]. Reads headers only
+/// (a DICOM file's attributes before its pixel data); a file that cannot be
+/// read counts as 8-bit (the load reports it).
+pub fn source_bit_depth(paths: &[&Path]) -> BitDepth {
+    let wide = |path: &&Path| -> bool {
+        let Ok(bytes) = std::fs::read(path) else { return false };
+        if let Some(wide) = crate::dicom::more_than_8_bits(&bytes) {
+            return wide;
+        }
+        let reader = ImageReader::new(Cursor::new(&bytes[..])).with_guessed_format();
+        let Ok(Ok(decoder)) = reader.map(|r| r.into_decoder()) else { return false };
+        let color = image::ImageDecoder::color_type(&decoder);
+        color.bytes_per_pixel() > color.channel_count()
+    };
+    if paths.iter().any(wide) {
+        BitDepth::Sixteen
+    } else {
+        BitDepth::Eight
+    }
+}
+
 /// Reads and decodes one file; see [`decode_into`].
 pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Result<u32> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
@@ -96,6 +123,10 @@ pub fn decode_file(path: &Path, options: &DecodeOptions, out: &mut [u8]) -> Resu
 /// Crops, resizes and converts a decoded image into CHW bytes.
 fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]) {
     let [target_h, target_w] = options.format.image_size;
+    let sixteen = options.format.bit_depth == BitDepth::Sixteen;
+    if sixteen && image.color().bytes_per_pixel() / image.color().channel_count() == 1 {
+        image = widen(image); // resized at 16 bits from the start, as a 16-bit source is
+    }
     let plane = target_h * target_w;
     if options.format.crop_content {
         let luma = image.to_luma8();
@@ -129,13 +160,33 @@ fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]
             Interpolation::Bilinear => image.resize_exact(target_w32, target_h32, FilterType::Triangle),
             Interpolation::Nearest => image.resize_exact(target_w32, target_h32, FilterType::Nearest),
             Interpolation::Lanczos3 => image.resize_exact(target_w32, target_h32, FilterType::Lanczos3),
-            Interpolation::Area => area_resize(&image.to_rgba8(), target_w32, target_h32),
+            Interpolation::Area if sixteen => {
+                let to_sample = |v: f64| v.round().clamp(0.0, 65535.0) as u16;
+                DynamicImage::ImageRgba16(area_resize(&image.to_rgba16(), target_w32, target_h32, to_sample))
+            }
+            Interpolation::Area => {
+                let to_sample = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+                DynamicImage::ImageRgba8(area_resize(&image.to_rgba8(), target_w32, target_h32, to_sample))
+            }
         };
     }
-    match options.format.color_mode {
-        ColorMode::Grayscale => out[..plane].copy_from_slice(image.to_luma8().as_raw()),
-        ColorMode::Rgb => interleaved_to_planar(image.to_rgb8().as_raw(), 3, plane, out),
-        ColorMode::Rgba => interleaved_to_planar(image.to_rgba8().as_raw(), 4, plane, out),
+    match (options.format.color_mode, sixteen) {
+        (ColorMode::Grayscale, false) => out[..plane].copy_from_slice(image.to_luma8().as_raw()),
+        (ColorMode::Rgb, false) => interleaved_to_planar(image.to_rgb8().as_raw(), 3, plane, out),
+        (ColorMode::Rgba, false) => interleaved_to_planar(image.to_rgba8().as_raw(), 4, plane, out),
+        (ColorMode::Grayscale, true) => interleaved_to_planar_16(image.to_luma16().as_raw(), 1, plane, out),
+        (ColorMode::Rgb, true) => interleaved_to_planar_16(image.to_rgb16().as_raw(), 3, plane, out),
+        (ColorMode::Rgba, true) => interleaved_to_planar_16(image.to_rgba16().as_raw(), 4, plane, out),
+    }
+}
+
+/// An 8-bit image as 16 bits (`v * 257`: 0 -> 0, 255 -> 65535), same colours.
+fn widen(image: DynamicImage) -> DynamicImage {
+    match image.color().channel_count() {
+        1 => DynamicImage::ImageLuma16(image.to_luma16()),
+        2 => DynamicImage::ImageLumaA16(image.to_luma_alpha16()),
+        3 => DynamicImage::ImageRgb16(image.to_rgb16()),
+        _ => DynamicImage::ImageRgba16(image.to_rgba16()),
     }
 }
 
@@ -148,12 +199,30 @@ fn interleaved_to_planar(pixels: &[u8], channels: usize, plane: usize, out: &mut
     }
 }
 
+/// `HWC` interleaved 16-bit pixels to `CHW` planes of little-endian pairs.
+fn interleaved_to_planar_16(pixels: &[u16], channels: usize, plane: usize, out: &mut [u8]) {
+    for (p, pixel) in pixels.chunks_exact(channels).enumerate() {
+        for (c, &value) in pixel.iter().enumerate() {
+            let at = 2 * (c * plane + p);
+            out[at..at + 2].copy_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
 /// Area (box) resampling: each output pixel is the mean of the source pixels
-/// its footprint covers, weighted by overlap.
-fn area_resize(source: &image::RgbaImage, width: u32, height: u32) -> DynamicImage {
+/// its footprint covers, weighted by overlap, made a sample by `to_sample`.
+fn area_resize<P: image::Pixel>(
+    source: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    width: u32,
+    height: u32,
+    to_sample: impl Fn(f64) -> P::Subpixel,
+) -> image::ImageBuffer<P, Vec<P::Subpixel>>
+where
+    P::Subpixel: Into<f64>,
+{
     let (src_w, src_h) = (source.width() as f64, source.height() as f64);
     let (scale_x, scale_y) = (src_w / width as f64, src_h / height as f64);
-    let mut out = image::RgbaImage::new(width, height);
+    let mut out = image::ImageBuffer::new(width, height);
     for y in 0..height {
         let (y0, y1) = (y as f64 * scale_y, (y + 1) as f64 * scale_y);
         for x in 0..width {
@@ -168,17 +237,17 @@ fn area_resize(source: &image::RgbaImage, width: u32, height: u32) -> DynamicIma
                     let wx = (sx + 1.0).min(x1) - sx.max(x0);
                     let px =
                         source.get_pixel((sx as u32).min(source.width() - 1), (sy as u32).min(source.height() - 1));
-                    for c in 0..4 {
-                        sum[c] += px[c] as f64 * wx * wy;
+                    for (total, &sample) in sum.iter_mut().zip(px.channels()) {
+                        *total += sample.into() * wx * wy;
                     }
                     total += wx * wy;
                     sx += 1.0;
                 }
                 sy += 1.0;
             }
-            let pixel = sum.map(|s| (s / total).round().clamp(0.0, 255.0) as u8);
-            out.put_pixel(x, y, image::Rgba(pixel));
+            let samples = sum.map(|s| to_sample(s / total));
+            out.put_pixel(x, y, *P::from_slice(&samples[..P::CHANNEL_COUNT as usize]));
         }
     }
-    DynamicImage::ImageRgba8(out)
+    out
 }

@@ -34,7 +34,7 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder, PixelRepresentation, VoiLutFunction};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, RgbImage};
 use std::path::Path;
 
 /// Whether `bytes` are a DICOM file (Part 10): `DICM` at bytes 128..132, after the preamble.
@@ -45,7 +45,8 @@ pub fn is_dicom(bytes: &[u8]) -> bool {
 /// A decoded DICOM picture: its display values and how many frames the file had.
 #[derive(Debug)]
 pub struct DicomPicture {
-    /// 8-bit grey (`Luma8`) or colour (`Rgb8`) display values of the first frame.
+    /// Grey (`Luma8`, or `Luma16` when asked) or colour (`Rgb8`) display
+    /// values of the first frame.
     pub image: DynamicImage,
     /// Frames in the file (only the first is used).
     pub frames: u32,
@@ -53,7 +54,10 @@ pub struct DicomPicture {
 
 /// Decodes a DICOM file's bytes (`path` is for messages); refuses pictures of
 /// more than `max_pixels` pixels before decoding them.
-pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomPicture> {
+///
+/// With `sixteen`, a grey picture's display values keep 16 bits (`Luma16`,
+/// the window's output times 257 rounded) instead of being rounded to 8.
+pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64, sixteen: bool) -> Result<DicomPicture> {
     let fail = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
     if !is_dicom(bytes) {
         return Err(fail("not a DICOM file (no DICM after the 128-byte preamble)".into()));
@@ -97,7 +101,14 @@ pub fn decode_dicom(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<DicomP
             let voi = choose_voi(&decoded);
             let invert = *photometric == PhotometricInterpretation::Monochrome1;
             let display = grey_display(&modality, &voi, invert);
-            DynamicImage::ImageLuma8(GrayImage::from_raw(columns, rows, display).expect("rows x columns bytes"))
+            if sixteen {
+                let wide: Vec<u16> = display.iter().map(|&y| (y * 257.0).round() as u16).collect();
+                let picture = ImageBuffer::from_raw(columns, rows, wide).expect("rows x columns samples");
+                DynamicImage::ImageLuma16(picture)
+            } else {
+                let narrow: Vec<u8> = display.iter().map(|&y| y.round() as u8).collect();
+                DynamicImage::ImageLuma8(GrayImage::from_raw(columns, rows, narrow).expect("rows x columns bytes"))
+            }
         }
         (3, photometric) => {
             let ybr = match photometric {
@@ -325,6 +336,23 @@ impl std::io::Read for CountingReader<'_> {
     }
 }
 
+/// Whether a DICOM file's grey samples hold more than 8 bits (BitsStored,
+/// else BitsAllocated, above 8, one sample per pixel): what a 16-bit decode
+/// keeps. `None` when the bytes are not a readable DICOM image.
+pub fn more_than_8_bits(bytes: &[u8]) -> Option<bool> {
+    if !is_dicom(bytes) {
+        return None;
+    }
+    let object = OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(&bytes[128..])
+        .ok()?;
+    let header = Header::read(&object).ok()?;
+    let stored = object.element_opt(tags::BITS_STORED).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
+    Some(header.samples_per_pixel == 1 && stored.unwrap_or(header.bits_allocated) > 8)
+}
+
 /// The attributes read before any pixel is decoded.
 struct Header {
     rows: u32,
@@ -449,7 +477,7 @@ fn choose_voi(decoded: &dicom_pixeldata::DecodedPixelData<'_>) -> Voi {
 }
 
 /// Modality values -> 8-bit display values (the VOI step, then MONOCHROME1's inversion).
-fn grey_display(modality: &[f64], voi: &Voi, invert: bool) -> Vec<u8> {
+fn grey_display(modality: &[f64], voi: &Voi, invert: bool) -> Vec<f64> {
     let (low, high) = modality.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let to_display = |x: f64| -> f64 {
         match voi {
@@ -487,8 +515,11 @@ fn grey_display(modality: &[f64], voi: &Voi, invert: bool) -> Vec<u8> {
         .iter()
         .map(|&x| {
             let y = to_display(x).clamp(0.0, 255.0);
-            let y = if invert { 255.0 - y } else { y };
-            y.round() as u8
+            if invert {
+                255.0 - y
+            } else {
+                y
+            }
         })
         .collect()
 }
@@ -520,20 +551,25 @@ mod tests {
         assert_eq!(shifted.values(&(0x0FFFu16 << 2).to_le_bytes(), 1), vec![4095]);
     }
 
+    /// The display values rounded to 8 bits, as an 8-bit decode stores them.
+    fn grey8(modality: &[f64], voi: &Voi, invert: bool) -> Vec<u8> {
+        grey_display(modality, voi, invert).iter().map(|y| y.round() as u8).collect()
+    }
+
     #[test]
     fn linear_window_follows_the_standard() {
         // c = 40, w = 400 (a CT soft-tissue window): below -160 black, above 239.5 white
         let voi = Voi::Window { center: 40.0, width: 400.0, function: VoiLutFunction::Linear };
-        let out = grey_display(&[-1000.0, -160.0, 39.5, 240.0, 3000.0], &voi, false);
+        let out = grey8(&[-1000.0, -160.0, 39.5, 240.0, 3000.0], &voi, false);
         assert_eq!(out, vec![0, 0, 128, 255, 255]);
-        assert_eq!(grey_display(&[-1000.0, 39.5, 3000.0], &voi, true), vec![255, 128, 0]);
+        assert_eq!(grey8(&[-1000.0, 39.5, 3000.0], &voi, true), vec![255, 128, 0]);
     }
 
     #[test]
     fn full_range_and_table() {
-        assert_eq!(grey_display(&[-100.0, 0.0, 100.0], &Voi::FullRange, false), vec![0, 128, 255]);
-        assert_eq!(grey_display(&[5.0, 5.0], &Voi::FullRange, false), vec![0, 0]);
+        assert_eq!(grey8(&[-100.0, 0.0, 100.0], &Voi::FullRange, false), vec![0, 128, 255]);
+        assert_eq!(grey8(&[5.0, 5.0], &Voi::FullRange, false), vec![0, 0]);
         let table = Voi::Table { first: 10.0, bits: 8, entries: vec![0, 51, 255] };
-        assert_eq!(grey_display(&[0.0, 10.0, 11.0, 12.0, 99.0], &table, false), vec![0, 0, 51, 255, 255]);
+        assert_eq!(grey8(&[0.0, 10.0, 11.0, 12.0, 99.0], &table, false), vec![0, 0, 51, 255, 255]);
     }
 }

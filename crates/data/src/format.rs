@@ -4,12 +4,21 @@
 //! [`InputFormat`].
 //!
 //! ```
-//! use convnet_data::{ColorMode, InputFormat, PixelScale};
+//! use convnet_data::{BitDepth, ColorMode, InputFormat, PixelScale};
 //! let format = InputFormat::new([28, 28], ColorMode::Grayscale);
 //! assert_eq!(format.input_shape(), [1, 28, 28]);
 //! assert_eq!(format.image_len(), 784);
 //! assert_eq!(format.pixel_scale, PixelScale::Unit);
 //! assert_eq!(format.pixel_scale.factor(), 1.0 / 255.0);
+//!
+//! // a 16-bit source keeps two bytes per sample: 32896 is 128.0 on the 0-255
+//! // scale, 32897 one 257th above it (8 bits would make both 128)
+//! let sixteen = InputFormat { bit_depth: BitDepth::Sixteen, ..format };
+//! assert_eq!(sixteen.image_len(), 2 * 784);
+//! let mut inputs = [0.0f32; 2];
+//! sixteen.to_inputs(&[0x80, 0x80, 0x81, 0x80], &mut inputs);
+//! assert!((inputs[0] - 128.0 / 255.0).abs() < 1e-7);
+//! assert!((inputs[1] - inputs[0] - 1.0 / 257.0 / 255.0).abs() < 1e-7);
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +45,10 @@ pub struct InputFormat {
     /// brighter than Otsu's threshold, plus a margin (see [`crate::content_crop`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub crop_content: bool,
+    /// Bits kept per decoded sample: 8, or 16 for sources with more than 8
+    /// bits (16-bit PNG or TIFF, DICOM after its VOI window).
+    #[serde(default, skip_serializing_if = "BitDepth::is_eight")]
+    pub bit_depth: BitDepth,
 }
 
 impl Default for InputFormat {
@@ -57,6 +70,7 @@ impl InputFormat {
             crop_to_aspect_ratio: false,
             resize_shorter: None,
             crop_content: false,
+            bit_depth: BitDepth::Eight,
         }
     }
 
@@ -76,9 +90,78 @@ impl InputFormat {
         [self.color_mode.channels(), self.image_size[0], self.image_size[1]]
     }
 
-    /// Bytes of one decoded image: `channels * height * width`.
-    pub fn image_len(&self) -> usize {
+    /// Samples of one decoded image: `channels * height * width`.
+    pub fn samples(&self) -> usize {
         self.color_mode.channels() * self.image_size[0] * self.image_size[1]
+    }
+
+    /// Bytes of one decoded image: its samples times 1 (8-bit) or 2 (16-bit,
+    /// little-endian).
+    pub fn image_len(&self) -> usize {
+        self.samples() * self.bit_depth.bytes()
+    }
+
+    /// Network inputs from one decoded image's bytes: `x * factor` for an
+    /// 8-bit sample `x`, `(v / 257) * factor` for a 16-bit one `v` (the same
+    /// 0-255 range, with the 257 steps between two 8-bit levels kept).
+    pub fn to_inputs(&self, bytes: &[u8], out: &mut [f32]) {
+        self.bit_depth.to_inputs(self.pixel_scale, bytes, out);
+    }
+}
+
+/// Bits per decoded sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitDepth {
+    /// One byte per sample (0-255).
+    #[default]
+    #[serde(rename = "8")]
+    Eight,
+    /// Two bytes per sample (0-65535, little-endian).
+    #[serde(rename = "16")]
+    Sixteen,
+}
+
+impl BitDepth {
+    /// Bytes per sample.
+    pub fn bytes(self) -> usize {
+        match self {
+            BitDepth::Eight => 1,
+            BitDepth::Sixteen => 2,
+        }
+    }
+
+    /// Whether this is 8 bits (the default, left out of model files).
+    pub fn is_eight(&self) -> bool {
+        *self == BitDepth::Eight
+    }
+
+    /// Network inputs from samples of this depth (see [`InputFormat::to_inputs`]).
+    pub fn to_inputs(self, scale: PixelScale, bytes: &[u8], out: &mut [f32]) {
+        let factor = scale.factor();
+        match self {
+            BitDepth::Eight => {
+                for (input, &sample) in out.iter_mut().zip(bytes) {
+                    *input = sample as f32 * factor;
+                }
+            }
+            BitDepth::Sixteen => {
+                let factor = factor / 257.0;
+                for (input, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *input = u16::from_le_bytes([pair[0], pair[1]]) as f32 * factor;
+                }
+            }
+        }
+    }
+
+    /// 8-bit samples for display (a 16-bit `v` becomes `round(v / 257)`).
+    pub fn to_display(self, bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            BitDepth::Eight => std::borrow::Cow::Borrowed(bytes),
+            BitDepth::Sixteen => bytes
+                .chunks_exact(2)
+                .map(|pair| ((u16::from_le_bytes([pair[0], pair[1]]) as u32 + 128) / 257) as u8)
+                .collect(),
+        }
     }
 }
 

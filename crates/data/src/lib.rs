@@ -57,6 +57,6 @@ pub use cache::Storage;
 pub use dataset::{DatasetOptions, ImageSet, LoadReport, Loaded};
 pub use decode::DecodeOptions;
 pub use error::{DataError, Result};
-pub use format::{ColorMode, InputFormat, Interpolation, PixelScale};
+pub use format::{BitDepth, ColorMode, InputFormat, Interpolation, PixelScale};
 pub use load::load;
 pub use scan::{scan, ClassNames, Scan};

@@ -72,9 +72,9 @@ pub fn decode_files(
     let labels = keep.iter().map(|&i| files[i].label).collect();
     let paths = keep.iter().map(|&i| files[i].path.clone()).collect();
     let [height, width] = options.format.image_size;
-    let set = ImageSet::from_parts(
+    let set = ImageSet::from_samples(
         class_names.to_vec(),
-        [options.format.color_mode.channels(), height, width],
+        ([options.format.color_mode.channels(), height, width], options.format.bit_depth),
         pixels,
         labels,
         paths,
@@ -154,6 +154,7 @@ fn kept_set(
     let set = ImageSet {
         class_names: class_names.to_vec(),
         shape: [options.format.color_mode.channels(), height, width],
+        depth: options.format.bit_depth,
         labels: kept.iter().map(|&i| files[i].label).collect(),
         paths: kept.iter().map(|&i| files[i].path.clone()).collect(),
         pixels: pixels(kept),

@@ -172,7 +172,8 @@ pub trait Layer<T: Element>: Send + Sync {
 
     /// Bytes a layer holds for a batch of `batch` beyond the activations the
     /// model keeps between layers: a block's branch models (their own
-    /// activation and gradient buffers). Default 0.
+    /// activation and gradient buffers), a convolution's per-image weight
+    /// gradients. Default 0.
     fn buffer_bytes(&self, _batch: usize) -> u64 {
         0
     }

@@ -121,7 +121,6 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let decode = meta.decode_options();
     let [channels, height, width] = meta.input_shape();
-    let factor = meta.input.pixel_scale.factor() as f64;
     let scale = args.size.div_ceil(height.min(width)).max(1);
     let (shown_h, shown_w) = (height * scale, width * scale);
     let mut records = Vec::new();
@@ -133,8 +132,10 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
             failures += 1;
             continue;
         }
+        let mut inputs = vec![0.0f32; channels * height * width];
+        meta.input.to_inputs(&bytes, &mut inputs);
         let input = ArrayD::from_shape_fn(IxDyn(&[1, channels, height, width]), |i| {
-            bytes[(i[1] * height + i[2]) * width + i[3]] as f64 * factor
+            inputs[(i[1] * height + i[2]) * width + i[3]] as f64
         });
         let cam = grad_cam(&mut model, input.view(), class, activation)?;
         let predicted = convnet_tensor::loss::argmax(&cam.probabilities);
@@ -152,7 +153,8 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
                 meta.class_names[explained], cam.probabilities[explained], meta.class_names[predicted]
             )
         };
-        let picture = overlay_picture(&bytes, [channels, height, width], scale, &shown, peak_value, &title)?;
+        let display = meta.input.bit_depth.to_display(&bytes);
+        let picture = overlay_picture(&display, [channels, height, width], scale, &shown, peak_value, &title)?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let out = args.out.join(format!("{stem}.gradcam.png"));
         write_atomic(&out, &png_bytes(&picture)?)?;

@@ -56,9 +56,9 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let mut bytes = vec![0u8; decode.image_len()];
     decode_file(&args.image, &decode, &mut bytes)?;
     let [c, h, w] = meta.input_shape();
-    let factor = meta.input.pixel_scale.factor();
-    let input = ArrayD::from_shape_vec(IxDyn(&[1, c, h, w]), bytes.iter().map(|&b| b as f32 * factor).collect())
-        .map_err(|e| anyhow!("{e}"))?;
+    let mut inputs = vec![0.0f32; c * h * w];
+    meta.input.to_inputs(&bytes, &mut inputs);
+    let input = ArrayD::from_shape_vec(IxDyn(&[1, c, h, w]), inputs).map_err(|e| anyhow!("{e}"))?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let logits = model.forward(input.view(), Mode::Eval)?.to_owned();
     let mut written = Vec::new();

@@ -52,7 +52,6 @@ fn predict_chunk(
 ) -> Result<()> {
     let decode = meta.decode_options();
     let image_len = decode.image_len();
-    let factor = meta.input.pixel_scale.factor();
     let [c, h, w] = meta.input_shape();
     let decoded: Vec<Result<Vec<u8>, String>> = chunk
         .par_iter()
@@ -69,10 +68,8 @@ fn predict_chunk(
     let mut probabilities = Vec::new();
     if !good.is_empty() {
         let mut batch = ArrayD::<f32>::zeros(IxDyn(&[good.len(), c, h, w]));
-        for (slot, bytes) in batch.as_slice_mut().expect("contiguous").chunks_mut(image_len).zip(&good) {
-            for (dst, &src) in slot.iter_mut().zip(bytes.iter()) {
-                *dst = src as f32 * factor;
-            }
+        for (slot, bytes) in batch.as_slice_mut().expect("contiguous").chunks_mut(c * h * w).zip(&good) {
+            meta.input.to_inputs(bytes, slot);
         }
         let classes = meta.class_names.len();
         for probs in scorer.probabilities(batch.view())?.chunks(classes) {

@@ -19,6 +19,9 @@ pub struct SummaryArgs {
     pub classes: usize,
     #[arg(long, default_value_t = 32, value_parser = positive)]
     pub batch_size: usize,
+    /// State the memory of passes of M images (as `train --micro-batch M`)
+    #[arg(long, value_name = "M")]
+    pub micro_batch: Option<usize>,
     #[command(flatten)]
     pub conv: crate::options::ConvAlgoOptions,
 }
@@ -30,6 +33,7 @@ pub fn run(args: SummaryArgs) -> Result<ExitCode> {
         .build::<f32>(&input, classes, 0)
         .with_context(|| format!("{} cannot take {}x{}x{} inputs", args.model, input[1], input[2], input[0]))?;
     args.conv.apply(&mut model)?;
-    print!("{}", summary_table(&model, args.batch_size));
+    crate::training::micro_batch::check(args.micro_batch, args.batch_size)?;
+    print!("{}", summary_table(&model, args.batch_size, args.micro_batch));
     Ok(ExitCode::SUCCESS)
 }

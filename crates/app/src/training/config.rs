@@ -6,7 +6,7 @@ use crate::options::{
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use convnet_data::{DecodeOptions, InputFormat, Interpolation, PixelScale};
+use convnet_data::{BitDepth, DecodeOptions, InputFormat, Interpolation, PixelScale};
 use convnet_tensor::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,24 @@ use std::time::Duration;
 pub enum CropMode {
     /// The bounding box of the pixels above Otsu's threshold, plus a margin
     Content,
+}
+
+/// `--bit-depth`: bits per decoded sample, or `auto` (resolved from the
+/// training images when a run starts and kept resolved in config.toml).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum BitDepthChoice {
+    /// 16 when the training images hold more than 8 bits, else 8
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// 8 bits per sample
+    #[value(name = "8")]
+    #[serde(rename = "8")]
+    Eight,
+    /// 16 bits per sample
+    #[value(name = "16")]
+    #[serde(rename = "16")]
+    Sixteen,
 }
 
 /// When to write a checkpoint inside an epoch (one is always written at the
@@ -112,6 +130,13 @@ pub struct TrainConfig {
     pub epochs: usize,
     #[arg(long, default_value_t = 32, value_parser = positive)]
     pub batch_size: usize,
+    /// Run each batch as passes of M images (M divides --batch-size; with MPI, M images per rank per pass) and
+    /// update once with the whole batch's gradient: activation memory follows M. Without batchnorm the weights
+    /// are byte-identical to the run without micro-batches when M is a multiple of batch/4 (smaller M: equal up to
+    /// rounding); batchnorm normalises each pass with its own statistics, as gradient accumulation does in
+    /// PyTorch. Default: the whole batch, or, when it does not fit in memory, the largest micro-batch that does
+    #[arg(long, value_name = "M")]
+    pub micro_batch: Option<usize>,
     #[command(flatten)]
     #[serde(flatten)]
     pub image: ImageOptions,
@@ -188,6 +213,12 @@ pub struct TrainConfig {
     #[arg(long, value_enum)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<CropMode>,
+    /// Bits kept per sample through decoding, resizing and the cache: 16 keeps what 12-16-bit sources hold
+    /// (16-bit PNG or TIFF, DICOM after its window), 8 rounds to 256 levels; auto: 16 when the training images
+    /// have more than 8 bits. Stored in the model file
+    #[arg(long, value_enum, default_value_t = BitDepthChoice::Auto)]
+    #[serde(default)]
+    pub bit_depth: BitDepthChoice,
     /// Write a checkpoint during an epoch every N steps (`500`) or every so
     /// much training time (`10m`, `90s`, `2h`); `never`: at epoch ends only
     #[arg(long, default_value = "10m")]
@@ -211,6 +242,7 @@ impl TrainConfig {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
+        super::micro_batch::check(self.micro_batch, self.batch_size)?;
         let image_size = self.image.image_size;
         if image_size.contains(&0) {
             bail!("--image-size must be positive, got {}x{}", image_size[0], image_size[1]);
@@ -219,6 +251,9 @@ impl TrainConfig {
             bail!("--image-size {} is larger than 4096", image_size[0]);
         }
         self.input_format().check_resize().map_err(|e| anyhow!(e))?;
+        if self.resize_shorter.is_some() && self.bit_depth == BitDepthChoice::Sixteen {
+            bail!("--resize-shorter follows Pillow's 8-bit filter: it takes --bit-depth 8 (or auto), not 16");
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
@@ -280,7 +315,31 @@ impl TrainConfig {
             crop_to_aspect_ratio: self.crop_to_aspect_ratio,
             resize_shorter: self.resize_shorter,
             crop_content: self.crop == Some(CropMode::Content),
+            bit_depth: match self.bit_depth {
+                BitDepthChoice::Sixteen => BitDepth::Sixteen,
+                BitDepthChoice::Eight | BitDepthChoice::Auto => BitDepth::Eight,
+            },
         }
+    }
+
+    /// This configuration with `--bit-depth auto` resolved: 16 when any of up
+    /// to 32 training images (spread over the sorted list) holds more than 8
+    /// bits per sample, else 8 (always 8 with `--resize-shorter`).
+    pub fn with_bit_depth(&self) -> Result<TrainConfig> {
+        let mut resolved = self.clone();
+        if self.bit_depth != BitDepthChoice::Auto {
+            return Ok(resolved);
+        }
+        resolved.bit_depth = BitDepthChoice::Eight;
+        if self.resize_shorter.is_none() {
+            let found = convnet_data::scan(&self.train, &convnet_data::ClassNames::Infer, true)?;
+            let step = found.files.len().div_ceil(32).max(1);
+            let probed: Vec<&Path> = found.files.iter().step_by(step).map(|file| file.path.as_path()).collect();
+            if convnet_data::decode::source_bit_depth(&probed) == BitDepth::Sixteen {
+                resolved.bit_depth = BitDepthChoice::Sixteen;
+            }
+        }
+        Ok(resolved)
     }
 
     /// Decoding to [`TrainConfig::input_format`].

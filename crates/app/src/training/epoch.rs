@@ -5,11 +5,13 @@ use super::checkpoint::{save_checkpoint, HistoryRow, RunFiles, TrainingState};
 use super::config::{CheckpointEvery, TrainConfig};
 use super::distributed::{Cluster, StepTotals};
 use super::interrupt::Interrupt;
+use super::micro_batch;
 use anyhow::{anyhow, Result};
 use convnet_data::batch::{Batch, BatchConfig, BatchStream};
 use convnet_data::{Augmentation, ImageSet};
 use convnet_io::model_file::{self, ModelMeta};
 use convnet_optim::Optimizer;
+use convnet_tensor::ndarray::{Axis, Slice};
 use convnet_tensor::rng::derive;
 use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
 use std::cell::Cell;
@@ -95,27 +97,44 @@ fn forward_backward(
     loss_fn: &mut SoftmaxCrossEntropy<f32>,
     batch: &Batch,
     step_seed: u64,
-    cluster: &Cluster,
+    (cluster, micro): (&Cluster, Option<usize>),
     stop: Option<i32>,
 ) -> Result<StepTotals> {
-    // this process's part of the batch (all of it without MPI): forward,
-    // loss over the whole batch's size, backward as a subtree of leaves
+    // this process's part of the batch (all of it without MPI), in passes of
+    // at most --micro-batch images: forward, loss over the whole batch's size,
+    // backward as a subtree (or part of a leaf) of the gradient tree
     let (_, leaves) = cluster.shard().part(batch.batch_total);
-    let correct = if batch.labels.is_empty() {
+    let mut correct = 0;
+    let mut pass_losses = Vec::new();
+    if batch.labels.is_empty() {
         for param in model.trainable_params_mut() {
             param.grad.fill(0.0); // a part with no image adds nothing
         }
-        0
     } else {
-        let mode = Mode::Train { seed: step_seed, first_image: batch.first_image };
+        let passes = micro_batch::plan(batch.labels.len(), leaves, micro);
+        let mut gradients = micro_batch::PassGradients::default();
         cluster.begin_batch(batch.batch_total);
-        let logits = model.forward(batch.images.view(), mode)?;
-        loss_fn.forward_part(logits, &batch.labels, batch.batch_total)?;
-        model.set_gradient_leaves(leaves);
-        model.backward(loss_fn.grad_logits().view())?;
-        loss_fn.correct(&batch.labels)
-    };
-    let sample_losses = if batch.labels.is_empty() { &[][..] } else { loss_fn.sample_losses() };
+        for pass in &passes {
+            let images = batch.images.slice_axis(Axis(0), Slice::from(pass.images.clone()));
+            let labels = &batch.labels[pass.images.clone()];
+            let mode = Mode::Train { seed: step_seed, first_image: batch.first_image + pass.images.start };
+            let logits = model.forward(images, mode)?;
+            loss_fn.forward_part(logits, labels, batch.batch_total)?;
+            model.set_gradient_leaves(pass.leaves);
+            model.backward(loss_fn.grad_logits().view())?;
+            correct += loss_fn.correct(labels);
+            if passes.len() > 1 {
+                pass_losses.extend_from_slice(loss_fn.sample_losses());
+                gradients.add(model, pass);
+            }
+        }
+        if passes.len() > 1 {
+            gradients.finish(model);
+        } else {
+            pass_losses.extend_from_slice(loss_fn.sample_losses());
+        }
+    }
+    let sample_losses = &pass_losses[..];
 
     if cluster.size() > 1 {
         return Ok(cluster.finish_step(model, sample_losses, batch.batch_total, correct, stop));
@@ -188,7 +207,8 @@ pub fn train_epoch(
             return Err(error.into());
         }
         let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
-        let totals = forward_backward(model, loss_fn, &batch, step_seed, cluster, interrupt.requested())?;
+        let totals =
+            forward_backward(model, loss_fn, &batch, step_seed, (cluster, config.micro_batch), interrupt.requested())?;
         let loss = totals.loss;
         if !loss.is_finite() {
             return Err(not_finite(loss, (epoch, batch.number), batches, inputs));

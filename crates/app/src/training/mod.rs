@@ -25,6 +25,7 @@ pub mod events;
 pub mod fine_tune;
 pub mod interrupt;
 pub mod lock;
+pub mod micro_batch;
 #[cfg(feature = "mpi")]
 pub mod mpi_transport;
 pub mod transport;
@@ -172,7 +173,6 @@ fn build_model(
             train_images
         );
     }
-    crate::preflight::check_memory(&model, config.batch_size)?;
     if let Some(init) = &config.init_weights {
         fine_tune::initialise_from(&mut model, init, config.new_head)?;
     }
@@ -228,7 +228,7 @@ fn start_run(
     if cluster.is_root() {
         write_atomic(&files.config(), text.as_bytes())?;
     }
-    print!("{}", crate::model_summary::summary_table(model, config.batch_size));
+    print!("{}", crate::model_summary::summary_table(model, config.batch_size, config.micro_batch));
     Ok(())
 }
 
@@ -305,6 +305,16 @@ fn lock_run_dir(files: &RunFiles, cluster: &Cluster) -> Result<Option<RunLock>> 
     Ok(Some(RunLock::acquire(&files.dir)?))
 }
 
+/// `config` with the micro-batch this process trains with: `--micro-batch`,
+/// or one chosen to fit in memory ([`crate::preflight::micro_batch`]); kept in
+/// config.toml so a resumed run cuts its batches the same way.
+fn with_micro_batch(config: &TrainConfig, model: &Sequential<f32>, cluster: &Cluster) -> Result<TrainConfig> {
+    let share = cluster.shard().part(config.batch_size).0.len();
+    let mut resolved = config.clone();
+    resolved.micro_batch = crate::preflight::micro_batch(model, share, config.micro_batch)?;
+    Ok(resolved)
+}
+
 /// With several ranks, a model with batchnorm normalises with the statistics
 /// of the whole batch: its batchnorms gather the ranks' per-image sums
 /// ([`Cluster::batch_sync`]). Every rank must then hold part of every batch
@@ -319,6 +329,13 @@ fn synchronise_batchnorm(
         return Ok(());
     }
     let (ranks, batch) = (cluster.size(), config.batch_size);
+    if let Some(micro) = config.micro_batch.filter(|&micro| micro < batch) {
+        // each rank's passes would move its running statistics alone
+        bail!(
+            "a model with batchnorm on {ranks} MPI ranks cannot train in micro-batches (--micro-batch {micro}, \
+             chosen or given, of a batch of {batch}) yet: use one process, or more ranks for a smaller share each"
+        );
+    }
     let last = images % batch;
     if batch < ranks || (last != 0 && last < ranks) {
         bail!(
@@ -334,6 +351,7 @@ fn synchronise_batchnorm(
 /// MPI job (see [`distributed`]).
 pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
     config.validate()?;
+    let config = &config.with_bit_depth()?;
     let files = RunFiles { dir: config.out_dir() };
     let architecture = match &config.architecture {
         Some(spec) => spec.clone(),
@@ -344,6 +362,7 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     let class_names = train_set.class_names().to_vec();
     let meta = model_meta(config, &architecture, &class_names);
     let mut model = build_model(config, &architecture, &meta, train_set.len())?;
+    let config = &with_micro_batch(config, &model, cluster)?;
     synchronise_batchnorm(&mut model, cluster, config, train_set.len())?;
     let mut optimizer = AnyOptimizer::new(config)?;
     let mut state = TrainingState::default();

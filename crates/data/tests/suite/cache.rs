@@ -91,6 +91,16 @@ fn memory_disk_and_stream_give_the_same_images_and_the_cache_is_reused_until_a_f
     let resized = load(&root, &other_size).unwrap();
     assert!(!resized.report.to_string().contains("reused"));
     assert_eq!(resized.training.image_shape(), [3, 5, 5]);
+    // the content crop and the bit depth change the pixels: their own keys
+    for (name, change) in [
+        ("crop", (|o: &mut DatasetOptions| o.decode.format.crop_content = true) as fn(&mut DatasetOptions)),
+        ("16-bit", |o: &mut DatasetOptions| o.decode.format.bit_depth = convnet_data::BitDepth::Sixteen),
+    ] {
+        let mut changed = options(Storage::Disk, &cache);
+        change(&mut changed);
+        let loaded = load(&root, &changed).unwrap();
+        assert!(!loaded.report.to_string().contains("reused"), "{name}: {}", loaded.report);
+    }
 }
 
 #[test]

@@ -488,6 +488,13 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         false
     }
 
+    /// The per-image weight and bias gradients the backward pass keeps before
+    /// summing them as the gradient tree (`batch x (OC*C*KH*KW + OC)`).
+    fn buffer_bytes(&self, batch: usize) -> u64 {
+        let per_image = self.out_channels * self.in_channels * self.kernel.0 * self.kernel.1 + self.out_channels;
+        (batch * per_image * std::mem::size_of::<T>()) as u64
+    }
+
     fn set_input_shape(&mut self, input_shape: &[usize]) {
         self.planned = match *input_shape {
             [_, height, width] => self.sample_geometry(height, width),
