@@ -59,6 +59,71 @@ impl DecodeOptions {
 /// `channels x height x width` bytes in CHW order. Returns the number of
 /// frames of a DICOM file (only the first is used), 1 for other images.
 pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut [u8]) -> Result<u32> {
+    let (image, frames) = open_image(path, bytes, options)?;
+    convert_into(image, options, out);
+    Ok(frames)
+}
+
+/// The part of a source image the network's input shows, in the source's
+/// pixels: the content crop, then the aspect-ratio crop or the centre crop
+/// after `--resize-shorter` (whole pixels, except the last one's fraction).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputWindow {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// A file's whole picture as decoded for display (8-bit DICOM display
+/// values; other files as stored) and the [`InputWindow`] of the network's
+/// input in it, for drawing maps on the original (`explain`).
+pub fn source_view(path: &Path, options: &DecodeOptions) -> Result<(DynamicImage, InputWindow)> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let mut eight = options.clone();
+    eight.format.bit_depth = BitDepth::Eight;
+    let (image, _) = open_image(path, &bytes, &eight)?;
+    let (mut left, mut top, mut width, mut height) = (0, 0, image.width(), image.height());
+    if options.format.crop_content {
+        (left, top, width, height) = content_crop(&image);
+    }
+    let [target_h, target_w] = options.format.image_size;
+    let mut window = InputWindow { left: left as f64, top: top as f64, width: width as f64, height: height as f64 };
+    if let Some(shorter) = options.format.resize_shorter {
+        let scale = shorter as f64 / window.width.min(window.height);
+        let (shown_w, shown_h) = (target_w as f64 / scale, target_h as f64 / scale);
+        window.left += (window.width - shown_w) / 2.0;
+        window.top += (window.height - shown_h) / 2.0;
+        (window.width, window.height) = (shown_w, shown_h);
+    } else if options.format.crop_to_aspect_ratio {
+        let (x, y, w, h) = aspect_crop(width, height, [target_h, target_w]);
+        window = InputWindow { left: (left + x) as f64, top: (top + y) as f64, width: w as f64, height: h as f64 };
+    }
+    Ok((image, window))
+}
+
+/// The bounding box of an image's content ([`content_box`]): `(left, top, width, height)`.
+fn content_crop(image: &DynamicImage) -> (u32, u32, u32, u32) {
+    let luma = image.to_luma8();
+    let (left, top, width, height) = content_box(luma.as_raw(), luma.width() as usize, luma.height() as usize);
+    (left as u32, top as u32, width as u32, height as u32)
+}
+
+/// The largest centred window of a `width x height` image with the aspect
+/// `target_w : target_h`: `(left, top, width, height)`.
+fn aspect_crop(width: u32, height: u32, [target_h, target_w]: [usize; 2]) -> (u32, u32, u32, u32) {
+    let (w, h) = (width as u64, height as u64);
+    let (crop_w, crop_h) = if w * target_h as u64 > h * target_w as u64 {
+        ((h * target_w as u64 / target_h as u64).max(1), h)
+    } else {
+        (w, (w * target_h as u64 / target_w as u64).max(1))
+    };
+    (((w - crop_w) / 2) as u32, ((h - crop_h) / 2) as u32, crop_w as u32, crop_h as u32)
+}
+
+/// Decodes a file's bytes into an image (a DICOM file's first frame through
+/// its pixel pipeline) and the file's frame count, after the size checks.
+fn open_image(path: &Path, bytes: &[u8], options: &DecodeOptions) -> Result<(DynamicImage, u32)> {
     let decode_error = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
     if bytes.is_empty() {
         return Err(decode_error("the file is empty".into()));
@@ -66,8 +131,7 @@ pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut
     if is_dicom(bytes) {
         let sixteen = options.format.bit_depth == BitDepth::Sixteen;
         let picture = decode_dicom(path, bytes, options.max_pixels, sixteen)?;
-        convert_into(picture.image, options, out);
-        return Ok(picture.frames);
+        return Ok((picture.image, picture.frames));
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_error(e.to_string()))?;
     if reader.format().is_none() {
@@ -87,8 +151,7 @@ pub fn decode_into(path: &Path, bytes: &[u8], options: &DecodeOptions, out: &mut
     limits.max_alloc = Some(options.max_pixels.saturating_mul(8).max(1 << 20));
     reader.limits(limits);
     let image = reader.decode().map_err(|e| decode_error(e.to_string()))?;
-    convert_into(image, options, out);
-    Ok(1)
+    Ok((image, 1))
 }
 
 /// The bit depth `paths` need: [`BitDepth::Sixteen`] when any of them holds
@@ -129,9 +192,8 @@ fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]
     }
     let plane = target_h * target_w;
     if options.format.crop_content {
-        let luma = image.to_luma8();
-        let (left, top, width, height) = content_box(luma.as_raw(), luma.width() as usize, luma.height() as usize);
-        image = image.crop_imm(left as u32, top as u32, width as u32, height as u32);
+        let (left, top, width, height) = content_crop(&image);
+        image = image.crop_imm(left, top, width, height);
     }
     if let Some(shorter) = options.format.resize_shorter {
         // torchvision's order: the colours first, then Resize(shorter) and CenterCrop on the 8-bit image
@@ -145,14 +207,8 @@ fn convert_into(mut image: DynamicImage, options: &DecodeOptions, out: &mut [u8]
         return interleaved_to_planar(&cropped, channels, plane, out);
     }
     if options.format.crop_to_aspect_ratio {
-        let (w, h) = (image.width() as u64, image.height() as u64);
-        // largest centred window with aspect target_w : target_h
-        let (crop_w, crop_h) = if w * target_h as u64 > h * target_w as u64 {
-            ((h * target_w as u64 / target_h as u64).max(1), h)
-        } else {
-            (w, (w * target_h as u64 / target_w as u64).max(1))
-        };
-        image = image.crop_imm(((w - crop_w) / 2) as u32, ((h - crop_h) / 2) as u32, crop_w as u32, crop_h as u32);
+        let (left, top, width, height) = aspect_crop(image.width(), image.height(), [target_h, target_w]);
+        image = image.crop_imm(left, top, width, height);
     }
     let (target_w32, target_h32) = (target_w as u32, target_h as u32);
     if image.width() != target_w32 || image.height() != target_h32 {

@@ -7,14 +7,15 @@ use crate::options::positive;
 use crate::render::{blit_chw, png_bytes, BLACK, WHITE};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use convnet_data::decode::decode_file;
+use convnet_data::decode::{decode_file, source_view, DecodeOptions};
 use convnet_io::atomic::write_atomic;
 use convnet_io::model_file::load_model_as;
 use convnet_tensor::explain::{default_activation, grad_cam, upsample};
 use convnet_tensor::ndarray::{ArrayD, IxDyn};
+use image::imageops::FilterType;
 use image::RgbImage;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -50,26 +51,58 @@ fn heat(value: f64) -> [f64; 3] {
     [ramp(3.0), ramp(2.0), ramp(1.0)]
 }
 
-/// The picture of one map: the image scaled by `scale`, the map `shown` over
-/// it (half transparent, relative to `peak_value`), and `title` above.
-fn overlay_picture(
-    bytes: &[u8],
-    [channels, height, width]: [usize; 3],
-    scale: usize,
-    shown: &[f64],
-    peak_value: f64,
-    title: &str,
-) -> Result<RgbImage> {
-    // the picture: the image, the map over it (half transparent), a title
-    let title_h = 24usize;
+/// What a map is drawn on: the network's input enlarged `scale` times, or,
+/// when the input is a window of the source image (`--crop content`, an
+/// aspect or centre crop), the whole source with the map over that window.
+struct Backdrop {
+    /// `C x H x W` bytes, shown one to one.
+    pixels: Vec<u8>,
+    shape: [usize; 3],
+    /// Where the input is, `[top, left, height, width]` in backdrop pixels.
+    window: [usize; 4],
+}
+
+/// The [`Backdrop`] of `file`, whose decoded input is `input` (8-bit).
+fn backdrop(file: &Path, decode: &DecodeOptions, input: &[u8], scale: usize) -> Result<Backdrop> {
+    let format = &decode.format;
+    let [channels, height, width] = format.input_shape();
     let (shown_h, shown_w) = (height * scale, width * scale);
-    let mut picture = RgbImage::from_pixel(shown_w.max(200) as u32, (shown_h + title_h) as u32, WHITE);
-    blit_chw(&mut picture, bytes, [channels, height, width], 0, title_h as i64, scale as u32);
-    for y in 0..shown_h {
-        for x in 0..shown_w {
-            let value = if peak_value > 0.0 { shown[y * shown_w + x] / peak_value } else { 0.0 };
+    if !(format.crop_content || format.crop_to_aspect_ratio || format.resize_shorter.is_some()) {
+        let mut canvas = RgbImage::new(shown_w as u32, shown_h as u32);
+        blit_chw(&mut canvas, input, [channels, height, width], 0, 0, scale as u32);
+        let pixels = (0..3).flat_map(|c| canvas.pixels().map(move |p| p[c]).collect::<Vec<_>>()).collect();
+        return Ok(Backdrop { pixels, shape: [3, shown_h, shown_w], window: [0, 0, shown_h, shown_w] });
+    }
+    let (source, window) = source_view(file, decode)?;
+    // the source at the scale the input window is shown at, at most 2048 px a side
+    let (mut sy, mut sx) = (shown_h as f64 / window.height, shown_w as f64 / window.width);
+    let shrink = (2048.0 / (source.height() as f64 * sy).max(source.width() as f64 * sx)).min(1.0);
+    (sy, sx) = (sy * shrink, sx * shrink);
+    let size = |pixels: u32, scale: f64| (pixels as f64 * scale).round().max(1.0) as u32;
+    let resized = source.resize_exact(size(source.width(), sx), size(source.height(), sy), FilterType::Triangle);
+    let rgb = resized.to_rgb8();
+    let (h, w) = (rgb.height() as usize, rgb.width() as usize);
+    let pixels = (0..3).flat_map(|c| rgb.pixels().map(move |p| p[c]).collect::<Vec<_>>()).collect();
+    let at = |value: f64, limit: usize| (value.round().max(0.0) as usize).min(limit.saturating_sub(1));
+    let (top, left) = (at(window.top * sy, h), at(window.left * sx, w));
+    let (window_h, window_w) = (at(window.height * sy, h + 1).max(1), at(window.width * sx, w + 1).max(1));
+    Ok(Backdrop { pixels, shape: [3, h, w], window: [top, left, window_h.min(h - top), window_w.min(w - left)] })
+}
+
+/// The picture of one map: the backdrop, the map `shown` (the window's size)
+/// over its window (half transparent, relative to `peak_value`), and `title`
+/// above.
+fn overlay_picture(backdrop: &Backdrop, shown: &[f64], peak_value: f64, title: &str) -> Result<RgbImage> {
+    let title_h = 24usize;
+    let [_, height, width] = backdrop.shape;
+    let [top, left, window_h, window_w] = backdrop.window;
+    let mut picture = RgbImage::from_pixel(width.max(200) as u32, (height + title_h) as u32, WHITE);
+    blit_chw(&mut picture, &backdrop.pixels, backdrop.shape, 0, title_h as i64, 1);
+    for y in 0..window_h {
+        for x in 0..window_w {
+            let value = if peak_value > 0.0 { shown[y * window_w + x] / peak_value } else { 0.0 };
             let colour = heat(value);
-            let pixel = picture.get_pixel_mut(x as u32, (y + title_h) as u32);
+            let pixel = picture.get_pixel_mut((left + x) as u32, (top + y + title_h) as u32);
             let alpha = 0.5 * value.sqrt();
             for c in 0..3 {
                 pixel[c] = ((1.0 - alpha) * pixel[c] as f64 + alpha * 255.0 * colour[c]).round() as u8;
@@ -122,7 +155,6 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let decode = meta.decode_options();
     let [channels, height, width] = meta.input_shape();
     let scale = args.size.div_ceil(height.min(width)).max(1);
-    let (shown_h, shown_w) = (height * scale, width * scale);
     let mut records = Vec::new();
     let mut failures = 0;
     for file in &files {
@@ -143,7 +175,9 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         // the map at the input's resolution: its peak in input pixels
         let at_input = upsample(&cam.map, cam.map_shape, [height, width]);
         let peak = at_input.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-        let shown = upsample(&cam.map, cam.map_shape, [shown_h, shown_w]);
+        let display = meta.input.bit_depth.to_display(&bytes);
+        let backdrop = backdrop(file, &decode, &display, scale)?;
+        let shown = upsample(&cam.map, cam.map_shape, [backdrop.window[2], backdrop.window[3]]);
         let explained = cam.class;
         let title = if explained == predicted {
             format!("Pred: {} ({:.2})", meta.class_names[predicted], cam.probabilities[predicted])
@@ -153,8 +187,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
                 meta.class_names[explained], cam.probabilities[explained], meta.class_names[predicted]
             )
         };
-        let display = meta.input.bit_depth.to_display(&bytes);
-        let picture = overlay_picture(&display, [channels, height, width], scale, &shown, peak_value, &title)?;
+        let picture = overlay_picture(&backdrop, &shown, peak_value, &title)?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let out = args.out.join(format!("{stem}.gradcam.png"));
         write_atomic(&out, &png_bytes(&picture)?)?;

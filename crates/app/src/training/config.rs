@@ -342,6 +342,12 @@ impl TrainConfig {
         Ok(resolved)
     }
 
+    /// Images per forward pass when predicting (validation, `--test`): the
+    /// micro-batch, so that memory stays what the passes of training need.
+    pub fn prediction_batch(&self) -> usize {
+        self.micro_batch.unwrap_or(self.batch_size).min(self.batch_size)
+    }
+
     /// Decoding to [`TrainConfig::input_format`].
     pub fn decode_options(&self) -> DecodeOptions {
         DecodeOptions::new(self.input_format())

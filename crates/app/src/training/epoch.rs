@@ -266,7 +266,7 @@ pub fn validate(
 ) -> Result<(Option<f64>, Option<f64>)> {
     let Some(set) = val_set else { return Ok((None, None)) };
     // each rank predicts a share; the shares are gathered in order
-    let predictions = cluster.predict(model, set, config.batch_size, config.pixel_scale)?;
+    let predictions = cluster.predict(model, set, config.prediction_batch(), config.pixel_scale)?;
     let correct = predictions.predicted.iter().zip(set.labels()).filter(|(p, l)| p == l).count();
     Ok((Some(predictions.loss), Some(correct as f64 / set.len().max(1) as f64)))
 }

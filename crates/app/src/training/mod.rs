@@ -85,6 +85,8 @@ pub struct TrainOutcome {
     pub model: Sequential<f32>,
     pub meta: ModelMeta,
     pub files: RunFiles,
+    /// Images per forward pass when predicting (`--test`): the run's micro-batch, or its batch.
+    pub prediction_batch: usize,
     /// The run directory's lock, held until the caller is done (`--test`);
     /// only rank 0 of a distributed run holds it.
     pub lock: Option<RunLock>,
@@ -352,6 +354,9 @@ fn synchronise_batchnorm(
 pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
     config.validate()?;
     let config = &config.with_bit_depth()?;
+    if !resume && cluster.is_root() && config.input_format().bit_depth == convnet_data::BitDepth::Sixteen {
+        println!("Samples kept at 16 bits (--bit-depth 8 would round them to 256 levels)");
+    }
     let files = RunFiles { dir: config.out_dir() };
     let architecture = match &config.architecture {
         Some(spec) => spec.clone(),
@@ -446,5 +451,5 @@ pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<Tr
     if cluster.is_root() {
         model_file::save_model(&files.model(), &model, &meta)?;
     }
-    Ok(TrainOutcome { model, meta, files, lock })
+    Ok(TrainOutcome { model, meta, files, prediction_batch: config.prediction_batch(), lock })
 }
