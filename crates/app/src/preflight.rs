@@ -6,7 +6,7 @@
 //! `memory.limit_in_bytes` or v2 `memory.max`), as a container or a shared
 //! server sets it.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use convnet_data::error::human_bytes;
 use convnet_tensor::Sequential;
 use std::path::{Path, PathBuf};
@@ -129,33 +129,42 @@ pub fn check_memory(model: &Sequential<f32>, batch_size: usize) -> Result<()> {
 pub const PASS_SHARE: f64 = 0.5;
 
 /// The micro-batch a run trains with (`None`: the whole share of `share`
-/// images in one pass). `asked` (`--micro-batch`) is taken as it is, after
-/// checking it fits. Without it, a share whose pass does not fit in
-/// [`PASS_SHARE`] of the available memory is run in micro-batches: the
-/// largest divisor of the share that fits, said in one line.
+/// images in one pass). `asked` (`--micro-batch`) is taken as it is, if it
+/// fits in the memory available. Without it, a share whose pass needs more
+/// than [`PASS_SHARE`] of the available memory is run in micro-batches: the
+/// largest divisor of the share that fits in that share (else passes of one
+/// image, if they fit at all), said in one line.
 pub fn micro_batch(model: &Sequential<f32>, share: usize, asked: Option<usize>) -> Result<Option<usize>> {
-    // weights, their gradients, two optimizer moments, and the pass gradients kept for the tree
+    // weights, their gradients and two optimizer moments; in micro-batches also
+    // the passes' gradients kept for the tree (at most 4 subtrees and a leaf)
     let parameters = (model.num_params() * std::mem::size_of::<f32>()) as u64;
-    let needed = |images: usize| model.buffer_bytes(images) + 4 * parameters;
+    let needed = |images: usize| {
+        let kept = if images < share { 5 * parameters } else { 0 };
+        model.buffer_bytes(images) + 4 * parameters + kept
+    };
     let Some(available) = available_memory() else { return Ok(asked) };
-    let budget = (available.bytes as f64 * PASS_SHARE) as u64;
-    let smallest = asked.unwrap_or(1).min(share.max(1));
-    if needed(smallest) + 5 * parameters > budget {
-        bail!(
-            "a pass of {smallest} image(s) needs about {} for activations, gradients and optimizer state, more than {:.0}% of the {} left ({}): use a smaller --image-size or model",
-            human_bytes(needed(smallest) + 5 * parameters),
-            PASS_SHARE * 100.0,
+    let too_big = |images: usize| {
+        anyhow!(
+            "a pass of {images} image(s) needs about {} for activations, gradients and optimizer state, more than the {} left ({}): use a smaller --micro-batch, --image-size or model",
+            human_bytes(needed(images)),
             human_bytes(available.bytes),
             available.source
-        );
+        )
+    };
+    if let Some(asked) = asked {
+        return if needed(asked.min(share)) <= available.bytes { Ok(Some(asked)) } else { Err(too_big(asked)) };
     }
-    if asked.is_some() || needed(share) <= budget {
-        return Ok(asked);
+    let budget = (available.bytes as f64 * PASS_SHARE) as u64;
+    if needed(share) <= budget {
+        return Ok(None);
     }
-    let fits = (1..share).rev().filter(|m| share.is_multiple_of(*m)).find(|&m| needed(m) + 5 * parameters <= budget);
+    let fits = (1..share).rev().filter(|m| share.is_multiple_of(*m)).find(|&m| needed(m) <= budget);
     let micro = fits.unwrap_or(1);
+    if needed(micro) > available.bytes {
+        return Err(too_big(micro));
+    }
     println!(
-        "A batch of {share} needs about {} for activations and gradients, more than {:.0}% of the {} left ({}): \
+        "A batch of {share} needs about {} for activations, gradients and optimizer state, more than {:.0}% of the {} left ({}): \
          training in micro-batches of {micro} (about {} each; --micro-batch overrides)",
         human_bytes(needed(share)),
         PASS_SHARE * 100.0,

@@ -111,7 +111,13 @@ fn with_a_content_crop_the_map_is_drawn_on_the_whole_original_over_the_cropped_w
             let region = (70..110).contains(&x) && (10..40).contains(&y);
             let blob = (blob_x..blob_x + 8).contains(&x) && (20..28).contains(&y);
             let noise = ((x * 7 + y * 3 + i) % 15) as u8;
-            Luma([if blob { 250 } else if region { 140 + noise } else { noise }])
+            Luma([if blob {
+                250
+            } else if region {
+                140 + noise
+            } else {
+                noise
+            }])
         });
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         image.save(path).unwrap();

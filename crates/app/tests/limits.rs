@@ -267,4 +267,14 @@ fn a_batch_too_big_for_the_memory_limit_trains_in_micro_batches_to_the_same_weig
         assert!(a == b, "{name}: the micro-batched run differs from the whole-batch one");
     }
     assert!(cgroup.peak() <= 400 * 1024 * 1024, "peak {}", cgroup.peak());
+    // asking for whole batches there is refused in one line, before anything is allocated
+    let mut asked = args(&data.path().join("asked"));
+    asked.extend(["--micro-batch".to_string(), "32".to_string()]);
+    let output = cgroup.command(&asked.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let err = stderr(&output);
+    assert!(!output.status.success() && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("a pass of 32 image(s) needs about 525.7 MB") && err.contains("use a smaller --micro-batch"),
+        "{err}"
+    );
 }

@@ -74,7 +74,8 @@ fn run_on(args: TrainArgs, cluster: &Cluster) -> Result<ExitCode> {
     if let Some(test_dir) = &config.test {
         let mut model = outcome.model;
         let set = load_labelled(test_dir, &outcome.meta, false, &config.cache)?;
-        let predictions = cluster.predict(&mut model, &set, outcome.prediction_batch, outcome.meta.input.pixel_scale)?;
+        let predictions =
+            cluster.predict(&mut model, &set, outcome.prediction_batch, outcome.meta.input.pixel_scale)?;
         if !cluster.is_root() {
             return Ok(ExitCode::SUCCESS);
         }
