@@ -7,7 +7,7 @@
 
 use crate::common::{random_tensor, rng, with_threads};
 use convnet::optim::{Adam, Optimizer};
-use convnet::tensor::gradient_tree::{gradient_leaves, tree_sum};
+use convnet::tensor::gradient_tree::{gradient_leaves, tree_sum, LeafPart};
 use convnet::tensor::ndarray::{ArrayD, Axis};
 use convnet::tensor::{ConvAlgo, Mode, ModelSpec, Sequential, SoftmaxCrossEntropy};
 
@@ -111,4 +111,53 @@ fn training_in_parts_ends_with_the_same_weights() {
     let one = train(1);
     assert_eq!(one, train(2), "2 parts");
     assert_eq!(one, train(4), "4 parts");
+}
+
+/// The gradient of one leaf of `images` run as passes of `per_pass` images,
+/// each told its part of the leaf (or not, with `tell_parts` false: then
+/// every pass restarts the sums and only the last pass's images count).
+fn leaf_in_passes(
+    model: &mut Sequential<f32>,
+    images: &ArrayD<f32>,
+    labels: &[usize],
+    per_pass: usize,
+    tell_parts: bool,
+) -> Vec<f32> {
+    let batch = labels.len();
+    let mut loss_fn = SoftmaxCrossEntropy::new();
+    model.set_gradient_leaves(1);
+    for start in (0..batch).step_by(per_pass) {
+        let range = start..(start + per_pass).min(batch);
+        let part = LeafPart { first: start == 0, last: range.end == batch };
+        model.set_leaf_part(if tell_parts { part } else { LeafPart::WHOLE });
+        let pass_images = images.slice_axis(Axis(0), range.clone().into()).to_owned();
+        let logits = model.forward(pass_images.view(), Mode::Train { seed: 4, first_image: start }).unwrap();
+        loss_fn.forward_part(logits, &labels[range], batch).unwrap();
+        model.backward(loss_fn.grad_logits().view()).unwrap();
+    }
+    model.set_leaf_part(LeafPart::WHOLE);
+    model.params().iter().flat_map(|p| p.grad.iter().copied()).collect()
+}
+
+#[test]
+fn a_leaf_run_as_several_passes_has_the_bits_of_one_pass() {
+    for algo in [ConvAlgo::Im2col, ConvAlgo::Winograd] {
+        // baseline's convolutions, dense layers and dropout; a batch of 6 as one leaf
+        let mut model = ModelSpec::baseline().build::<f32>(&[3, 36, 44], 8, 5).unwrap();
+        model.set_conv_algo(algo);
+        assert!(model.continues_leaves());
+        let images = random_tensor(&mut rng(3), &[6, 3, 36, 44]).mapv(|v| v as f32);
+        let labels = [0, 1, 2, 3, 4, 5];
+        let whole = leaf_in_passes(&mut model, &images, &labels, 6, true);
+        for per_pass in [1, 2, 4] {
+            let passes = with_threads(2, || leaf_in_passes(&mut model, &images, &labels, per_pass, true));
+            assert_eq!(bits(&passes), bits(&whole), "{algo:?}, passes of {per_pass}");
+        }
+        // the check can fail: passes not told their part restart the sums
+        let untold = leaf_in_passes(&mut model, &images, &labels, 2, false);
+        assert_ne!(bits(&untold), bits(&whole), "{algo:?}: passes that restart the sums");
+    }
+    // a layer with parameters that does not say it continues leaves: the model does not
+    let model = ModelSpec::resnet_small().build::<f32>(&[1, 8, 8], 3, 1).unwrap();
+    assert!(!model.continues_leaves(), "batchnorm does not continue leaves");
 }

@@ -26,6 +26,22 @@
 use crate::element::Element;
 use rayon::prelude::*;
 
+/// Which part of one gradient leaf a backward pass holds, when a leaf is run
+/// as several passes (micro-batches smaller than a leaf): `first` starts the
+/// leaf's sum, the others continue it image by image from the gradients the
+/// layer holds, and after the `last` they hold the whole leaf's sum: the bits
+/// of the leaf run in one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafPart {
+    pub first: bool,
+    pub last: bool,
+}
+
+impl LeafPart {
+    /// A whole batch (or whole leaves) in one pass.
+    pub const WHOLE: LeafPart = LeafPart { first: true, last: true };
+}
+
 /// Leaves a batch of `batch` images is cut into: the largest of 4, 2, 1 that
 /// divides it. Four leaves make the gradient bit-identical for 1, 2 and 4
 /// processes; more would allow more processes but cost the dense layer one

@@ -231,6 +231,20 @@ pub trait Layer<T: Element>: Send + Sync {
     /// ignore it; a layer of yours that sums over the batch in another order is
     /// still correct, only not bit-identical across process counts.
     fn set_gradient_leaves(&mut self, _leaves: usize) {}
+
+    /// Whether the layer continues a gradient leaf's sums over several backward
+    /// passes ([`Layer::set_leaf_part`]). Micro-batches smaller than a leaf
+    /// give the bits of whole batches only when every layer does; otherwise
+    /// their passes' gradients are added after each pass (the same gradient up
+    /// to rounding). Default: a layer without parameters (nothing to sum).
+    fn continues_leaves(&self) -> bool {
+        self.params().is_empty()
+    }
+
+    /// The next backward passes are parts of one gradient leaf (see
+    /// [`crate::gradient_tree::LeafPart`]); [`crate::gradient_tree::LeafPart::WHOLE`]
+    /// ends that. Only layers that [`Layer::continues_leaves`] act on it.
+    fn set_leaf_part(&mut self, _part: crate::gradient_tree::LeafPart) {}
 }
 
 /// A weight, a bias and their gradients: the parameters of [`crate::Conv2d`]

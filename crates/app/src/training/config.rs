@@ -132,9 +132,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Run each batch as passes of M images (M divides --batch-size; with MPI, M images per rank per pass) and
     /// update once with the whole batch's gradient: activation memory follows M. Without batchnorm the weights
-    /// are byte-identical to the run without micro-batches when M is a multiple of batch/4 (smaller M: equal up to
-    /// rounding); batchnorm normalises each pass with its own statistics, as gradient accumulation does in
-    /// PyTorch. Default: the whole batch, or, when it does not fit in memory, the largest micro-batch that does
+    /// are byte-identical to the run without micro-batches; batchnorm normalises each pass with its own
+    /// statistics, as gradient accumulation does in PyTorch. Default: the whole batch, or, when it needs more
+    /// than half the memory available, the largest micro-batch that fits in that half
     #[arg(long, value_name = "M")]
     pub micro_batch: Option<usize>,
     #[command(flatten)]

@@ -117,6 +117,7 @@ fn forward_backward(
         for pass in &passes {
             let images = batch.images.slice_axis(Axis(0), Slice::from(pass.images.clone()));
             let labels = &batch.labels[pass.images.clone()];
+            micro_batch::PassGradients::before(model, pass);
             let mode = Mode::Train { seed: step_seed, first_image: batch.first_image + pass.images.start };
             let logits = model.forward(images, mode)?;
             loss_fn.forward_part(logits, labels, batch.batch_total)?;

@@ -15,12 +15,17 @@
 //! ```
 //!
 //! When M holds whole leaves (a multiple of batch/4 for a batch divisible by
-//! 4), each pass computes one subtree of the tree a single pass computes, so
-//! the weights end **byte-identical** to the run without micro-batches (for a
-//! model without batchnorm). A smaller M cuts each leaf into passes whose sums
-//! are added in order: the same gradient up to rounding, and the same bits on
-//! any thread or rank count, but not the bits of the run without
-//! micro-batches (a leaf's image-by-image sum is taken inside the kernels).
+//! 4), each pass computes one subtree of the tree a single pass computes. A
+//! smaller M cuts each leaf into passes, and every layer continues the leaf's
+//! sums from pass to pass (convolutions add their per-image gradients onto
+//! what they hold; dense layers keep the leaf's rows and run its one GEMM at
+//! the last pass: [`convnet_tensor::gradient_tree::LeafPart`]). Either way the
+//! weights of a model without batchnorm end **byte-identical** to the run
+//! without micro-batches. A layer of yours with parameters that does not
+//! continue leaves ([`convnet_tensor::Layer::continues_leaves`]) has its
+//! passes' gradients added in order instead: the same gradient up to
+//! rounding, the same bits on any thread or rank count, not those of whole
+//! batches.
 //!
 //! Batchnorm normalises each pass with its own statistics (as gradient
 //! accumulation does in PyTorch), and moves its running statistics once per
@@ -28,7 +33,7 @@
 //! micro-batches: each rank's passes would move its running statistics alone.
 
 use anyhow::{bail, Result};
-use convnet_tensor::gradient_tree::tree_sum;
+use convnet_tensor::gradient_tree::{tree_sum, LeafPart};
 use convnet_tensor::Sequential;
 use std::ops::Range;
 
@@ -100,8 +105,30 @@ pub struct PassGradients {
 }
 
 impl PassGradients {
+    /// Tells the model which part of a leaf `pass` is, before its forward
+    /// pass, when every layer continues a leaf's sums itself
+    /// ([`Sequential::continues_leaves`]: then a leaf cut into passes has the
+    /// bits of one pass).
+    pub fn before(model: &mut Sequential<f32>, pass: &Pass) {
+        if let Piece::PartOfLeaf { first, last } = pass.piece {
+            if model.continues_leaves() {
+                model.set_leaf_part(LeafPart { first, last });
+            }
+        }
+    }
+
     /// Takes the gradient the model holds after `pass`'s backward.
-    pub fn add(&mut self, model: &Sequential<f32>, pass: &Pass) {
+    pub fn add(&mut self, model: &mut Sequential<f32>, pass: &Pass) {
+        if let Piece::PartOfLeaf { last, .. } = pass.piece {
+            if model.continues_leaves() {
+                // the layers summed the leaf: it is whole after its last part
+                if last {
+                    model.set_leaf_part(LeafPart::WHOLE);
+                    self.subtrees.push(model.trainable_params().iter().flat_map(|p| p.grad.iter().copied()).collect());
+                }
+                return;
+            }
+        }
         let gradient = model.trainable_params().into_iter().flat_map(|param| param.grad.iter().copied());
         match pass.piece {
             Piece::Subtree => self.subtrees.push(gradient.collect()),

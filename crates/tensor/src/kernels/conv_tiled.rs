@@ -31,7 +31,7 @@ use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::kernels::gemm_packed::{gemm_packed, PackedA};
 use crate::kernels::im2col::{col2im, im2col};
-use crate::kernels::reduce::{reduce_tree, sum_in_lanes};
+use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
 
@@ -67,6 +67,9 @@ pub struct ConvWorkspace<T> {
     /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]); 0 or 1:
     /// image by image.
     pub gradient_leaves: usize,
+    /// The pass continues a gradient leaf's sum from the gradients the layer
+    /// holds (a micro-batch after the leaf's first, see [`crate::gradient_tree::LeafPart`]).
+    pub continue_leaf: bool,
 }
 
 /// The tiled forward pass of a batch: `output := W * im2col(input) + b`, and
@@ -270,8 +273,9 @@ fn backward_tiled<T: Element>(
     // leaf (thread-count independent; see kernels::reduce).
     if let Some(grads) = weight_grads {
         let partials = &workspace.per_image_grads[..batch * per_image_len];
-        reduce_tree(partials, per_image_len, 0, grads.grad_weight, workspace.gradient_leaves);
-        reduce_tree(partials, per_image_len, weight_len, grads.grad_bias, workspace.gradient_leaves);
+        let reduce = if workspace.continue_leaf { reduce_in_order_onto } else { reduce_tree };
+        reduce(partials, per_image_len, 0, grads.grad_weight, workspace.gradient_leaves);
+        reduce(partials, per_image_len, weight_len, grads.grad_bias, workspace.gradient_leaves);
     }
 }
 

@@ -61,6 +61,31 @@ pub fn reduce_in_order<T: Element>(partials: &[T], stride: usize, offset: usize,
     debug_assert!(len == 0 || offset + len <= stride);
 }
 
+/// `target[e] := target[e] + partials[offset + e] + partials[stride + offset + e] + ...`,
+/// added image by image onto what `target` holds: a gradient leaf continued by
+/// a later pass over more of its images (micro-batches, see
+/// [`crate::gradient_tree::LeafPart`]). The sum of a leaf cut into passes this
+/// way has the bits of [`reduce_in_order`] over the whole leaf. `_leaves` is
+/// 1 (a pass inside one leaf).
+pub fn reduce_in_order_onto<T: Element>(
+    partials: &[T],
+    stride: usize,
+    offset: usize,
+    target: &mut [T],
+    _leaves: usize,
+) {
+    let batch = partials.len() / stride.max(1);
+    target.par_chunks_mut(4096).enumerate().for_each(|(chunk_index, chunk)| {
+        let start = offset + chunk_index * 4096;
+        for n in 0..batch {
+            let row = &partials[n * stride + start..n * stride + start + chunk.len()];
+            for (total, &value) in chunk.iter_mut().zip(row) {
+                *total += value;
+            }
+        }
+    });
+}
+
 /// `target[e] = sum_n partials[n * stride + offset + e]` over the batch's
 /// images as a tree of `leaves` leaves (module docs): image by image inside a
 /// leaf, leaf sums added as a balanced tree. `leaves = 1` is

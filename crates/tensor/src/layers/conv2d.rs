@@ -578,6 +578,15 @@ impl<T: Element> Layer<T> for Conv2d<T> {
         self.winograd.gradient_leaves = leaves;
     }
 
+    fn continues_leaves(&self) -> bool {
+        true
+    }
+
+    fn set_leaf_part(&mut self, part: crate::gradient_tree::LeafPart) {
+        self.workspace.continue_leaf = !part.first;
+        self.winograd.continue_leaf = !part.first;
+    }
+
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
     }

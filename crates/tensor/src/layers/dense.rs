@@ -39,7 +39,7 @@
 //! ```
 
 use crate::element::Element;
-use crate::gradient_tree::{effective_leaves, tree_sum};
+use crate::gradient_tree::{effective_leaves, tree_sum, LeafPart};
 use crate::kernels::gemm::{gemm, gemm_naive, Trans};
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
@@ -106,6 +106,10 @@ pub struct Dense<T: Element> {
     gradient_leaves: usize,
     /// Weight gradients of leaves 1.. `(leaves - 1, out, in)`, reused.
     leaf_grads: Vec<T>,
+    /// Which part of a gradient leaf the next backward pass is (micro-batches).
+    leaf_part: LeafPart,
+    /// The inputs and output gradients of the leaf's earlier parts.
+    leaf_rows: Vec<(Vec<T>, Vec<T>)>,
 }
 
 impl<T: Element> Dense<T> {
@@ -122,6 +126,8 @@ impl<T: Element> Dense<T> {
             tensors: WeightAndBias::zeros(&[out_features, in_features], out_features),
             gradient_leaves: 1,
             leaf_grads: Vec::new(),
+            leaf_part: LeafPart::WHOLE,
+            leaf_rows: Vec::new(),
         })
     }
 
@@ -140,6 +146,64 @@ impl<T: Element> Dense<T> {
     /// Mutable bias `(out,)`.
     pub fn bias_mut(&mut self) -> &mut ArrayD<T> {
         &mut self.tensors.bias
+    }
+}
+
+/// Dense's weight and bias gradients.
+impl<T: Element> Dense<T> {
+    /// `dW := dY^T X`, `db := sum_n dY[n]` over `batch` rows of `input`
+    /// `(batch, in)` and `dy` `(batch, out)`, as the gradient tree's leaves.
+    fn weight_and_bias_grads(&mut self, input: &[T], dy: &[T], batch: usize) {
+        let (fan_in, fan_out) = (self.in_features, self.out_features);
+        // dW (out, in) = dY^T (out, N) * X (N, in): one GEMM per leaf of the batch
+        // (leaf l: images l*B/L .. (l+1)*B/L, summed in order inside the GEMM), the
+        // leaves then added as a balanced tree (kernels::reduce), so processes that
+        // split the batch reproduce these bits; one leaf is the plain product
+        let leaves = effective_leaves(batch, self.gradient_leaves);
+        let per_leaf = batch / leaves;
+        let weight_len = fan_out * fan_in;
+        self.leaf_grads.resize((leaves - 1) * weight_len, T::zero());
+        let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
+        let mut leaf_targets: Vec<&mut [T]> =
+            std::iter::once(grad_weight).chain(self.leaf_grads.chunks_mut(weight_len.max(1))).collect();
+        for (leaf, target) in leaf_targets.iter_mut().enumerate() {
+            let (dy_leaf, x_leaf) = (&dy[leaf * per_leaf * fan_out..], &input[leaf * per_leaf * fan_in..]);
+            // split across threads in blocks of rows of dW (each element is summed
+            // over the leaf the same way in any block, so the split changes no
+            // result); one block per thread: each block packs the leaf's X once
+            let rows_per_task = fan_out.div_ceil(rayon::current_num_threads()).max(1);
+            target.par_chunks_mut(rows_per_task * fan_in).enumerate().for_each(|(block, grad_weight_rows)| {
+                let rows = grad_weight_rows.len() / fan_in;
+                gemm(
+                    Trans::Yes,
+                    Trans::No,
+                    rows,
+                    fan_in,
+                    per_leaf,
+                    T::one(),
+                    &dy_leaf[block * rows_per_task..],
+                    fan_out,
+                    x_leaf,
+                    fan_in,
+                    T::zero(),
+                    grad_weight_rows,
+                    fan_in,
+                );
+            });
+        }
+        tree_sum(&mut leaf_targets);
+        // db[o] = sum_n dy[n, o]: in order inside each leaf, leaves as a tree
+        let mut bias_leaves = vec![T::zero(); leaves * fan_out];
+        for (leaf, sums) in bias_leaves.chunks_mut(fan_out).enumerate() {
+            for row in dy[leaf * per_leaf * fan_out..(leaf + 1) * per_leaf * fan_out].chunks(fan_out) {
+                for (db, &value) in sums.iter_mut().zip(row) {
+                    *db += value;
+                }
+            }
+        }
+        let mut bias_items: Vec<&mut [T]> = bias_leaves.chunks_mut(fan_out).collect();
+        tree_sum(&mut bias_items);
+        self.tensors.grad_bias.as_slice_mut().expect("contiguous").copy_from_slice(&bias_leaves[..fan_out]);
     }
 }
 
@@ -201,56 +265,25 @@ impl<T: Element> Layer<T> for Dense<T> {
         let batch = input.shape()[0];
         let (fan_in, fan_out) = (self.in_features, self.out_features);
         let dy = slice(&grad_output);
-        let input = slice(&input);
-        // dW (out, in) = dY^T (out, N) * X (N, in): one GEMM per leaf of the batch
-        // (leaf l: images l*B/L .. (l+1)*B/L, summed in order inside the GEMM), the
-        // leaves then added as a balanced tree (kernels::reduce), so processes that
-        // split the batch reproduce these bits; one leaf is the plain product
-        let leaves = effective_leaves(batch, self.gradient_leaves);
-        let per_leaf = batch / leaves;
-        let weight_len = fan_out * fan_in;
-        self.leaf_grads.resize((leaves - 1) * weight_len, T::zero());
-        let grad_weight = self.tensors.grad_weight.as_slice_mut().expect("contiguous");
-        let mut leaf_targets: Vec<&mut [T]> =
-            std::iter::once(grad_weight).chain(self.leaf_grads.chunks_mut(weight_len.max(1))).collect();
-        for (leaf, target) in leaf_targets.iter_mut().enumerate() {
-            let (dy_leaf, x_leaf) = (&dy[leaf * per_leaf * fan_out..], &input[leaf * per_leaf * fan_in..]);
-            // split across threads in blocks of rows of dW (each element is summed
-            // over the leaf the same way in any block, so the split changes no
-            // result); one block per thread: each block packs the leaf's X once
-            let rows_per_task = fan_out.div_ceil(rayon::current_num_threads()).max(1);
-            target.par_chunks_mut(rows_per_task * fan_in).enumerate().for_each(|(block, grad_weight_rows)| {
-                let rows = grad_weight_rows.len() / fan_in;
-                gemm(
-                    Trans::Yes,
-                    Trans::No,
-                    rows,
-                    fan_in,
-                    per_leaf,
-                    T::one(),
-                    &dy_leaf[block * rows_per_task..],
-                    fan_out,
-                    x_leaf,
-                    fan_in,
-                    T::zero(),
-                    grad_weight_rows,
-                    fan_in,
-                );
-            });
-        }
-        tree_sum(&mut leaf_targets);
-        // db[o] = sum_n dy[n, o]: in order inside each leaf, leaves as a tree
-        let mut bias_leaves = vec![T::zero(); leaves * fan_out];
-        for (leaf, sums) in bias_leaves.chunks_mut(fan_out).enumerate() {
-            for row in dy[leaf * per_leaf * fan_out..(leaf + 1) * per_leaf * fan_out].chunks(fan_out) {
-                for (db, &value) in sums.iter_mut().zip(row) {
-                    *db += value;
+        let x = slice(&input);
+        match self.leaf_part {
+            // a whole batch (or a whole subtree of leaves): its gradients now
+            LeafPart { first: true, last: true } => self.weight_and_bias_grads(x, dy, batch),
+            // part of a leaf (micro-batches): keep its rows until the leaf's last
+            // part, then sum the whole leaf as one GEMM, as a whole batch would
+            LeafPart { first, last } => {
+                if first {
+                    self.leaf_rows.clear();
+                }
+                self.leaf_rows.push((x.to_vec(), dy.to_vec()));
+                if last {
+                    let rows = std::mem::take(&mut self.leaf_rows);
+                    let x_leaf: Vec<T> = rows.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+                    let dy_leaf: Vec<T> = rows.iter().flat_map(|(_, dy)| dy.iter().copied()).collect();
+                    self.weight_and_bias_grads(&x_leaf, &dy_leaf, x_leaf.len() / fan_in);
                 }
             }
         }
-        let mut bias_items: Vec<&mut [T]> = bias_leaves.chunks_mut(fan_out).collect();
-        tree_sum(&mut bias_items);
-        self.tensors.grad_bias.as_slice_mut().expect("contiguous").copy_from_slice(&bias_leaves[..fan_out]);
         if let Some(mut grad_input) = grad_input {
             // dX (N, in) = dY (N, out) * W (out, in), in blocks of rows of dX (one per
             // thread: each packs all of W once)
@@ -286,6 +319,14 @@ impl<T: Element> Layer<T> for Dense<T> {
 
     fn set_gradient_leaves(&mut self, leaves: usize) {
         self.gradient_leaves = leaves.max(1);
+    }
+
+    fn continues_leaves(&self) -> bool {
+        true
+    }
+
+    fn set_leaf_part(&mut self, part: LeafPart) {
+        self.leaf_part = part;
     }
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {

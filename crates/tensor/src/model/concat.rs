@@ -221,6 +221,16 @@ impl<T: Element> Layer<T> for Concat<T> {
         }
     }
 
+    fn continues_leaves(&self) -> bool {
+        self.branches.iter().all(|branch| branch.continues_leaves())
+    }
+
+    fn set_leaf_part(&mut self, part: crate::gradient_tree::LeafPart) {
+        for branch in &mut self.branches {
+            branch.set_leaf_part(part);
+        }
+    }
+
     fn record_kinks(&self, _input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
         for branch in &self.branches {
             branch.record_kinks(recorder);

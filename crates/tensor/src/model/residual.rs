@@ -233,6 +233,17 @@ impl<T: Element> Layer<T> for Residual<T> {
         }
     }
 
+    fn continues_leaves(&self) -> bool {
+        self.body.continues_leaves() && self.shortcut.as_ref().is_none_or(|shortcut| shortcut.continues_leaves())
+    }
+
+    fn set_leaf_part(&mut self, part: crate::gradient_tree::LeafPart) {
+        self.body.set_leaf_part(part);
+        if let Some(shortcut) = &mut self.shortcut {
+            shortcut.set_leaf_part(part);
+        }
+    }
+
     fn record_kinks(&self, _input: ArrayViewD<'_, T>, recorder: &mut KinkRecorder) {
         self.body.record_kinks(recorder);
         if let Some(shortcut) = &self.shortcut {

@@ -209,6 +209,20 @@ impl<T: Element> Sequential<T> {
         }
     }
 
+    /// Whether every layer continues a gradient leaf's sums over several
+    /// backward passes ([`Layer::continues_leaves`]).
+    pub fn continues_leaves(&self) -> bool {
+        self.layers.iter().all(|layer| layer.continues_leaves())
+    }
+
+    /// The next backward passes are parts of one gradient leaf
+    /// ([`crate::gradient_tree::LeafPart`]; `WHOLE` ends that), for every layer.
+    pub fn set_leaf_part(&mut self, part: crate::gradient_tree::LeafPart) {
+        for layer in &mut self.layers {
+            layer.set_leaf_part(part);
+        }
+    }
+
     /// Shares BatchNorm's batch statistics with the other processes training
     /// on the same batches ([`crate::batch_sync`]); `None` (the default): this
     /// process holds whole batches.

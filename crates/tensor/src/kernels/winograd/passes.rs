@@ -65,7 +65,7 @@ use super::ALPHA;
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
-use crate::kernels::reduce::{reduce_tree, sum_in_lanes};
+use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
 
@@ -84,6 +84,9 @@ pub struct WinogradWorkspace<T> {
     per_image_grads: Vec<T>,
     /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]).
     pub gradient_leaves: usize,
+    /// The pass continues a gradient leaf's sum from the gradients the layer
+    /// holds (a micro-batch after the leaf's first, see [`crate::gradient_tree::LeafPart`]).
+    pub continue_leaf: bool,
 }
 
 /// `out(r, s) = (L X R)[r][s]` for the small matrices of the transforms:
@@ -356,8 +359,9 @@ pub fn conv2d_weight_grad_winograd<T: Element>(
         },
     );
     let partials = &workspace.per_image_grads[..batch * per_image_len];
-    reduce_tree(partials, per_image_len, 0, grad_weight, workspace.gradient_leaves);
-    reduce_tree(partials, per_image_len, weight_len, grad_bias, workspace.gradient_leaves);
+    let reduce = if workspace.continue_leaf { reduce_in_order_onto } else { reduce_tree };
+    reduce(partials, per_image_len, 0, grad_weight, workspace.gradient_leaves);
+    reduce(partials, per_image_len, weight_len, grad_bias, workspace.gradient_leaves);
 }
 
 /// The input gradient by F(4x4, 3x3): the forward correlation of `dY` with the
