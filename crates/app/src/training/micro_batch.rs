@@ -11,7 +11,7 @@
 //! batch 32, 4 leaves of 8:   l0 = 0..8   l1 = 8..16   l2 = 16..24   l3 = 24..32
 //! M = 16: 2 passes of 2 whole leaves -> subtrees (l0+l1), (l2+l3) -> tree      exact
 //! M = 8:  4 passes of 1 whole leaf   -> l0, l1, l2, l3            -> tree      exact
-//! M = 4:  8 passes, half a leaf each -> l0 = pass0 + pass1, ...   -> tree
+//! M = 4:  8 passes, half a leaf each -> l0 continued over passes 0, 1, ... -> tree  exact
 //! ```
 //!
 //! When M holds whole leaves (a multiple of batch/4 for a batch divisible by

@@ -331,7 +331,9 @@ fn synchronise_batchnorm(
         return Ok(());
     }
     let (ranks, batch) = (cluster.size(), config.batch_size);
-    if let Some(micro) = config.micro_batch.filter(|&micro| micro < batch) {
+    let shard = cluster.shard();
+    let largest_share = (0..ranks).map(|rank| shard.part_of(rank, batch).0.len()).max().unwrap_or(0);
+    if let Some(micro) = config.micro_batch.filter(|&micro| micro < largest_share) {
         // each rank's passes would move its running statistics alone
         bail!(
             "a model with batchnorm on {ranks} MPI ranks cannot train in micro-batches (--micro-batch {micro}, \

@@ -13,6 +13,7 @@
 //! | [`im2col`] | the convolution's gather and its adjoint, col2im | [`im2col::im2col_naive`], [`im2col::col2im_naive`] |
 //! | [`conv_tiled`] | the whole convolution, tiled, fused with bias and ReLU | `conv2d_forward_im2col`, `conv2d_forward_naive` in [`crate::layers::conv2d`] |
 //! | [`pool2x2`] | the 2x2 stride-2 max-pool body | `maxpool_naive` in [`crate::layers::maxpool2d`] |
+//! | [`pool_separable`] | max-pooling of any window, stride and padding, rows then columns | `maxpool_naive` in [`crate::layers::maxpool2d`] |
 //! | [`reduce`] | sums in a fixed order (reproducibility), the gradient tree of leaves | plain sums |
 //! | [`winograd`] | F(4x4, 3x3): the arithmetic, plain (`mod.rs`), then the fast passes, tiles, plane transforms, point GEMM and AVX2 bodies, one file each | `conv2d_forward_naive`, `conv2d_backward_naive` |
 //! | [`scratch`] | per-thread buffers reused across batches | |
@@ -26,6 +27,7 @@ pub mod gemm_nt;
 pub mod gemm_packed;
 pub mod im2col;
 pub mod pool2x2;
+pub mod pool_separable;
 pub mod reduce;
 pub mod scratch;
 #[cfg(test)]

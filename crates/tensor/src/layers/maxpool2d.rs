@@ -47,6 +47,7 @@
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::pool2x2::{is_fast_2x2, pool_plane_2x2};
+use crate::kernels::pool_separable::{pool_plane_separable, RowMaxima};
 use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
 use crate::layers::pool_window::PoolWindow;
 use ndarray::{ArrayViewD, ArrayViewMutD};
@@ -179,32 +180,18 @@ impl MaxPool2d {
 }
 
 /// Pools one channel plane: `plane` is `(H, W)`, `out` and `argmax` are `(OH, OW)`.
-fn pool_plane<T: Element>(geom: &WindowGeometry, plane: &[T], out: &mut [T], argmax: &mut [u32]) {
+/// Both fast paths are held to [`maxpool_naive`] (`tests/suite/kernels.rs`).
+fn pool_plane<T: Element>(
+    geom: &WindowGeometry,
+    plane: &[T],
+    out: &mut [T],
+    argmax: &mut [u32],
+    scratch: &mut RowMaxima<T>,
+) {
     if is_fast_2x2(geom) {
-        return pool_plane_2x2(geom, plane, out, argmax);
-    }
-    for i in 0..geom.out_h {
-        // the window's rows, clipped to the image (padding is never a candidate)
-        let row_first = (i * geom.stride_h).saturating_sub(geom.pad_top);
-        let row_end = (i * geom.stride_h + geom.kernel_h).saturating_sub(geom.pad_top).min(geom.in_h);
-        for j in 0..geom.out_w {
-            let col_first = (j * geom.stride_w).saturating_sub(geom.pad_left);
-            let col_end = (j * geom.stride_w + geom.kernel_w).saturating_sub(geom.pad_left).min(geom.in_w);
-            let mut best_index = row_first * geom.in_w + col_first;
-            let mut best = plane[best_index];
-            for ih in row_first..row_end {
-                for iw in col_first..col_end {
-                    let value = plane[ih * geom.in_w + iw];
-                    // strict '>': ties keep the first index; NaN never wins
-                    if value > best {
-                        best = value;
-                        best_index = ih * geom.in_w + iw;
-                    }
-                }
-            }
-            out[i * geom.out_w + j] = best;
-            argmax[i * geom.out_w + j] = best_index as u32;
-        }
+        pool_plane_2x2(geom, plane, out, argmax)
+    } else {
+        pool_plane_separable(geom, plane, out, argmax, scratch)
     }
 }
 
@@ -244,7 +231,10 @@ impl<T: Element> Layer<T> for MaxPool2d {
             .par_chunks(in_plane)
             .zip(output.par_chunks_mut(out_plane))
             .zip(self.argmax.par_chunks_mut(out_plane))
-            .for_each(|((plane, out), argmax)| pool_plane(&geom, plane, out, argmax));
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |scratch, ((plane, out), argmax)| pool_plane(&geom, plane, out, argmax, scratch),
+            );
     }
 
     fn backward(

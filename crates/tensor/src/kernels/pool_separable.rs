@@ -1,0 +1,123 @@
+//! Max-pooling of one channel plane for any window, stride and padding (the
+//! 3x3 stride-2 pool with padding 1 of ResNet's stem, SqueezeNet's ceil-mode
+//! pools), done separably: first the maximum of every input row over each
+//! output column's window (`row_max`, `(H, OW)`), then of every output's
+//! window over those rows. `maxpool_naive` in `layers/maxpool2d.rs` is its
+//! twin (`tests/suite/kernels.rs`, `tests/suite/modern.rs`).
+//!
+//! `plane` is `(H, W)`; `out` and `argmax` are `(OH, OW)`, `argmax` holding the
+//! flat index `ih * W + iw` of each window's winner: the first in row-major
+//! order on ties, NaN never winning unless it comes first. Separably that is
+//! the first maximum of each row, then the first row holding the maximum, so
+//! values and indices are those of the row-major loop, bit for bit.
+//!
+//! Why it is faster than that loop: each input row's horizontal maxima are
+//! computed once and shared by every output row whose window covers it (3x3,
+//! stride 2: two), the window's clipping to the image is worked out once per
+//! column instead of per window, and both passes choose with selects, not
+//! branches (on real activations the comparisons are unpredictable); the
+//! second pass runs along contiguous rows, which the compiler vectorises.
+
+use crate::element::Element;
+use crate::geometry::WindowGeometry;
+
+/// `[first, end)` of the input positions window `index` covers along one axis
+/// (`kernel`, `stride`, `pad` before), clipped to `len`.
+fn span(index: usize, kernel: usize, stride: usize, pad: usize, len: usize) -> (usize, usize) {
+    let first = (index * stride).saturating_sub(pad);
+    (first, (index * stride + kernel).saturating_sub(pad).min(len))
+}
+
+/// The first pass's rows, `(H, OW)` maxima and their columns: a buffer a
+/// thread reuses from plane to plane.
+pub type RowMaxima<T> = (Vec<T>, Vec<u32>);
+
+/// Pools one plane (module docs), with `scratch` for the first pass. Every
+/// window must hold at least one input pixel (the layer refuses geometries
+/// whose windows could hold only padding).
+pub fn pool_plane_separable<T: Element>(
+    geom: &WindowGeometry,
+    plane: &[T],
+    out: &mut [T],
+    argmax: &mut [u32],
+    scratch: &mut RowMaxima<T>,
+) {
+    let (in_h, in_w, out_h, out_w) = (geom.in_h, geom.in_w, geom.out_h, geom.out_w);
+    let columns = (0..out_w).map(|j| span(j, geom.kernel_w, geom.stride_w, geom.pad_left, in_w));
+    // pass 1: row_max[r][j] = max over the columns of window j in input row r, and its column
+    let (row_max, row_arg) = scratch;
+    row_max.resize(in_h * out_w, T::zero());
+    row_arg.resize(in_h * out_w, 0);
+    for r in 0..in_h {
+        let row = &plane[r * in_w..(r + 1) * in_w];
+        let (maxima, args) = (&mut row_max[r * out_w..(r + 1) * out_w], &mut row_arg[r * out_w..(r + 1) * out_w]);
+        for ((best_out, arg_out), (first, end)) in maxima.iter_mut().zip(args.iter_mut()).zip(columns.clone()) {
+            let window = &row[first..end];
+            let (mut best, mut offset) = (window[0], 0u32);
+            for (c, &value) in window.iter().enumerate().skip(1) {
+                let better = value > best; // strict: ties keep the first; NaN never wins
+                (best, offset) = if better { (value, c as u32) } else { (best, offset) };
+            }
+            *best_out = best;
+            *arg_out = first as u32 + offset;
+        }
+    }
+    // pass 2: out[i][j] = max over the rows of window i of row_max[.][j]
+    for i in 0..out_h {
+        let (first, end) = span(i, geom.kernel_h, geom.stride_h, geom.pad_top, in_h);
+        let out_row = &mut out[i * out_w..(i + 1) * out_w];
+        let argmax_row = &mut argmax[i * out_w..(i + 1) * out_w];
+        out_row.copy_from_slice(&row_max[first * out_w..(first + 1) * out_w]);
+        for (index, &column) in argmax_row.iter_mut().zip(&row_arg[first * out_w..(first + 1) * out_w]) {
+            *index = (first * in_w) as u32 + column;
+        }
+        for r in first + 1..end {
+            let (maxima, columns) = (&row_max[r * out_w..(r + 1) * out_w], &row_arg[r * out_w..(r + 1) * out_w]);
+            let row_start = (r * in_w) as u32;
+            for (((best, index), &value), &column) in
+                out_row.iter_mut().zip(argmax_row.iter_mut()).zip(maxima).zip(columns)
+            {
+                let better = value > *best;
+                *best = if better { value } else { *best };
+                *index = if better { row_start + column } else { *index };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Padding;
+
+    #[test]
+    fn windows_are_clipped_to_the_image() {
+        // 3 wide, stride 2, 1 before: windows [-1, 2) -> [0, 2), [1, 4) -> [1, 3), [3, 6) -> [3, 5) at len 5
+        assert_eq!(span(0, 3, 2, 1, 5), (0, 2));
+        assert_eq!(span(1, 3, 2, 1, 5), (1, 4));
+        assert_eq!(span(2, 3, 2, 1, 5), (3, 5));
+    }
+
+    #[test]
+    fn resnets_stem_pool_matches_the_row_major_loop() {
+        // (The layer, which dispatches here, is held to maxpool_naive in tests/suite/kernels.rs.)
+        let geom = WindowGeometry::new(1, 7, 6, (3, 3), (2, 2), Padding::Explicit(1, 1)).unwrap();
+        let plane: Vec<f32> = (0..42).map(|v| ((v * 13) % 5) as f32).collect(); // with ties
+        let (mut out, mut argmax) = (vec![0.0; geom.out_pixels()], vec![0u32; geom.out_pixels()]);
+        pool_plane_separable(&geom, &plane, &mut out, &mut argmax, &mut (Vec::new(), Vec::new()));
+        for i in 0..geom.out_h {
+            for j in 0..geom.out_w {
+                let mut winner = usize::MAX;
+                for r in (2 * i).saturating_sub(1)..(2 * i + 2).min(7) {
+                    for c in (2 * j).saturating_sub(1)..(2 * j + 2).min(6) {
+                        if winner == usize::MAX || plane[r * 6 + c] > plane[winner] {
+                            winner = r * 6 + c;
+                        }
+                    }
+                }
+                assert_eq!(argmax[i * geom.out_w + j] as usize, winner, "window ({i}, {j})");
+                assert_eq!(out[i * geom.out_w + j], plane[winner]);
+            }
+        }
+    }
+}
