@@ -351,14 +351,21 @@ fn synchronise_batchnorm(
     Ok(())
 }
 
+/// `config` checked, with `--bit-depth auto` resolved from the training
+/// images (said once when that keeps 16 bits).
+fn checked_with_bit_depth(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainConfig> {
+    config.validate()?;
+    let resolved = config.with_bit_depth()?;
+    if !resume && cluster.is_root() && resolved.input_format().bit_depth == convnet_data::BitDepth::Sixteen {
+        println!("Samples kept at 16 bits (--bit-depth 8 would round them to 256 levels)");
+    }
+    Ok(resolved)
+}
+
 /// Runs (or resumes) a training run, on this process or on every rank of an
 /// MPI job (see [`distributed`]).
 pub fn train(config: &TrainConfig, resume: bool, cluster: &Cluster) -> Result<TrainOutcome> {
-    config.validate()?;
-    let config = &config.with_bit_depth()?;
-    if !resume && cluster.is_root() && config.input_format().bit_depth == convnet_data::BitDepth::Sixteen {
-        println!("Samples kept at 16 bits (--bit-depth 8 would round them to 256 levels)");
-    }
+    let config = &checked_with_bit_depth(config, resume, cluster)?;
     let files = RunFiles { dir: config.out_dir() };
     let architecture = match &config.architecture {
         Some(spec) => spec.clone(),

@@ -86,12 +86,43 @@ pub fn channel_statistics<T: Element>(x: &[T], channels: usize, plane: usize) ->
         .collect()
 }
 
-/// `f(value, channel)` summed over each `(image, channel)` plane of `x`, in
-/// pixel order: `images * channels` sums in (image, channel) order.
+/// Lanes of [`lane_sum`].
+const LANES: usize = 8;
+
+/// `sum_p f(p)` over the pixels `p` of a plane of `len`, in [`LANES`]
+/// interleaved partial sums (lane `l` takes `l, l + 8, ...`) added as a tree,
+/// then the tail: a fixed order, so the same bits on any thread count, that
+/// runs at the adder's throughput instead of waiting on one chain of
+/// dependent additions (which made these sums most of batchnorm's time).
+fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let whole = len - len % LANES;
+    for start in (0..whole).step_by(LANES) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane += f(start + l);
+        }
+    }
+    (whole..len).fold(lanes_total(lanes), |sum, p| sum + f(p))
+}
+
+/// The lanes of [`lane_sum`] added as a balanced tree.
+fn lanes_total(mut lanes: [f64; LANES]) -> f64 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// `f(value, channel)` summed over each `(image, channel)` plane of `x`
+/// ([`lane_sum`]): `images * channels` sums in (image, channel) order.
 fn plane_sums<T: Element>(x: &[T], channels: usize, plane: usize, f: impl Fn(f64, usize) -> f64 + Sync) -> Vec<f64> {
     x.par_chunks(plane)
         .enumerate()
-        .map(|(i, values)| values.iter().map(|&v| f(Element::to_f64(v), i % channels)).sum::<f64>())
+        .map(|(i, values)| lane_sum(values.len(), |p| f(Element::to_f64(values[p]), i % channels)))
         .collect()
 }
 
@@ -272,14 +303,21 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
         };
         // inv_c = 1 / sqrt(var_c + eps)
         self.saved = stats.iter().map(|&(mean, var)| (mean, 1.0 / (var + self.eps).sqrt())).collect();
-        // y = gamma_c * (x - mean_c) * inv_c + beta_c, one plane (image, channel) per task
+        // y = gamma_c * (x - mean_c) * inv_c + beta_c = a_c x + b_c, with a_c = gamma_c inv_c and
+        // b_c = beta_c - a_c mean_c taken in f64 once per channel, then one multiply-add per value in
+        // the element type (a pass the compiler vectorises), one plane (image, channel) per task
         let (gamma, beta, saved) = (&self.gamma, &self.beta, &self.saved);
+        let affine: Vec<(T, T)> = (0..channels)
+            .map(|c| {
+                let (mean, inv) = saved[c];
+                let scale = Element::to_f64(gamma[c]) * inv;
+                (T::from_f64(scale), T::from_f64(Element::to_f64(beta[c]) - scale * mean))
+            })
+            .collect();
         slice_mut(&mut output).par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(i, (y, x))| {
-            let c = i % channels;
-            let (mean, inv) = saved[c];
-            let (scale, shift) = (Element::to_f64(gamma[c]) * inv, Element::to_f64(beta[c]));
+            let (a, b) = affine[i % channels];
             for (y, &x) in y.iter_mut().zip(x) {
-                *y = T::from_f64((Element::to_f64(x) - mean) * scale + shift);
+                *y = x * a + b;
             }
         });
     }
@@ -301,12 +339,22 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
             .enumerate()
             .flat_map_iter(|(i, (x, dy))| {
                 let (mean, inv) = saved[i % channels];
-                let (mut sum_dy, mut sum_dy_xhat) = (0.0, 0.0);
-                for (&x, &dy) in x.iter().zip(dy) {
-                    sum_dy += Element::to_f64(dy);
-                    sum_dy_xhat += Element::to_f64(dy) * (Element::to_f64(x) - mean) * inv;
+                // one pass over the plane: sum dy and sum dy (x - mean), in lanes
+                let (mut dy_lanes, mut dyx_lanes) = ([0.0f64; LANES], [0.0f64; LANES]);
+                let whole = dy.len() - dy.len() % LANES;
+                for (x, dy) in x[..whole].chunks_exact(LANES).zip(dy[..whole].chunks_exact(LANES)) {
+                    for l in 0..LANES {
+                        let g = Element::to_f64(dy[l]);
+                        dy_lanes[l] += g;
+                        dyx_lanes[l] += g * (Element::to_f64(x[l]) - mean);
+                    }
                 }
-                [sum_dy, sum_dy_xhat]
+                let tail = |f: &dyn Fn(usize) -> f64, lanes: [f64; LANES]| {
+                    (whole..dy.len()).fold(lanes_total(lanes), |sum, p| sum + f(p))
+                };
+                let sum_dy = tail(&|p| Element::to_f64(dy[p]), dy_lanes);
+                let sum_dy_x = tail(&|p| Element::to_f64(dy[p]) * (Element::to_f64(x[p]) - mean), dyx_lanes);
+                [sum_dy, sum_dy_x * inv]
             })
             .collect();
         // dbeta_c = sum dy, dgamma_c = sum dy * xhat over this process's images, as a tree of leaves
@@ -333,23 +381,26 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
         let Some(mut grad_input) = grad_input else { return };
         let (gamma, trained) = (&self.gamma, self.trained);
         let dx = slice_mut(&mut grad_input);
-        dx.par_chunks_mut(plane).zip(x.par_chunks(plane)).zip(dy.par_chunks(plane)).enumerate().for_each(
-            |(i, ((dx, x), dy))| {
-                let c = i % channels;
+        // dx = gamma_c inv_c / M (M dy - sum dy - xhat sum(dy xhat)), xhat = (x - mean_c) inv_c, which is
+        // dx = p_c dy + q_c x + r_c with per-channel p, q, r taken in f64 (in evaluation mode, where the
+        // statistics are constants, dx = gamma_c inv_c dy: q = r = 0), then two multiply-adds per value
+        let coefficients: Vec<(T, T, T)> = (0..channels)
+            .map(|c| {
                 let (mean, inv) = saved[c];
                 let scale = Element::to_f64(gamma[c]) * inv;
                 if !trained {
-                    // the statistics are constants: dx = gamma_c inv_c dy
-                    for (dx, &dy) in dx.iter_mut().zip(dy) {
-                        *dx = T::from_f64(scale * Element::to_f64(dy));
-                    }
-                    return;
+                    return (T::from_f64(scale), T::zero(), T::zero());
                 }
-                // dx = gamma_c inv_c / M (M dy - sum dy - xhat sum(dy xhat))
                 let (sum_dy, sum_dy_xhat) = (sums[2 * c], sums[2 * c + 1]);
+                let q = -scale * inv * sum_dy_xhat / count;
+                (T::from_f64(scale), T::from_f64(q), T::from_f64(-scale * sum_dy / count - q * mean))
+            })
+            .collect();
+        dx.par_chunks_mut(plane).zip(x.par_chunks(plane)).zip(dy.par_chunks(plane)).enumerate().for_each(
+            |(i, ((dx, x), dy))| {
+                let (p, q, r) = coefficients[i % channels];
                 for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                    let xhat = (Element::to_f64(x) - mean) * inv;
-                    *dx = T::from_f64(scale / count * (count * Element::to_f64(dy) - sum_dy - xhat * sum_dy_xhat));
+                    *dx = p * dy + q * x + r;
                 }
             },
         );
