@@ -132,7 +132,9 @@ fn run_fold(config: &TrainConfig, dir: &Path, cluster: &Cluster) -> Result<(f64,
     }
     let (mut model, meta) = load_model(&dir.join("model.safetensors"))?;
     let set = load_labelled(&dir.join("data/val"), &meta, config.skip_bad, &config.cache)?;
-    let predictions = predict_set(&mut model, &set, config.batch_size, meta.input.pixel_scale)?;
+    // in passes of the micro-batch the fold trained with (config.toml has the one chosen)
+    let passes = training::read_config(dir).map_or(config.batch_size, |saved| saved.prediction_batch());
+    let predictions = predict_set(&mut model, &set, passes, meta.input.pixel_scale)?;
     let labels = set.labels();
     let result = report(predictions.loss, labels, &predictions.predicted, &meta.class_names).with_roc(
         &predictions.probabilities,
