@@ -141,14 +141,7 @@ pub fn curves(panels: &[Panel<'_>], best: Option<(usize, &str)>) -> Result<RgbIm
             // the legend where the curves are not: below rising curves, above falling ones
             let rising = panel.series.first().is_some_and(|(_, v)| v.len() > 1 && v[v.len() - 1] > v[0]);
             let corner = if rising { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight };
-            chart
-                .configure_series_labels()
-                .position(corner)
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(160, 160, 160))
-                .label_font((FONT, 14))
-                .draw()
-                .map_err(chart_error)?;
+            legend(&mut chart, corner, 14)?;
         }
         Ok(())
     })
@@ -248,14 +241,7 @@ pub fn roc(curves: &[RocCurve]) -> Result<RgbImage> {
                 .label(format!("{name}  {auc}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(160, 160, 160))
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(chart_error)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 13)?;
         Ok(())
     })
 }
@@ -296,6 +282,23 @@ fn unit_square<'a, 'b>(
     Ok(chart)
 }
 
+/// The series' labels in a box at `position` (white, half-grey border), in
+/// `FONT` of `size`: every chart's legend.
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(160, 160, 160))
+        .label_font((FONT, size))
+        .draw()
+        .map_err(chart_error)
+}
+
 /// The dashed grey diagonal `y = x` of a [`unit_square`], with its legend `label`.
 fn diagonal(chart: &mut ChartContext<'_, BitMapBackend<'_>, UnitSquare>, label: &str) -> Result<()> {
     let gray = RGBColor(150, 150, 150);
@@ -332,14 +335,7 @@ pub fn reliability(bins: &[convnet_io::calibration::ReliabilityBin], ece: f64) -
             .label("mean confidence in each bin")
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, red.filled()));
         diagonal(&mut chart, "perfect calibration")?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(160, 160, 160))
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(chart_error)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
         Ok(())
     })
 }
