@@ -97,7 +97,7 @@ fn forward_backward(
     loss_fn: &mut SoftmaxCrossEntropy<f32>,
     batch: &Batch,
     step_seed: u64,
-    (cluster, micro): (&Cluster, Option<usize>),
+    (cluster, micro, gradients): (&Cluster, Option<usize>, &mut micro_batch::PassGradients),
     stop: Option<i32>,
 ) -> Result<StepTotals> {
     // this process's part of the batch (all of it without MPI), in passes of
@@ -112,7 +112,6 @@ fn forward_backward(
         }
     } else {
         let passes = micro_batch::plan(batch.labels.len(), leaves, micro);
-        let mut gradients = micro_batch::PassGradients::default();
         cluster.begin_batch(batch.batch_total);
         for pass in &passes {
             let images = batch.images.slice_axis(Axis(0), Slice::from(pass.images.clone()));
@@ -200,6 +199,8 @@ pub fn train_epoch(
     let mut data_wait = Duration::ZERO;
     let (mut last_checkpoint, mut steps_since_checkpoint) = (Instant::now(), 0u64);
     let seen_before = state.epoch_seen;
+    // the micro-batches' gradients, their buffers reused from batch to batch
+    let mut pass_gradients = micro_batch::PassGradients::default();
     loop {
         let waiting = Instant::now();
         let Some(mut batch) = stream.next_batch() else { break };
@@ -208,8 +209,8 @@ pub fn train_epoch(
             return Err(error.into());
         }
         let step_seed = derive(config.seed ^ 0xD0_0D, state.step);
-        let totals =
-            forward_backward(model, loss_fn, &batch, step_seed, (cluster, config.micro_batch), interrupt.requested())?;
+        let passes = (cluster, config.micro_batch, &mut pass_gradients);
+        let totals = forward_backward(model, loss_fn, &batch, step_seed, passes, interrupt.requested())?;
         let loss = totals.loss;
         if !loss.is_finite() {
             return Err(not_finite(loss, (epoch, batch.number), batches, inputs));

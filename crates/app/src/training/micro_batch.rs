@@ -97,10 +97,12 @@ pub fn plan(len: usize, leaves: usize, micro: Option<usize>) -> Vec<Pass> {
 
 /// The gradients of a batch's passes, kept until the tree over them is
 /// finished: one flattened vector per subtree (or finished leaf), and the leaf
-/// being summed.
+/// being summed. The vectors are reused from batch to batch.
 #[derive(Default)]
 pub struct PassGradients {
     subtrees: Vec<Vec<f32>>,
+    /// Subtrees of the current batch (`subtrees[..used]`).
+    used: usize,
     leaf: Vec<f32>,
 }
 
@@ -124,14 +126,15 @@ impl PassGradients {
                 // the layers summed the leaf: it is whole after its last part
                 if last {
                     model.set_leaf_part(LeafPart::WHOLE);
-                    self.subtrees.push(model.trainable_params().iter().flat_map(|p| p.grad.iter().copied()).collect());
+                    let subtree = self.next_subtree();
+                    subtree.extend(model.trainable_params().iter().flat_map(|p| p.grad.iter().copied()));
                 }
                 return;
             }
         }
         let gradient = model.trainable_params().into_iter().flat_map(|param| param.grad.iter().copied());
         match pass.piece {
-            Piece::Subtree => self.subtrees.push(gradient.collect()),
+            Piece::Subtree => self.next_subtree().extend(gradient),
             Piece::PartOfLeaf { first, last } => {
                 if first {
                     self.leaf.clear();
@@ -142,18 +145,32 @@ impl PassGradients {
                     }
                 }
                 if last {
-                    self.subtrees.push(std::mem::take(&mut self.leaf));
+                    let leaf = std::mem::take(&mut self.leaf);
+                    let subtree = self.next_subtree();
+                    self.leaf = std::mem::replace(subtree, leaf);
                 }
             }
         }
     }
 
+    /// The next subtree's vector, emptied (its capacity kept).
+    fn next_subtree(&mut self) -> &mut Vec<f32> {
+        if self.used == self.subtrees.len() {
+            self.subtrees.push(Vec::new());
+        }
+        self.used += 1;
+        let subtree = &mut self.subtrees[self.used - 1];
+        subtree.clear();
+        subtree
+    }
+
     /// Adds the subtrees as the balanced tree and leaves the batch's gradient
     /// in the model.
-    pub fn finish(mut self, model: &mut Sequential<f32>) {
-        let mut items: Vec<&mut [f32]> = self.subtrees.iter_mut().map(Vec::as_mut_slice).collect();
+    pub fn finish(&mut self, model: &mut Sequential<f32>) {
+        let used = std::mem::take(&mut self.used);
+        let mut items: Vec<&mut [f32]> = self.subtrees[..used].iter_mut().map(Vec::as_mut_slice).collect();
         tree_sum(&mut items);
-        let Some(total) = self.subtrees.first() else { return };
+        let Some(total) = self.subtrees[..used].first() else { return };
         let mut offset = 0;
         for param in model.trainable_params_mut() {
             let len = param.grad.len();

@@ -108,8 +108,9 @@ pub struct Dense<T: Element> {
     leaf_grads: Vec<T>,
     /// Which part of a gradient leaf the next backward pass is (micro-batches).
     leaf_part: LeafPart,
-    /// The inputs and output gradients of the leaf's earlier parts.
-    leaf_rows: Vec<(Vec<T>, Vec<T>)>,
+    /// The inputs `(rows, in)` and output gradients `(rows, out)` of the
+    /// leaf's parts so far (reused from leaf to leaf).
+    leaf_rows: (Vec<T>, Vec<T>),
 }
 
 impl<T: Element> Dense<T> {
@@ -127,7 +128,7 @@ impl<T: Element> Dense<T> {
             gradient_leaves: 1,
             leaf_grads: Vec::new(),
             leaf_part: LeafPart::WHOLE,
-            leaf_rows: Vec::new(),
+            leaf_rows: (Vec::new(), Vec::new()),
         })
     }
 
@@ -272,16 +273,16 @@ impl<T: Element> Layer<T> for Dense<T> {
             // part of a leaf (micro-batches): keep its rows until the leaf's last
             // part, then sum the whole leaf as one GEMM, as a whole batch would
             LeafPart { first, last } => {
+                let (mut x_leaf, mut dy_leaf) = std::mem::take(&mut self.leaf_rows);
                 if first {
-                    self.leaf_rows.clear();
+                    (x_leaf.clear(), dy_leaf.clear());
                 }
-                self.leaf_rows.push((x.to_vec(), dy.to_vec()));
+                x_leaf.extend_from_slice(x);
+                dy_leaf.extend_from_slice(dy);
                 if last {
-                    let rows = std::mem::take(&mut self.leaf_rows);
-                    let x_leaf: Vec<T> = rows.iter().flat_map(|(x, _)| x.iter().copied()).collect();
-                    let dy_leaf: Vec<T> = rows.iter().flat_map(|(_, dy)| dy.iter().copied()).collect();
                     self.weight_and_bias_grads(&x_leaf, &dy_leaf, x_leaf.len() / fan_in);
                 }
+                self.leaf_rows = (x_leaf, dy_leaf);
             }
         }
         if let Some(mut grad_input) = grad_input {
