@@ -275,7 +275,8 @@ impl<T: Element> Layer<T> for Dense<T> {
             LeafPart { first, last } => {
                 let (mut x_leaf, mut dy_leaf) = std::mem::take(&mut self.leaf_rows);
                 if first {
-                    (x_leaf.clear(), dy_leaf.clear());
+                    x_leaf.clear();
+                    dy_leaf.clear();
                 }
                 x_leaf.extend_from_slice(x);
                 dy_leaf.extend_from_slice(dy);
