@@ -25,5 +25,10 @@ fn portable_f32_bodies_meet_the_same_budget_and_agree_across_threads() {
         let three = run::<f32>(&case, &values, relu, 3);
         assert_eq!(bits(&three.output), bits(&portable.output));
         assert_eq!(bits(&three.grad_weight), bits(&portable.grad_weight));
+        // inference's fused convolution + ReLU + max-pool, through the slab
+        for pool in [2, 4] {
+            let fused = fused_maxpool::<f32>(&case, &values, pool, 1);
+            assert_eq!(bits(&fused), bits(&unfused_maxpool::<f32>(&case, &values, pool)), "pool {pool}");
+        }
     }
 }

@@ -108,6 +108,37 @@ fn conv_relu_maxpool_with_fusions_equals_the_layers_run_one_by_one() {
 }
 
 #[test]
+fn predict_fuses_conv_relu_and_maxpools_and_gives_the_bits_of_forward() {
+    // `baseline` at 70x70: conv2 (32 -> 64, 66x66 outputs: a partial tile row and
+    // column) runs by Winograd, and its ReLU and two 2x2 pools become one pass;
+    // a 2x2 pool after a Winograd convolution alone (pool 2) in a small stack.
+    let mut rng = rng(8);
+    let mut baseline = ModelSpec::preset("baseline").unwrap().build::<f32>(&[3, 70, 70], 8, 3).unwrap();
+    let x = random_tensor(&mut rng, &[3, 3, 70, 70]).mapv(|v| v as f32);
+    let forward = baseline.forward(x.view(), Mode::Eval).unwrap().to_owned();
+    let predicted = baseline.predict(x.view()).unwrap().to_owned();
+    assert!(baseline.is_fused(4) && baseline.is_fused(5), "predict must fuse conv2's two max-pools");
+    assert_eq!(predicted, forward);
+    baseline.forward(x.view(), Mode::Eval).unwrap();
+    assert!(!baseline.is_fused(4), "forward keeps every activation");
+
+    let mut model = Sequential::<f32>::new(vec![4, 41, 37]).unwrap();
+    let mut conv = Conv2d::<f32>::new(4, 9, (3, 3), (1, 1), Padding::Same).unwrap();
+    convnet::tensor::init::glorot_uniform(conv.weight_mut(), 36, 1);
+    conv.set_algos(convnet::tensor::ConvAlgos::all(convnet::tensor::ConvAlgo::Winograd));
+    model.push(Box::new(conv)).unwrap();
+    model.push(Box::new(convnet::tensor::Relu)).unwrap();
+    model.push(Box::new(MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap())).unwrap();
+    model.push(Box::new(convnet::tensor::Flatten)).unwrap();
+    let x = random_tensor(&mut rng, &[2, 4, 41, 37]).mapv(|v| v as f32);
+    let forward = model.forward(x.view(), Mode::Eval).unwrap().to_owned();
+    let predicted = model.predict(x.view()).unwrap().to_owned();
+    assert!(model.is_fused(2));
+    assert!(forward.iter().any(|&v| v == 0.0) && forward.iter().any(|&v| v > 0.0));
+    assert_eq!(predicted, forward);
+}
+
+#[test]
 fn maxpool_same_padding_never_picks_the_padding() {
     // all-negative input: if padding (0) could win, the output would be 0
     let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Same).unwrap();

@@ -43,6 +43,30 @@ fn fast_winograd_in_f32_is_within_its_error_budget_and_thread_count_independent(
     }
 }
 
+/// Inference's fused convolution + ReLU + max-pool gives the bits of the three
+/// layers one by one, for 2x2 and 4x4 pools, f32 (the AVX2 body pooling on the
+/// phases) and f64 (the slab), on partial tiles, odd sizes and several tile
+/// blocks per row, on 1 and 3 threads.
+#[test]
+fn fused_relu_maxpool_gives_the_bits_of_the_three_layers_one_by_one() {
+    let mut rng = rng(46);
+    let mut pooled_values = 0;
+    for _ in 0..30 {
+        let case = random_case(&mut rng);
+        let values = values(&mut rng, &case);
+        for pool in [2, 4] {
+            let what = format!("pool {pool}, {}", describe(&case));
+            let fused = fused_maxpool::<f32>(&case, &values, pool, 1);
+            assert_eq!(bits(&fused), bits(&unfused_maxpool::<f32>(&case, &values, pool)), "f32, {what}");
+            assert_eq!(bits(&fused_maxpool::<f32>(&case, &values, pool, 3)), bits(&fused), "3 threads, {what}");
+            let fused = fused_maxpool::<f64>(&case, &values, pool, 1);
+            assert_eq!(bits_of(&fused), bits_of(&unfused_maxpool::<f64>(&case, &values, pool)), "f64, {what}");
+            pooled_values += fused.len();
+        }
+    }
+    assert!(pooled_values > 10_000, "the cases pooled only {pooled_values} values");
+}
+
 /// The error table of BENCHMARKS.md: f32 Winograd and f32 im2col against f64
 /// direct, on a conv2-like layer (32 -> 64 channels, 48x48 outputs) and on a
 /// wide one (256 -> 256 channels: each output sums 2,304 products, where the

@@ -4,7 +4,7 @@
 
 use crate::common::with_threads;
 use convnet::tensor::kernels::winograd::passes::{
-    conv2d_backward_winograd, conv2d_forward_winograd, WinogradWorkspace,
+    conv2d_backward_winograd, conv2d_forward_winograd, conv2d_forward_winograd_relu_maxpool, WinogradWorkspace,
 };
 use convnet::tensor::layers::conv2d::{conv2d_backward_naive, conv2d_forward_naive};
 use convnet::tensor::{Element, Padding, WindowGeometry};
@@ -138,4 +138,49 @@ pub fn assert_within<T: Element>(ours: &Results<T>, reference: &Results<f64>, bu
 /// The bit patterns of f32 values, to compare results exactly.
 pub fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Inference's fused pass: convolution, ReLU and `pool x pool` max-pool in one
+/// ([`conv2d_forward_winograd_relu_maxpool`]), on `threads` threads.
+pub fn fused_maxpool<T: Element>(case: &Case, values: &Values, pool: usize, threads: usize) -> Vec<T> {
+    with_threads(threads, || {
+        let geom = &case.geom;
+        let (input, weight, bias) = (to::<T>(&values.input), to::<T>(&values.weight), to::<T>(&values.bias));
+        let pooled_len = case.batch * case.out_channels * (geom.out_h / pool) * (geom.out_w / pool);
+        let mut pooled = vec![T::from_f64(7.0); pooled_len];
+        let mut workspace = WinogradWorkspace::<T>::default();
+        conv2d_forward_winograd_relu_maxpool(geom, &weight, &bias, &input, &mut pooled, pool, &mut workspace);
+        pooled
+    })
+}
+
+/// The same three layers one by one: the Winograd forward with its ReLU, then a
+/// plain `pool x pool` max-pool at stride `pool` (whole windows only).
+pub fn unfused_maxpool<T: Element>(case: &Case, values: &Values, pool: usize) -> Vec<T> {
+    let output = run::<T>(case, values, true, 1).output;
+    let (oh, ow) = (case.geom.out_h, case.geom.out_w);
+    let (ph, pw) = (oh / pool, ow / pool);
+    let mut pooled = Vec::with_capacity(case.batch * case.out_channels * ph * pw);
+    for plane in output.chunks_exact(oh * ow) {
+        for y in 0..ph {
+            for x in 0..pw {
+                let mut best = plane[y * pool * ow + x * pool];
+                for r in 0..pool {
+                    for c in 0..pool {
+                        let v = plane[(y * pool + r) * ow + x * pool + c];
+                        if v > best {
+                            best = v;
+                        }
+                    }
+                }
+                pooled.push(best);
+            }
+        }
+    }
+    pooled
+}
+
+/// Bit patterns of any element type (f64 through its f64 bits).
+pub fn bits_of<T: Element>(values: &[T]) -> Vec<u64> {
+    values.iter().map(|x| Element::to_f64(*x).to_bits()).collect()
 }

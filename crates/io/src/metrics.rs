@@ -22,7 +22,7 @@
 use crate::error::Result;
 use convnet_data::batch::for_each_batch_in;
 use convnet_data::{ImageSet, PixelScale};
-use convnet_tensor::{Mode, Sequential, SoftmaxCrossEntropy};
+use convnet_tensor::{Sequential, SoftmaxCrossEntropy};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -65,8 +65,7 @@ pub fn predict_probabilities(
         if error.is_some() {
             return;
         }
-        let result =
-            model.forward(batch.images.view(), Mode::Eval).and_then(|logits| loss_fn.forward(logits, &batch.labels));
+        let result = model.predict(batch.images.view()).and_then(|logits| loss_fn.forward(logits, &batch.labels));
         match result {
             Ok(_) => {
                 probs.extend_from_slice(loss_fn.probs().as_slice().expect("contiguous"));

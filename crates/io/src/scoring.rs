@@ -22,7 +22,7 @@ use crate::model_file::ModelMeta;
 use convnet_data::batch::for_each_batch_in;
 use convnet_data::{ImageSet, PixelScale};
 use convnet_tensor::ndarray::{ArrayD, ArrayViewD, Axis};
-use convnet_tensor::{Mode, Sequential};
+use convnet_tensor::Sequential;
 
 /// Test-time augmentation: which mirrored views of each image are averaged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,9 +143,9 @@ impl Scorer {
             for &(left_right, upside_down) in views {
                 let logits = if left_right || upside_down {
                     let view = mirrored(images.view(), left_right, upside_down);
-                    model.forward(view.view(), Mode::Eval)?.as_standard_layout().into_owned()
+                    model.predict(view.view())?.as_standard_layout().into_owned()
                 } else {
-                    model.forward(images.view(), Mode::Eval)?.as_standard_layout().into_owned()
+                    model.predict(images.view())?.as_standard_layout().into_owned()
                 };
                 let probabilities =
                     softmax_rows(logits.as_slice().expect("standard layout"), self.classes, *temperature);

@@ -67,7 +67,7 @@ fn time_steps(
     for step in 0..=args.steps {
         let started = Instant::now();
         if args.inference {
-            model.forward(images.clone(), Mode::Eval)?;
+            model.predict(images.clone())?;
         } else {
             let logits = model.forward(images.clone(), Mode::train(step as u64))?;
             loss_fn.forward(logits, labels)?;

@@ -95,7 +95,8 @@ use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
 use crate::kernels::winograd;
 use crate::kernels::winograd::passes::{
-    conv2d_forward_winograd, conv2d_input_grad_winograd, conv2d_weight_grad_winograd, WinogradWorkspace,
+    conv2d_forward_winograd, conv2d_forward_winograd_relu_maxpool, conv2d_input_grad_winograd,
+    conv2d_weight_grad_winograd, WinogradWorkspace,
 };
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use crate::layers::conv_algo::{ConvAlgo, ConvAlgos, AUTO_WINOGRAD_MIN_CHANNELS, AUTO_WINOGRAD_MIN_WIDTH};
@@ -448,6 +449,34 @@ impl<T: Element> Conv2d<T> {
             slice_mut(&mut output),
             fused_relu,
             &mut self.workspace,
+        );
+    }
+
+    /// Whether this layer can run [`Conv2d::forward_relu_maxpool`] on `input_shape`
+    /// `(N, C, H, W)`: its forward pass is Winograd there (the pooling is done
+    /// inside the Winograd output transform).
+    pub fn can_fuse_maxpool(&self, input_shape: &[usize]) -> bool {
+        self.geometry(input_shape).is_some_and(|geom| self.resolve(Some(&geom)).forward == ConvAlgo::Winograd)
+    }
+
+    /// Inference's convolution, ReLU and `pool x pool` max-pool (stride `pool`,
+    /// 2 or 4) in one pass, `pooled` `(N, OC, OH / pool, OW / pool)`: the
+    /// values of the three layers one by one, bit for bit, without the
+    /// full-size output ([`conv2d_forward_winograd_relu_maxpool`]). Needs
+    /// [`Conv2d::can_fuse_maxpool`].
+    pub fn forward_relu_maxpool(&mut self, input: ArrayViewD<'_, T>, mut pooled: ArrayViewMutD<'_, T>, pool: usize) {
+        assert!(self.can_fuse_maxpool(input.shape()), "conv2d: forward_relu_maxpool without Winograd");
+        let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
+        let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
+        let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
+        conv2d_forward_winograd_relu_maxpool(
+            &geom,
+            weight,
+            bias,
+            slice(&input),
+            slice_mut(&mut pooled),
+            pool,
+            &mut self.winograd,
         );
     }
 

@@ -113,6 +113,15 @@ impl MaxPool2d {
         self
     }
 
+    /// Whether this is a plain `n x n` pool at stride `n` without padding or
+    /// ceil mode (what inference can fuse into a convolution before it);
+    /// `Some(n)` if so.
+    pub fn plain_square(&self) -> Option<usize> {
+        let w = &self.window;
+        let unpadded = matches!(w.padding, Padding::Valid | Padding::Explicit(0, 0));
+        (w.pool.0 == w.pool.1 && w.stride == w.pool && unpadded && !w.ceil_mode).then_some(w.pool.0)
+    }
+
     fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
         self.window.geometry(shape)
     }

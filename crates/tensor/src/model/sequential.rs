@@ -57,6 +57,8 @@ pub struct Sequential<T: Element> {
     fuse: bool,
     /// Which layers fuse and which buffers are shared, remade on every change.
     plan: Plan,
+    /// The forward steps of the last pass (training's, or inference's).
+    last_forward: Vec<ForwardStep>,
     /// The two gradient buffers used in turn by backward.
     grad_buffers: [Vec<T>; 2],
     /// Batch size of the last forward pass (0 before the first).
@@ -149,6 +151,7 @@ impl<T: Element> Sequential<T> {
             activations: vec![Vec::new()],
             fuse: true,
             plan: Plan { storage: vec![0], buffers: 1, forward: Vec::new(), backward: Vec::new() },
+            last_forward: Vec::new(),
             grad_buffers: [Vec::new(), Vec::new()],
             batch: 0,
             timings: None,
@@ -286,6 +289,7 @@ impl<T: Element> Sequential<T> {
 
     fn replan(&mut self) {
         self.plan = if self.fuse { Plan::fused(&self.layers) } else { Plan::unfused(&self.layers) };
+        self.last_forward.clear();
         self.activations.resize_with(self.plan.buffers, Vec::new);
     }
 
@@ -371,6 +375,30 @@ impl<T: Element> Sequential<T> {
     /// returns the output `(N, ...output_shape)`, which stays valid until the next
     /// forward. In [`Mode::Train`], layer `i` gets the seed `derive(seed, i)`.
     pub fn forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode) -> Result<ArrayViewD<'_, T>> {
+        let steps = self.plan.forward.clone();
+        self.run_forward(input, mode, steps)
+    }
+
+    /// Inference: the output of [`Sequential::forward`] in [`Mode::Eval`], bit
+    /// for bit, with more layers fused ([`Plan::inference_forward`]: a
+    /// convolution, its ReLU and the max-pools after it in one pass). Some
+    /// intermediate activations are then never written: to read them
+    /// ([`Sequential::layer_output`]) or to backpropagate, use `forward`.
+    pub fn predict(&mut self, input: ArrayViewD<'_, T>) -> Result<ArrayViewD<'_, T>> {
+        let steps = match self.fuse {
+            true => self.plan.inference_forward(&self.layers, &self.shapes),
+            false => self.plan.forward.clone(),
+        };
+        self.run_forward(input, Mode::Eval, steps)
+    }
+
+    /// A forward pass by `steps` (one per layer).
+    fn run_forward(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        mode: Mode,
+        steps: Vec<ForwardStep>,
+    ) -> Result<ArrayViewD<'_, T>> {
         let (batch, sample_shape) =
             input.shape().split_first().ok_or_else(|| TensorError::Mismatch("empty input shape".into()))?;
         if sample_shape != self.shapes[0].as_slice() {
@@ -407,8 +435,15 @@ impl<T: Element> Sequential<T> {
             let started = self.timings.is_some().then(std::time::Instant::now);
             let (source, target) = (self.plan.storage[i], self.plan.storage[i + 1]);
             let (input_shape, output_shape) = (&self.shapes[i], &self.shapes[i + 1]);
-            match self.plan.forward[i] {
+            match steps[i] {
                 ForwardStep::DoneByPrevious => {}
+                ForwardStep::ConvReluMaxpool { pool, through } => {
+                    let target = self.plan.storage[through + 1];
+                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) =
+                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
+                    downcast::<Conv2d<T>, T>(layer).forward_relu_maxpool(input, output, pool);
+                }
                 ForwardStep::ReluInPlace => {
                     let relu = downcast::<Relu, T>(layer);
                     relu.forward_in_place(view_mut(&mut self.activations[target], batch, output_shape));
@@ -427,6 +462,7 @@ impl<T: Element> Sequential<T> {
                 timings[i][0] = started.elapsed();
             }
         }
+        self.last_forward = steps;
         Ok(self.output())
     }
 
@@ -574,7 +610,8 @@ impl<T: Element> Sequential<T> {
     /// Whether layer `index` is a ReLU fused into the layer before it (see
     /// [`Conv2d::forward_fused_relu`]): its forward work, and time, are that layer's.
     pub fn is_fused(&self, index: usize) -> bool {
-        self.plan.forward.get(index) == Some(&ForwardStep::DoneByPrevious)
+        let steps = if self.last_forward.is_empty() { &self.plan.forward } else { &self.last_forward };
+        steps.get(index) == Some(&ForwardStep::DoneByPrevious)
     }
 
     /// Whether layer `index` is a ReLU whose backward the layer after it does

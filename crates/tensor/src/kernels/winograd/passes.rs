@@ -57,7 +57,10 @@
 //! convolution, max |error| / max |output| ~3e-6 forward and ~7e-6 for the
 //! input gradient in f32, against ~8e-7 for im2col (`BENCHMARKS.md`).
 
-use super::planes::{transform_grad_plane, transform_input_plane, transform_output_plane};
+use super::planes::{
+    fits_plane, slab, slab_to_plane, transform_grad_plane, transform_input_plane, transform_output_plane,
+    transform_output_plane_maxpool,
+};
 use super::point_gemm::point_gemm;
 use super::tiles::{blocks, Layout, Shape, LANES, POINTS, TILE_BLOCK};
 use super::transforms::transpose_block;
@@ -145,7 +148,9 @@ fn transform_weights<T: Element>(weight: &[T], out_channels: usize, channels: us
 }
 
 /// One image of the Winograd correlation: `output (K, OH, OW) := W ⋆ input (C, H, W) (+ bias, ReLU)`
-/// with `u` the transformed weights `(36, K4, C)`.
+/// with `u` the transformed weights `(36, K4, C)`; with `pool` 2 or 4 (after a
+/// ReLU) `output` is `(K, OH / pool, OW / pool)`, the maxima of `pool x pool`
+/// windows, and the full-size output is never written.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn correlate_image_body<T: Element>(
@@ -153,6 +158,7 @@ fn correlate_image_body<T: Element>(
     u: &[T],
     bias: Option<&[T]>,
     relu: bool,
+    pool: usize,
     image: &[T],
     image_out: &mut [T],
     buf: &mut [T],
@@ -160,7 +166,7 @@ fn correlate_image_body<T: Element>(
     let (channels, k_padded) = (shape.channels, shape.out_channels_padded());
     let tb_max = TILE_BLOCK.next_multiple_of(LANES);
     let layout = Layout::new(POINTS * channels * tb_max, POINTS * k_padded * tb_max);
-    let (plane, out_plane) = (shape.height * shape.width, shape.out_h * shape.out_w);
+    let (plane, out_plane) = (shape.height * shape.width, (shape.out_h / pool) * (shape.out_w / pool));
     let (data_buf, rest) = buf[..layout.len].split_at_mut(layout.products);
     let (products_buf, rest) = rest.split_at_mut(layout.rows - layout.products);
     let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
@@ -195,20 +201,32 @@ fn correlate_image_body<T: Element>(
                 false,
             );
         }
-        // Y[k] = A^T M[k] A (+ b[k]); `phases` is free now: it holds the 4 output phases
+        // Y[k] = A^T M[k] A (+ b[k]); `phases` is free now: it holds the 4 output phases,
+        // and `rows_buf` the slab of blocks that do not go straight into the plane
+        let direct = pool == 1 && fits_plane(shape, block);
+        let (slab_shape, slab_block) = slab(shape, block);
         for k in 0..shape.out_channels {
             let b = bias.map_or(T::zero(), |b| b[k]);
-            transform_output_plane(
-                &products_buf[k * tb..],
-                k_padded * tb,
-                shape,
-                block,
-                b,
-                relu,
-                half,
-                phases,
-                &mut image_out[k * out_plane..][..out_plane],
-            );
+            let (m, plane_out) = (&products_buf[k * tb..], &mut image_out[k * out_plane..][..out_plane]);
+            if pool > 1 {
+                transform_output_plane_maxpool(
+                    m,
+                    k_padded * tb,
+                    shape,
+                    block,
+                    b,
+                    pool,
+                    half,
+                    phases,
+                    rows_buf,
+                    plane_out,
+                );
+            } else if direct {
+                transform_output_plane(m, k_padded * tb, shape, block, b, relu, half, phases, plane_out);
+            } else {
+                transform_output_plane(m, k_padded * tb, &slab_shape, slab_block, b, relu, half, phases, rows_buf);
+                slab_to_plane(rows_buf, shape, block, pool, plane_out);
+            }
         }
     }
 }
@@ -223,15 +241,18 @@ simd_variant! {
     /// One image of the correlation: [`correlate_image_body`], compiled for
     /// AVX2 + FMA when the CPU has them (the same operations, so the same bits).
     fn correlate_image = correlate_image_body, "avx2,fma", avx2_fma;
-    (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, image: &[T], image_out: &mut [T], buf: &mut [T])
+    (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, pool: usize, image: &[T], image_out: &mut [T], buf: &mut [T])
 }
 
-/// A batch of the Winograd correlation, one task per image.
+/// A batch of the Winograd correlation, one task per image (`pool` as in
+/// [`correlate_image_body`]).
+#[allow(clippy::too_many_arguments)]
 fn correlate_batch<T: Element>(
     shape: &Shape,
     weight_kc: &[T],
     bias: Option<&[T]>,
     relu: bool,
+    pool: usize,
     input: &[T],
     output: &mut [T],
     workspace: &mut WinogradWorkspace<T>,
@@ -240,12 +261,12 @@ fn correlate_batch<T: Element>(
     transform_weights(weight_kc, shape.out_channels, shape.channels, k_padded, &mut workspace.transformed_weight);
     workspace.scratch.ensure_threads();
     let (in_len, out_len) =
-        (shape.channels * shape.height * shape.width, shape.out_channels * shape.out_h * shape.out_w);
+        (shape.channels * shape.height * shape.width, shape.out_channels * (shape.out_h / pool) * (shape.out_w / pool));
     let u = &workspace.transformed_weight;
     let scratch = &workspace.scratch;
     let scratch_len = correlate_scratch_len(shape);
     input.par_chunks(in_len).zip(output.par_chunks_mut(out_len)).for_each(|(image, image_out)| {
-        scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, image, image_out, buf));
+        scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, pool, image, image_out, buf));
     });
 }
 
@@ -261,10 +282,48 @@ pub fn conv2d_forward_winograd<T: Element>(
     fused_relu: bool,
     workspace: &mut WinogradWorkspace<T>,
 ) {
+    let shape = forward_shape(geom, weight, bias, input.len(), "conv2d_forward_winograd");
+    checked_batch(geom, shape.out_channels, input.len(), output.len(), "conv2d_forward_winograd");
+    correlate_batch(&shape, weight, Some(bias), fused_relu, 1, input, output, workspace);
+}
+
+/// Inference's convolution, ReLU and max-pool in one pass:
+/// `pooled := maxpool_pool(max(W ⋆ input + b, 0))`, `pool x pool` windows at
+/// stride `pool` (2, or 4 for two 2x2 pools in a row), PyTorch's floor mode.
+/// Each block's 4x4 output tiles are pooled while in cache, so the full-size
+/// output (conv2 of `baseline`: 396 MB per batch of 32) is never written nor
+/// read back; the values are those of the three layers run one by one, bit
+/// for bit (a maximum is exact). `input` `(N, C, H, W)`, `pooled`
+/// `(N, K, OH / pool, OW / pool)`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_winograd_relu_maxpool<T: Element>(
+    geom: &WindowGeometry,
+    weight: &[T],
+    bias: &[T],
+    input: &[T],
+    pooled: &mut [T],
+    pool: usize,
+    workspace: &mut WinogradWorkspace<T>,
+) {
+    let pass = "conv2d_forward_winograd_relu_maxpool";
+    assert!(pool == 2 || pool == 4, "{pass}: pool {pool} (2 or 4)");
+    let shape = forward_shape(geom, weight, bias, input.len(), pass);
+    let batch = input.len() / geom.in_len();
+    let pooled_len = batch * shape.out_channels * (geom.out_h / pool) * (geom.out_w / pool);
+    assert_eq!(pooled.len(), pooled_len, "{pass}: pooled length");
+    if pooled_len == 0 {
+        return; // outputs smaller than one window
+    }
+    correlate_batch(&shape, weight, Some(bias), true, pool, input, pooled, workspace);
+}
+
+/// The forward pass's [`Shape`], after checking the weights and the input's length.
+fn forward_shape<T>(geom: &WindowGeometry, weight: &[T], bias: &[T], input_len: usize, pass: &str) -> Shape {
     let out_channels = bias.len();
-    assert_eq!(weight.len(), out_channels * geom.in_channels * 9, "conv2d_forward_winograd: weight length");
-    checked_batch(geom, out_channels, input.len(), output.len(), "conv2d_forward_winograd");
-    let shape = Shape {
+    assert!(super::applies(geom), "{pass}: 3x3 stride 1 only");
+    assert_eq!(weight.len(), out_channels * geom.in_channels * 9, "{pass}: weight length");
+    assert_eq!(input_len % geom.in_len(), 0, "{pass}: input length");
+    Shape {
         channels: geom.in_channels,
         height: geom.in_h,
         width: geom.in_w,
@@ -273,8 +332,7 @@ pub fn conv2d_forward_winograd<T: Element>(
         out_channels,
         out_h: geom.out_h,
         out_w: geom.out_w,
-    };
-    correlate_batch(&shape, weight, Some(bias), fused_relu, input, output, workspace);
+    }
 }
 
 /// The backward pass by Winograd: `grad_weight` `(K, C, 3, 3)` and `grad_bias`
@@ -394,7 +452,7 @@ pub fn conv2d_input_grad_winograd<T: Element>(
         out_h: geom.in_h,
         out_w: geom.in_w,
     };
-    correlate_batch(&shape, &turned, None, false, grad_output, grad_input, workspace);
+    correlate_batch(&shape, &turned, None, false, 1, grad_output, grad_input, workspace);
     workspace.turned_weight = turned;
 }
 

@@ -10,7 +10,10 @@ use super::transforms::{apply_a, apply_at, apply_bt, six, six_mut};
 #[cfg(target_arch = "x86_64")]
 use super::transforms::{f32_mut_ptr, f32_ptr, simd_f32};
 #[cfg(target_arch = "x86_64")]
-use super::x86::{grad_transform_f32, input_transform_f32, join_phases_f32, output_transform_f32, split_phases4_f32};
+use super::x86::{
+    grad_transform_f32, input_transform_f32, join_phases_f32, output_transform_f32, output_transform_maxpool_f32,
+    split_phases4_f32,
+};
 use super::{ALPHA, TILE};
 use crate::element::Element;
 
@@ -197,6 +200,118 @@ pub(crate) fn transform_output_plane<T: Element>(
         }
         for x in full_chunks * TILE * LANES..valid {
             row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
+        }
+    }
+}
+
+/// The products of one output channel (as [`transform_output_plane`]) through
+/// `A^T M A`, bias and ReLU, then max-pooled by `pool x pool` windows at
+/// stride `pool` (2 or 4, PyTorch's floor mode) into the pooled plane
+/// `(out_h / pool, out_w / pool)`. With AVX2 and f32 the pooling runs on the
+/// phases in registers ([`output_transform_maxpool_f32`]); otherwise the block
+/// goes through the slab `slab` ([`slab_to_plane`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn transform_output_plane_maxpool<T: Element>(
+    m: &[T],
+    point_stride: usize,
+    shape: &Shape,
+    block: Block,
+    bias: T,
+    pool: usize,
+    half: &mut [T],
+    out4: &mut [T],
+    slab_buf: &mut [T],
+    plane: &mut [T],
+) {
+    let (y_first, x_first) = (block.ty * TILE, block.tx0 * TILE);
+    #[cfg(target_arch = "x86_64")]
+    if simd_f32::<T>() {
+        const MOST: usize = super::tiles::TILE_BLOCK.next_multiple_of(LANES) * TILE / 2;
+        let pooled_rows = TILE.min(shape.out_h - y_first) / pool;
+        let pooled_valid = (shape.out_w - x_first).min(block.count * TILE) / pool;
+        let pooled_w = shape.out_w / pool;
+        let mut rows = [[0.0f32; MOST]; 2];
+        let [upper, lower] = &mut rows;
+        assert!(m.len() >= 35 * point_stride + block.padded && TILE * block.padded / pool <= MOST);
+        // SAFETY: AVX2 is present; `m` holds the 36 points (asserted), each of the two row
+        // buffers 4 padded / pool elements (asserted); T is f32.
+        unsafe {
+            let (upper, lower) = (upper.as_mut_ptr(), lower.as_mut_ptr());
+            let bias = bias.to_f64() as f32;
+            output_transform_maxpool_f32(
+                f32_ptr(m),
+                point_stride,
+                [upper, lower],
+                pooled_rows,
+                block.padded / LANES,
+                bias,
+                pool,
+            )
+        };
+        for (q, row) in rows.iter().enumerate().take(pooled_rows) {
+            let out = &mut plane[(y_first / pool + q) * pooled_w + x_first / pool..][..pooled_valid];
+            for (target, &value) in out.iter_mut().zip(&row[..pooled_valid]) {
+                *target = T::from_f64(value as f64);
+            }
+        }
+        return;
+    }
+    let (slab_shape, slab_block) = slab(shape, block);
+    transform_output_plane(m, point_stride, &slab_shape, slab_block, bias, true, half, out4, slab_buf);
+    slab_to_plane(slab_buf, shape, block, pool, plane);
+}
+
+/// Whether the output transform can write `block`'s pixels straight into the
+/// output plane: its fused SIMD body stores 8 tiles (32 pixels) at a time, so
+/// the valid width must be a multiple of that. Other blocks (the last of a
+/// tile row, usually) and pooled outputs go through a slab ([`slab`]).
+pub(crate) fn fits_plane(shape: &Shape, block: Block) -> bool {
+    let valid = (shape.out_w - block.tx0 * TILE).min(block.count * TILE);
+    valid.is_multiple_of(TILE * LANES)
+}
+
+/// The slab: `block`'s four output rows at its full padded width, `(4, 4 tb)`,
+/// described as a shape and a block of their own so that
+/// [`transform_output_plane`] writes it with its SIMD body (4 tb is a multiple
+/// of 32). Pixels past the plane's edge are computed from zero-padded tiles
+/// and never read.
+pub(crate) fn slab(shape: &Shape, block: Block) -> (Shape, Block) {
+    let tb = block.padded;
+    (Shape { out_h: TILE, out_w: TILE * tb, ..*shape }, Block { ty: 0, tx0: 0, count: tb, padded: tb })
+}
+
+/// Writes a slab ([`slab`]) into the output: with `pool` 1 its valid pixels
+/// into the plane `(out_h, out_w)`; with `pool` 2 or 4 the maxima of its
+/// `pool x pool` windows (stride `pool`, whole windows only: PyTorch's floor
+/// mode) into the pooled plane `(out_h / pool, out_w / pool)`. `pool` divides
+/// [`TILE`], so no window straddles two blocks. The maximum keeps the first of
+/// equal values (`v > best`), as [`crate::layers::MaxPool2d`] does; the
+/// values come out of a ReLU, so none is NaN.
+pub(crate) fn slab_to_plane<T: Element>(slab: &[T], shape: &Shape, block: Block, pool: usize, plane: &mut [T]) {
+    debug_assert!(TILE.is_multiple_of(pool), "slab_to_plane: pool {pool}");
+    let (y_first, x_first) = (block.ty * TILE, block.tx0 * TILE);
+    let rows = TILE.min(shape.out_h - y_first);
+    let valid = (shape.out_w - x_first).min(block.count * TILE);
+    let slab_w = TILE * block.padded;
+    let pooled_w = shape.out_w / pool;
+    for pooled_row in 0..rows / pool {
+        let window_rows = &slab[pooled_row * pool * slab_w..][..pool * slab_w];
+        let out = &mut plane[(y_first / pool + pooled_row) * pooled_w + x_first / pool..][..valid / pool];
+        if pool == 1 {
+            out.copy_from_slice(&window_rows[..valid]);
+            continue;
+        }
+        for (column, value) in out.iter_mut().enumerate() {
+            let mut best = window_rows[column * pool];
+            for r in 0..pool {
+                for &v in &window_rows[r * slab_w + column * pool..][..pool] {
+                    if v > best {
+                        best = v;
+                    }
+                }
+            }
+            *value = best;
         }
     }
 }

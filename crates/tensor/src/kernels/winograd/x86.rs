@@ -373,6 +373,72 @@ pub(crate) unsafe fn output_transform_f32(
     }
 }
 
+/// [`output_transform_f32`] with ReLU, then a `pool x pool` max-pool (stride
+/// `pool`, 2 or 4) of the block's four rows, taken on the phases before they
+/// are joined into pixels: phase `s` of row `r` holds pixel `4t + s` of the 8
+/// tiles `t`, so a 4x4 window is one tile (the maximum of 16 vectors) and a
+/// 2x2 window two phases of two rows. Pooled row `q` of chunk `c` goes to
+/// `pooled[q] + 32 c / pool`; only the first `pooled_rows` (4 / pool, or fewer
+/// at the plane's bottom edge) are written. The ReLU makes every value `+0` or
+/// more and never NaN, so the maxima are those of any order, bit for bit.
+///
+/// # Safety
+/// The CPU has AVX2; `m` holds `35 point_stride + 8 chunks`; each of the
+/// first `pooled_rows` (<= 4 / pool) `pooled` rows holds `32 chunks / pool` elements.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn output_transform_maxpool_f32(
+    m: *const f32,
+    point_stride: usize,
+    pooled: [*mut f32; 2],
+    pooled_rows: usize,
+    chunks: usize,
+    bias: f32,
+    pool: usize,
+) {
+    // SAFETY: reads and writes stay in the ranges the caller vouches for.
+    unsafe {
+        let (bias, zero) = (_mm256_set1_ps(bias), _mm256_setzero_ps());
+        for chunk in 0..chunks {
+            let t = 8 * chunk;
+            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
+            let mut h = [[_mm256_setzero_ps(); 6]; 4];
+            for i in 0..6 {
+                let load = |j: usize| _mm256_loadu_ps(m.add((j * 6 + i) * point_stride + t));
+                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
+                for (h_row, value) in h.iter_mut().zip(column) {
+                    h_row[i] = value;
+                }
+            }
+            // along x, + b, ReLU: y[r][s] = pixel (r, 4t + s) of each tile
+            let mut y = [[zero; 4]; 4];
+            for (y_row, h_row) in y.iter_mut().zip(&h) {
+                for (value, phase) in y_row.iter_mut().zip(at6(*h_row)) {
+                    let biased = _mm256_add_ps(phase, bias);
+                    *value = _mm256_and_ps(biased, _mm256_cmp_ps::<_CMP_GT_OQ>(biased, zero));
+                }
+            }
+            if pool == 4 {
+                let mut best = y[0][0];
+                for value in y.iter().flatten() {
+                    best = _mm256_max_ps(best, *value);
+                }
+                _mm256_storeu_ps(pooled[0].add(8 * chunk), best);
+                continue;
+            }
+            for (q, &row) in pooled.iter().enumerate().take(pooled_rows) {
+                let (upper, lower) = (y[2 * q], y[2 * q + 1]);
+                // columns 2t (phases 0, 1) and 2t + 1 (phases 2, 3) of pooled row q
+                let even = _mm256_max_ps(_mm256_max_ps(upper[0], upper[1]), _mm256_max_ps(lower[0], lower[1]));
+                let odd = _mm256_max_ps(_mm256_max_ps(upper[2], upper[3]), _mm256_max_ps(lower[2], lower[3]));
+                let (low, high) = (_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd));
+                _mm256_storeu_ps(row.add(16 * chunk), _mm256_permute2f128_ps::<0x20>(low, high));
+                _mm256_storeu_ps(row.add(16 * chunk + 8), _mm256_permute2f128_ps::<0x31>(low, high));
+            }
+        }
+    }
+}
+
 /// `out = A d` on four vectors in registers (a 4-long `dY` column into 6).
 #[inline(always)]
 unsafe fn a4(d: [__m256; 4]) -> [__m256; 6] {
