@@ -176,6 +176,52 @@ fn every_mix_of_methods_per_pass_gives_each_pass_the_bits_of_its_method() {
     }
 }
 
+/// In f32 the SIMD bodies (AVX-512: blocks of 12 rows and 32/24/16/8 columns;
+/// AVX2: 6 or 4 rows and 16/8 columns) compute every `C[r][j]` as one chain of
+/// fused multiply-adds over `p` in order, so they equal that chain bit for bit,
+/// whichever body this CPU runs; the portable body rounds the product first.
+#[test]
+fn point_gemm_in_f32_is_one_chain_of_multiply_adds_per_value_on_this_cpus_body() {
+    use convnet::tensor::kernels::cpu::{isa, Isa};
+    let fused = isa() != Isa::Portable;
+    let mut rng = rng(47);
+    for &(rows, n, depth) in
+        &[(4, 8, 3), (12, 24, 32), (64, 24, 32), (20, 40, 9), (8, 32, 64), (16, 16, 5), (36, 56, 17)]
+    {
+        let (lda, ldb, ldc) = (depth + 1, n + 3, n + 5);
+        let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let (a, b, start) = (
+            to32(uniform(&mut rng, rows * lda)),
+            to32(uniform(&mut rng, depth * ldb)),
+            to32(uniform(&mut rng, rows * ldc)),
+        );
+        for accumulate in [false, true] {
+            let mut c = start.clone();
+            point_gemm(rows, n, depth, &a, lda, &b, ldb, &mut c, ldc, accumulate);
+            for r in 0..rows {
+                for j in 0..ldc {
+                    let expected = if j < n {
+                        let mut sum = if accumulate { start[r * ldc + j] } else { 0.0 };
+                        for p in 0..depth {
+                            let (x, y) = (a[r * lda + p], b[p * ldb + j]);
+                            sum = if fused { x.mul_add(y, sum) } else { sum + x * y };
+                        }
+                        sum
+                    } else {
+                        start[r * ldc + j]
+                    };
+                    assert_eq!(
+                        c[r * ldc + j].to_bits(),
+                        expected.to_bits(),
+                        "{rows}x{n}x{depth} at ({r}, {j}), {:?}",
+                        isa()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn point_gemm_equals_a_plain_triple_loop_and_accumulates() {
     let mut rng = rng(44);

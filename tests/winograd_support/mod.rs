@@ -106,9 +106,9 @@ pub fn direct(case: &Case, values: &Values, relu: bool) -> Results<f64> {
 
 pub fn random_case(rng: &mut ChaCha8Rng) -> Case {
     let padding = if rng.random_bool(0.5) { Padding::Valid } else { Padding::Same };
-    // heights and widths from 3 (one partial tile) to past two tile blocks of 24 tiles (> 96 + 2)
+    // heights and widths from 3 (one partial tile) to past two tile blocks of 32 tiles (> 128 + 2)
     let wide = rng.random_bool(0.2);
-    let (h, w) = (rng.random_range(3..=14), if wide { rng.random_range(97..=110) } else { rng.random_range(3..=17) });
+    let (h, w) = (rng.random_range(3..=14), if wide { rng.random_range(129..=142) } else { rng.random_range(3..=17) });
     let channels = rng.random_range(1..=10);
     let geom = WindowGeometry::new(channels, h, w, (3, 3), (1, 1), padding).unwrap();
     Case { batch: rng.random_range(1..=3), out_channels: rng.random_range(1..=11), geom }

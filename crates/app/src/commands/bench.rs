@@ -92,15 +92,16 @@ fn print_per_layer(per_layer: &[serde_json::Value]) {
     let algo_width = per_layer.iter().filter_map(|entry| entry["algo"].as_str()).map(str::len).max().unwrap_or(0);
     let algo_width = algo_width.max("algorithm".len());
     println!(
-        "\n  {:<4} {:<13} {:<algo_width$} {:>11} {:>12} {:>9} {:>7}",
+        "\n  {:<4} {:<17} {:<algo_width$} {:>11} {:>12} {:>9} {:>7}",
         "#", "layer", "algorithm", "forward ms", "backward ms", "GFLOP/s", "share"
     );
     for entry in per_layer {
-        // a fused ReLU: its forward is part of the layer before it, its backward (after
-        // a max-pool) part of the layer after it
+        // a fused layer: its forward is part of a layer before it (a ReLU, and in
+        // inference the max-pools after a convolution), a ReLU's backward (before a
+        // max-pool) part of the layer after it
         let fused = if entry["fused"].as_bool().unwrap_or(false) { " (fused)" } else { "" };
         println!(
-            "  {:<4} {:<13} {:<algo_width$} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
+            "  {:<4} {:<17} {:<algo_width$} {:>11.2} {:>12.2} {:>9.1} {:>6.1}%",
             entry["index"].as_u64().unwrap_or(0),
             format!("{}{fused}", entry["kind"].as_str().unwrap_or("")),
             entry["algo"].as_str().unwrap_or(""),
@@ -158,10 +159,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 .as_any()
                 .and_then(|any| any.downcast_ref::<convnet_tensor::Conv2d<f32>>())
                 .map(|conv| conv.resolved_algos().describe());
+            // a fused layer's work, and time, are its neighbour's: no rate of its own
+            let fused = model.is_fused(i) || model.is_backward_absorbed(i);
             json!({
-                "index": i, "kind": layer.kind(), "algo": algo, "fused": model.is_fused(i) || model.is_backward_absorbed(i),
+                "index": i, "kind": layer.kind(), "algo": algo, "fused": fused,
                 "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
-                "gflops": if seconds > 0.0 { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
+                "gflops": if seconds > 0.0 && !model.is_fused(i) { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
                 "share": seconds / mean,
             })
         })

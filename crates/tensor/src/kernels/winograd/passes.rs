@@ -25,12 +25,12 @@
 //!   gradient (`grad_transform_f32`).
 //! - **Blocks stay in cache.** Tiles are taken [`TILE_BLOCK`] at a time (a chunk
 //!   of one tile row): the transformed input `V` `(36, C, tb)` and the products
-//!   `M` `(36, K, tb)` of one block (conv2: 110 KB + 221 KB at 24 tiles) stay
+//!   `M` `(36, K, tb)` of one block (conv2: 147 KB + 295 KB at 32 tiles) stay
 //!   in L2 between the three stages instead of streaming ~100 MB of
 //!   transformed tiles through memory per image.
 //! - **The 36 point-GEMMs use one register-blocked kernel** ([`point_gemm`]):
-//!   with AVX2, 6 x 16 blocks of the result (12 registers of f32) accumulated
-//!   over the whole depth, broadcasting 6 values of `A` and loading 2 vectors
+//!   with AVX-512, 12 x 32 blocks of the result (24 of its 32 registers); with
+//!   AVX2, 6 x 16 blocks (12 registers of f32) accumulated over the whole depth, broadcasting 6 values of `A` and loading 2 vectors
 //!   of `B` per step (57 GFLOP/s on one Zen 3 core, against 47 for 4 x 16 and
 //!   30 for a 4 x 24 block, which needs 16 registers and spills). The same
 //!   kernel does `M = U V` (forward, input gradient: depth is channels) and

@@ -4,7 +4,7 @@
 
 use super::tiles::{COL_BLOCK, LANES, ROW_BLOCK};
 #[cfg(target_arch = "x86_64")]
-use super::x86::point_block_f32;
+use super::x86::{point_block_avx512_f32, point_block_f32};
 use crate::element::Element;
 use crate::kernels::cpu;
 
@@ -47,6 +47,10 @@ pub fn point_gemm<T: Element>(
     assert!(c.len() >= (rows - 1) * ldc + n, "point_gemm: C too short");
     #[cfg(target_arch = "x86_64")]
     if let (Some(a), Some(b), Some(c)) = (T::as_f32(a), T::as_f32(b), T::as_f32_mut(c)) {
+        if cpu::isa() == cpu::Isa::Avx512 {
+            point_gemm_avx512(rows, n, depth, a, lda, b, ldb, c, ldc, accumulate);
+            return;
+        }
         if cpu::avx2_fma() {
             let mut col = 0;
             while col < n {
@@ -86,6 +90,59 @@ pub fn point_gemm<T: Element>(
                 16 => point_block::<T, 16>(row, col, depth, a, lda, b, ldb, c, ldc, accumulate),
                 _ => point_block::<T, 8>(row, col, depth, a, lda, b, ldb, c, ldc, accumulate),
             }
+        }
+        col += width;
+    }
+}
+
+/// [`point_gemm`] in AVX-512 blocks ([`point_block_avx512_f32`]): columns 32 at
+/// a time (24, 16 or 8 at the end), rows 12 at a time (then 8 or 4). The CPU
+/// must have AVX-512F and FMA, and the slices pass `point_gemm`'s asserts.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn point_gemm_avx512(
+    rows: usize,
+    n: usize,
+    depth: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut col = 0;
+    while col < n {
+        let width = (n - col).min(32);
+        let mut row = 0;
+        while row < rows {
+            let height = (rows - row).min(12);
+            let (a, c) = (a[row * lda..].as_ptr(), c[row * ldc + col..].as_mut_ptr());
+            let b = b[col..].as_ptr();
+            macro_rules! block {
+                ($r:literal) => {
+                    match width {
+                        32 => point_block_avx512_f32::<$r, 2, 0>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                        24 => point_block_avx512_f32::<$r, 1, 1>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                        16 => point_block_avx512_f32::<$r, 1, 0>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                        _ => point_block_avx512_f32::<$r, 0, 1>(depth, a, lda, b, ldb, c, ldc, accumulate),
+                    }
+                };
+            }
+            // SAFETY: AVX-512F, AVX2 and FMA are present (the caller checked `isa`); rows and
+            // `n` are multiples of 4 and 8, so `height` is 12, 8 or 4 and `width` 32, 24, 16 or 8;
+            // point_gemm's asserts put rows `row..row + height` of A (depth long), rows
+            // `0..depth` of B from column `col` (`width` wide) and those rows of C inside their
+            // slices; C is a distinct `&mut`.
+            unsafe {
+                match height {
+                    12 => block!(12),
+                    8 => block!(8),
+                    _ => block!(4),
+                }
+            }
+            row += height;
         }
         col += width;
     }

@@ -15,13 +15,15 @@ pub const ROW_BLOCK: usize = 4;
 /// of this (one AVX2 vector of f32), so the kernels always run full width.
 pub const LANES: usize = 8;
 
-/// Widest column block of the plain [`super::point_gemm::point_gemm`] body (the AVX2 body takes 16).
+/// Widest column block of the plain [`super::point_gemm::point_gemm`] body (the AVX2 body takes 16, AVX-512 32).
 pub const COL_BLOCK: usize = 24;
 
-/// Tiles per block: one chunk of a tile row. 24 keeps conv2's `V` and `M`
-/// (110 KB + 221 KB) in a 512 KB L2 between the stages; other sizes have not
-/// been measured.
-pub const TILE_BLOCK: usize = 24;
+/// Tiles per block: one chunk of a tile row. 32 keeps conv2's `V` and `M`
+/// (147 KB + 295 KB) in a 512 KB L2 between the stages, and fills the point
+/// GEMM's widest blocks (AVX-512: 12 x 32; AVX2: 6 x 16 twice). Against 24, on
+/// an AVX-512 Xeon: `baseline` inference ~3% faster, training the same
+/// (BENCHMARKS.md, round 3).
+pub const TILE_BLOCK: usize = 32;
 
 /// The shape of one Winograd correlation: `channels` input planes of
 /// `height x width`, read with `pad_top`/`pad_left` zeros before them,

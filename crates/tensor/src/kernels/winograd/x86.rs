@@ -62,6 +62,71 @@ pub(crate) unsafe fn point_block_f32<const R: usize, const NV: usize>(
     }
 }
 
+/// The AVX-512 form of [`point_block_f32`]: an `R x (16 NZ + 8 NY)` block in
+/// `R (NZ + NY)` registers, `NZ` 512-bit and `NY` 256-bit vectors per row (a
+/// 24-wide block of tiles is one of each). The 32 registers of AVX-512 hold
+/// 12 x 24 or 12 x 32 (24 accumulators + the `B` vectors + 1 broadcast): twice
+/// the rows of the AVX2 body, each FMA twice as wide. Every `C[r][j]` is the
+/// same chain of FMAs over `p` in order, so the bits are those of the AVX2 body.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA; `a` holds rows `0..R` of `depth` elements
+/// at stride `lda`, `b` rows `0..depth` of `16 NZ + 8 NY` elements at stride
+/// `ldb`, `c` rows `0..R` of `16 NZ + 8 NY` elements at stride `ldc`; `c`
+/// aliases neither.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn point_block_avx512_f32<const R: usize, const NZ: usize, const NY: usize>(
+    depth: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: every address below lies inside the rows the caller vouches for.
+    unsafe {
+        let mut acc_z = [[_mm512_setzero_ps(); NZ]; R];
+        let mut acc_y = [[_mm256_setzero_ps(); NY]; R];
+        if accumulate {
+            for r in 0..R {
+                for v in 0..NZ {
+                    acc_z[r][v] = _mm512_loadu_ps(c.add(r * ldc + 16 * v));
+                }
+                for v in 0..NY {
+                    acc_y[r][v] = _mm256_loadu_ps(c.add(r * ldc + 16 * NZ + 8 * v));
+                }
+            }
+        }
+        for p in 0..depth {
+            let b_row = b.add(p * ldb);
+            let b_z: [__m512; NZ] = std::array::from_fn(|v| _mm512_loadu_ps(b_row.add(16 * v)));
+            let b_y: [__m256; NY] = std::array::from_fn(|v| _mm256_loadu_ps(b_row.add(16 * NZ + 8 * v)));
+            for r in 0..R {
+                let a_z = _mm512_set1_ps(*a.add(r * lda + p));
+                for v in 0..NZ {
+                    acc_z[r][v] = _mm512_fmadd_ps(a_z, b_z[v], acc_z[r][v]);
+                }
+                // the low half of the broadcast is the 256-bit broadcast
+                let a_y = _mm512_castps512_ps256(a_z);
+                for v in 0..NY {
+                    acc_y[r][v] = _mm256_fmadd_ps(a_y, b_y[v], acc_y[r][v]);
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..NZ {
+                _mm512_storeu_ps(c.add(r * ldc + 16 * v), acc_z[r][v]);
+            }
+            for v in 0..NY {
+                _mm256_storeu_ps(c.add(r * ldc + 16 * NZ + 8 * v), acc_y[r][v]);
+            }
+        }
+    }
+}
+
 /// Transposes an 8x8 block: `dst[j * ld_dst + i] = src[i * ld_src + j]`.
 ///
 /// # Safety
