@@ -139,6 +139,37 @@ fn predict_fuses_conv_relu_and_maxpools_and_gives_the_bits_of_forward() {
 }
 
 #[test]
+fn one_image_is_cut_into_parts_across_threads_with_the_bits_of_one_thread() {
+    // With fewer images than threads, the convolutions (im2col and Winograd, with
+    // and without the fused pools) split each image's rows and dense its outputs.
+    let mut rng = rng(9);
+    for algo in [convnet::tensor::ConvAlgo::Auto, convnet::tensor::ConvAlgo::Im2col] {
+        let mut model = ModelSpec::preset("baseline").unwrap().build::<f32>(&[3, 70, 70], 8, 4).unwrap();
+        model.set_conv_algo(algo);
+        for batch in [1, 2] {
+            let x = random_tensor(&mut rng, &[batch, 3, 70, 70]).mapv(|v| v as f32);
+            let one = with_threads(1, || model.predict(x.view()).unwrap().to_owned());
+            let forward = with_threads(1, || model.forward(x.view(), Mode::Eval).unwrap().to_owned());
+            assert_eq!(one, forward, "{algo:?}, batch {batch}");
+            if batch == 2 {
+                // each image alone (one image: parts and dense by outputs) as in the batch
+                for image in 0..2 {
+                    let alone = x.slice(convnet::tensor::ndarray::s![image..image + 1, .., .., ..]).into_dyn();
+                    let alone = with_threads(2, || model.predict(alone).unwrap().to_owned());
+                    assert_eq!(alone.as_slice().unwrap(), &one.as_slice().unwrap()[image * 8..][..8], "{algo:?}");
+                }
+            }
+            for threads in [2, 3] {
+                let many = with_threads(threads, || model.predict(x.view()).unwrap().to_owned());
+                assert_eq!(many, one, "{algo:?}, batch {batch}, {threads} threads");
+                let many = with_threads(threads, || model.forward(x.view(), Mode::Eval).unwrap().to_owned());
+                assert_eq!(many, one, "{algo:?}, batch {batch}, {threads} threads, forward");
+            }
+        }
+    }
+}
+
+#[test]
 fn maxpool_same_padding_never_picks_the_padding() {
     // all-negative input: if padding (0) could win, the output would be 0
     let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Same).unwrap();

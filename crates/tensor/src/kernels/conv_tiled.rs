@@ -101,35 +101,74 @@ pub fn conv2d_forward_tiled<T: Element>(
     workspace.packed_weight.pack(Trans::No, out_channels, col_rows, weight, col_rows);
     let packed_weight = &workspace.packed_weight;
     let col_scratch = &workspace.col_scratch;
-    // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
-    input.par_chunks(geom.in_len()).zip(output.par_chunks_mut(out_channels * out_pixels)).for_each(
-        |(image, image_out)| {
-            col_scratch.with(col_rows * rows_per_tile * geom.out_w, |col_buf| {
-                for row_start in (0..geom.out_h).step_by(rows_per_tile) {
-                    let row_end = (row_start + rows_per_tile).min(geom.out_h);
-                    let tile_cols = (row_end - row_start) * geom.out_w;
-                    let first_col = row_start * geom.out_w;
-                    // col (C*KH*KW, tile_cols): built in col_buf, or the input itself for a 1x1 convolution
-                    let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
-                    // Y[:, tile] (OC, tile_cols) = W (OC, C*KH*KW) * col (C*KH*KW, tile_cols)
-                    gemm_packed(
-                        packed_weight,
-                        tile_cols,
-                        col,
-                        ld_col,
-                        T::zero(),
-                        &mut image_out[first_col..],
-                        out_pixels,
-                    );
-                    // + b (and the fused ReLU, max(y, 0)) while the tile is still in cache
-                    for (o, &bias_o) in bias.iter().enumerate() {
-                        let row = &mut image_out[o * out_pixels + first_col..o * out_pixels + first_col + tile_cols];
-                        add_bias(row, bias_o, fused_relu);
-                    }
-                }
-            });
-        },
-    );
+    let image_rows = |image: &[T], rows: (usize, usize), out: &mut [T]| {
+        col_scratch.with(col_rows * rows_per_tile * geom.out_w, |col_buf| {
+            forward_rows(geom, packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf)
+        });
+    };
+    let parts = rayon::current_num_threads().div_ceil(batch.max(1)).min(geom.out_h);
+    if parts <= 1 {
+        // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
+        input
+            .par_chunks(geom.in_len())
+            .zip(output.par_chunks_mut(out_channels * out_pixels))
+            .for_each(|(image, image_out)| image_rows(image, (0, geom.out_h), image_out));
+        return;
+    }
+    // Fewer images than threads (a `predict` of one image): each image's output rows in
+    // parts, each part into planes of its own rows, copied into place afterwards. Every
+    // value is the same sum over C*KH*KW in order, so the bits do not depend on the parts.
+    let tasks: Vec<(usize, (usize, usize))> = (0..batch)
+        .flat_map(|image| {
+            (0..parts).map(move |part| (image, (part * geom.out_h / parts, (part + 1) * geom.out_h / parts)))
+        })
+        .collect();
+    let results: Vec<Vec<T>> = tasks
+        .par_iter()
+        .map(|&(image, rows)| {
+            let mut part_out = vec![T::zero(); out_channels * (rows.1 - rows.0) * geom.out_w];
+            image_rows(&input[image * geom.in_len()..][..geom.in_len()], rows, &mut part_out);
+            part_out
+        })
+        .collect();
+    for (&(image, rows), part_out) in tasks.iter().zip(&results) {
+        let part_pixels = (rows.1 - rows.0) * geom.out_w;
+        for (o, plane) in part_out.chunks_exact(part_pixels).enumerate() {
+            let first = (image * out_channels + o) * out_pixels + rows.0 * geom.out_w;
+            output[first..][..part_pixels].copy_from_slice(plane);
+        }
+    }
+}
+
+/// Output rows `rows.0..rows.1` of one image into `out` `(OC, rows.1 - rows.0, OW)`
+/// (planes of those rows only; the whole output when they are all), in tiles of
+/// `rows_per_tile` rows, as [`conv2d_forward_tiled`] describes.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<T: Element>(
+    geom: &WindowGeometry,
+    packed_weight: &PackedA<T>,
+    bias: &[T],
+    fused_relu: bool,
+    rows_per_tile: usize,
+    image: &[T],
+    rows: (usize, usize),
+    out: &mut [T],
+    col_buf: &mut [T],
+) {
+    let out_plane = (rows.1 - rows.0) * geom.out_w;
+    for row_start in (rows.0..rows.1).step_by(rows_per_tile) {
+        let row_end = (row_start + rows_per_tile).min(rows.1);
+        let tile_cols = (row_end - row_start) * geom.out_w;
+        let first_col = (row_start - rows.0) * geom.out_w;
+        // col (C*KH*KW, tile_cols): built in col_buf, or the input itself for a 1x1 convolution
+        let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
+        // Y[:, tile] (OC, tile_cols) = W (OC, C*KH*KW) * col (C*KH*KW, tile_cols)
+        gemm_packed(packed_weight, tile_cols, col, ld_col, T::zero(), &mut out[first_col..], out_plane);
+        // + b (and the fused ReLU, max(y, 0)) while the tile is still in cache
+        for (o, &bias_o) in bias.iter().enumerate() {
+            add_bias(&mut out[o * out_plane + first_col..][..tile_cols], bias_o, fused_relu);
+        }
+    }
 }
 
 /// The tiled backward pass of a batch. Overwrites `grad_weight` `(OC, C, KH, KW)`

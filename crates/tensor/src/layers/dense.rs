@@ -241,13 +241,25 @@ impl<T: Element> Layer<T> for Dense<T> {
         // y (N, out) = x (N, in) * W^T (in, out). Rows of x and of W are both
         // contiguous along `in`, the long reduction: gemm_nt's dot-product kernel
         // reads them as they lie (a packed GEMM would gather W^T with a stride of
-        // `in`). The batch is split across threads in blocks of rows of y.
-        output.par_chunks_mut(ROWS_PER_TASK * fan_out).zip(slice(&input).par_chunks(ROWS_PER_TASK * fan_in)).for_each(
-            |(output_rows, input_rows)| {
-                let rows = output_rows.len() / fan_out;
-                gemm_nt(rows, fan_out, fan_in, input_rows, fan_in, weight, fan_in, T::zero(), output_rows, fan_out);
-            },
-        );
+        // `in`). The batch is split across threads in blocks of rows of y; one
+        // image (a `predict` of one) in blocks of its outputs. Each value is the
+        // same dot product either way, so the bits do not depend on the split.
+        let input = slice(&input);
+        if input.len() == fan_in {
+            let columns = fan_out.div_ceil(rayon::current_num_threads()).max(1);
+            output.par_chunks_mut(columns).zip(weight.par_chunks(columns * fan_in)).for_each(
+                |(outputs, weight_rows)| {
+                    gemm_nt(1, outputs.len(), fan_in, input, fan_in, weight_rows, fan_in, T::zero(), outputs, fan_out);
+                },
+            );
+        } else {
+            output.par_chunks_mut(ROWS_PER_TASK * fan_out).zip(input.par_chunks(ROWS_PER_TASK * fan_in)).for_each(
+                |(output_rows, input_rows)| {
+                    let rows = output_rows.len() / fan_out;
+                    gemm_nt(rows, fan_out, fan_in, input_rows, fan_in, weight, fan_in, T::zero(), output_rows, fan_out);
+                },
+            );
+        }
         let bias = self.tensors.bias.as_slice().expect("contiguous");
         for row in output.chunks_mut(fan_out) {
             for (value, &b) in row.iter_mut().zip(bias) {

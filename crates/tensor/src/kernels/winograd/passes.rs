@@ -62,9 +62,10 @@ use super::planes::{
     transform_output_plane_maxpool,
 };
 use super::point_gemm::point_gemm;
-use super::tiles::{blocks, Layout, Shape, LANES, POINTS, TILE_BLOCK};
+use super::tiles::{blocks, Block, Layout, Shape, LANES, POINTS, TILE_BLOCK};
 use super::transforms::transpose_block;
 use super::ALPHA;
+use super::TILE;
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
@@ -150,7 +151,9 @@ fn transform_weights<T: Element>(weight: &[T], out_channels: usize, channels: us
 /// One image of the Winograd correlation: `output (K, OH, OW) := W ⋆ input (C, H, W) (+ bias, ReLU)`
 /// with `u` the transformed weights `(36, K4, C)`; with `pool` 2 or 4 (after a
 /// ReLU) `output` is `(K, OH / pool, OW / pool)`, the maxima of `pool x pool`
-/// windows, and the full-size output is never written.
+/// windows, and the full-size output is never written. Only the tile rows
+/// `tile_rows.0..tile_rows.1` are computed, into planes whose first row is that
+/// of tile row `tile_rows.0` ([`part_rows`] rows each).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn correlate_image_body<T: Element>(
@@ -159,6 +162,7 @@ fn correlate_image_body<T: Element>(
     bias: Option<&[T]>,
     relu: bool,
     pool: usize,
+    tile_rows: (usize, usize),
     image: &[T],
     image_out: &mut [T],
     buf: &mut [T],
@@ -166,13 +170,16 @@ fn correlate_image_body<T: Element>(
     let (channels, k_padded) = (shape.channels, shape.out_channels_padded());
     let tb_max = TILE_BLOCK.next_multiple_of(LANES);
     let layout = Layout::new(POINTS * channels * tb_max, POINTS * k_padded * tb_max);
-    let (plane, out_plane) = (shape.height * shape.width, (shape.out_h / pool) * (shape.out_w / pool));
+    // the output planes of this part: its rows only, tile row `tile_rows.0` first
+    let out_shape = Shape { out_h: part_rows(shape, tile_rows), ..*shape };
+    let (plane, out_plane) = (shape.height * shape.width, (out_shape.out_h / pool) * (shape.out_w / pool));
     let (data_buf, rest) = buf[..layout.len].split_at_mut(layout.products);
     let (products_buf, rest) = rest.split_at_mut(layout.rows - layout.products);
     let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
     let (phases, half) = rest.split_at_mut(layout.half - layout.phases);
-    for block in blocks(shape) {
+    for block in blocks(shape).filter(|block| (tile_rows.0..tile_rows.1).contains(&block.ty)) {
         let tb = block.padded;
+        let out_block = Block { ty: block.ty - tile_rows.0, ..block };
         // V (36, C, tb): point stride C*tb
         for c in 0..channels {
             transform_input_plane(
@@ -203,6 +210,7 @@ fn correlate_image_body<T: Element>(
         }
         // Y[k] = A^T M[k] A (+ b[k]); `phases` is free now: it holds the 4 output phases,
         // and `rows_buf` the slab of blocks that do not go straight into the plane
+        let (shape, block) = (&out_shape, out_block);
         let direct = pool == 1 && fits_plane(shape, block);
         let (slab_shape, slab_block) = slab(shape, block);
         for k in 0..shape.out_channels {
@@ -241,11 +249,18 @@ simd_variant! {
     /// One image of the correlation: [`correlate_image_body`], compiled for
     /// AVX2 + FMA when the CPU has them (the same operations, so the same bits).
     fn correlate_image = correlate_image_body, "avx2,fma", avx2_fma;
-    (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, pool: usize, image: &[T], image_out: &mut [T], buf: &mut [T])
+    (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, pool: usize, tile_rows: (usize, usize), image: &[T],
+     image_out: &mut [T], buf: &mut [T])
+}
+
+/// Output rows of the tile rows `tile_rows.0..tile_rows.1` (the last tile row may be partial).
+fn part_rows(shape: &Shape, tile_rows: (usize, usize)) -> usize {
+    (tile_rows.1 * TILE).min(shape.out_h) - tile_rows.0 * TILE
 }
 
 /// A batch of the Winograd correlation, one task per image (`pool` as in
-/// [`correlate_image_body`]).
+/// [`correlate_image_body`]); with fewer images than threads (a `predict` of
+/// one image), each image's tile rows are cut into parts, one task each.
 #[allow(clippy::too_many_arguments)]
 fn correlate_batch<T: Element>(
     shape: &Shape,
@@ -265,9 +280,43 @@ fn correlate_batch<T: Element>(
     let u = &workspace.transformed_weight;
     let scratch = &workspace.scratch;
     let scratch_len = correlate_scratch_len(shape);
-    input.par_chunks(in_len).zip(output.par_chunks_mut(out_len)).for_each(|(image, image_out)| {
-        scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, pool, image, image_out, buf));
-    });
+    let (tiles_y, _) = shape.tiles();
+    let batch = input.len() / in_len;
+    let parts = rayon::current_num_threads().div_ceil(batch.max(1)).min(tiles_y);
+    if parts <= 1 {
+        input.par_chunks(in_len).zip(output.par_chunks_mut(out_len)).for_each(|(image, image_out)| {
+            let all = (0, tiles_y);
+            scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, pool, all, image, image_out, buf));
+        });
+        return;
+    }
+    // Parts of images: each writes its rows of every output plane into a buffer of its
+    // own (planes of its rows), copied into place afterwards. Every tile is computed as
+    // in a whole image, so the bits do not depend on the parts.
+    let pooled_w = shape.out_w / pool;
+    let tasks: Vec<(usize, (usize, usize))> = (0..batch)
+        .flat_map(|image| (0..parts).map(move |part| (image, (part * tiles_y / parts, (part + 1) * tiles_y / parts))))
+        .collect();
+    let results: Vec<Vec<T>> = tasks
+        .par_iter()
+        .map(|&(image, tile_rows)| {
+            let part_plane = part_rows(shape, tile_rows) / pool * pooled_w;
+            let mut part_out = vec![T::zero(); shape.out_channels * part_plane];
+            let image = &input[image * in_len..][..in_len];
+            scratch.with(scratch_len, |buf| {
+                correlate_image(shape, u, bias, relu, pool, tile_rows, image, &mut part_out, buf)
+            });
+            part_out
+        })
+        .collect();
+    let out_plane = out_len / shape.out_channels;
+    for (&(image, tile_rows), part_out) in tasks.iter().zip(&results) {
+        let first_row = tile_rows.0 * TILE / pool;
+        let part_plane = part_out.len() / shape.out_channels;
+        for (k, rows) in part_out.chunks_exact(part_plane.max(1)).enumerate() {
+            output[image * out_len + k * out_plane + first_row * pooled_w..][..part_plane].copy_from_slice(rows);
+        }
+    }
 }
 
 /// The forward pass by F(4x4, 3x3): `output := W ⋆ input + b`, then
