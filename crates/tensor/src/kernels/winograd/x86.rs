@@ -90,13 +90,15 @@ pub(crate) unsafe fn point_block_avx512_f32<const R: usize, const NZ: usize, con
     unsafe {
         let mut acc_z = [[_mm512_setzero_ps(); NZ]; R];
         let mut acc_y = [[_mm256_setzero_ps(); NY]; R];
+        // C[r][j] for the 512-bit vector v of row r at j = 16 v, the 256-bit one at 16 NZ + 8 v
+        let (at_z, at_y) = (|r: usize, v: usize| r * ldc + 16 * v, |r: usize, v: usize| r * ldc + 16 * NZ + 8 * v);
         if accumulate {
-            for r in 0..R {
-                for v in 0..NZ {
-                    acc_z[r][v] = _mm512_loadu_ps(c.add(r * ldc + 16 * v));
+            for (r, (row_z, row_y)) in acc_z.iter_mut().zip(&mut acc_y).enumerate() {
+                for (v, acc) in row_z.iter_mut().enumerate() {
+                    *acc = _mm512_loadu_ps(c.add(at_z(r, v)));
                 }
-                for v in 0..NY {
-                    acc_y[r][v] = _mm256_loadu_ps(c.add(r * ldc + 16 * NZ + 8 * v));
+                for (v, acc) in row_y.iter_mut().enumerate() {
+                    *acc = _mm256_loadu_ps(c.add(at_y(r, v)));
                 }
             }
         }
@@ -104,24 +106,24 @@ pub(crate) unsafe fn point_block_avx512_f32<const R: usize, const NZ: usize, con
             let b_row = b.add(p * ldb);
             let b_z: [__m512; NZ] = std::array::from_fn(|v| _mm512_loadu_ps(b_row.add(16 * v)));
             let b_y: [__m256; NY] = std::array::from_fn(|v| _mm256_loadu_ps(b_row.add(16 * NZ + 8 * v)));
-            for r in 0..R {
+            for (r, (row_z, row_y)) in acc_z.iter_mut().zip(&mut acc_y).enumerate() {
                 let a_z = _mm512_set1_ps(*a.add(r * lda + p));
-                for v in 0..NZ {
-                    acc_z[r][v] = _mm512_fmadd_ps(a_z, b_z[v], acc_z[r][v]);
+                for (acc, &b_vec) in row_z.iter_mut().zip(&b_z) {
+                    *acc = _mm512_fmadd_ps(a_z, b_vec, *acc);
                 }
                 // the low half of the broadcast is the 256-bit broadcast
                 let a_y = _mm512_castps512_ps256(a_z);
-                for v in 0..NY {
-                    acc_y[r][v] = _mm256_fmadd_ps(a_y, b_y[v], acc_y[r][v]);
+                for (acc, &b_vec) in row_y.iter_mut().zip(&b_y) {
+                    *acc = _mm256_fmadd_ps(a_y, b_vec, *acc);
                 }
             }
         }
-        for r in 0..R {
-            for v in 0..NZ {
-                _mm512_storeu_ps(c.add(r * ldc + 16 * v), acc_z[r][v]);
+        for (r, (row_z, row_y)) in acc_z.iter().zip(&acc_y).enumerate() {
+            for (v, &acc) in row_z.iter().enumerate() {
+                _mm512_storeu_ps(c.add(at_z(r, v)), acc);
             }
-            for v in 0..NY {
-                _mm256_storeu_ps(c.add(r * ldc + 16 * NZ + 8 * v), acc_y[r][v]);
+            for (v, &acc) in row_y.iter().enumerate() {
+                _mm256_storeu_ps(c.add(at_y(r, v)), acc);
             }
         }
     }
