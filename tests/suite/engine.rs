@@ -170,6 +170,29 @@ fn one_image_is_cut_into_parts_across_threads_with_the_bits_of_one_thread() {
 }
 
 #[test]
+fn small_outputs_in_groups_of_images_give_each_image_its_own_bits() {
+    // 7x7 outputs: the forward pass puts up to eight images' columns in one GEMM
+    // (groups of 5 on one thread, of 3 and 2 on two); each image alone must match.
+    let mut rng = rng(10);
+    let mut conv = Conv2d::<f32>::new(40, 24, (3, 3), (1, 1), Padding::Explicit(1, 1)).unwrap();
+    convnet::tensor::init::glorot_uniform(conv.weight_mut(), 360, 2);
+    conv.bias_mut().fill(0.1);
+    let mut model = Sequential::<f32>::new(vec![40, 7, 7]).unwrap();
+    model.push(Box::new(conv)).unwrap();
+    model.push(Box::new(convnet::tensor::Relu)).unwrap();
+    let x = random_tensor(&mut rng, &[5, 40, 7, 7]).mapv(|v| v as f32);
+    let one = with_threads(1, || model.predict(x.view()).unwrap().to_owned());
+    assert_eq!(with_threads(2, || model.predict(x.view()).unwrap().to_owned()), one);
+    let plane = 24 * 49;
+    for image in 0..5 {
+        let alone = x.slice(convnet::tensor::ndarray::s![image..image + 1, .., .., ..]).into_dyn();
+        let alone = with_threads(1, || model.predict(alone).unwrap().to_owned());
+        assert_eq!(alone.as_slice().unwrap(), &one.as_slice().unwrap()[image * plane..][..plane], "image {image}");
+    }
+    assert!(one.iter().any(|&v| v == 0.0) && one.iter().any(|&v| v > 0.0));
+}
+
+#[test]
 fn maxpool_same_padding_never_picks_the_padding() {
     // all-negative input: if padding (0) could win, the output would be 0
     let mut pool = MaxPool2d::new((2, 2), (2, 2), Padding::Same).unwrap();

@@ -224,6 +224,35 @@ mod tests {
         check::<f32>(1e-5);
     }
 
+    /// With AVX-512 and beta = 0 a depth past the kernel's depth block runs in
+    /// blocks whose partial sums wait in C: still one chain of FMAs per value
+    /// over k in order, so the bits of that chain (here 600 = 256 + 256 + 88).
+    #[test]
+    fn a_long_depth_in_blocks_is_one_chain_of_multiply_adds_per_value() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (m, n, k) = (19, 53, 600);
+        let (a, b): (Vec<f32>, Vec<f32>) = (random(&mut rng, m * k), random(&mut rng, k * n));
+        let mut packed = PackedA::new();
+        packed.pack(Trans::No, m, k, &a, k);
+        let mut c = vec![7.0f32; m * n];
+        gemm_packed(&packed, n, &b, n, 0.0, &mut c, n);
+        let avx512 = cpu::features().avx512f;
+        for i in 0..m {
+            for j in 0..n {
+                let mut chain = 0.0f32;
+                for p in 0..k {
+                    chain = a[i * k + p].mul_add(b[p * n + j], chain);
+                }
+                if avx512 {
+                    assert_eq!(c[i * n + j].to_bits(), chain.to_bits(), "({i}, {j})");
+                } else {
+                    // the fallback (`matrixmultiply`) sums in its own order
+                    assert!((c[i * n + j] - chain).abs() <= 1e-4 * chain.abs().max(1.0), "({i}, {j})");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_fallback_for_cpus_without_avx512_matches_the_kernel() {
         // integer values: exact in any order, so both paths must agree bit for bit

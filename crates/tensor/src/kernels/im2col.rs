@@ -41,16 +41,30 @@ use crate::kernels::cpu::simd_variant;
 /// columns whose inputs are `s` apart; the in-bounds run is computed once, so
 /// the loop body has no branch, and at stride 1 it is a plain `memcpy`.
 pub fn im2col<T: Element>(geom: &WindowGeometry, image: &[T], row_start: usize, row_end: usize, col: &mut [T]) {
+    im2col_strided(geom, image, row_start, row_end, col, (row_end - row_start) * geom.out_w);
+}
+
+/// [`im2col`] into rows `ld_col` apart: `col[r * ld_col + (i - row_start) * OW + j]`
+/// (several images' columns side by side in one matrix, for one GEMM over all).
+pub fn im2col_strided<T: Element>(
+    geom: &WindowGeometry,
+    image: &[T],
+    row_start: usize,
+    row_end: usize,
+    col: &mut [T],
+    ld_col: usize,
+) {
     let out_w = geom.out_w;
     let tile_cols = (row_end - row_start) * out_w;
     assert!(image.len() >= geom.in_len(), "im2col: image too short");
-    assert!(col.len() >= geom.col_rows() * tile_cols, "im2col: col too short");
+    assert!(ld_col >= tile_cols, "im2col: ld_col {ld_col} < {tile_cols}");
+    assert!(col.len() >= (geom.col_rows() - 1) * ld_col + tile_cols, "im2col: col too short");
     for c in 0..geom.in_channels {
         let channel = &image[c * geom.in_h * geom.in_w..(c + 1) * geom.in_h * geom.in_w];
         for ki in 0..geom.kernel_h {
             for kj in 0..geom.kernel_w {
                 let r = (c * geom.kernel_h + ki) * geom.kernel_w + kj;
-                let col_row = &mut col[r * tile_cols..(r + 1) * tile_cols];
+                let col_row = &mut col[r * ld_col..r * ld_col + tile_cols];
                 let (first, end) = geom.valid_out_cols(kj);
                 for i in row_start..row_end {
                     let dst = &mut col_row[(i - row_start) * out_w..(i - row_start + 1) * out_w];

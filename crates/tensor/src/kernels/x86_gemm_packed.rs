@@ -6,6 +6,9 @@
 
 use std::arch::x86_64::*;
 
+/// Depth per block of the kernel when `beta = 0` (see the kernel's comments).
+const DEPTH_BLOCK: usize = 256;
+
 macro_rules! kernel {
     ($name:ident, $t:ty, $vec:ty, $mask:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
      $maskz_load:ident, $mask_store:ident) => {
@@ -39,52 +42,75 @@ macro_rules! kernel {
                         ((1u32 << count) - 1) as $mask
                     }
                 };
-                let mut j = 0;
-                while j < n {
-                    let cols = (n - j).min(COLS);
-                    let masks = [
-                        lane_mask(cols),
-                        lane_mask(cols.saturating_sub($lanes)),
-                        lane_mask(cols.saturating_sub(2 * $lanes)),
-                    ];
-                    for panel in 0..m.div_ceil(MR) {
-                        let mut acc = [[$zero(); 3]; MR];
-                        let mut a_ptr = panels.add(panel * k * MR);
-                        let mut b_row = b.add(j);
-                        for _ in 0..k {
-                            let b_vecs = [
-                                $maskz_load(masks[0], b_row),
-                                // (wrapping: past the end of a row the mask is empty
-                                // and the address may lie outside B; it is never read)
-                                $maskz_load(masks[1], b_row.wrapping_add($lanes)),
-                                $maskz_load(masks[2], b_row.wrapping_add(2 * $lanes)),
-                            ];
-                            for r in 0..MR {
-                                let a_value = $set1(*a_ptr.add(r));
-                                for v in 0..3 {
-                                    acc[r][v] = $fmadd(a_value, b_vecs[v], acc[r][v]);
+                // With beta = 0 a long depth runs in blocks of DEPTH_BLOCK: the partial
+                // sums wait in C between blocks (stored and reloaded exactly, so each
+                // value is still one chain of FMAs over k in order: the same bits), and
+                // a block of A's panels (512 x 256 x 4 B = 512 KB at 512 channels) stays
+                // in L2 while every column block passes, its panel slice (8 KB) in L1.
+                let depth_blocks = if beta == 0.0 && k > DEPTH_BLOCK { k.div_ceil(DEPTH_BLOCK) } else { 1 };
+                for depth_block in 0..depth_blocks {
+                    let (k0, k1) = match depth_blocks {
+                        1 => (0, k),
+                        _ => (depth_block * DEPTH_BLOCK, ((depth_block + 1) * DEPTH_BLOCK).min(k)),
+                    };
+                    let (first, last) = (depth_block == 0, depth_block + 1 == depth_blocks);
+                    let mut j = 0;
+                    while j < n {
+                        let cols = (n - j).min(COLS);
+                        let masks = [
+                            lane_mask(cols),
+                            lane_mask(cols.saturating_sub($lanes)),
+                            lane_mask(cols.saturating_sub(2 * $lanes)),
+                        ];
+                        for panel in 0..m.div_ceil(MR) {
+                            let rows = MR.min(m - panel * MR);
+                            let mut acc = [[$zero(); 3]; MR];
+                            if !first {
+                                // the partial sums of the blocks before
+                                for r in 0..rows {
+                                    let c_row = c.add((panel * MR + r) * ldc + j);
+                                    for v in 0..3 {
+                                        acc[r][v] = $maskz_load(masks[v], c_row.wrapping_add(v * $lanes));
+                                    }
                                 }
                             }
-                            a_ptr = a_ptr.wrapping_add(MR);
-                            // (wrapping: after the last row this points past B, unread)
-                            b_row = b_row.wrapping_add(ldb);
-                        }
-                        let beta_vec = $set1(beta);
-                        for r in 0..MR.min(m - panel * MR) {
-                            let c_row = c.add((panel * MR + r) * ldc + j);
-                            for v in 0..3 {
-                                // (wrapping, as for B: a masked-out vector is never touched)
-                                let target = c_row.wrapping_add(v * $lanes);
-                                let value = if beta == 0.0 {
-                                    acc[r][v]
-                                } else {
-                                    $fmadd(beta_vec, $maskz_load(masks[v], target), acc[r][v])
-                                };
-                                $mask_store(target, masks[v], value);
+                            let mut a_ptr = panels.add(panel * k * MR + k0 * MR);
+                            let mut b_row = b.add(k0 * ldb + j);
+                            for _ in k0..k1 {
+                                let b_vecs = [
+                                    $maskz_load(masks[0], b_row),
+                                    // (wrapping: past the end of a row the mask is empty
+                                    // and the address may lie outside B; it is never read)
+                                    $maskz_load(masks[1], b_row.wrapping_add($lanes)),
+                                    $maskz_load(masks[2], b_row.wrapping_add(2 * $lanes)),
+                                ];
+                                for r in 0..MR {
+                                    let a_value = $set1(*a_ptr.add(r));
+                                    for v in 0..3 {
+                                        acc[r][v] = $fmadd(a_value, b_vecs[v], acc[r][v]);
+                                    }
+                                }
+                                a_ptr = a_ptr.wrapping_add(MR);
+                                // (wrapping: after the last row this points past B, unread)
+                                b_row = b_row.wrapping_add(ldb);
+                            }
+                            let beta_vec = $set1(beta);
+                            for r in 0..rows {
+                                let c_row = c.add((panel * MR + r) * ldc + j);
+                                for v in 0..3 {
+                                    // (wrapping, as for B: a masked-out vector is never touched)
+                                    let target = c_row.wrapping_add(v * $lanes);
+                                    let value = if beta == 0.0 || !last {
+                                        acc[r][v]
+                                    } else {
+                                        $fmadd(beta_vec, $maskz_load(masks[v], target), acc[r][v])
+                                    };
+                                    $mask_store(target, masks[v], value);
+                                }
                             }
                         }
+                        j += COLS;
                     }
-                    j += COLS;
                 }
             }
         }
