@@ -31,6 +31,7 @@ use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::kernels::gemm_packed::{gemm_packed, PackedA};
 use crate::kernels::im2col::{col2im, im2col, im2col_strided};
+use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
@@ -106,66 +107,64 @@ pub fn conv2d_forward_tiled<T: Element>(
             forward_rows(geom, packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf)
         });
     };
-    let threads = rayon::current_num_threads();
-    let group = image_group(out_pixels, batch.div_ceil(threads));
+    let group = image_group(out_pixels, batch.div_ceil(rayon::current_num_threads()));
+    let parts = parts_per_image(batch, geom.out_h);
     if group > 1 {
         // small outputs: `group` images' columns side by side, one GEMM for all of them
-        let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
-        let columns = group * out_pixels;
-        input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(
-            |(images, images_out)| {
-                col_scratch.with((col_rows + out_channels) * columns, |buf| {
-                    let (col, products) = buf.split_at_mut(col_rows * columns);
-                    for (g, image) in images.chunks_exact(in_len).enumerate() {
-                        im2col_strided(geom, image, 0, geom.out_h, &mut col[g * out_pixels..], columns);
-                    }
-                    // Y (OC, count * OH*OW) = W (OC, C*KH*KW) * col (C*KH*KW, count * OH*OW)
-                    let count = images.len() / in_len;
-                    gemm_packed(packed_weight, count * out_pixels, col, columns, T::zero(), products, columns);
-                    // each image's planes into place, + b (and the fused ReLU)
-                    for (g, image_out) in images_out.chunks_exact_mut(out_len).enumerate() {
-                        for (o, plane) in image_out.chunks_exact_mut(out_pixels).enumerate() {
-                            plane.copy_from_slice(&products[o * columns + g * out_pixels..][..out_pixels]);
-                            add_bias(plane, bias[o], fused_relu);
-                        }
-                    }
-                });
-            },
+        forward_in_groups(geom, packed_weight, bias, fused_relu, group, input, output, col_scratch);
+    } else if parts > 1 {
+        // fewer images than threads (a `predict` of one image): each image's rows in parts
+        let in_len = geom.in_len();
+        in_parts(
+            output,
+            (batch, geom.out_h, parts),
+            (out_channels, geom.out_w),
+            |rows| rows,
+            |image, rows, out| image_rows(&input[image * in_len..][..in_len], rows, out),
         );
-        return;
-    }
-    let parts = threads.div_ceil(batch.max(1)).min(geom.out_h);
-    if parts <= 1 {
+    } else {
         // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
         input
             .par_chunks(geom.in_len())
             .zip(output.par_chunks_mut(out_channels * out_pixels))
             .for_each(|(image, image_out)| image_rows(image, (0, geom.out_h), image_out));
-        return;
     }
-    // Fewer images than threads (a `predict` of one image): each image's output rows in
-    // parts, each part into planes of its own rows, copied into place afterwards. Every
-    // value is the same sum over C*KH*KW in order, so the bits do not depend on the parts.
-    let tasks: Vec<(usize, (usize, usize))> = (0..batch)
-        .flat_map(|image| {
-            (0..parts).map(move |part| (image, (part * geom.out_h / parts, (part + 1) * geom.out_h / parts)))
-        })
-        .collect();
-    let results: Vec<Vec<T>> = tasks
-        .par_iter()
-        .map(|&(image, rows)| {
-            let mut part_out = vec![T::zero(); out_channels * (rows.1 - rows.0) * geom.out_w];
-            image_rows(&input[image * geom.in_len()..][..geom.in_len()], rows, &mut part_out);
-            part_out
-        })
-        .collect();
-    for (&(image, rows), part_out) in tasks.iter().zip(&results) {
-        let part_pixels = (rows.1 - rows.0) * geom.out_w;
-        for (o, plane) in part_out.chunks_exact(part_pixels).enumerate() {
-            let first = (image * out_channels + o) * out_pixels + rows.0 * geom.out_w;
-            output[first..][..part_pixels].copy_from_slice(plane);
-        }
-    }
+}
+
+/// [`conv2d_forward_tiled`] for small outputs: `group` images' columns side by
+/// side in one column matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of
+/// them, then each image's planes into place with the bias (and ReLU).
+#[allow(clippy::too_many_arguments)]
+fn forward_in_groups<T: Element>(
+    geom: &WindowGeometry,
+    packed_weight: &PackedA<T>,
+    bias: &[T],
+    fused_relu: bool,
+    group: usize,
+    input: &[T],
+    output: &mut [T],
+    col_scratch: &Scratch<T>,
+) {
+    let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), bias.len());
+    let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
+    let columns = group * out_pixels;
+    input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(|(images, images_out)| {
+        col_scratch.with((col_rows + out_channels) * columns, |buf| {
+            let (col, products) = buf.split_at_mut(col_rows * columns);
+            for (g, image) in images.chunks_exact(in_len).enumerate() {
+                im2col_strided(geom, image, 0, geom.out_h, &mut col[g * out_pixels..], columns);
+            }
+            // Y (OC, count * OH*OW) = W (OC, C*KH*KW) * col (C*KH*KW, count * OH*OW)
+            let count = images.len() / in_len;
+            gemm_packed(packed_weight, count * out_pixels, col, columns, T::zero(), products, columns);
+            for (g, image_out) in images_out.chunks_exact_mut(out_len).enumerate() {
+                for (o, plane) in image_out.chunks_exact_mut(out_pixels).enumerate() {
+                    plane.copy_from_slice(&products[o * columns + g * out_pixels..][..out_pixels]);
+                    add_bias(plane, bias[o], fused_relu);
+                }
+            }
+        });
+    });
 }
 
 /// Columns of one GEMM the forward pass aims for when outputs are small: the

@@ -26,6 +26,7 @@ pub mod gemm;
 pub mod gemm_nt;
 pub mod gemm_packed;
 pub mod im2col;
+pub(crate) mod parts;
 pub mod pool2x2;
 pub mod pool_separable;
 pub mod reduce;

@@ -69,6 +69,7 @@ use super::TILE;
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
+use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
@@ -281,41 +282,26 @@ fn correlate_batch<T: Element>(
     let scratch = &workspace.scratch;
     let scratch_len = correlate_scratch_len(shape);
     let (tiles_y, _) = shape.tiles();
-    let batch = input.len() / in_len;
-    let parts = rayon::current_num_threads().div_ceil(batch.max(1)).min(tiles_y);
-    if parts <= 1 {
-        input.par_chunks(in_len).zip(output.par_chunks_mut(out_len)).for_each(|(image, image_out)| {
-            let all = (0, tiles_y);
-            scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, pool, all, image, image_out, buf));
+    let parts = parts_per_image(input.len() / in_len, tiles_y);
+    let image_part = |image: &[T], tile_rows: (usize, usize), out: &mut [T]| {
+        scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, pool, tile_rows, image, out, buf))
+    };
+    if parts > 1 {
+        // fewer images than threads (a `predict` of one image): each image's tile rows in parts
+        let rows_of = |tile_rows: (usize, usize)| {
+            let from = tile_rows.0 * TILE / pool;
+            (from, from + part_rows(shape, tile_rows) / pool)
+        };
+        let batch = input.len() / in_len;
+        let planes = (shape.out_channels, shape.out_w / pool);
+        in_parts(output, (batch, tiles_y, parts), planes, rows_of, |image, tile_rows, out| {
+            image_part(&input[image * in_len..][..in_len], tile_rows, out)
         });
-        return;
-    }
-    // Parts of images: each writes its rows of every output plane into a buffer of its
-    // own (planes of its rows), copied into place afterwards. Every tile is computed as
-    // in a whole image, so the bits do not depend on the parts.
-    let pooled_w = shape.out_w / pool;
-    let tasks: Vec<(usize, (usize, usize))> = (0..batch)
-        .flat_map(|image| (0..parts).map(move |part| (image, (part * tiles_y / parts, (part + 1) * tiles_y / parts))))
-        .collect();
-    let results: Vec<Vec<T>> = tasks
-        .par_iter()
-        .map(|&(image, tile_rows)| {
-            let part_plane = part_rows(shape, tile_rows) / pool * pooled_w;
-            let mut part_out = vec![T::zero(); shape.out_channels * part_plane];
-            let image = &input[image * in_len..][..in_len];
-            scratch.with(scratch_len, |buf| {
-                correlate_image(shape, u, bias, relu, pool, tile_rows, image, &mut part_out, buf)
-            });
-            part_out
-        })
-        .collect();
-    let out_plane = out_len / shape.out_channels;
-    for (&(image, tile_rows), part_out) in tasks.iter().zip(&results) {
-        let first_row = tile_rows.0 * TILE / pool;
-        let part_plane = part_out.len() / shape.out_channels;
-        for (k, rows) in part_out.chunks_exact(part_plane.max(1)).enumerate() {
-            output[image * out_len + k * out_plane + first_row * pooled_w..][..part_plane].copy_from_slice(rows);
-        }
+    } else {
+        input
+            .par_chunks(in_len)
+            .zip(output.par_chunks_mut(out_len))
+            .for_each(|(image, image_out)| image_part(image, (0, tiles_y), image_out));
     }
 }
 
