@@ -47,6 +47,8 @@ pub mod tiles;
 pub mod transforms;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512;
 
 use crate::element::Element;
 use crate::geometry::WindowGeometry;

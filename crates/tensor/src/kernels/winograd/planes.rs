@@ -14,6 +14,8 @@ use super::x86::{
     grad_transform_f32, input_transform_f32, join_phases_f32, output_transform_f32, output_transform_maxpool_f32,
     split_phases4_f32,
 };
+#[cfg(target_arch = "x86_64")]
+use super::x86_avx512::input_transform_avx512_f32;
 use super::{ALPHA, TILE};
 use crate::element::Element;
 
@@ -71,10 +73,15 @@ pub(crate) fn transform_input_plane<T: Element>(
             f32_ptr(row)
         };
         assert!(v.len() >= 35 * point_stride + tb);
-        // SAFETY: AVX2 is present; each row holds row_len = 4 tb + 4 elements (of the plane,
-        // checked by `inside`, or of rows_buf), `v` the 36 points (asserted); T is f32.
+        // SAFETY: AVX2 is present, and AVX-512F where `isa` says so; each row holds row_len =
+        // 4 tb + 4 elements (of the plane, checked by `inside`, or of rows_buf), `v` the 36
+        // points (asserted); T is f32.
         unsafe {
-            input_transform_f32([row(0), row(1), row(2), row(3), row(4), row(5)], tb, f32_mut_ptr(v), point_stride)
+            let rows = [row(0), row(1), row(2), row(3), row(4), row(5)];
+            match crate::kernels::cpu::isa() {
+                crate::kernels::cpu::Isa::Avx512 => input_transform_avx512_f32(rows, tb, f32_mut_ptr(v), point_stride),
+                _ => input_transform_f32(rows, tb, f32_mut_ptr(v), point_stride),
+            }
         };
         return;
     }

@@ -1,0 +1,146 @@
+//! The AVX-512 body of the Winograd input transform ([`super::planes`]): the
+//! operations of the AVX2 body [`super::x86::input_transform_f32`], in the same
+//! order, on 16 tiles per register instead of 8, so the same bits. A leaf
+//! module: raw pointers, f32 only.
+
+use super::x86::input_transform_f32;
+use std::arch::x86_64::*;
+
+/// `LOW[s]` picks pixels `s, s + 4, ..., s + 28` of two registers (32 pixels, 8
+/// tiles) into lanes 0-7; `HIGH[s]` the same into lanes 8-15.
+const LOW: [[i32; 16]; 4] = phase_indices(0);
+const HIGH: [[i32; 16]; 4] = phase_indices(8);
+
+const fn phase_indices(first_lane: usize) -> [[i32; 16]; 4] {
+    let mut indices = [[0; 16]; 4];
+    let mut s = 0;
+    while s < 4 {
+        let mut t = 0;
+        while t < 8 {
+            indices[s][first_lane + t] = (4 * t + s) as i32;
+            t += 1;
+        }
+        s += 1;
+    }
+    indices
+}
+
+/// The four phases of 64 pixels (16 tiles of 4): `phase[s]` lane `t` = `pixels[4 t + s]`.
+///
+/// # Safety
+/// AVX-512F is enabled in the caller; 64 floats are readable at `pixels`.
+#[inline(always)]
+unsafe fn split16(pixels: *const f32) -> [__m512; 4] {
+    // SAFETY: four loads of 16 inside the 64 the caller vouches for; register arithmetic.
+    unsafe {
+        let v = [
+            _mm512_loadu_ps(pixels),
+            _mm512_loadu_ps(pixels.add(16)),
+            _mm512_loadu_ps(pixels.add(32)),
+            _mm512_loadu_ps(pixels.add(48)),
+        ];
+        let mut phases = [_mm512_setzero_ps(); 4];
+        for (s, phase) in phases.iter_mut().enumerate() {
+            let low = _mm512_permutex2var_ps(v[0], _mm512_loadu_si512(LOW[s].as_ptr().cast()), v[1]);
+            let high = _mm512_permutex2var_ps(v[2], _mm512_loadu_si512(HIGH[s].as_ptr().cast()), v[3]);
+            *phase = _mm512_mask_blend_ps(0xFF00, low, high);
+        }
+        phases
+    }
+}
+
+/// `out = B^T x` on six registers, as `x86::bt6` (same operations, same order).
+#[inline(always)]
+unsafe fn bt6(x: [__m512; 6]) -> [__m512; 6] {
+    // SAFETY: register arithmetic only; AVX-512F is enabled in every caller.
+    unsafe {
+        let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
+        let [x0, x1, x2, x3, x4, x5] = x;
+        let (d42, d31) = (_mm512_sub_ps(x4, x2), _mm512_mul_ps(two, _mm512_sub_ps(x3, x1)));
+        [
+            _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, x0), _mm512_mul_ps(five, x2)), x4),
+            _mm512_sub_ps(_mm512_add_ps(x3, x4), _mm512_mul_ps(four, _mm512_add_ps(x1, x2))),
+            _mm512_add_ps(_mm512_sub_ps(x4, x3), _mm512_mul_ps(four, _mm512_sub_ps(x1, x2))),
+            _mm512_add_ps(d42, d31),
+            _mm512_sub_ps(d42, d31),
+            _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, x1), _mm512_mul_ps(five, x3)), x5),
+        ]
+    }
+}
+
+/// [`input_transform_f32`] 16 tiles at a time (the last 8, when `n` is not a
+/// multiple of 16, by the AVX2 body): the six rows split into phases, `B^T`
+/// along y, `B^T` along x, the 36 results stored at `v[p * point_stride + t]`.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA; each `rows[l]` holds `4 n + 4` elements;
+/// `v` holds `35 point_stride + n`; `n` is a multiple of 8.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn input_transform_avx512_f32(rows: [*const f32; 6], n: usize, v: *mut f32, point_stride: usize) {
+    // SAFETY: reads end at rows[l][4 n + 3], writes at v[35 point_stride + n - 1].
+    unsafe {
+        let mut t = 0;
+        while t + 16 <= n {
+            // d[l][ph] = row_l[4 t' + ph] for the 16 tiles t' = t..t+16
+            let mut d = [[_mm512_setzero_ps(); 6]; 6];
+            for (d_row, row) in d.iter_mut().zip(rows) {
+                let first = split16(row.add(4 * t));
+                let next = split16(row.add(4 * t + 4));
+                *d_row = [first[0], first[1], first[2], first[3], next[0], next[1]];
+            }
+            // along y: e[j][ph] = sum_l B^T[j][l] d[l][ph]
+            let mut e = [[_mm512_setzero_ps(); 6]; 6];
+            for ph in 0..6 {
+                let column = bt6([d[0][ph], d[1][ph], d[2][ph], d[3][ph], d[4][ph], d[5][ph]]);
+                for (e_row, value) in e.iter_mut().zip(column) {
+                    e_row[ph] = value;
+                }
+            }
+            // along x: V[j*6 + i] = sum_ph B^T[i][ph] e[j][ph]
+            for (j, e_row) in e.iter().enumerate() {
+                for (i, &value) in bt6(*e_row).iter().enumerate() {
+                    _mm512_storeu_ps(v.add((j * 6 + i) * point_stride + t), value);
+                }
+            }
+            t += 16;
+        }
+        if t < n {
+            input_transform_f32(rows.map(|row| row.add(4 * t)), n - t, v.add(t), point_stride);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu;
+
+    /// The AVX-512 body gives the AVX2 body's bits (40 tiles: two chunks of 16,
+    /// then 8 by the AVX2 body); a CPU without AVX-512 never runs it.
+    #[test]
+    fn the_avx512_input_transform_gives_the_bits_of_the_avx2_body() {
+        if !cpu::features().avx512f {
+            assert_ne!(cpu::isa(), cpu::Isa::Avx512);
+            return;
+        }
+        let (n, point_stride) = (40, 45);
+        let row_len = 4 * n + 4;
+        let pixels: Vec<f32> = (0..6 * row_len).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0).collect();
+        let rows: [*const f32; 6] = std::array::from_fn(|l| pixels[l * row_len..].as_ptr());
+        let (mut wide, mut narrow) = (vec![0.0f32; 36 * point_stride], vec![1.0f32; 36 * point_stride]);
+        // SAFETY: the CPU has AVX-512F (checked) and so AVX2 and FMA; each row holds 4 n + 4
+        // values, each output 36 point_stride >= 35 point_stride + n.
+        unsafe {
+            input_transform_avx512_f32(rows, n, wide.as_mut_ptr(), point_stride);
+            input_transform_f32(rows, n, narrow.as_mut_ptr(), point_stride);
+        }
+        for p in 0..36 {
+            let (a, b) = (&wide[p * point_stride..][..n], &narrow[p * point_stride..][..n]);
+            assert_eq!(
+                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "point {p}"
+            );
+        }
+    }
+}
