@@ -15,7 +15,7 @@ use super::x86::{
     split_phases4_f32,
 };
 #[cfg(target_arch = "x86_64")]
-use super::x86_avx512::input_transform_avx512_f32;
+use super::x86_avx512::{input_transform_avx512_f32, output_transform_maxpool_avx512_f32};
 use super::{ALPHA, TILE};
 use crate::element::Element;
 
@@ -241,20 +241,16 @@ pub(crate) fn transform_output_plane_maxpool<T: Element>(
         let mut rows = [[0.0f32; MOST]; 2];
         let [upper, lower] = &mut rows;
         assert!(m.len() >= 35 * point_stride + block.padded && TILE * block.padded / pool <= MOST);
-        // SAFETY: AVX2 is present; `m` holds the 36 points (asserted), each of the two row
-        // buffers 4 padded / pool elements (asserted); T is f32.
+        // SAFETY: AVX2 is present, and AVX-512F where `isa` says so; `m` holds the 36 points
+        // (asserted), each of the two row buffers 4 padded / pool elements (asserted); T is f32.
         unsafe {
             let (upper, lower) = (upper.as_mut_ptr(), lower.as_mut_ptr());
             let bias = bias.to_f64() as f32;
-            output_transform_maxpool_f32(
-                f32_ptr(m),
-                point_stride,
-                [upper, lower],
-                pooled_rows,
-                block.padded / LANES,
-                bias,
-                pool,
-            )
+            let body = match crate::kernels::cpu::isa() {
+                crate::kernels::cpu::Isa::Avx512 => output_transform_maxpool_avx512_f32,
+                _ => output_transform_maxpool_f32,
+            };
+            body(f32_ptr(m), point_stride, [upper, lower], pooled_rows, block.padded / LANES, bias, pool)
         };
         for (q, row) in rows.iter().enumerate().take(pooled_rows) {
             let out = &mut plane[(y_first / pool + q) * pooled_w + x_first / pool..][..pooled_valid];

@@ -1,9 +1,10 @@
-//! The AVX-512 body of the Winograd input transform ([`super::planes`]): the
-//! operations of the AVX2 body [`super::x86::input_transform_f32`], in the same
-//! order, on 16 tiles per register instead of 8, so the same bits. A leaf
-//! module: raw pointers, f32 only.
+//! The AVX-512 bodies of the Winograd transforms ([`super::planes`]): the input
+//! transform and inference's output transform with ReLU and max-pool, each the
+//! operations of its AVX2 body in [`super::x86`], in the same order, on 16
+//! tiles per register instead of 8, so the same bits. A leaf module: raw
+//! pointers, f32 only.
 
-use super::x86::input_transform_f32;
+use super::x86::{input_transform_f32, output_transform_maxpool_f32};
 use std::arch::x86_64::*;
 
 /// `LOW[s]` picks pixels `s, s + 4, ..., s + 28` of two registers (32 pixels, 8
@@ -110,10 +111,173 @@ pub(crate) unsafe fn input_transform_avx512_f32(rows: [*const f32; 6], n: usize,
     }
 }
 
+/// `out = A^T m` on six registers, as `x86::at6` (same operations, same order).
+#[inline(always)]
+unsafe fn at6(m: [__m512; 6]) -> [__m512; 4] {
+    // SAFETY: register arithmetic only; AVX-512F is enabled in every caller.
+    unsafe {
+        let (two, four, eight) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(8.0));
+        let [m0, m1, m2, m3, m4, m5] = m;
+        let (sum12, diff12) = (_mm512_add_ps(m1, m2), _mm512_sub_ps(m1, m2));
+        let (sum34, diff34) = (_mm512_add_ps(m3, m4), _mm512_sub_ps(m3, m4));
+        [
+            _mm512_add_ps(_mm512_add_ps(m0, sum12), sum34),
+            _mm512_add_ps(diff12, _mm512_mul_ps(two, diff34)),
+            _mm512_add_ps(sum12, _mm512_mul_ps(four, sum34)),
+            _mm512_add_ps(_mm512_add_ps(diff12, _mm512_mul_ps(eight, diff34)), m5),
+        ]
+    }
+}
+
+/// Lanes `0, 16, 1, 17, ..., 7, 23` and `8, 24, ..., 15, 31` of two registers:
+/// the even and odd pooled columns interleaved.
+const INTERLEAVE: [[i32; 16]; 2] = interleave_indices();
+
+const fn interleave_indices() -> [[i32; 16]; 2] {
+    let mut indices = [[0; 16]; 2];
+    let mut half = 0;
+    while half < 2 {
+        let mut i = 0;
+        while i < 8 {
+            indices[half][2 * i] = (8 * half + i) as i32;
+            indices[half][2 * i + 1] = (16 + 8 * half + i) as i32;
+            i += 1;
+        }
+        half += 1;
+    }
+    indices
+}
+
+/// [`output_transform_maxpool_f32`] 16 tiles at a time (the last 8, when the
+/// block is not a multiple of 16 tiles, by the AVX2 body): `A^T M A`, + b,
+/// ReLU, then the maxima of `pool x pool` windows taken on the phases. Pooled
+/// row `q` of tile `t` goes to `pooled[q] + 4 t / pool`.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA; `m` holds `35 point_stride + 8 chunks`;
+/// each of the first `pooled_rows` (<= 4 / pool) `pooled` rows holds
+/// `32 chunks / pool` elements.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn output_transform_maxpool_avx512_f32(
+    m: *const f32,
+    point_stride: usize,
+    pooled: [*mut f32; 2],
+    pooled_rows: usize,
+    chunks: usize,
+    bias: f32,
+    pool: usize,
+) {
+    // SAFETY: reads and writes stay in the ranges the caller vouches for.
+    unsafe {
+        let (bias, zero) = (_mm512_set1_ps(bias), _mm512_setzero_ps());
+        let tiles = 8 * chunks;
+        let mut t = 0;
+        while t + 16 <= tiles {
+            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
+            let mut h = [[zero; 6]; 4];
+            for i in 0..6 {
+                let load = |j: usize| _mm512_loadu_ps(m.add((j * 6 + i) * point_stride + t));
+                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
+                for (h_row, value) in h.iter_mut().zip(column) {
+                    h_row[i] = value;
+                }
+            }
+            // along x, + b, ReLU (y > 0 ? y : +0, NaN -> 0): y[r][s] = pixel (r, 4t + s)
+            let mut y = [[zero; 4]; 4];
+            for (y_row, h_row) in y.iter_mut().zip(&h) {
+                for (value, phase) in y_row.iter_mut().zip(at6(*h_row)) {
+                    let biased = _mm512_add_ps(phase, bias);
+                    *value = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(biased, zero), biased);
+                }
+            }
+            if pool == 4 {
+                let mut best = y[0][0];
+                for value in y.iter().flatten() {
+                    best = _mm512_max_ps(best, *value);
+                }
+                _mm512_storeu_ps(pooled[0].add(t), best);
+            } else {
+                for (q, &row) in pooled.iter().enumerate().take(pooled_rows) {
+                    let (upper, lower) = (y[2 * q], y[2 * q + 1]);
+                    let even = _mm512_max_ps(_mm512_max_ps(upper[0], upper[1]), _mm512_max_ps(lower[0], lower[1]));
+                    let odd = _mm512_max_ps(_mm512_max_ps(upper[2], upper[3]), _mm512_max_ps(lower[2], lower[3]));
+                    for (half, indices) in INTERLEAVE.iter().enumerate() {
+                        let index = _mm512_loadu_si512(indices.as_ptr().cast());
+                        _mm512_storeu_ps(row.add(2 * t + 16 * half), _mm512_permutex2var_ps(even, index, odd));
+                    }
+                }
+            }
+            t += 16;
+        }
+        if t < tiles {
+            let out = pooled.map(|row| row.add(4 * t / pool));
+            output_transform_maxpool_f32(
+                m.add(t),
+                point_stride,
+                out,
+                pooled_rows,
+                (tiles - t) / 8,
+                bias_value(bias),
+                pool,
+            );
+        }
+    }
+}
+
+/// The bias back from its register (every lane holds it).
+#[inline(always)]
+unsafe fn bias_value(bias: __m512) -> f32 {
+    // SAFETY: register arithmetic only; AVX-512F is enabled in every caller.
+    unsafe { _mm_cvtss_f32(_mm512_castps512_ps128(bias)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::cpu;
+
+    /// The pooled output transform: the AVX-512 body gives the AVX2 body's bits
+    /// for pools 2 and 4, bottom-edge rows too (40 tiles: 16 + 16 + 8).
+    #[test]
+    fn the_avx512_pooled_output_transform_gives_the_bits_of_the_avx2_body() {
+        if !cpu::features().avx512f {
+            assert_ne!(cpu::isa(), cpu::Isa::Avx512);
+            return;
+        }
+        let (chunks, point_stride) = (5, 43);
+        let m: Vec<f32> = (0..36 * point_stride).map(|i| ((i * 6151 % 997) as f32 - 480.0) / 53.0).collect();
+        for (pool, pooled_rows, bias) in [(2, 2, 0.25), (2, 1, 0.25), (4, 1, 0.25), (2, 2, -1e6), (4, 1, -1e6)] {
+            let len = 32 * chunks / pool;
+            let (mut wide, mut narrow) = (vec![vec![0.0f32; len]; 2], vec![vec![1.0f32; len]; 2]);
+            let [w0, w1] = &mut wide[..] else { unreachable!() };
+            let [n0, n1] = &mut narrow[..] else { unreachable!() };
+            // SAFETY: the CPU has AVX-512F (checked) and so AVX2 and FMA; `m` holds 36
+            // point_stride >= 35 point_stride + 8 chunks; each pooled row 32 chunks / pool.
+            unsafe {
+                let (wide_rows, narrow_rows) = ([w0.as_mut_ptr(), w1.as_mut_ptr()], [n0.as_mut_ptr(), n1.as_mut_ptr()]);
+                output_transform_maxpool_avx512_f32(
+                    m.as_ptr(),
+                    point_stride,
+                    wide_rows,
+                    pooled_rows,
+                    chunks,
+                    bias,
+                    pool,
+                );
+                output_transform_maxpool_f32(m.as_ptr(), point_stride, narrow_rows, pooled_rows, chunks, bias, pool);
+            }
+            for q in 0..pooled_rows {
+                let bits = |row: &[f32]| row.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&wide[q]), bits(&narrow[q]), "pool {pool}, row {q}, bias {bias}");
+                // the ReLU: all +0 under a large negative bias, some values above 0 otherwise
+                match bias < 0.0 {
+                    true => assert!(wide[q].iter().all(|&v| v.to_bits() == 0)),
+                    false => assert!(wide[q].iter().any(|&v| v > 0.0)),
+                }
+            }
+        }
+    }
 
     /// The AVX-512 body gives the AVX2 body's bits (40 tiles: two chunks of 16,
     /// then 8 by the AVX2 body); a CPU without AVX-512 never runs it.
