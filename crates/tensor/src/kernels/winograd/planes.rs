@@ -2,8 +2,9 @@
 //! it first): one input channel into `V = B^T d B`, one output channel's
 //! products back into pixels (`A^T M A`, bias, ReLU), and one gradient channel
 //! into `A dY A^T`, for one block of tiles. With AVX2 and f32 each runs fused
-//! in registers (`x86`); otherwise the staged plain bodies of
-//! [`super::transforms`].
+//! in registers (`x86`; the input transform and inference's pooled output
+//! transform in AVX-512 where the CPU has it, `x86_avx512`); otherwise the
+//! staged plain bodies of [`super::transforms`].
 
 use super::tiles::{Block, Shape, LANES};
 use super::transforms::{apply_a, apply_at, apply_bt, six, six_mut};
