@@ -2,9 +2,9 @@
 //! it first): one input channel into `V = B^T d B`, one output channel's
 //! products back into pixels (`A^T M A`, bias, ReLU), and one gradient channel
 //! into `A dY A^T`, for one block of tiles. With AVX2 and f32 each runs fused
-//! in registers (`x86`; the input transform and inference's pooled output
-//! transform in AVX-512 where the CPU has it, `x86_avx512`); otherwise the
-//! staged plain bodies of [`super::transforms`].
+//! in registers (`x86`; the input and output transforms in AVX-512 where the
+//! CPU has it, `x86_avx512`); otherwise the staged plain bodies of
+//! [`super::transforms`].
 
 use super::tiles::{Block, Shape, LANES};
 use super::transforms::{apply_a, apply_at, apply_bt, six, six_mut};
@@ -16,7 +16,7 @@ use super::x86::{
     split_phases4_f32,
 };
 #[cfg(target_arch = "x86_64")]
-use super::x86_avx512::{input_transform_avx512_f32, output_transform_maxpool_avx512_f32};
+use super::x86_avx512::{input_transform_avx512_f32, output_transform_avx512_f32, output_transform_maxpool_avx512_f32};
 use super::{ALPHA, TILE};
 use crate::element::Element;
 
@@ -149,11 +149,15 @@ pub(crate) fn transform_output_plane<T: Element>(
                 f32_mut_ptr(&mut plane[(y_first + r) * shape.out_w + x_first..][..valid])
             };
             let rows = [row(0), row(1), row(2), row(3)];
-            // SAFETY: AVX2 is present; `m` holds the 36 points (asserted), each of the first
-            // `valid_rows` rows `valid` = 32 chunks pixels of the plane (rows past those are
-            // never written); T is f32.
+            // SAFETY: AVX2 is present, and AVX-512F where `isa` says so; `m` holds the 36 points
+            // (asserted), each of the first `valid_rows` rows `valid` = 32 chunks pixels of the
+            // plane (rows past those are never written); T is f32.
             unsafe {
-                output_transform_f32(f32_ptr(m), point_stride, rows, valid_rows, valid / (TILE * LANES), bias, relu)
+                let body = match crate::kernels::cpu::isa() {
+                    crate::kernels::cpu::Isa::Avx512 => output_transform_avx512_f32,
+                    _ => output_transform_f32,
+                };
+                body(f32_ptr(m), point_stride, rows, valid_rows, valid / (TILE * LANES), bias, relu)
             };
             return;
         }

@@ -1,10 +1,11 @@
 //! The AVX-512 bodies of the Winograd transforms ([`super::planes`]): the input
-//! transform and inference's output transform with ReLU and max-pool, each the
+//! transform and the output transform (joined into pixels, or with ReLU and
+//! max-pool for inference), each the
 //! operations of its AVX2 body in [`super::x86`], in the same order, on 16
 //! tiles per register instead of 8, so the same bits. A leaf module: raw
 //! pointers, f32 only.
 
-use super::x86::{input_transform_f32, output_transform_maxpool_f32};
+use super::x86::{input_transform_f32, output_transform_f32, output_transform_maxpool_f32};
 use std::arch::x86_64::*;
 
 /// `LOW[s]` picks pixels `s, s + 4, ..., s + 28` of two registers (32 pixels, 8
@@ -225,6 +226,89 @@ pub(crate) unsafe fn output_transform_maxpool_avx512_f32(
     }
 }
 
+/// Pairs of tiles' pixels in 64-bit lanes: `[0, 8, 1, 9, 2, 10, 3, 11]` and
+/// `[4, 12, ..., 7, 15]` of two registers.
+const PAIRS: [[i64; 8]; 2] = [[0, 8, 1, 9, 2, 10, 3, 11], [4, 12, 5, 13, 6, 14, 7, 15]];
+
+/// The four phases of 16 tiles, + `bias` (and ReLU: `y > 0 ? y : +0`, NaN -> 0),
+/// joined back into 64 pixels at `out`: pixel `4 t + s` is lane `t` of phase `s`.
+///
+/// # Safety
+/// AVX-512F is enabled in the caller; `out` holds 64 elements.
+#[inline(always)]
+unsafe fn join16(phases: [__m512; 4], out: *mut f32, bias: __m512, relu: bool) {
+    // SAFETY: register arithmetic, and four stores of 16 into the 64 the caller vouches for.
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let mut y = [zero; 4];
+        for (value, &phase) in y.iter_mut().zip(&phases) {
+            let biased = _mm512_add_ps(phase, bias);
+            *value = match relu {
+                true => _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(biased, zero), biased),
+                false => biased,
+            };
+        }
+        // (p0 p1) and (p2 p3) of each tile side by side, tiles 0-7 and 8-15
+        let (low, high) =
+            (_mm512_loadu_si512(INTERLEAVE[0].as_ptr().cast()), _mm512_loadu_si512(INTERLEAVE[1].as_ptr().cast()));
+        let ab = [_mm512_permutex2var_ps(y[0], low, y[1]), _mm512_permutex2var_ps(y[0], high, y[1])];
+        let cd = [_mm512_permutex2var_ps(y[2], low, y[3]), _mm512_permutex2var_ps(y[2], high, y[3])];
+        // then the two pairs of each tile one after the other: 4 tiles (16 pixels) a store
+        for (half, (&ab, &cd)) in ab.iter().zip(&cd).enumerate() {
+            for (quarter, pairs) in PAIRS.iter().enumerate() {
+                let index = _mm512_loadu_si512(pairs.as_ptr().cast());
+                let pixels = _mm512_permutex2var_pd(_mm512_castps_pd(ab), index, _mm512_castps_pd(cd));
+                _mm512_storeu_ps(out.add(32 * half + 16 * quarter), _mm512_castpd_ps(pixels));
+            }
+        }
+    }
+}
+
+/// [`output_transform_f32`] 16 tiles at a time (the last 8, when the block is
+/// not a multiple of 16 tiles, by the AVX2 body): `A^T M A`, + b (and ReLU),
+/// the phases joined into pixels in the first `valid_rows` rows.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA; `m` holds `35 point_stride + 8 chunks`;
+/// each of the first `valid_rows` (<= 4) `rows` holds `32 chunks` elements.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn output_transform_avx512_f32(
+    m: *const f32,
+    point_stride: usize,
+    rows: [*mut f32; 4],
+    valid_rows: usize,
+    chunks: usize,
+    bias: f32,
+    relu: bool,
+) {
+    // SAFETY: reads and writes stay in the ranges the caller vouches for.
+    unsafe {
+        let bias_vec = _mm512_set1_ps(bias);
+        let tiles = 8 * chunks;
+        let mut t = 0;
+        while t + 16 <= tiles {
+            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
+            let mut h = [[_mm512_setzero_ps(); 6]; 4];
+            for i in 0..6 {
+                let load = |j: usize| _mm512_loadu_ps(m.add((j * 6 + i) * point_stride + t));
+                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
+                for (h_row, value) in h.iter_mut().zip(column) {
+                    h_row[i] = value;
+                }
+            }
+            for (&row, h_row) in rows.iter().zip(&h).take(valid_rows) {
+                // along x, then + b, ReLU, and the phases joined back into pixels
+                join16(at6(*h_row), row.add(4 * t), bias_vec, relu);
+            }
+            t += 16;
+        }
+        if t < tiles {
+            let rows = rows.map(|row| row.wrapping_add(4 * t));
+            output_transform_f32(m.add(t), point_stride, rows, valid_rows, (tiles - t) / 8, bias, relu);
+        }
+    }
+}
+
 /// The bias back from its register (every lane holds it).
 #[inline(always)]
 unsafe fn bias_value(bias: __m512) -> f32 {
@@ -276,6 +360,34 @@ mod tests {
                     false => assert!(wide[q].iter().any(|&v| v > 0.0)),
                 }
             }
+        }
+    }
+
+    /// The output transform joined into pixels: the AVX-512 body gives the AVX2
+    /// body's bits, with and without the ReLU, on 4 and on 3 valid rows.
+    #[test]
+    fn the_avx512_output_transform_gives_the_bits_of_the_avx2_body() {
+        if !cpu::features().avx512f {
+            assert_ne!(cpu::isa(), cpu::Isa::Avx512);
+            return;
+        }
+        let (chunks, point_stride) = (5, 43);
+        let m: Vec<f32> = (0..36 * point_stride).map(|i| ((i * 4099 % 991) as f32 - 500.0) / 41.0).collect();
+        for (relu, valid_rows) in [(true, 4), (false, 4), (true, 3)] {
+            let len = 32 * chunks;
+            let (mut wide, mut narrow) = (vec![0.0f32; 4 * len], vec![1.0f32; 4 * len]);
+            // SAFETY: the CPU has AVX-512F (checked) and so AVX2 and FMA; `m` holds 36
+            // point_stride >= 35 point_stride + 8 chunks; each row 32 chunks elements.
+            unsafe {
+                let wide_rows: [*mut f32; 4] = std::array::from_fn(|r| wide.as_mut_ptr().add(r * len));
+                let narrow_rows: [*mut f32; 4] = std::array::from_fn(|r| narrow.as_mut_ptr().add(r * len));
+                output_transform_avx512_f32(m.as_ptr(), point_stride, wide_rows, valid_rows, chunks, -0.5, relu);
+                output_transform_f32(m.as_ptr(), point_stride, narrow_rows, valid_rows, chunks, -0.5, relu);
+            }
+            let bits = |values: &[f32]| values.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let valid = valid_rows * len;
+            assert_eq!(bits(&wide[..valid]), bits(&narrow[..valid]), "relu {relu}, {valid_rows} rows");
+            assert!(wide[..valid].iter().any(|&v| v < 0.0) != relu && wide[..valid].iter().any(|&v| v > 0.0));
         }
     }
 
