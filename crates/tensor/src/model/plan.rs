@@ -93,12 +93,14 @@ impl Plan {
     /// per-sample input shape), one pass for all of them
     /// ([`ForwardStep::ConvReluMaxpool`]): the full-size activations between
     /// them are never written, which training's backward pass would need.
+    /// Written into `forward` (its allocation reused from batch to batch).
     pub fn inference_forward<T: Element>(
         &self,
         layers: &[Box<dyn Layer<T>>],
         shapes: &[Vec<usize>],
-    ) -> Vec<ForwardStep> {
-        let mut forward = self.forward.clone();
+        forward: &mut Vec<ForwardStep>,
+    ) {
+        forward.clone_from(&self.forward);
         let square_pool = |i: usize| {
             let pool = layers.get(i)?.as_any()?.downcast_ref::<MaxPool2d>()?;
             pool.plain_square()
@@ -108,8 +110,8 @@ impl Plan {
                 continue;
             }
             let Some(conv) = layers[i].as_any().and_then(|any| any.downcast_ref::<Conv2d<T>>()) else { continue };
-            let batch_shape: Vec<usize> = std::iter::once(1).chain(shapes[i].iter().copied()).collect();
-            if square_pool(i + 2) != Some(2) || !conv.can_fuse_maxpool(&batch_shape) {
+            let &[channels, height, width] = shapes[i].as_slice() else { continue };
+            if square_pool(i + 2) != Some(2) || !conv.can_fuse_maxpool(&[1, channels, height, width]) {
                 continue;
             }
             let (pool, through) = if square_pool(i + 3) == Some(2) { (4, i + 3) } else { (2, i + 2) };
@@ -118,7 +120,6 @@ impl Plan {
                 *step = ForwardStep::DoneByPrevious;
             }
         }
-        forward
     }
 
     /// Every layer alone: plain forward and backward, one buffer per activation.

@@ -375,8 +375,8 @@ impl<T: Element> Sequential<T> {
     /// returns the output `(N, ...output_shape)`, which stays valid until the next
     /// forward. In [`Mode::Train`], layer `i` gets the seed `derive(seed, i)`.
     pub fn forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode) -> Result<ArrayViewD<'_, T>> {
-        let steps = self.plan.forward.clone();
-        self.run_forward(input, mode, steps)
+        self.last_forward.clone_from(&self.plan.forward);
+        self.run_forward(input, mode)
     }
 
     /// Inference: the output of [`Sequential::forward`] in [`Mode::Eval`], bit
@@ -385,20 +385,15 @@ impl<T: Element> Sequential<T> {
     /// intermediate activations are then never written: to read them
     /// ([`Sequential::layer_output`]) or to backpropagate, use `forward`.
     pub fn predict(&mut self, input: ArrayViewD<'_, T>) -> Result<ArrayViewD<'_, T>> {
-        let steps = match self.fuse {
-            true => self.plan.inference_forward(&self.layers, &self.shapes),
-            false => self.plan.forward.clone(),
-        };
-        self.run_forward(input, Mode::Eval, steps)
+        match self.fuse {
+            true => self.plan.inference_forward(&self.layers, &self.shapes, &mut self.last_forward),
+            false => self.last_forward.clone_from(&self.plan.forward),
+        }
+        self.run_forward(input, Mode::Eval)
     }
 
-    /// A forward pass by `steps` (one per layer).
-    fn run_forward(
-        &mut self,
-        input: ArrayViewD<'_, T>,
-        mode: Mode,
-        steps: Vec<ForwardStep>,
-    ) -> Result<ArrayViewD<'_, T>> {
+    /// A forward pass by the steps in `last_forward` (one per layer).
+    fn run_forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode) -> Result<ArrayViewD<'_, T>> {
         let (batch, sample_shape) =
             input.shape().split_first().ok_or_else(|| TensorError::Mismatch("empty input shape".into()))?;
         if sample_shape != self.shapes[0].as_slice() {
@@ -435,7 +430,7 @@ impl<T: Element> Sequential<T> {
             let started = self.timings.is_some().then(std::time::Instant::now);
             let (source, target) = (self.plan.storage[i], self.plan.storage[i + 1]);
             let (input_shape, output_shape) = (&self.shapes[i], &self.shapes[i + 1]);
-            match steps[i] {
+            match self.last_forward[i] {
                 ForwardStep::DoneByPrevious => {}
                 ForwardStep::ConvReluMaxpool { pool, through } => {
                     let target = self.plan.storage[through + 1];
@@ -462,7 +457,6 @@ impl<T: Element> Sequential<T> {
                 timings[i][0] = started.elapsed();
             }
         }
-        self.last_forward = steps;
         Ok(self.output())
     }
 

@@ -345,6 +345,28 @@ unsafe fn bt6(x: [__m256; 6]) -> [__m256; 6] {
     }
 }
 
+/// `A^T` along y for the 8 tiles from `t` of one output channel's products:
+/// `h[r][i] = sum_j A^T[r][j] M[j*6 + i]`, the first half of `A^T M A` that every
+/// output transform shares.
+///
+/// # Safety
+/// The features of the callers are enabled; `m` holds `35 point_stride + t + 8`.
+#[inline(always)]
+unsafe fn along_y(m: *const f32, point_stride: usize, t: usize) -> [[__m256; 6]; 4] {
+    // SAFETY: 36 loads of 8 inside the range the caller vouches for; register arithmetic.
+    unsafe {
+        let mut h = [[_mm256_setzero_ps(); 6]; 4];
+        for i in 0..6 {
+            let load = |j: usize| _mm256_loadu_ps(m.add((j * 6 + i) * point_stride + t));
+            let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
+            for (h_row, value) in h.iter_mut().zip(column) {
+                h_row[i] = value;
+            }
+        }
+        h
+    }
+}
+
 /// `out = A^T m` on six vectors in registers.
 #[inline(always)]
 unsafe fn at6(m: [__m256; 6]) -> [__m256; 4] {
@@ -423,15 +445,7 @@ pub(crate) unsafe fn output_transform_f32(
     unsafe {
         for chunk in 0..chunks {
             let t = 8 * chunk;
-            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
-            let mut h = [[_mm256_setzero_ps(); 6]; 4];
-            for i in 0..6 {
-                let load = |j: usize| _mm256_loadu_ps(m.add((j * 6 + i) * point_stride + t));
-                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
-                for (h_row, value) in h.iter_mut().zip(column) {
-                    h_row[i] = value;
-                }
-            }
+            let h = along_y(m, point_stride, t);
             for (r, &row) in rows.iter().enumerate().take(valid_rows) {
                 // along x, then + b, ReLU, and the phases joined back into pixels
                 join4(at6(h[r]), row.add(32 * chunk), bias, relu);
@@ -468,15 +482,7 @@ pub(crate) unsafe fn output_transform_maxpool_f32(
         let (bias, zero) = (_mm256_set1_ps(bias), _mm256_setzero_ps());
         for chunk in 0..chunks {
             let t = 8 * chunk;
-            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
-            let mut h = [[_mm256_setzero_ps(); 6]; 4];
-            for i in 0..6 {
-                let load = |j: usize| _mm256_loadu_ps(m.add((j * 6 + i) * point_stride + t));
-                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
-                for (h_row, value) in h.iter_mut().zip(column) {
-                    h_row[i] = value;
-                }
-            }
+            let h = along_y(m, point_stride, t);
             // along x, + b, ReLU: y[r][s] = pixel (r, 4t + s) of each tile
             let mut y = [[zero; 4]; 4];
             for (y_row, h_row) in y.iter_mut().zip(&h) {

@@ -112,6 +112,28 @@ pub(crate) unsafe fn input_transform_avx512_f32(rows: [*const f32; 6], n: usize,
     }
 }
 
+/// `A^T` along y for the 16 tiles from `t` of one output channel's products:
+/// `h[r][i] = sum_j A^T[r][j] M[j*6 + i]`, the first half of `A^T M A` that every
+/// output transform shares.
+///
+/// # Safety
+/// The features of the callers are enabled; `m` holds `35 point_stride + t + 16`.
+#[inline(always)]
+unsafe fn along_y(m: *const f32, point_stride: usize, t: usize) -> [[__m512; 6]; 4] {
+    // SAFETY: 36 loads of 16 inside the range the caller vouches for; register arithmetic.
+    unsafe {
+        let mut h = [[_mm512_setzero_ps(); 6]; 4];
+        for i in 0..6 {
+            let load = |j: usize| _mm512_loadu_ps(m.add((j * 6 + i) * point_stride + t));
+            let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
+            for (h_row, value) in h.iter_mut().zip(column) {
+                h_row[i] = value;
+            }
+        }
+        h
+    }
+}
+
 /// `out = A^T m` on six registers, as `x86::at6` (same operations, same order).
 #[inline(always)]
 unsafe fn at6(m: [__m512; 6]) -> [__m512; 4] {
@@ -175,15 +197,7 @@ pub(crate) unsafe fn output_transform_maxpool_avx512_f32(
         let tiles = 8 * chunks;
         let mut t = 0;
         while t + 16 <= tiles {
-            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
-            let mut h = [[zero; 6]; 4];
-            for i in 0..6 {
-                let load = |j: usize| _mm512_loadu_ps(m.add((j * 6 + i) * point_stride + t));
-                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
-                for (h_row, value) in h.iter_mut().zip(column) {
-                    h_row[i] = value;
-                }
-            }
+            let h = along_y(m, point_stride, t);
             // along x, + b, ReLU (y > 0 ? y : +0, NaN -> 0): y[r][s] = pixel (r, 4t + s)
             let mut y = [[zero; 4]; 4];
             for (y_row, h_row) in y.iter_mut().zip(&h) {
@@ -287,15 +301,7 @@ pub(crate) unsafe fn output_transform_avx512_f32(
         let tiles = 8 * chunks;
         let mut t = 0;
         while t + 16 <= tiles {
-            // along y: h[r][i] = sum_j A^T[r][j] M[j*6 + i]
-            let mut h = [[_mm512_setzero_ps(); 6]; 4];
-            for i in 0..6 {
-                let load = |j: usize| _mm512_loadu_ps(m.add((j * 6 + i) * point_stride + t));
-                let column = at6([load(0), load(1), load(2), load(3), load(4), load(5)]);
-                for (h_row, value) in h.iter_mut().zip(column) {
-                    h_row[i] = value;
-                }
-            }
+            let h = along_y(m, point_stride, t);
             for (&row, h_row) in rows.iter().zip(&h).take(valid_rows) {
                 // along x, then + b, ReLU, and the phases joined back into pixels
                 join16(at6(*h_row), row.add(4 * t), bias_vec, relu);
