@@ -70,6 +70,18 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// The learning rate's course over a training run (after any `--warmup-epochs`).
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScheduleKind {
+    /// --lr throughout (--reduce-lr-on-plateau may lower it)
+    #[default]
+    Constant,
+    /// From --lr down towards 0 along half a cosine, updated every batch (PyTorch's CosineAnnealingLR,
+    /// Keras' CosineDecay)
+    Cosine,
+}
+
 /// How classes are weighted in the loss.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

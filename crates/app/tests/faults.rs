@@ -285,7 +285,15 @@ fn the_same_run_writes_the_same_bytes_on_any_thread_count_and_from_any_checkpoin
 
     // a checkpoint every 40 steps, and kill -9 inside epoch 2 after one was written
     let out = dir.path().join("killed");
-    let mut child = spawn_until(&fmnist_args(&out, 2, &["--checkpoint-every", "40"]), "Epoch 1/2");
+    kill_in_epoch_2_after_a_checkpoint(&fmnist_args(&out, 2, &["--checkpoint-every", "40"]), &out);
+    ok(&["train", "--resume", out.to_str().unwrap()]);
+    assert_same_files(&out, &runs[0], "resumed from a mid-epoch checkpoint");
+}
+
+/// Runs `args` (2 epochs into `out`, a checkpoint every 40 steps) and kills it
+/// with SIGKILL inside epoch 2, once a mid-epoch checkpoint is written.
+fn kill_in_epoch_2_after_a_checkpoint(args: &[String], out: &Path) {
+    let mut child = spawn_until(args, "Epoch 1/2");
     let checkpoint = out.join("checkpoint.safetensors");
     let deadline = Instant::now() + Duration::from_secs(60);
     while training_state(&checkpoint)["batches_done"].as_u64() == Some(0) {
@@ -297,8 +305,39 @@ fn the_same_run_writes_the_same_bytes_on_any_thread_count_and_from_any_checkpoin
     let state = training_state(&checkpoint);
     let batches_done = state["batches_done"].as_u64().unwrap();
     assert!(batches_done > 0 && batches_done.is_multiple_of(40), "a scheduled mid-epoch checkpoint: {state}");
+}
+
+/// A warm-up epoch then a cosine: the history logs the schedule's rates (the
+/// warm-up ends at --lr, the run at the cosine's last step), and a run killed
+/// inside the cosine resumes to the bytes of the uninterrupted run (the rate is
+/// a function of the step, which the checkpoint holds).
+#[test]
+fn a_cosine_schedule_after_a_warm_up_logs_its_rates_and_resumes_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = ["--lr-schedule", "cosine", "--warmup-epochs", "1", "--lr", "0.002", "--checkpoint-every", "40"];
+    let reference = dir.path().join("reference");
+    ok(&fmnist_args(&reference, 2, &schedule).iter().map(String::as_str).collect::<Vec<_>>());
+    let history = std::fs::read_to_string(reference.join("history.csv")).unwrap();
+    let rates: Vec<f64> =
+        history.lines().skip(1).map(|line| line.split(',').nth(5).unwrap().parse().unwrap()).collect();
+    // 4,500 training images in batches of 8: 563 steps an epoch, the cosine over the second
+    let batches = 4500usize.div_ceil(8) as f64;
+    let last = 0.002 * 0.5 * (1.0 + (std::f64::consts::PI * (batches - 1.0) / batches).cos());
+    assert_eq!(rates, [0.002, last], "{history}");
+
+    let out = dir.path().join("killed");
+    kill_in_epoch_2_after_a_checkpoint(&fmnist_args(&out, 2, &schedule), &out);
     ok(&["train", "--resume", out.to_str().unwrap()]);
-    assert_same_files(&out, &runs[0], "resumed from a mid-epoch checkpoint");
+    assert_same_files(&out, &reference, "a cosine schedule resumed from a mid-epoch checkpoint");
+
+    // a schedule and reduce-on-plateau both want the rate: refused in one line
+    let refused =
+        run(&fmnist_args(&dir.path().join("both"), 2, &["--lr-schedule", "cosine", "--reduce-lr-on-plateau"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>());
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("cannot be combined with --lr-schedule cosine"), "{}", stderr(&refused));
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //!   epsilon 1e-7, bias correction folded into the step size), with optional
 //!   decoupled weight decay ([`Adam::adamw`], Keras' `AdamW`).
 //! - [`Sgd`]: plain, with momentum, or Nesterov momentum (Keras' formulation).
+//! - [`LrSchedule`]: the learning rate of every step (linear warm-up, constant
+//!   or cosine), a pure function of the step number.
 //!
 //! The state (step count and moment buffers) can be exported and restored with
 //! [`Optimizer::state`] / [`Optimizer::load_state`], which is what an exact resume
@@ -29,8 +31,10 @@
 
 mod adam;
 mod optimizer;
+mod schedule;
 mod sgd;
 
 pub use adam::Adam;
 pub use optimizer::{OptimError, Optimizer, OptimizerState};
+pub use schedule::{LrSchedule, ScheduleShape};
 pub use sgd::Sgd;

@@ -2,11 +2,13 @@
 //! them straight into [`TrainConfig`], which is also `config.toml`.
 
 use crate::options::{
-    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ImageOptions, OptimizerKind,
+    parse_interpolation, parse_scale, positive, CacheOptions, ClassWeighting, ImageOptions, LrScheduleKind,
+    OptimizerKind,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use convnet_data::{BitDepth, DecodeOptions, InputFormat, Interpolation, PixelScale};
+use convnet_optim::{LrSchedule, ScheduleShape};
 use convnet_tensor::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -171,6 +173,14 @@ pub struct TrainConfig {
     pub reduce_lr_on_plateau: Option<usize>,
     #[arg(long, default_value_t = 0.1)]
     pub lr_factor: f64,
+    /// How the learning rate changes over the run
+    #[arg(long, value_enum, default_value_t = LrScheduleKind::Constant)]
+    #[serde(default)]
+    pub lr_schedule: LrScheduleKind,
+    /// Raise the learning rate linearly from --lr / steps to --lr over the first N epochs (every batch a step)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[serde(default)]
+    pub warmup_epochs: usize,
     /// Random flips, rotation, zoom, shift, brightness and contrast on training images
     #[arg(long)]
     pub augment: bool,
@@ -268,7 +278,30 @@ impl TrainConfig {
         if !(self.lr_factor > 0.0 && self.lr_factor < 1.0) {
             bail!("--lr-factor must be between 0 and 1, got {}", self.lr_factor);
         }
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            bail!(
+                "--warmup-epochs {} leaves no epoch after the warm-up (--epochs {})",
+                self.warmup_epochs,
+                self.epochs
+            );
+        }
+        if self.reduce_lr_on_plateau.is_some() && !self.schedule(1).is_constant() {
+            bail!("--reduce-lr-on-plateau lowers a constant learning rate: it cannot be combined with --lr-schedule cosine or --warmup-epochs");
+        }
         Ok(())
+    }
+
+    /// The learning rate of every step, for a run of `batches` batches an epoch.
+    pub fn schedule(&self, batches: usize) -> LrSchedule {
+        LrSchedule {
+            base_lr: self.lr,
+            warmup_steps: (self.warmup_epochs * batches) as u64,
+            total_steps: (self.epochs * batches) as u64,
+            shape: match self.lr_schedule {
+                LrScheduleKind::Constant => ScheduleShape::Constant,
+                LrScheduleKind::Cosine => ScheduleShape::Cosine,
+            },
+        }
     }
 
     /// A new run whose `--model` is a convnet model file (a pretrained network

@@ -199,6 +199,8 @@ pub fn train_epoch(
     let mut data_wait = Duration::ZERO;
     let (mut last_checkpoint, mut steps_since_checkpoint) = (Instant::now(), 0u64);
     let seen_before = state.epoch_seen;
+    // a warm-up or a cosine sets the rate of every step (a pure function of the step: resume takes the same)
+    let schedule = Some(config.schedule(batches)).filter(|schedule| !schedule.is_constant());
     // the micro-batches' gradients, their buffers reused from batch to batch
     let mut pass_gradients = micro_batch::PassGradients::default();
     loop {
@@ -214,6 +216,9 @@ pub fn train_epoch(
         let loss = totals.loss;
         if !loss.is_finite() {
             return Err(not_finite(loss, (epoch, batch.number), batches, inputs));
+        }
+        if let Some(schedule) = &schedule {
+            optimizer.set_learning_rate(schedule.lr(state.step));
         }
         optimizer.step(&mut model.trainable_params_mut())?;
         state.step += 1;
