@@ -29,7 +29,7 @@ use crate::geometry::WindowGeometry;
 use crate::kernels::cpu::simd_variant;
 use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
-use crate::kernels::gemm_packed::{gemm_packed, PackedA};
+use crate::kernels::gemm_packed::{self, gemm_packed, gemm_packed_rows, PackedA};
 use crate::kernels::im2col::{col2im, im2col, im2col_strided};
 use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
@@ -200,6 +200,27 @@ fn forward_rows<T: Element>(
     out: &mut [T],
     col_buf: &mut [T],
 ) {
+    if reads_columns_in_place(geom) {
+        forward_rows_in_place(geom, packed_weight, bias, fused_relu, image, rows, out);
+    } else {
+        forward_rows_by_im2col(geom, packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf);
+    }
+}
+
+/// [`forward_rows`] by im2col: each tile's columns built in `col_buf`, one GEMM
+/// per tile, then the bias (and ReLU) pass over the tile while it is in cache.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows_by_im2col<T: Element>(
+    geom: &WindowGeometry,
+    packed_weight: &PackedA<T>,
+    bias: &[T],
+    fused_relu: bool,
+    rows_per_tile: usize,
+    image: &[T],
+    rows: (usize, usize),
+    out: &mut [T],
+    col_buf: &mut [T],
+) {
     let out_plane = (rows.1 - rows.0) * geom.out_w;
     for row_start in (rows.0..rows.1).step_by(rows_per_tile) {
         let row_end = (row_start + rows_per_tile).min(rows.1);
@@ -213,6 +234,60 @@ fn forward_rows<T: Element>(
         for (o, &bias_o) in bias.iter().enumerate() {
             add_bias(&mut out[o * out_plane + first_col..][..tile_cols], bias_o, fused_relu);
         }
+    }
+}
+
+/// Whether the forward pass reads its columns straight from the image
+/// ([`forward_rows_in_place`]): a stride-1 convolution without padding (its
+/// columns are then runs of input rows), not 1x1 (whose columns are the input
+/// already), on a CPU with the kernel for it.
+fn reads_columns_in_place(geom: &WindowGeometry) -> bool {
+    let unpadded = geom.pad_top == 0 && geom.pad_left == 0 && geom.out_h + geom.kernel_h == geom.in_h + 1;
+    let stride_1 = geom.stride_h == 1 && geom.stride_w == 1;
+    unpadded && stride_1 && !geom.is_pointwise() && gemm_packed::rows_kernel_available()
+}
+
+/// [`forward_rows`] without im2col: one GEMM per output row `i`, whose column
+/// row `(c, ki, kj)` is input row `i + ki` of channel `c` from column `kj`
+/// (`OW` long), read where it lies, with the bias and ReLU applied as each
+/// block leaves the registers ([`gemm_packed_rows`]). The same sums in the same
+/// order as im2col + GEMM + bias pass: the same bits.
+///
+/// Why: `baseline`'s conv1 has a depth of only 27 (3 channels x 3 x 3), so
+/// building the columns (27 x 49,284 floats an image) and a separate pass over
+/// the 6.3 MB output for the bias cost as much as the multiply-adds.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows_in_place<T: Element>(
+    geom: &WindowGeometry,
+    packed_weight: &PackedA<T>,
+    bias: &[T],
+    fused_relu: bool,
+    image: &[T],
+    rows: (usize, usize),
+    out: &mut [T],
+) {
+    let (in_w, plane) = (geom.in_w, geom.in_h * geom.in_w);
+    // where column row (c, ki, kj) starts, from the first input row of the output row
+    let mut row_starts = Vec::with_capacity(geom.col_rows());
+    for c in 0..geom.in_channels {
+        for ki in 0..geom.kernel_h {
+            row_starts.extend((0..geom.kernel_w).map(|kj| c * plane + ki * in_w + kj));
+        }
+    }
+    let out_plane = (rows.1 - rows.0) * geom.out_w;
+    for i in rows.0..rows.1 {
+        // Y[:, row i] (OC, OW) = W (OC, C*KH*KW) * col_i (C*KH*KW, OW) + b
+        let out_row = &mut out[(i - rows.0) * geom.out_w..];
+        gemm_packed_rows(
+            packed_weight,
+            geom.out_w,
+            &image[i * in_w..],
+            &row_starts,
+            out_row,
+            out_plane,
+            bias,
+            fused_relu,
+        );
     }
 }
 
@@ -515,6 +590,36 @@ fn add_bias_body<T: Element>(row: &mut [T], bias: T, relu: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Columns read in place (a stride-1 unpadded convolution on an AVX-512
+    /// CPU) give the bits of im2col + GEMM + the bias pass, with and without the
+    /// ReLU, for whole images and for a part of an image's rows.
+    #[test]
+    fn columns_read_in_place_equal_im2col_bit_for_bit() {
+        use crate::geometry::Padding;
+        use crate::kernels::testing::random;
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        for (channels, out_channels, kernel, size) in [(3, 32, 3, (30, 57)), (5, 9, 2, (7, 7)), (1, 4, 5, (12, 9))] {
+            let geom = WindowGeometry::new(channels, size.0, size.1, (kernel, kernel), (1, 1), Padding::Valid).unwrap();
+            let (image, weight, bias): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                random(&mut rng, geom.in_len()),
+                random(&mut rng, out_channels * geom.col_rows()),
+                random(&mut rng, out_channels),
+            );
+            let mut packed = PackedA::new();
+            packed.pack(Trans::No, out_channels, geom.col_rows(), &weight, geom.col_rows());
+            for (relu, rows) in [(false, (0, geom.out_h)), (true, (0, geom.out_h)), (true, (2, geom.out_h - 1))] {
+                let len = out_channels * (rows.1 - rows.0) * geom.out_w;
+                let (mut in_place, mut by_im2col) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                forward_rows_in_place(&geom, &packed, &bias, relu, &image, rows, &mut in_place);
+                let mut col_buf = vec![0.0; geom.col_rows() * 2 * geom.out_w];
+                forward_rows_by_im2col(&geom, &packed, &bias, relu, 2, &image, rows, &mut by_im2col, &mut col_buf);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&in_place), bits(&by_im2col), "{geom:?} relu {relu} rows {rows:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_plain_body_of_the_bias_epilogue_matches_its_definition() {

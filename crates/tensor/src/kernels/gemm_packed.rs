@@ -146,14 +146,93 @@ pub fn gemm_packed<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, be
         // (the SAFETY argument above covers both calls; the CPU has AVX-512F)
         if let (Some(c), Some(panels), Some(b)) = (T::as_f32_mut(c), T::as_f32(&a.panels), T::as_f32(b)) {
             let (panels, b, c, beta) = (panels.as_ptr(), b.as_ptr(), c.as_mut_ptr(), beta.to_f64() as f32);
-            return unsafe { avx512_f32::<MR>(m, n, k, panels, b, ldb, beta, c, ldc) };
+            return unsafe {
+                avx512_f32::<MR, usize>(m, n, k, panels, b, ldb, beta, c, ldc, (std::ptr::null(), false))
+            };
         }
         if let (Some(c), Some(panels), Some(b)) = (T::as_f64_mut(c), T::as_f64(&a.panels), T::as_f64(b)) {
             let (panels, b, c, beta) = (panels.as_ptr(), b.as_ptr(), c.as_mut_ptr(), beta.to_f64());
-            return unsafe { avx512_f64::<MR>(m, n, k, panels, b, ldb, beta, c, ldc) };
+            return unsafe {
+                avx512_f64::<MR, usize>(m, n, k, panels, b, ldb, beta, c, ldc, (std::ptr::null(), false))
+            };
         }
     }
     gemm_packed_fallback(a, n, b, ldb, beta, c, ldc);
+}
+
+/// Whether [`gemm_packed_rows`] runs its fast kernel on this CPU (AVX-512F);
+/// without it, it gathers `B` and multiplies as [`gemm_packed`] does, which
+/// costs what an im2col would.
+pub fn rows_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return cpu::features().avx512f;
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `C := A * B + bias`, then `max(., 0)` if `relu` (`bias[i]` on row `i`), with
+/// row `p` of `B` (`k x n`) at `b[row_starts[p]..][..n]` instead of a fixed
+/// stride apart: rows may overlap. A stride-1 convolution without padding
+/// reads its column matrix this way straight from the image, with no im2col
+/// (row `(c, ki, kj)` for output row `i` starts at `c*H*W + (i + ki)*W + kj`).
+///
+/// Each value is the chain of multiply-adds over `p` in order, then `+ bias[i]`,
+/// then the ReLU: exactly what [`gemm_packed`] with `beta = 0` followed by a
+/// separate bias pass computes, on either path.
+///
+/// # Panics
+/// If `row_starts` is not `k` long, a row of `B` runs past `b`, `C` is too
+/// short, or `bias` is not `m` long: programming errors in a kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_rows<T: Element>(
+    a: &PackedA<T>,
+    n: usize,
+    b: &[T],
+    row_starts: &[usize],
+    c: &mut [T],
+    ldc: usize,
+    bias: &[T],
+    relu: bool,
+) {
+    let (m, k) = (a.rows, a.depth);
+    assert_eq!(row_starts.len(), k, "gemm_packed_rows: one start per row of B");
+    assert_eq!(bias.len(), m, "gemm_packed_rows: bias length");
+    assert!(ldc >= n || m <= 1, "gemm_packed_rows: ldc {ldc} < n {n}");
+    assert!(n == 0 || row_starts.iter().all(|&start| start + n <= b.len()), "gemm_packed_rows: B too short");
+    assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n, "gemm_packed_rows: C too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if cpu::features().avx512f {
+        use crate::kernels::x86_gemm_packed::{avx512_f32, avx512_f64};
+        let starts = row_starts;
+        // SAFETY: as in `gemm_packed` (AVX-512F present, the panels' invariant by
+        // construction, `c` a unique borrow); the asserts above keep each row of B
+        // (`start..start + n`), C and `bias[..m]` in bounds, and `starts` has the
+        // `k` entries the kernel reads.
+        if let (Some(c), Some(panels), Some(b), Some(bias)) =
+            (T::as_f32_mut(c), T::as_f32(&a.panels), T::as_f32(b), T::as_f32(bias))
+        {
+            let (panels, b, c, bias) = (panels.as_ptr(), b.as_ptr(), c.as_mut_ptr(), bias.as_ptr());
+            return unsafe { avx512_f32::<MR, &[usize]>(m, n, k, panels, b, starts, 0.0, c, ldc, (bias, relu)) };
+        }
+        if let (Some(c), Some(panels), Some(b), Some(bias)) =
+            (T::as_f64_mut(c), T::as_f64(&a.panels), T::as_f64(b), T::as_f64(bias))
+        {
+            let (panels, b, c, bias) = (panels.as_ptr(), b.as_ptr(), c.as_mut_ptr(), bias.as_ptr());
+            return unsafe { avx512_f64::<MR, &[usize]>(m, n, k, panels, b, starts, 0.0, c, ldc, (bias, relu)) };
+        }
+    }
+    // elsewhere: gather B, multiply, then the bias pass
+    let gathered: Vec<T> = row_starts.iter().flat_map(|&start| b[start..start + n].iter().copied()).collect();
+    gemm_packed(a, n, &gathered, n, T::zero(), c, ldc);
+    for (i, &bias_i) in bias.iter().enumerate() {
+        for value in &mut c[i * ldc..i * ldc + n] {
+            let biased = *value + bias_i;
+            *value = if relu && !(biased > T::zero()) { T::zero() } else { biased };
+        }
+    }
 }
 
 /// The path for CPUs without AVX-512: the general GEMM on the plain copy of `A`.
@@ -265,6 +344,42 @@ mod tests {
         gemm_packed(&packed, n, &b, n, 0.0, &mut kernel, n);
         gemm_packed_fallback(&packed, n, &b, n, 0.0, &mut fallback, n);
         assert_eq!(kernel, fallback);
+    }
+
+    /// Rows of B read from anywhere (overlapping, as a convolution's columns
+    /// do), with the bias and ReLU: the same bits as gathering B, the GEMM, and
+    /// the bias pass (`if y > 0 { y } else { 0 }`, NaN to 0).
+    #[test]
+    fn rows_read_in_place_with_bias_and_relu_equal_gather_multiply_then_bias() {
+        fn check<T: Element>() {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            for &(m, n, k) in &[(32, 222, 27), (9, 49, 300), (3, 5, 1), (17, 100, 40)] {
+                let image: Vec<T> = random(&mut rng, 4 * k + n + 50);
+                let starts: Vec<usize> = (0..k).map(|p| (p * 3 + p % 5) % (3 * k + 40)).collect();
+                let (a, mut bias): (Vec<T>, Vec<T>) = (random(&mut rng, m * k), random(&mut rng, m));
+                bias[0] = T::from_f64(f64::NAN);
+                let mut packed = PackedA::new();
+                packed.pack(Trans::No, m, k, &a, k);
+                for relu in [false, true] {
+                    let ldc = n + 7;
+                    let mut fast = vec![T::from_f64(9.0); m * ldc];
+                    gemm_packed_rows(&packed, n, &image, &starts, &mut fast, ldc, &bias, relu);
+                    let gathered: Vec<T> = starts.iter().flat_map(|&s| image[s..s + n].iter().copied()).collect();
+                    let mut slow = vec![T::from_f64(9.0); m * ldc];
+                    gemm_packed(&packed, n, &gathered, n, T::zero(), &mut slow, ldc);
+                    for i in 0..m {
+                        for value in &mut slow[i * ldc..i * ldc + n] {
+                            let biased = *value + bias[i];
+                            *value = if !relu || biased > T::zero() { biased } else { T::zero() };
+                        }
+                    }
+                    let bits = |v: &[T]| v.iter().map(|&x| Element::to_f64(x).to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&fast), bits(&slow), "m={m} n={n} k={k} relu={relu}");
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
     }
 
     #[test]

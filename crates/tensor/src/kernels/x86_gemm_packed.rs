@@ -9,27 +9,59 @@ use std::arch::x86_64::*;
 /// Depth per block of the kernel when `beta = 0` (see the kernel's comments).
 const DEPTH_BLOCK: usize = 256;
 
+/// Where each row of `B` starts, in elements from `b`.
+pub(crate) trait RowStarts: Copy {
+    /// The start of row `p`.
+    ///
+    /// # Safety
+    /// `p` is below the depth the rows were made for.
+    unsafe fn start(self, p: usize) -> usize;
+}
+
+/// Rows a fixed stride apart (`ldb`): an ordinary row-major `B`.
+impl RowStarts for usize {
+    #[inline(always)]
+    unsafe fn start(self, p: usize) -> usize {
+        p * self
+    }
+}
+
+/// Rows anywhere, one start each: a convolution's column matrix read straight
+/// from the image (row `(c, ki, kj)` of `col` for one output row is a run of
+/// input row `ki` of channel `c` from column `kj`), overlapping rows included.
+impl RowStarts for &[usize] {
+    #[inline(always)]
+    unsafe fn start(self, p: usize) -> usize {
+        // SAFETY: the caller keeps `p` below the table's length (the depth)
+        unsafe { *self.get_unchecked(p) }
+    }
+}
+
 macro_rules! kernel {
     ($name:ident, $t:ty, $vec:ty, $mask:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
-     $maskz_load:ident, $mask_store:ident) => {
-        /// `C := A B + beta C` with `A` packed in panels of `MR` rows.
+     $add:ident, $max:ident, $maskz_load:ident, $mask_store:ident) => {
+        /// `C := A B + beta C`, then `+ bias[i]` on row `i` if `bias` is not
+        /// null, then `max(., 0)` if `relu`; `A` packed in panels of `MR` rows,
+        /// row `p` of `B` at `b + rows.start(p)`.
         ///
         /// # Safety
         /// The CPU has AVX-512F; `panels` holds `ceil(m / MR) * k * MR`
-        /// elements; every addressed element of `b` and `c` is in bounds;
-        /// `c` aliases neither.
+        /// elements; `rows` has a start for each of the `k` rows; every
+        /// addressed element of `b` and `c` (and `bias[..m]`) is in bounds;
+        /// `c` aliases none of them.
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::too_many_arguments)]
-        pub(crate) unsafe fn $name<const MR: usize>(
+        pub(crate) unsafe fn $name<const MR: usize, R: RowStarts>(
             m: usize,
             n: usize,
             k: usize,
             panels: *const $t,
             b: *const $t,
-            ldb: usize,
+            rows: R,
             beta: $t,
             c: *mut $t,
             ldc: usize,
+            (bias, relu): (*const $t, bool),
         ) {
             // SAFETY: the caller guarantees this function's contract: AVX-512F, `panels` packed by `PackedA::pack` for this `m` and `k` (ceil(m / MR) panels of k x MR, zero-padded: the invariant every panel load below relies on), and `b`, `c` in bounds for the stated dimensions and strides.
             unsafe {
@@ -63,11 +95,11 @@ macro_rules! kernel {
                             lane_mask(cols.saturating_sub(2 * $lanes)),
                         ];
                         for panel in 0..m.div_ceil(MR) {
-                            let rows = MR.min(m - panel * MR);
+                            let panel_rows = MR.min(m - panel * MR);
                             let mut acc = [[$zero(); 3]; MR];
                             if !first {
                                 // the partial sums of the blocks before
-                                for r in 0..rows {
+                                for r in 0..panel_rows {
                                     let c_row = c.add((panel * MR + r) * ldc + j);
                                     for v in 0..3 {
                                         acc[r][v] = $maskz_load(masks[v], c_row.wrapping_add(v * $lanes));
@@ -75,8 +107,9 @@ macro_rules! kernel {
                                 }
                             }
                             let mut a_ptr = panels.add(panel * k * MR + k0 * MR);
-                            let mut b_row = b.add(k0 * ldb + j);
-                            for _ in k0..k1 {
+                            for p in k0..k1 {
+                                // (wrapping: see the masked loads below)
+                                let b_row = b.wrapping_add(rows.start(p) + j);
                                 let b_vecs = [
                                     $maskz_load(masks[0], b_row),
                                     // (wrapping: past the end of a row the mask is empty
@@ -91,20 +124,29 @@ macro_rules! kernel {
                                     }
                                 }
                                 a_ptr = a_ptr.wrapping_add(MR);
-                                // (wrapping: after the last row this points past B, unread)
-                                b_row = b_row.wrapping_add(ldb);
                             }
                             let beta_vec = $set1(beta);
-                            for r in 0..rows {
+                            for r in 0..panel_rows {
                                 let c_row = c.add((panel * MR + r) * ldc + j);
+                                // the epilogue, on the last depth block: + bias, then the ReLU
+                                // (max(y, 0) returns its second operand, 0, for a NaN: the same
+                                // as `if y > 0 { y } else { 0 }`)
+                                let bias_vec =
+                                    if last && !bias.is_null() { Some($set1(*bias.add(panel * MR + r))) } else { None };
                                 for v in 0..3 {
                                     // (wrapping, as for B: a masked-out vector is never touched)
                                     let target = c_row.wrapping_add(v * $lanes);
-                                    let value = if beta == 0.0 || !last {
+                                    let mut value = if beta == 0.0 || !last {
                                         acc[r][v]
                                     } else {
                                         $fmadd(beta_vec, $maskz_load(masks[v], target), acc[r][v])
                                     };
+                                    if let Some(bias_vec) = bias_vec {
+                                        value = $add(value, bias_vec);
+                                    }
+                                    if last && relu {
+                                        value = $max(value, $zero());
+                                    }
                                     $mask_store(target, masks[v], value);
                                 }
                             }
@@ -126,6 +168,8 @@ kernel!(
     _mm512_setzero_ps,
     _mm512_set1_ps,
     _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_max_ps,
     _mm512_maskz_loadu_ps,
     _mm512_mask_storeu_ps
 );
@@ -138,6 +182,8 @@ kernel!(
     _mm512_setzero_pd,
     _mm512_set1_pd,
     _mm512_fmadd_pd,
+    _mm512_add_pd,
+    _mm512_max_pd,
     _mm512_maskz_loadu_pd,
     _mm512_mask_storeu_pd
 );
