@@ -230,7 +230,7 @@ pub fn gemm_packed_rows<T: Element>(
     for (i, &bias_i) in bias.iter().enumerate() {
         for value in &mut c[i * ldc..i * ldc + n] {
             let biased = *value + bias_i;
-            *value = if relu && !(biased > T::zero()) { T::zero() } else { biased };
+            *value = if !relu || biased > T::zero() { biased } else { T::zero() };
         }
     }
 }
