@@ -139,6 +139,22 @@ fn predict_fuses_conv_relu_and_maxpools_and_gives_the_bits_of_forward() {
 }
 
 #[test]
+fn predict_pools_without_winners_and_gives_the_bits_of_forward() {
+    // ResNet's padded 3x3 stride-2 stem pool and SqueezeNet's ceil-mode pools
+    // take the values-only path in predict; the outputs keep forward's bits
+    let mut rng = rng(9);
+    for (preset, size) in [("resnet18", 45), ("squeezenet1_1", 51)] {
+        let mut model = ModelSpec::preset(preset).unwrap().build::<f32>(&[3, size, size], 5, 4).unwrap();
+        let x = random_tensor(&mut rng, &[2, 3, size, size]).mapv(|v| v as f32);
+        let forward = model.forward(x.view(), Mode::Eval).unwrap().to_owned();
+        let predicted = with_threads(2, || model.predict(x.view()).unwrap().to_owned());
+        assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "{preset}");
+        let pools = model.layers().iter().filter_map(|layer| layer.as_any()?.downcast_ref::<MaxPool2d>());
+        assert!(pools.clone().all(|pool| pool.argmax().is_empty()) && pools.count() > 0, "{preset}: values only");
+    }
+}
+
+#[test]
 fn one_image_is_cut_into_parts_across_threads_with_the_bits_of_one_thread() {
     // With fewer images than threads, the convolutions (im2col and Winograd, with
     // and without the fused pools) split each image's rows and dense its outputs.

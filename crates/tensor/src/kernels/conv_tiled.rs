@@ -242,7 +242,11 @@ fn forward_rows_by_im2col<T: Element>(
 /// columns are then runs of input rows), not 1x1 (whose columns are the input
 /// already), on a CPU with the kernel for it.
 fn reads_columns_in_place(geom: &WindowGeometry) -> bool {
-    let unpadded = geom.pad_top == 0 && geom.pad_left == 0 && geom.out_h + geom.kernel_h == geom.in_h + 1;
+    // no padding on any side (Keras' `same` at stride 1 pads only right and below when the kernel is even)
+    let unpadded = geom.pad_top == 0
+        && geom.pad_left == 0
+        && geom.out_h + geom.kernel_h == geom.in_h + 1
+        && geom.out_w + geom.kernel_w == geom.in_w + 1;
     let stride_1 = geom.stride_h == 1 && geom.stride_w == 1;
     unpadded && stride_1 && !geom.is_pointwise() && gemm_packed::rows_kernel_available()
 }

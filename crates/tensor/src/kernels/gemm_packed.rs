@@ -44,7 +44,8 @@
 //! not depend on the thread count or on where the tile boundaries fall.
 //!
 //! Without AVX-512 the general [`crate::kernels::gemm::gemm`] (`matrixmultiply`, with its
-//! own AVX2 kernels) runs instead, on an unpacked copy of `A` kept alongside.
+//! own AVX2 kernels) runs instead, on an unpacked copy of `A` that the packing
+//! makes in place of the panels.
 //!
 //! ```
 //! use convnet_tensor::kernels::gemm::Trans;
@@ -75,12 +76,15 @@ pub struct PackedA<T> {
     panels: Vec<T>,
     /// `A` row-major (`m x k`), for the fallback path.
     plain: Vec<T>,
+    /// Whether `panels` holds `A` (the CPU had AVX-512F when it was packed, so
+    /// the kernel may run) or `plain` does.
+    holds_panels: bool,
 }
 
 impl<T: Element> PackedA<T> {
     /// An empty packing.
     pub fn new() -> Self {
-        PackedA { rows: 0, depth: 0, panels: Vec::new(), plain: Vec::new() }
+        PackedA { rows: 0, depth: 0, panels: Vec::new(), plain: Vec::new(), holds_panels: false }
     }
 
     /// Rows `m` of the packed matrix.
@@ -99,14 +103,27 @@ impl<T: Element> PackedA<T> {
     /// # Panics
     /// If `a` is too short for the stated shape.
     pub fn pack(&mut self, trans: Trans, m: usize, k: usize, a: &[T], lda: usize) {
+        // only the form this CPU's path reads: the panels, or the plain copy
+        self.pack_as(trans, m, k, a, lda, rows_kernel_available());
+    }
+
+    /// [`PackedA::pack`] into panels (only where the CPU has AVX-512F: the
+    /// kernel will run on them) or into the plain copy.
+    fn pack_as(&mut self, trans: Trans, m: usize, k: usize, a: &[T], lda: usize, panels: bool) {
         let at = |i: usize, p: usize| match trans {
             Trans::No => a[i * lda + p],
             Trans::Yes => a[p * lda + i],
         };
         self.rows = m;
         self.depth = k;
-        let panel_count = m.div_ceil(MR);
         self.panels.clear();
+        self.plain.clear();
+        self.holds_panels = panels && rows_kernel_available();
+        if !self.holds_panels {
+            self.plain.extend((0..m * k).map(|index| at(index / k, index % k)));
+            return;
+        }
+        let panel_count = m.div_ceil(MR);
         self.panels.resize(panel_count * k * MR, T::zero());
         for panel in 0..panel_count {
             for p in 0..k {
@@ -115,8 +132,6 @@ impl<T: Element> PackedA<T> {
                 }
             }
         }
-        self.plain.clear();
-        self.plain.extend((0..m * k).map(|index| at(index / k, index % k)));
     }
 }
 
@@ -134,14 +149,15 @@ pub fn gemm_packed<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, be
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above keep every addressed element of `b` and `c` in
-    // bounds; `c` is a unique borrow, so it aliases neither `a` nor `b`. The
-    // packed-weights invariant the kernel relies on holds by construction:
-    // `PackedA::pack` is the only writer of `rows`, `depth` and `panels`, and it
+    // SAFETY: `holds_panels` is set only where the CPU has AVX-512F. The asserts
+    // above keep every addressed element of `b` and `c` in bounds; `c` is a unique
+    // borrow, so it aliases neither `a` nor `b`. The packed-weights invariant the
+    // kernel relies on holds by construction: `PackedA::pack` is the only writer
+    // of `rows`, `depth`, `panels` and `holds_panels`, and with `holds_panels` it
     // leaves `panels` exactly `ceil(rows / MR) * depth * MR` long, the rows past
     // `rows` zero, so every panel load of the kernel is in bounds.
     #[cfg(target_arch = "x86_64")]
-    if cpu::features().avx512f {
+    if a.holds_panels {
         use crate::kernels::x86_gemm_packed::{avx512_f32, avx512_f64};
         // (the SAFETY argument above covers both calls; the CPU has AVX-512F)
         if let (Some(c), Some(panels), Some(b)) = (T::as_f32_mut(c), T::as_f32(&a.panels), T::as_f32(b)) {
@@ -160,7 +176,9 @@ pub fn gemm_packed<T: Element>(a: &PackedA<T>, n: usize, b: &[T], ldb: usize, be
     gemm_packed_fallback(a, n, b, ldb, beta, c, ldc);
 }
 
-/// Whether [`gemm_packed_rows`] runs its fast kernel on this CPU (AVX-512F);
+/// Whether [`gemm_packed`] and [`gemm_packed_rows`] run their fast kernel on
+/// this CPU (AVX-512F), which reads the panels; [`PackedA::pack`] makes the
+/// plain copy instead where not. For [`gemm_packed_rows`]:
 /// without it, it gathers `B` and multiplies as [`gemm_packed`] does, which
 /// costs what an im2col would.
 pub fn rows_kernel_available() -> bool {
@@ -204,7 +222,7 @@ pub fn gemm_packed_rows<T: Element>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if cpu::features().avx512f {
+    if a.holds_panels {
         use crate::kernels::x86_gemm_packed::{avx512_f32, avx512_f64};
         let starts = row_starts;
         // SAFETY: as in `gemm_packed` (AVX-512F present, the panels' invariant by
@@ -338,11 +356,12 @@ mod tests {
         let (m, n, k) = (13, 70, 9);
         let a: Vec<f64> = (0..m * k).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
         let b: Vec<f64> = (0..k * n).map(|v| ((v * 5) % 13) as f64 - 6.0).collect();
-        let mut packed = PackedA::new();
+        let (mut packed, mut plain) = (PackedA::new(), PackedA::new());
         packed.pack(Trans::No, m, k, &a, k);
+        plain.pack_as(Trans::No, m, k, &a, k, false);
         let (mut kernel, mut fallback) = (vec![f64::NAN; m * n], vec![f64::NAN; m * n]);
         gemm_packed(&packed, n, &b, n, 0.0, &mut kernel, n);
-        gemm_packed_fallback(&packed, n, &b, n, 0.0, &mut fallback, n);
+        gemm_packed(&plain, n, &b, n, 0.0, &mut fallback, n);
         assert_eq!(kernel, fallback);
     }
 

@@ -85,6 +85,80 @@ pub fn pool_plane_separable<T: Element>(
     }
 }
 
+/// The values of [`pool_plane_separable`] without the winners' indices: what
+/// inference needs (nothing will be backpropagated). Bit for bit the same
+/// `out`: each maximum is chosen by the same strict `>` in the same row-major
+/// order, so ties and NaNs come out as there. `row_max` is the first pass's
+/// `(H, OW)` buffer, reused from plane to plane.
+///
+/// Why it is faster: no index travels with each value, and ResNet's 3x3
+/// stride-2 windows that lie inside the row are taken with the window and
+/// stride as constants ([`row_maxima`]), a loop the compiler vectorises with
+/// interleaved loads; the few windows clipped by the padding take the general
+/// path.
+pub fn pool_plane_values<T: Element>(geom: &WindowGeometry, plane: &[T], out: &mut [T], row_max: &mut Vec<T>) {
+    let (in_h, in_w, out_h, out_w) = (geom.in_h, geom.in_w, geom.out_h, geom.out_w);
+    let (kernel, stride, pad) = (geom.kernel_w, geom.stride_w, geom.pad_left);
+    // the output columns whose windows lie wholly inside the row: [inner_first, inner_end)
+    let inner_first = pad.div_ceil(stride).min(out_w);
+    let inner_end = match (in_w + pad).checked_sub(kernel) {
+        Some(room) => (room / stride + 1).clamp(inner_first, out_w),
+        None => inner_first,
+    };
+    // pass 1: row_max[r][j] = max over the columns of window j in input row r
+    row_max.resize(in_h * out_w, T::zero());
+    for r in 0..in_h {
+        let row = &plane[r * in_w..(r + 1) * in_w];
+        let maxima = &mut row_max[r * out_w..(r + 1) * out_w];
+        let clipped = (0..inner_first).chain(inner_end..out_w);
+        for j in clipped {
+            let (first, end) = span(j, kernel, stride, pad, in_w);
+            maxima[j] = first_maximum(&row[first..end]);
+        }
+        if inner_first == inner_end {
+            continue;
+        }
+        let inner = &mut maxima[inner_first..inner_end];
+        let from = (inner_first * stride).saturating_sub(pad);
+        match (kernel, stride) {
+            (3, 2) => row_maxima::<T, 3, 2>(&row[from..], inner),
+            (2, 2) => row_maxima::<T, 2, 2>(&row[from..], inner),
+            (3, 1) => row_maxima::<T, 3, 1>(&row[from..], inner),
+            _ => {
+                for (j, best) in inner.iter_mut().enumerate() {
+                    *best = first_maximum(&row[from + j * stride..from + j * stride + kernel]);
+                }
+            }
+        }
+    }
+    // pass 2: out[i][j] = max over the rows of window i of row_max[.][j]
+    for i in 0..out_h {
+        let (first, end) = span(i, geom.kernel_h, geom.stride_h, geom.pad_top, in_h);
+        let out_row = &mut out[i * out_w..(i + 1) * out_w];
+        out_row.copy_from_slice(&row_max[first * out_w..(first + 1) * out_w]);
+        for r in first + 1..end {
+            for (best, &value) in out_row.iter_mut().zip(&row_max[r * out_w..(r + 1) * out_w]) {
+                *best = if value > *best { value } else { *best };
+            }
+        }
+    }
+}
+
+/// The first maximum of `window` (strict `>`: ties keep the first, NaN never
+/// wins unless first).
+fn first_maximum<T: Element>(window: &[T]) -> T {
+    window[1..].iter().fold(window[0], |best, &value| if value > best { value } else { best })
+}
+
+/// `maxima[j] = first_maximum(row[j * S..j * S + K])`, window and stride known
+/// at compile time.
+fn row_maxima<T: Element, const K: usize, const S: usize>(row: &[T], maxima: &mut [T]) {
+    for (j, best) in maxima.iter_mut().enumerate() {
+        let window: &[T; K] = row[j * S..j * S + K].try_into().expect("a window lies inside its row");
+        *best = first_maximum(window);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

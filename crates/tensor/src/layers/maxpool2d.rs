@@ -47,7 +47,7 @@
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::pool2x2::{is_fast_2x2, pool_plane_2x2};
-use crate::kernels::pool_separable::{pool_plane_separable, RowMaxima};
+use crate::kernels::pool_separable::{pool_plane_separable, pool_plane_values, RowMaxima};
 use crate::layer::{expect_rank, slice, slice_mut, KinkRecorder, Layer, Mode};
 use crate::layers::pool_window::PoolWindow;
 use ndarray::{ArrayViewD, ArrayViewMutD};
@@ -126,6 +126,20 @@ impl MaxPool2d {
         self.window.geometry(shape)
     }
 
+    /// Inference's forward ([`crate::model::Plan::inference_forward`]): the
+    /// output of [`Layer::forward`], bit for bit, without recording the
+    /// winners, which only a backward pass reads (none may follow this call:
+    /// the recorded winners are dropped). `input` is `(N, C, H, W)`.
+    pub fn forward_values<T: Element>(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>) {
+        let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
+        let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
+        self.argmax.clear();
+        slice(&input)
+            .par_chunks(in_plane)
+            .zip(slice_mut(&mut output).par_chunks_mut(out_plane))
+            .for_each_init(Vec::new, |row_max, (plane, out)| pool_plane_values(&geom, plane, out, row_max));
+    }
+
     /// [`Layer::backward`], followed by the backward of a ReLU before this
     /// layer: `grad_input` is also zeroed wherever `input` (the ReLU's output)
     /// is not positive. Max-pooling does it almost for free: its gradient
@@ -156,6 +170,7 @@ impl MaxPool2d {
         let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
         let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
         let pooled = relu_mask.as_ref().map(slice);
+        assert_eq!(self.argmax.len(), grad_output.len(), "maxpool2d: backward without a recording forward");
         slice_mut(&mut grad_input)
             .par_chunks_mut(in_plane)
             .zip(slice(&grad_output).par_chunks(out_plane))

@@ -52,6 +52,9 @@ pub enum ForwardStep {
         /// The last layer whose work this step does.
         through: usize,
     },
+    /// Inference only: [`MaxPool2d::forward_values`], the pooled values
+    /// without the winners' indices a backward pass would read.
+    MaxpoolValues,
 }
 
 /// How layer `i`'s backward pass runs.
@@ -93,7 +96,8 @@ impl Plan {
     /// per-sample input shape), one pass for all of them
     /// ([`ForwardStep::ConvReluMaxpool`]): the full-size activations between
     /// them are never written, which training's backward pass would need.
-    /// Written into `forward` (its allocation reused from batch to batch).
+    /// Every other max-pool computes its values only
+    /// ([`ForwardStep::MaxpoolValues`]). Written into `forward` (its allocation reused from batch to batch).
     pub fn inference_forward<T: Element>(
         &self,
         layers: &[Box<dyn Layer<T>>],
@@ -106,6 +110,11 @@ impl Plan {
             pool.plain_square()
         };
         for i in 0..forward.len() {
+            // a max-pool no convolution before it took in: its values only
+            if forward[i] == ForwardStep::Plain && is::<MaxPool2d, T>(layers[i].as_ref()) {
+                forward[i] = ForwardStep::MaxpoolValues;
+                continue;
+            }
             if forward[i] != ForwardStep::ConvThenRelu {
                 continue;
             }

@@ -439,6 +439,11 @@ impl<T: Element> Sequential<T> {
                         (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
                     downcast::<Conv2d<T>, T>(layer).forward_relu_maxpool(input, output, pool);
                 }
+                ForwardStep::MaxpoolValues => {
+                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
+                    downcast::<MaxPool2d, T>(layer).forward_values(input, output);
+                }
                 ForwardStep::ReluInPlace => {
                     let relu = downcast::<Relu, T>(layer);
                     relu.forward_in_place(view_mut(&mut self.activations[target], batch, output_shape));
