@@ -391,3 +391,53 @@ fn winograd_f4x4_3x3_all_three_passes_equal_the_direct_convolution_in_f64() {
         close(&ours_gb, &gb, &format!("bias gradient {what}"));
     }
 }
+
+#[test]
+fn small_outputs_give_the_same_bits_in_groups_of_images_as_image_by_image() {
+    // 7x7 outputs (ResNet's last stage): on one thread the input gradient of the 8
+    // images runs as one GEMM (and, with AVX-512, each image's weight gradient as an
+    // outer product); on 8 threads image by image. Both must give the same bits.
+    use convnet::tensor::kernels::conv_tiled::{conv2d_backward_tiled, ConvWorkspace};
+    let mut rng = rng(31);
+    for (padding, stride, size) in [(Padding::Explicit(1, 1), 1, 7), (Padding::Explicit(1, 1), 2, 14)] {
+        let geom = WindowGeometry::new(16, size, size, (3, 3), (stride, stride), padding).unwrap();
+        let (batch, out_channels) = (8, 24);
+        let input: Vec<f32> = random_tensor(&mut rng, &[batch * geom.in_len()]).iter().map(|&v| v as f32).collect();
+        let weight: Vec<f32> =
+            random_tensor(&mut rng, &[out_channels * geom.col_rows()]).iter().map(|&v| v as f32).collect();
+        let dy: Vec<f32> =
+            random_tensor(&mut rng, &[batch * out_channels * geom.out_pixels()]).iter().map(|&v| v as f32).collect();
+        let run = |threads: usize| {
+            with_threads(threads, || {
+                let (mut dw, mut db) = (vec![0f32; weight.len()], vec![0f32; out_channels]);
+                let mut dx = vec![f32::NAN; input.len()];
+                let mut workspace = ConvWorkspace::default();
+                // twice: the second batch finds the first one's partials in the workspace
+                for _ in 0..2 {
+                    conv2d_backward_tiled(&geom, &weight, &input, &dy, &mut dw, &mut db, Some(&mut dx), &mut workspace);
+                }
+                [dw, db, dx].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            })
+        };
+        assert_eq!(run(1), run(8), "{geom:?}");
+        let [dw, _, dx] = run(1);
+        let (mut naive_dw, mut naive_db, mut naive_dx) =
+            (vec![0f32; weight.len()], vec![0f32; out_channels], vec![0f32; input.len()]);
+        let naive_grads = (&mut naive_dw, &mut naive_db, &mut naive_dx);
+        conv2d_backward_naive(
+            &geom,
+            batch,
+            out_channels,
+            &input,
+            &weight,
+            &dy,
+            naive_grads.0,
+            naive_grads.1,
+            naive_grads.2,
+        );
+        let to_f64 = |bits: &[u32]| bits.iter().map(|&b| f32::from_bits(b) as f64).collect::<Vec<_>>();
+        let as_f64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        assert!(max_rel_diff(&to_f64(&dw), &as_f64(&naive_dw)) < 1e-4, "{geom:?}");
+        assert!(max_rel_diff(&to_f64(&dx), &as_f64(&naive_dx)) < 1e-4, "{geom:?}");
+    }
+}

@@ -17,7 +17,8 @@
 //! - `W * col` and `W^T * dY` multiply the same small weight matrix by every
 //!   tile, so it is packed once per pass ([`gemm_packed`]); `dY * col^T` reduces
 //!   along the pixel axis, along which both operands lie contiguous, so it is a
-//!   block of dot products ([`gemm_nt`]).
+//!   block of dot products ([`gemm_nt`]), except on short tiles (ResNet's 7x7
+//!   and 14x14 maps), where it is the packed GEMM over the transposed columns.
 //! - The bias (and a ReLU that follows the convolution, when the model's plan
 //!   fuses it) is added to each tile of `Y` while it is in cache, instead of in
 //!   a pass of its own over a 400 MB activation.
@@ -26,11 +27,11 @@
 
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
-use crate::kernels::cpu::simd_variant;
+use crate::kernels::conv_groups::{add_bias, forward_in_groups, image_group, input_grad_in_groups};
 use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::kernels::gemm_packed::{self, gemm_packed, gemm_packed_rows, PackedA};
-use crate::kernels::im2col::{col2im, im2col, im2col_strided};
+use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
 use crate::kernels::scratch::Scratch;
@@ -128,60 +129,6 @@ pub fn conv2d_forward_tiled<T: Element>(
             .par_chunks(geom.in_len())
             .zip(output.par_chunks_mut(out_channels * out_pixels))
             .for_each(|(image, image_out)| image_rows(image, (0, geom.out_h), image_out));
-    }
-}
-
-/// [`conv2d_forward_tiled`] for small outputs: `group` images' columns side by
-/// side in one column matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of
-/// them, then each image's planes into place with the bias (and ReLU).
-#[allow(clippy::too_many_arguments)]
-fn forward_in_groups<T: Element>(
-    geom: &WindowGeometry,
-    packed_weight: &PackedA<T>,
-    bias: &[T],
-    fused_relu: bool,
-    group: usize,
-    input: &[T],
-    output: &mut [T],
-    col_scratch: &Scratch<T>,
-) {
-    let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), bias.len());
-    let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
-    let columns = group * out_pixels;
-    input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(|(images, images_out)| {
-        col_scratch.with((col_rows + out_channels) * columns, |buf| {
-            let (col, products) = buf.split_at_mut(col_rows * columns);
-            for (g, image) in images.chunks_exact(in_len).enumerate() {
-                im2col_strided(geom, image, 0, geom.out_h, &mut col[g * out_pixels..], columns);
-            }
-            // Y (OC, count * OH*OW) = W (OC, C*KH*KW) * col (C*KH*KW, count * OH*OW)
-            let count = images.len() / in_len;
-            gemm_packed(packed_weight, count * out_pixels, col, columns, T::zero(), products, columns);
-            for (g, image_out) in images_out.chunks_exact_mut(out_len).enumerate() {
-                for (o, plane) in image_out.chunks_exact_mut(out_pixels).enumerate() {
-                    plane.copy_from_slice(&products[o * columns + g * out_pixels..][..out_pixels]);
-                    add_bias(plane, bias[o], fused_relu);
-                }
-            }
-        });
-    });
-}
-
-/// Columns of one GEMM the forward pass aims for when outputs are small: the
-/// AVX-512 kernel runs 48 columns at a time, so ResNet's 7x7 outputs (49
-/// columns: a block of 48 and one of 1, which costs as much) waste half its
-/// work image by image; eight images side by side make 392 columns (8 blocks
-/// of 48 and one of 8). ResNet-18 inference, batch 32: +8% (BENCHMARKS.md).
-const GROUP_COLUMNS: usize = 384;
-
-/// Images per GEMM of the forward pass: several when an image's output is
-/// smaller than [`GROUP_COLUMNS`] pixels, at most `most` (the images per
-/// thread). Each value is the same sum over `C*KH*KW` in order whatever the
-/// group, so the bits do not depend on it.
-fn image_group(out_pixels: usize, most: usize) -> usize {
-    match out_pixels {
-        0 => 1,
-        _ => GROUP_COLUMNS.div_ceil(out_pixels).min(most).max(1),
     }
 }
 
@@ -300,8 +247,10 @@ fn forward_rows_in_place<T: Element>(
 /// if given; shapes as in [`conv2d_forward_tiled`], `grad_output` `(N, OC, OH, OW)`.
 ///
 /// Per image, per tile of output rows (the forward line is `Y = W * col + b`):
-/// `db += rowsum(dY)`, `dW += dY col^T` ([`gemm_nt`]), `dcol = W^T dY`
-/// ([`gemm_packed`], written over the spent columns) and `dx += col2im(dcol)`.
+/// `db += rowsum(dY)`, `dW += dY col^T` ([`gemm_nt`], or on short tiles
+/// [`gemm_packed`] over `col^T`), `dcol = W^T dY` ([`gemm_packed`], written
+/// over the spent columns) and `dx += col2im(dcol)`; for small outputs `dcol`
+/// of several images in one GEMM ([`input_grad_in_groups`], the same bits).
 /// The per-image weight gradients are summed in image order
 /// ([`reduce_tree`]), so the result does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
@@ -372,9 +321,11 @@ fn backward_tiled<T: Element>(
         // W^T (C*KH*KW, OC), packed once for the column gradient of every tile
         workspace.packed_weight.pack(Trans::Yes, col_rows, out_channels, weight, col_rows);
     }
-    let packed_weight_t = &workspace.packed_weight;
-    let col_scratch = &workspace.col_scratch;
-
+    let (packed_weight_t, col_scratch) = (&workspace.packed_weight, &workspace.col_scratch);
+    // small outputs: the input gradient of several images in one GEMM, after the weight gradients
+    let group = image_group(out_pixels, batch.div_ceil(rayon::current_num_threads()));
+    let grouped = group > 1 && rows_per_tile >= geom.out_h && !geom.is_pointwise();
+    let (grad_input, grad_input_grouped) = if grouped { (None, grad_input) } else { (grad_input, None) };
     // One image: its weight/bias gradient (if wanted) into `partial`, its input
     // gradient (if wanted) into `image_grad`.
     let backward_image = |n: usize, mut partial: Option<&mut [T]>, mut image_grad: Option<&mut [T]>| {
@@ -398,14 +349,20 @@ fn backward_tiled<T: Element>(
             }
         };
         let tile_len = col_rows * rows_per_tile * geom.out_w;
-        // one buffer: the columns for dW, then (no longer needed) dcol
-        col_scratch.with(tile_len, |col_buf| {
+        // one buffer: the columns for dW, then (no longer needed) dcol; and for
+        // small tiles, a second half for the columns transposed
+        let outer = by_outer_product(geom, rows_per_tile);
+        col_scratch.with(if outer { 2 * tile_len } else { tile_len }, |buffer| {
+            let (col_buf, col_t_buf) = buffer.split_at_mut(tile_len);
+            let mut col_t_buf = outer.then_some(col_t_buf);
             for row_start in (0..geom.out_h).step_by(rows_per_tile) {
                 let row_end = (row_start + rows_per_tile).min(geom.out_h);
                 let dy_tile = &dy[row_start * geom.out_w..];
                 if let (Some(partial), Some(input)) = (partial.as_deref_mut(), input) {
                     let image = &input[n * geom.in_len()..(n + 1) * geom.in_len()];
-                    weight_grad_tile(geom, image, dy_tile, out_pixels, (row_start, row_end), col_buf, partial);
+                    let rows = (row_start, row_end);
+                    let buffers = (&mut *col_buf, col_t_buf.as_deref_mut());
+                    weight_grad_tile(geom, image, dy_tile, out_pixels, rows, buffers, partial);
                 }
                 if let Some(image_grad) = image_grad.as_deref_mut() {
                     let rows = (row_start, row_end);
@@ -431,15 +388,26 @@ fn backward_tiled<T: Element>(
     let partials = &mut workspace.per_image_grads[..if input.is_some() { batch * per_image_len } else { 0 }];
     let image_grads = grad_input.map(|grad_input| grad_input.par_chunks_mut(geom.in_len()));
     for_each_image(partials.par_chunks_mut(per_image_len.max(1)), image_grads, input.is_some(), backward_image);
-
-    // Sum the per-image gradients as a tree of leaves, image by image inside a
-    // leaf (thread-count independent; see kernels::reduce).
-    if let Some(grads) = weight_grads {
-        let partials = &workspace.per_image_grads[..batch * per_image_len];
-        let reduce = if workspace.continue_leaf { reduce_in_order_onto } else { reduce_tree };
-        reduce(partials, per_image_len, 0, grads.grad_weight, workspace.gradient_leaves);
-        reduce(partials, per_image_len, weight_len, grads.grad_bias, workspace.gradient_leaves);
+    if let Some(grad_input) = grad_input_grouped {
+        let packed_weight_t = &workspace.packed_weight;
+        input_grad_in_groups(geom, packed_weight_t, group, grad_output, grad_input, &workspace.col_scratch);
     }
+
+    if let Some(grads) = weight_grads {
+        sum_partials(workspace, batch, grads);
+    }
+}
+
+/// The batch's weight and bias gradients from the per-image partials: a tree
+/// of leaves, image by image inside a leaf (thread-count independent; see
+/// [`crate::kernels::reduce`]), or onto the gradients held when continuing a leaf.
+fn sum_partials<T: Element>(workspace: &ConvWorkspace<T>, batch: usize, grads: WeightGrads<'_, T>) {
+    let (weight_len, bias_len) = (grads.grad_weight.len(), grads.grad_bias.len());
+    let per_image_len = weight_len + bias_len;
+    let partials = &workspace.per_image_grads[..batch * per_image_len];
+    let reduce = if workspace.continue_leaf { reduce_in_order_onto } else { reduce_tree };
+    reduce(partials, per_image_len, 0, grads.grad_weight, workspace.gradient_leaves);
+    reduce(partials, per_image_len, weight_len, grads.grad_bias, workspace.gradient_leaves);
 }
 
 /// Runs `backward_image(n, partial, image_grad)` for every image in parallel,
@@ -503,18 +471,34 @@ fn columns<'a, T: Element>(
     (col_buf, (row_end - row_start) * geom.out_w)
 }
 
+/// Tiles of at most this many output pixels (ResNet's 7x7 and 14x14 maps: 49
+/// and 196) take the weight gradient as an outer product ([`weight_grad_tile`]).
+/// Measured on one AVX-512 core, `dW` of ResNet-18's 512-channel 3x3
+/// convolution at 7x7: 36 GFLOP/s as dot products, 85 as the outer product
+/// (the transpose included); at 14x14, 69 and 79; at 28x28 the dot products
+/// win (107 against 62).
+const OUTER_PRODUCT_MAX_TILE: usize = 256;
+
+/// Whether [`weight_grad_tile`] takes `dW += dY_tile col^T` as the packed GEMM
+/// over the transposed columns: tiles of `rows_per_tile` rows no wider than
+/// [`OUTER_PRODUCT_MAX_TILE`], on a CPU where that GEMM has its kernel.
+fn by_outer_product(geom: &WindowGeometry, rows_per_tile: usize) -> bool {
+    rows_per_tile * geom.out_w <= OUTER_PRODUCT_MAX_TILE && gemm_packed::rows_kernel_available()
+}
+
 /// One tile's share of one image's weight and bias gradients, added to
 /// `partial` (`dW` `(OC, C*KH*KW)` then `db` `(OC,)`): the columns of output
 /// rows `rows.0..rows.1` are gathered into `col_buf`, then
 /// `db[o] += sum dY[o, tile]` and `dW += dY_tile col^T` (the first tile
-/// overwrites `dW`).
+/// overwrites `dW`). With `col_t_buf` (see [`by_outer_product`]) the product
+/// is taken over the columns transposed into it.
 fn weight_grad_tile<T: Element>(
     geom: &WindowGeometry,
     image: &[T],
     dy_tile: &[T],
     out_pixels: usize,
     (row_start, row_end): (usize, usize),
-    col_buf: &mut [T],
+    (col_buf, col_t_buf): (&mut [T], Option<&mut [T]>),
     partial: &mut [T],
 ) {
     let col_rows = geom.col_rows();
@@ -530,10 +514,26 @@ fn weight_grad_tile<T: Element>(
     }
     let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
     // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
-    // Both operands are contiguous along the tile: gemm_nt's dot-product
-    // kernel reads them as they lie (the packed GEMM gathers col^T).
     let beta = if row_start == 0 { T::zero() } else { T::one() };
-    gemm_nt(out_channels, col_rows, tile_cols, dy_tile, out_pixels, col, ld_col, beta, partial_weight, col_rows);
+    let Some(col_t_buf) = col_t_buf else {
+        // Both operands are contiguous along the tile: gemm_nt's dot-product
+        // kernel reads them as they lie.
+        gemm_nt(out_channels, col_rows, tile_cols, dy_tile, out_pixels, col, ld_col, beta, partial_weight, col_rows);
+        return;
+    };
+    // A short tile (49 pixels at 7x7) makes every one of the OC*C*KH*KW dot
+    // products 49 long: mostly start-up and final reduction. As an outer product, dY packed as A (OC, tile) times
+    // col^T (tile, C*KH*KW) row-major, the packed GEMM's 8 x 48 blocks run at
+    // its full rate; the transpose reads the tile's columns once.
+    let col_t = &mut col_t_buf[..tile_cols * col_rows];
+    for j in 0..col_rows {
+        for (p, &value) in col[j * ld_col..j * ld_col + tile_cols].iter().enumerate() {
+            col_t[p * col_rows + j] = value;
+        }
+    }
+    let mut packed_dy = PackedA::new();
+    packed_dy.pack(Trans::No, out_channels, tile_cols, dy_tile, out_pixels);
+    gemm_packed(&packed_dy, col_rows, col_t, col_rows, beta, partial_weight, col_rows);
 }
 
 /// One tile's share of one image's input gradient: `dcol = W^T dY_tile` into
@@ -570,27 +570,6 @@ fn input_grad_tile<T: Element>(
     col2im(geom, col_buf, row_start, row_end, image_grad);
 }
 
-simd_variant! {
-    /// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`
-    /// if a ReLU is fused (with AVX2: 8 floats wide, the same results).
-    fn add_bias = add_bias_body, "avx2", avx2;
-    (row: &mut [T], bias: T, relu: bool)
-}
-
-#[inline(always)]
-fn add_bias_body<T: Element>(row: &mut [T], bias: T, relu: bool) {
-    if relu {
-        for value in row {
-            let biased = *value + bias;
-            *value = if biased > T::zero() { biased } else { T::zero() };
-        }
-    } else {
-        for value in row {
-            *value += bias;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,14 +602,5 @@ mod tests {
                 assert_eq!(bits(&in_place), bits(&by_im2col), "{geom:?} relu {relu} rows {rows:?}");
             }
         }
-    }
-
-    #[test]
-    fn the_plain_body_of_the_bias_epilogue_matches_its_definition() {
-        let mut row = [-2.0, -0.5, 0.0, 0.5, 2.0];
-        add_bias_body(&mut row, 1.0, true);
-        assert_eq!(row, [0.0, 0.5, 1.0, 1.5, 3.0]);
-        add_bias_body(&mut row, -1.0, false);
-        assert_eq!(row, [-1.0, -0.5, 0.0, 0.5, 2.0]);
     }
 }

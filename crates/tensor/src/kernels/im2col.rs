@@ -100,22 +100,39 @@ simd_variant! {
     ///
     /// With AVX2 the additions run 8 floats wide instead of the 4 of the
     /// baseline x86-64 target (same additions, same order, same bits).
-    pub fn col2im = col2im_body, "avx2", avx2;
-    (geom: &WindowGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T])
+    ///
+    /// The rows of `col` lie `ld_col` apart (at least the tile's width; more when
+    /// several images' columns sit side by side): [`col2im`] is the common case.
+    pub fn col2im_strided = col2im_body, "avx2", avx2;
+    (geom: &WindowGeometry, col: &[T], ld_col: usize, row_start: usize, row_end: usize, image_grad: &mut [T])
+}
+
+/// [`col2im_strided`] with rows of `col` one tile wide apart (`col` laid out as
+/// [`im2col`] writes it).
+pub fn col2im<T: Element>(geom: &WindowGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
+    col2im_strided(geom, col, (row_end - row_start) * geom.out_w, row_start, row_end, image_grad);
 }
 
 #[inline(always)]
-fn col2im_body<T: Element>(geom: &WindowGeometry, col: &[T], row_start: usize, row_end: usize, image_grad: &mut [T]) {
+fn col2im_body<T: Element>(
+    geom: &WindowGeometry,
+    col: &[T],
+    ld_col: usize,
+    row_start: usize,
+    row_end: usize,
+    image_grad: &mut [T],
+) {
     let out_w = geom.out_w;
     let tile_cols = (row_end - row_start) * out_w;
     assert!(image_grad.len() >= geom.in_len(), "col2im: image too short");
-    assert!(col.len() >= geom.col_rows() * tile_cols, "col2im: col too short");
+    assert!(ld_col >= tile_cols, "col2im: rows of col overlap");
+    assert!(col.len() + ld_col >= geom.col_rows() * ld_col + tile_cols, "col2im: col too short");
     for c in 0..geom.in_channels {
         let channel = &mut image_grad[c * geom.in_h * geom.in_w..(c + 1) * geom.in_h * geom.in_w];
         for ki in 0..geom.kernel_h {
             for kj in 0..geom.kernel_w {
                 let r = (c * geom.kernel_h + ki) * geom.kernel_w + kj;
-                let col_row = &col[r * tile_cols..(r + 1) * tile_cols];
+                let col_row = &col[r * ld_col..r * ld_col + tile_cols];
                 let (first, end) = geom.valid_out_cols(kj);
                 if first >= end {
                     continue;
@@ -202,7 +219,7 @@ mod tests {
         let geom = WindowGeometry::new(2, 7, 9, (3, 2), (1, 2), Padding::Same).unwrap();
         let col: Vec<f64> = (0..geom.col_rows() * geom.out_pixels()).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
         let (mut body, mut naive) = (vec![1.0; geom.in_len()], vec![1.0; geom.in_len()]);
-        col2im_body(&geom, &col, 0, geom.out_h, &mut body);
+        col2im_body(&geom, &col, geom.out_pixels(), 0, geom.out_h, &mut body);
         col2im_naive(&geom, &col, 0, geom.out_h, &mut naive);
         assert_eq!(body, naive);
     }

@@ -1,0 +1,144 @@
+//! Small convolution outputs: several images' columns side by side in one
+//! GEMM, forward and for the input gradient, and the bias epilogue the tiled
+//! forward pass shares with them ([`crate::kernels::conv_tiled`] dispatches here).
+//!
+//! The AVX-512 kernel of [`gemm_packed`] runs 48 columns at a time: image by
+//! image, ResNet's 7x7 outputs (49 columns: a block of 48 and one of 1, which
+//! costs as much) waste half of its work; eight images side by side make 392
+//! columns (8 blocks of 48 and one of 8). Every value is the same sum in the
+//! same order whatever the group (the kernel's order over the depth does not
+//! depend on the column block), so grouping changes no bit.
+
+use crate::element::Element;
+use crate::geometry::WindowGeometry;
+use crate::kernels::cpu::simd_variant;
+use crate::kernels::gemm_packed::{gemm_packed, PackedA};
+use crate::kernels::im2col::{col2im_strided, im2col_strided};
+use crate::kernels::scratch::Scratch;
+use rayon::prelude::*;
+
+/// [`conv2d_forward_tiled`](crate::kernels::conv_tiled::conv2d_forward_tiled) for small outputs: `group` images' columns side by
+/// side in one column matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of
+/// them, then each image's planes into place with the bias (and ReLU).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_in_groups<T: Element>(
+    geom: &WindowGeometry,
+    packed_weight: &PackedA<T>,
+    bias: &[T],
+    fused_relu: bool,
+    group: usize,
+    input: &[T],
+    output: &mut [T],
+    col_scratch: &Scratch<T>,
+) {
+    let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), bias.len());
+    let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
+    let columns = group * out_pixels;
+    input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(|(images, images_out)| {
+        col_scratch.with((col_rows + out_channels) * columns, |buf| {
+            let (col, products) = buf.split_at_mut(col_rows * columns);
+            for (g, image) in images.chunks_exact(in_len).enumerate() {
+                im2col_strided(geom, image, 0, geom.out_h, &mut col[g * out_pixels..], columns);
+            }
+            // Y (OC, count * OH*OW) = W (OC, C*KH*KW) * col (C*KH*KW, count * OH*OW)
+            let count = images.len() / in_len;
+            gemm_packed(packed_weight, count * out_pixels, col, columns, T::zero(), products, columns);
+            for (g, image_out) in images_out.chunks_exact_mut(out_len).enumerate() {
+                for (o, plane) in image_out.chunks_exact_mut(out_pixels).enumerate() {
+                    plane.copy_from_slice(&products[o * columns + g * out_pixels..][..out_pixels]);
+                    add_bias(plane, bias[o], fused_relu);
+                }
+            }
+        });
+    });
+}
+
+/// Columns of one GEMM the forward pass aims for when outputs are small: the
+/// AVX-512 kernel runs 48 columns at a time, so ResNet's 7x7 outputs (49
+/// columns: a block of 48 and one of 1, which costs as much) waste half its
+/// work image by image; eight images side by side make 392 columns (8 blocks
+/// of 48 and one of 8). ResNet-18 inference, batch 32: +8% (BENCHMARKS.md).
+const GROUP_COLUMNS: usize = 384;
+
+/// Images per GEMM of the forward pass: several when an image's output is
+/// smaller than [`GROUP_COLUMNS`] pixels, at most `most` (the images per
+/// thread). Each value is the same sum over `C*KH*KW` in order whatever the
+/// group, so the bits do not depend on it.
+pub(crate) fn image_group(out_pixels: usize, most: usize) -> usize {
+    match out_pixels {
+        0 => 1,
+        _ => GROUP_COLUMNS.div_ceil(out_pixels).min(most).max(1),
+    }
+}
+
+/// The input gradient of the tiled backward pass for small outputs, as
+/// [`forward_in_groups`] runs the forward pass: `group` images' `dY` side by
+/// side `(OC, group * OH*OW)`, one GEMM `dcol = W^T dY` for all of them, then
+/// col2im image by image into `grad_input` `(N, C, H, W)`. Each value of `dcol`
+/// is the same sum over `OC` in order as image by image: the same bits.
+pub(crate) fn input_grad_in_groups<T: Element>(
+    geom: &WindowGeometry,
+    packed_weight_t: &PackedA<T>,
+    group: usize,
+    grad_output: &[T],
+    grad_input: &mut [T],
+    col_scratch: &Scratch<T>,
+) {
+    let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), packed_weight_t.depth());
+    let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
+    let columns = group * out_pixels;
+    let groups = grad_output.par_chunks(group * out_len).zip(grad_input.par_chunks_mut(group * in_len));
+    groups.for_each(|(dys, dxs)| {
+        col_scratch.with((out_channels + col_rows) * columns, |buf| {
+            let (dy_group, dcol) = buf.split_at_mut(out_channels * columns);
+            for (g, dy) in dys.chunks_exact(out_len).enumerate() {
+                for (o, plane) in dy.chunks_exact(out_pixels).enumerate() {
+                    dy_group[o * columns + g * out_pixels..][..out_pixels].copy_from_slice(plane);
+                }
+            }
+            // dcol (C*KH*KW, count * OH*OW) = W^T (C*KH*KW, OC) * dY (OC, count * OH*OW)
+            let count = dys.len() / out_len;
+            gemm_packed(packed_weight_t, count * out_pixels, dy_group, columns, T::zero(), dcol, columns);
+            // in the forward pass this was `col = im2col(x)`, so now `dx = col2im(dcol)`
+            for (g, dx) in dxs.chunks_exact_mut(in_len).enumerate() {
+                dx.fill(T::zero());
+                col2im_strided(geom, &dcol[g * out_pixels..], columns, 0, geom.out_h, dx);
+            }
+        });
+    });
+}
+
+simd_variant! {
+    /// The forward epilogue on one row of a tile: `y += b`, then `y = max(y, 0)`
+    /// if a ReLU is fused (with AVX2: 8 floats wide, the same results).
+    pub(crate) fn add_bias = add_bias_body, "avx2", avx2;
+    (row: &mut [T], bias: T, relu: bool)
+}
+
+#[inline(always)]
+fn add_bias_body<T: Element>(row: &mut [T], bias: T, relu: bool) {
+    if relu {
+        for value in row {
+            let biased = *value + bias;
+            *value = if biased > T::zero() { biased } else { T::zero() };
+        }
+    } else {
+        for value in row {
+            *value += bias;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_body_of_the_bias_epilogue_matches_its_definition() {
+        let mut row = [-2.0, -0.5, 0.0, 0.5, 2.0];
+        add_bias_body(&mut row, 1.0, true);
+        assert_eq!(row, [0.0, 0.5, 1.0, 1.5, 3.0]);
+        add_bias_body(&mut row, -1.0, false);
+        assert_eq!(row, [-1.0, -0.5, 0.0, 0.5, 2.0]);
+    }
+}
