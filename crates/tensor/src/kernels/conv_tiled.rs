@@ -15,7 +15,7 @@
 //!   the right columns of `Y` (its row stride is `OH*OW`), so tiling changes no
 //!   result, only speed.
 //! - `W * col` and `W^T * dY` multiply the same small weight matrix by every
-//!   tile, so it is packed once per pass ([`gemm_packed`]); `dY * col^T` reduces
+//!   tile, so it is packed once per pass ([`gemm_packed()`]); `dY * col^T` reduces
 //!   along the pixel axis, along which both operands lie contiguous, so it is a
 //!   block of dot products ([`gemm_nt`]), except on short tiles (ResNet's 7x7
 //!   and 14x14 maps), where it is the packed GEMM over the transposed columns.
@@ -248,9 +248,10 @@ fn forward_rows_in_place<T: Element>(
 ///
 /// Per image, per tile of output rows (the forward line is `Y = W * col + b`):
 /// `db += rowsum(dY)`, `dW += dY col^T` ([`gemm_nt`], or on short tiles
-/// [`gemm_packed`] over `col^T`), `dcol = W^T dY` ([`gemm_packed`], written
+/// [`gemm_packed()`] over `col^T`), `dcol = W^T dY` ([`gemm_packed()`], written
 /// over the spent columns) and `dx += col2im(dcol)`; for small outputs `dcol`
-/// of several images in one GEMM ([`input_grad_in_groups`], the same bits).
+/// of several images in one GEMM (`input_grad_in_groups` in
+/// [`crate::kernels::conv_groups`], the same bits).
 /// The per-image weight gradients are summed in image order
 /// ([`reduce_tree`]), so the result does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]

@@ -93,7 +93,7 @@ pub fn pool_plane_separable<T: Element>(
 ///
 /// Why it is faster: no index travels with each value, and ResNet's 3x3
 /// stride-2 windows that lie inside the row are taken with the window and
-/// stride as constants ([`row_maxima`]), a loop the compiler vectorises with
+/// stride as constants (`row_maxima`), a loop the compiler vectorises with
 /// interleaved loads; the few windows clipped by the padding take the general
 /// path.
 pub fn pool_plane_values<T: Element>(geom: &WindowGeometry, plane: &[T], out: &mut [T], row_max: &mut Vec<T>) {
