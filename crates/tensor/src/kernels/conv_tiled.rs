@@ -22,7 +22,8 @@
 //! - The bias (and a ReLU that follows the convolution, when the model's plan
 //!   fuses it) is added to each tile of `Y` while it is in cache, instead of in
 //!   a pass of its own over a 400 MB activation.
-//! - Each thread owns its column buffer ([`Scratch`]): nothing is allocated per
+//! - Each thread owns its column buffer ([`Scratch`]) and, for short tiles, its
+//!   transposed columns and packed `dY` ([`PerThread`]): nothing is allocated per
 //!   batch after the first.
 
 use crate::element::Element;
@@ -34,7 +35,7 @@ use crate::kernels::gemm_packed::{self, gemm_packed, gemm_packed_rows, PackedA};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
-use crate::kernels::scratch::Scratch;
+use crate::kernels::scratch::{PerThread, Scratch};
 use rayon::prelude::*;
 
 /// Target size of one column tile in the forward pass, in elements (1 MB of
@@ -60,6 +61,8 @@ fn tile_rows(geom: &WindowGeometry, target: usize) -> usize {
 pub struct ConvWorkspace<T> {
     /// Per-thread column buffers.
     col_scratch: Scratch<T>,
+    /// Per-thread buffers of the weight gradient on short tiles ([`by_outer_product`]).
+    outer_product: PerThread<OuterProduct<T>>,
     /// The weights as the GEMM's `A`, packed once per pass: `W` `(OC, C*KH*KW)`
     /// for the forward pass, `W^T` for the column gradient.
     packed_weight: PackedA<T>,
@@ -72,6 +75,14 @@ pub struct ConvWorkspace<T> {
     /// The pass continues a gradient leaf's sum from the gradients the layer
     /// holds (a micro-batch after the leaf's first, see [`crate::gradient_tree::LeafPart`]).
     pub continue_leaf: bool,
+}
+
+/// What one thread keeps for [`weight_grad_tile`]'s outer product: the tile's
+/// columns transposed, `(tile, C*KH*KW)`, and its `dY` packed as `A`.
+#[derive(Debug, Default)]
+struct OuterProduct<T> {
+    col_t: Vec<T>,
+    packed_dy: PackedA<T>,
 }
 
 /// The tiled forward pass of a batch: `output := W * im2col(input) + b`, and
@@ -322,6 +333,10 @@ fn backward_tiled<T: Element>(
         // W^T (C*KH*KW, OC), packed once for the column gradient of every tile
         workspace.packed_weight.pack(Trans::Yes, col_rows, out_channels, weight, col_rows);
     }
+    let outer_product = by_outer_product(geom, rows_per_tile).then(|| {
+        workspace.outer_product.ensure_threads();
+        &workspace.outer_product
+    });
     let (packed_weight_t, col_scratch) = (&workspace.packed_weight, &workspace.col_scratch);
     // small outputs: the input gradient of several images in one GEMM, after the weight gradients
     let group = image_group(out_pixels, batch.div_ceil(rayon::current_num_threads()));
@@ -350,20 +365,15 @@ fn backward_tiled<T: Element>(
             }
         };
         let tile_len = col_rows * rows_per_tile * geom.out_w;
-        // one buffer: the columns for dW, then (no longer needed) dcol; and for
-        // small tiles, a second half for the columns transposed
-        let outer = by_outer_product(geom, rows_per_tile);
-        col_scratch.with(if outer { 2 * tile_len } else { tile_len }, |buffer| {
-            let (col_buf, col_t_buf) = buffer.split_at_mut(tile_len);
-            let mut col_t_buf = outer.then_some(col_t_buf);
+        // one buffer: the columns for dW, then (no longer needed) dcol
+        col_scratch.with(tile_len, |col_buf| {
             for row_start in (0..geom.out_h).step_by(rows_per_tile) {
                 let row_end = (row_start + rows_per_tile).min(geom.out_h);
                 let dy_tile = &dy[row_start * geom.out_w..];
                 if let (Some(partial), Some(input)) = (partial.as_deref_mut(), input) {
                     let image = &input[n * geom.in_len()..(n + 1) * geom.in_len()];
                     let rows = (row_start, row_end);
-                    let buffers = (&mut *col_buf, col_t_buf.as_deref_mut());
-                    weight_grad_tile(geom, image, dy_tile, out_pixels, rows, buffers, partial);
+                    weight_grad_tile(geom, image, dy_tile, out_pixels, rows, (col_buf, outer_product), partial);
                 }
                 if let Some(image_grad) = image_grad.as_deref_mut() {
                     let rows = (row_start, row_end);
@@ -491,15 +501,15 @@ fn by_outer_product(geom: &WindowGeometry, rows_per_tile: usize) -> bool {
 /// `partial` (`dW` `(OC, C*KH*KW)` then `db` `(OC,)`): the columns of output
 /// rows `rows.0..rows.1` are gathered into `col_buf`, then
 /// `db[o] += sum dY[o, tile]` and `dW += dY_tile col^T` (the first tile
-/// overwrites `dW`). With `col_t_buf` (see [`by_outer_product`]) the product
-/// is taken over the columns transposed into it.
+/// overwrites `dW`). With `outer_product` (see [`by_outer_product`]) the
+/// product is taken over the columns transposed, in the thread's buffers.
 fn weight_grad_tile<T: Element>(
     geom: &WindowGeometry,
     image: &[T],
     dy_tile: &[T],
     out_pixels: usize,
     (row_start, row_end): (usize, usize),
-    (col_buf, col_t_buf): (&mut [T], Option<&mut [T]>),
+    (col_buf, outer_product): (&mut [T], Option<&PerThread<OuterProduct<T>>>),
     partial: &mut [T],
 ) {
     let col_rows = geom.col_rows();
@@ -516,7 +526,7 @@ fn weight_grad_tile<T: Element>(
     let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
     // forward: Y = W * col, so dW += dY (OC, tile) * col^T (tile, C*KH*KW).
     let beta = if row_start == 0 { T::zero() } else { T::one() };
-    let Some(col_t_buf) = col_t_buf else {
+    let Some(outer_product) = outer_product else {
         // Both operands are contiguous along the tile: gemm_nt's dot-product
         // kernel reads them as they lie.
         gemm_nt(out_channels, col_rows, tile_cols, dy_tile, out_pixels, col, ld_col, beta, partial_weight, col_rows);
@@ -526,15 +536,19 @@ fn weight_grad_tile<T: Element>(
     // products 49 long: mostly start-up and final reduction. As an outer product, dY packed as A (OC, tile) times
     // col^T (tile, C*KH*KW) row-major, the packed GEMM's 8 x 48 blocks run at
     // its full rate; the transpose reads the tile's columns once.
-    let col_t = &mut col_t_buf[..tile_cols * col_rows];
-    for j in 0..col_rows {
-        for (p, &value) in col[j * ld_col..j * ld_col + tile_cols].iter().enumerate() {
-            col_t[p * col_rows + j] = value;
+    outer_product.with(|OuterProduct { col_t, packed_dy }| {
+        if col_t.len() < tile_cols * col_rows {
+            col_t.resize(tile_cols * col_rows, T::zero());
         }
-    }
-    let mut packed_dy = PackedA::new();
-    packed_dy.pack(Trans::No, out_channels, tile_cols, dy_tile, out_pixels);
-    gemm_packed(&packed_dy, col_rows, col_t, col_rows, beta, partial_weight, col_rows);
+        let col_t = &mut col_t[..tile_cols * col_rows];
+        for j in 0..col_rows {
+            for (p, &value) in col[j * ld_col..j * ld_col + tile_cols].iter().enumerate() {
+                col_t[p * col_rows + j] = value;
+            }
+        }
+        packed_dy.pack(Trans::No, out_channels, tile_cols, dy_tile, out_pixels);
+        gemm_packed(packed_dy, col_rows, col_t, col_rows, beta, partial_weight, col_rows);
+    });
 }
 
 /// One tile's share of one image's input gradient: `dcol = W^T dY_tile` into
