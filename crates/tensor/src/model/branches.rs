@@ -29,6 +29,19 @@ pub(crate) fn add_into<T: Element>(target: &mut [T], addend: &[T]) {
     });
 }
 
+/// `target = a + b`, element by element (in parallel: each element is one
+/// addition, so the result does not depend on the thread count). The same
+/// bits as copying `a` into `target` and then [`add_into`] `b`, in one pass.
+pub(crate) fn add_pair<T: Element>(target: &mut [T], a: &[T], b: &[T]) {
+    const CHUNK: usize = 1 << 14;
+    let sources = a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK));
+    target.par_chunks_mut(CHUNK).zip(sources).for_each(|(target, (a, b))| {
+        for ((t, &a), &b) in target.iter_mut().zip(a).zip(b) {
+            *t = a + b;
+        }
+    });
+}
+
 /// The parameter names of named branches, `"{branch}.{name}"`, in order.
 pub(crate) fn nested_param_names<'a, T: Element>(
     branches: impl Iterator<Item = (String, &'a Sequential<T>)>,

@@ -52,7 +52,7 @@ use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{slice, slice_mut, KinkRecorder, Layer, Mode, Param, ParamMut};
 use crate::model::branches::{
-    add_into, branch_mode, nested_buffers, nested_buffers_mut, nested_param_names, set_fused_all, sublayers_of,
+    add_pair, branch_mode, nested_buffers, nested_buffers_mut, nested_param_names, set_fused_all, sublayers_of,
     sublayers_of_mut,
 };
 use crate::model::sequential::Sequential;
@@ -127,16 +127,14 @@ impl<T: Element> Layer<T> for Residual<T> {
     }
 
     fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
-        // y = body(x)
+        // y = body(x) + shortcut(x), or body(x) + x: one pass over y
         let body = self.body.forward(input.view(), branch_mode(mode, 0)).expect("shapes checked when built");
-        slice_mut(&mut output).copy_from_slice(slice(&body));
-        // y += shortcut(x), or y += x
         match &mut self.shortcut {
             Some(shortcut) => {
                 let projected = shortcut.forward(input, branch_mode(mode, 1)).expect("shapes checked when built");
-                add_into(slice_mut(&mut output), slice(&projected));
+                add_pair(slice_mut(&mut output), slice(&body), slice(&projected));
             }
-            None => add_into(slice_mut(&mut output), slice(&input)),
+            None => add_pair(slice_mut(&mut output), slice(&body), slice(&input)),
         }
     }
 
@@ -155,16 +153,14 @@ impl<T: Element> Layer<T> for Residual<T> {
             }
             return;
         };
-        // dL/dx = body'(x)^T dy ...
+        // dL/dx = body'(x)^T dy + shortcut'(x)^T dy, or + dy for the identity
         let through_body = self.body.backward_input_grad(grad_output.view()).expect("after a forward");
-        slice_mut(&mut grad_input).copy_from_slice(slice(&through_body));
-        // ... + shortcut'(x)^T dy, or + dy for the identity
         match &mut self.shortcut {
             Some(shortcut) => {
                 let through_shortcut = shortcut.backward_input_grad(grad_output).expect("after a forward");
-                add_into(slice_mut(&mut grad_input), slice(&through_shortcut));
+                add_pair(slice_mut(&mut grad_input), slice(&through_body), slice(&through_shortcut));
             }
-            None => add_into(slice_mut(&mut grad_input), slice(&grad_output)),
+            None => add_pair(slice_mut(&mut grad_input), slice(&through_body), slice(&grad_output)),
         }
     }
 
