@@ -17,9 +17,10 @@ use crate::kernels::im2col::{col2im_strided, im2col_strided};
 use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
 
-/// [`conv2d_forward_tiled`](crate::kernels::conv_tiled::conv2d_forward_tiled) for small outputs: `group` images' columns side by
-/// side in one column matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of
-/// them, then each image's planes into place with the bias (and ReLU).
+/// [`conv2d_forward_tiled`](crate::kernels::conv_tiled::conv2d_forward_tiled)
+/// for small outputs: `group` images' columns side by side in one column
+/// matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of them, then each
+/// image's planes into place with the bias (and ReLU).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_in_groups<T: Element>(
     geom: &WindowGeometry,

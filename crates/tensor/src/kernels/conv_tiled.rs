@@ -400,8 +400,7 @@ fn backward_tiled<T: Element>(
     let image_grads = grad_input.map(|grad_input| grad_input.par_chunks_mut(geom.in_len()));
     for_each_image(partials.par_chunks_mut(per_image_len.max(1)), image_grads, input.is_some(), backward_image);
     if let Some(grad_input) = grad_input_grouped {
-        let packed_weight_t = &workspace.packed_weight;
-        input_grad_in_groups(geom, packed_weight_t, group, grad_output, grad_input, &workspace.col_scratch);
+        input_grad_in_groups(geom, packed_weight_t, group, grad_output, grad_input, col_scratch);
     }
 
     if let Some(grads) = weight_grads {
@@ -533,9 +532,10 @@ fn weight_grad_tile<T: Element>(
         return;
     };
     // A short tile (49 pixels at 7x7) makes every one of the OC*C*KH*KW dot
-    // products 49 long: mostly start-up and final reduction. As an outer product, dY packed as A (OC, tile) times
-    // col^T (tile, C*KH*KW) row-major, the packed GEMM's 8 x 48 blocks run at
-    // its full rate; the transpose reads the tile's columns once.
+    // products 49 long: mostly start-up and final reduction. As an outer
+    // product, dY packed as A (OC, tile) times col^T (tile, C*KH*KW) row-major,
+    // the packed GEMM's 8 x 48 blocks run at its full rate; the transpose reads
+    // the tile's columns once.
     outer_product.with(|OuterProduct { col_t, packed_dy }| {
         if col_t.len() < tile_cols * col_rows {
             col_t.resize(tile_cols * col_rows, T::zero());

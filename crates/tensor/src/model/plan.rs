@@ -97,7 +97,8 @@ impl Plan {
     /// ([`ForwardStep::ConvReluMaxpool`]): the full-size activations between
     /// them are never written, which training's backward pass would need.
     /// Every other max-pool computes its values only
-    /// ([`ForwardStep::MaxpoolValues`]). Written into `forward` (its allocation reused from batch to batch).
+    /// ([`ForwardStep::MaxpoolValues`]). Written into `forward` (its allocation
+    /// reused from batch to batch).
     pub fn inference_forward<T: Element>(
         &self,
         layers: &[Box<dyn Layer<T>>],
