@@ -419,6 +419,7 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
     use convnet::tensor::model::spec::Size2;
     use convnet::tensor::LayerSpec;
     let huge_conv = ModelSpec {
+        init: Default::default(),
         layers: vec![
             LayerSpec::Conv2d {
                 filters: Some(1 << 40),
@@ -434,6 +435,7 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
     let error = huge_conv.build::<f32>(&[3, 8, 8], 2, 0).unwrap_err();
     assert_eq!(error.to_string(), "layer 0 (conv2d): would have more than 268435456 parameters");
     let huge_dense = ModelSpec {
+        init: Default::default(),
         layers: vec![
             LayerSpec::Flatten,
             LayerSpec::Dense { units: Some(usize::MAX), bias: true },
@@ -447,6 +449,7 @@ fn absurd_layer_sizes_are_refused_before_allocating() {
         .contains("layer 1 (dense): would have more than"));
     // many filters over a large image: few weights, but an enormous activation
     let wide = ModelSpec {
+        init: Default::default(),
         layers: vec![
             LayerSpec::Conv2d {
                 filters: Some(100_000),

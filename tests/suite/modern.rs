@@ -238,3 +238,35 @@ fn running_statistics_are_saved_and_loaded_with_the_model() {
     );
     assert_eq!(before, after, "the same evaluation outputs after a round trip");
 }
+
+/// `init` in an architecture: absent is Keras' Glorot-uniform (the same bits
+/// as naming it), `pytorch` draws weights and biases within `1/sqrt(fan_in)`,
+/// an unknown name is refused, and model metadata keeps it only when it is not
+/// the default (so files of older architectures are unchanged).
+#[test]
+fn an_architecture_names_its_initialisation() {
+    let layers = "[[layers]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\n\n[[layers]]\ntype = \"flatten\"\n\n[[layers]]\ntype = \"dense\"\n";
+    let weights = |spec: &ModelSpec| {
+        let model = spec.build::<f32>(&[2, 6, 6], 3, 11).unwrap();
+        model.params().into_iter().map(|p| p.value.to_owned()).collect::<Vec<_>>()
+    };
+    let default = ModelSpec::from_toml(layers).unwrap();
+    let glorot = ModelSpec::from_toml(&format!("init = \"glorot-uniform\"\n{layers}")).unwrap();
+    let pytorch = ModelSpec::from_toml(&format!("init = \"pytorch\"\n{layers}")).unwrap();
+    assert_eq!(weights(&default), weights(&glorot));
+    let [conv_w, conv_b, dense_w, dense_b] = <[_; 4]>::try_from(weights(&pytorch)).unwrap();
+    for (values, fan_in) in [(&conv_w, 18.0f32), (&conv_b, 18.0), (&dense_w, 64.0), (&dense_b, 64.0)] {
+        let bound = 1.0 / fan_in.sqrt();
+        assert!(values.iter().all(|w| w.abs() <= bound), "{values:?} exceeds {bound}");
+        assert!(values.iter().all(|&w| w != 0.0));
+    }
+    // Glorot's conv bound sqrt(6 / (18 + 36)) = 0.33 > PyTorch's 0.24: the laws differ
+    assert!(weights(&default)[0].iter().any(|w| w.abs() > 0.25));
+    let err = ModelSpec::from_toml(&format!("init = \"he\"\n{layers}")).unwrap_err().to_string();
+    assert!(err.contains("unknown variant `he`"), "{err}");
+    let meta = |spec: &ModelSpec| serde_json::to_string(spec).unwrap();
+    assert!(!meta(&default).contains("init"));
+    let written = meta(&pytorch);
+    assert!(written.contains("\"init\":\"pytorch\""), "{written}");
+    assert_eq!(serde_json::from_str::<ModelSpec>(&written).unwrap(), pytorch);
+}

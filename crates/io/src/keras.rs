@@ -380,7 +380,7 @@ fn build(
             ),
         ));
     }
-    let spec = ModelSpec { layers: parsed.specs };
+    let spec = ModelSpec::new(parsed.specs);
     let model_input = [channels, height, width];
     let mut model = spec
         .build::<f32>(&model_input, class_names.len(), 0)

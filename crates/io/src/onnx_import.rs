@@ -96,7 +96,7 @@ pub fn import_model(
         3 => ColorMode::Rgb,
         other => return Err(format!("the input has {other} channels; convnet reads 1 (grayscale) or 3 (RGB)")),
     };
-    let mut meta = ModelMeta::new(ModelSpec { layers }, class_names, [height, width], color_mode);
+    let mut meta = ModelMeta::new(ModelSpec::new(layers), class_names, [height, width], color_mode);
     meta.input = InputFormat { pixel_scale: options.pixel_scale, ..meta.input };
     meta.temperature = temperature.filter(|t| *t > 0.0 && *t != 1.0);
     let mut built = meta.build().map_err(|e| format!("the graph maps onto an invalid convnet model: {e}"))?;

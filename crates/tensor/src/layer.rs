@@ -267,6 +267,12 @@ pub struct WeightAndBias<T> {
 }
 
 impl<T: Element> WeightAndBias<T> {
+    /// The weight and, if it is a parameter, the bias, both mutable (for an
+    /// [`crate::init::Init`] to fill).
+    pub fn parameters_mut(&mut self) -> (&mut ArrayD<T>, Option<&mut ArrayD<T>>) {
+        (&mut self.weight, self.has_bias.then_some(&mut self.bias))
+    }
+
     /// Zero weight of `weight_shape`, zero bias of `outputs`, zero gradients.
     pub fn zeros(weight_shape: &[usize], outputs: usize) -> Self {
         WeightAndBias {

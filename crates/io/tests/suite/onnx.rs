@@ -75,6 +75,7 @@ fn strings(message: &BTreeMap<u64, Vec<Field>>, number: u64) -> Vec<String> {
 /// pool over an odd size (Keras' extra pad at the end), dropout, two dense layers.
 fn network() -> ModelSpec {
     ModelSpec {
+        init: Default::default(),
         layers: vec![
             LayerSpec::Conv2d {
                 filters: Some(4),

@@ -139,6 +139,12 @@ impl<T: Element> Dense<T> {
         self
     }
 
+    /// Mutable weights and, if the layer has one, bias (see
+    /// [`WeightAndBias::parameters_mut`]).
+    pub fn weight_and_bias_mut(&mut self) -> (&mut ArrayD<T>, Option<&mut ArrayD<T>>) {
+        self.tensors.parameters_mut()
+    }
+
     /// Mutable weights `(out, in)`.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
         &mut self.tensors.weight

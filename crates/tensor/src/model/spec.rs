@@ -12,6 +12,7 @@
 use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::geometry::Padding;
+use crate::init::Init;
 use crate::layer::Layer;
 use crate::layers::{
     AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Normalize, Relu, Softmax,
@@ -190,14 +191,29 @@ fn default_momentum() -> f64 {
     crate::layers::batchnorm::DEFAULT_MOMENTUM
 }
 
-/// An architecture: the layers in order.
+/// An architecture: how its weights are first drawn, and the layers in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
+    /// The initialisation of convolutions and dense layers (TOML: `init =
+    /// "pytorch"` before the layers; Keras' Glorot-uniform when absent).
+    #[serde(default, skip_serializing_if = "Init::is_default")]
+    pub init: Init,
     /// The layers, first to last.
     pub layers: Vec<LayerSpec>,
 }
 
 impl ModelSpec {
+    /// An architecture of `layers` with Keras' default initialisation.
+    pub fn new(layers: Vec<LayerSpec>) -> Self {
+        ModelSpec { init: Init::default(), layers }
+    }
+
+    /// The same architecture, initialised by `init`.
+    pub fn with_init(mut self, init: Init) -> Self {
+        self.init = init;
+        self
+    }
+
     /// Parses an architecture TOML document: `[[layers]]` tables with a `type`
     /// (the format of `docs/` and `--model FILE.toml`).
     pub fn from_toml(text: &str) -> Result<Self> {
@@ -209,7 +225,7 @@ impl ModelSpec {
     }
 
     /// Builds the model for per-sample input `(C, H, W)` and `classes` outputs,
-    /// with Keras-default initialisation from `seed`. Every layer's shape is
+    /// with its [`Init`] drawn from `seed`. Every layer's shape is
     /// checked; an error names the layer and the sizes that do not fit.
     pub fn build<T: Element>(&self, input_shape: &[usize], classes: usize, seed: u64) -> Result<Sequential<T>> {
         if classes == 0 {
@@ -233,7 +249,7 @@ impl ModelSpec {
         classes: usize,
         seed: u64,
     ) -> Result<Sequential<T>> {
-        Builder { classes, seed, next_index: 0 }.sequential(&self.layers, input_shape)
+        Builder { classes, seed, init: self.init, next_index: 0 }.sequential(&self.layers, input_shape)
     }
 }
 
@@ -243,6 +259,7 @@ impl ModelSpec {
 struct Builder {
     classes: usize,
     seed: u64,
+    init: Init,
     next_index: usize,
 }
 
@@ -279,11 +296,13 @@ impl Builder {
                 if shape.len() != 3 {
                     return Err(shape_error(format!("expects a (C, H, W) input, got {shape:?}")));
                 }
-                let mut layer =
+                let layer =
                     Conv2d::new(shape[0], filters.unwrap_or(self.classes), kernel.pair(), stride.pair(), *padding)
                         .map_err(|e| shape_error(e.to_string()))?;
-                crate::init::glorot_uniform(layer.weight_mut(), self.seed, index);
-                Box::new(if *bias { layer } else { layer.without_bias() })
+                let mut layer = if *bias { layer } else { layer.without_bias() };
+                let (weight, bias) = layer.weight_and_bias_mut();
+                self.init.fill(weight, bias, true, self.seed, index);
+                Box::new(layer)
             }
             LayerSpec::Maxpool2d { pool, stride, padding, ceil_mode } => Box::new(
                 MaxPool2d::new(pool.pair(), stride.unwrap_or(*pool).pair(), *padding)
@@ -304,10 +323,12 @@ impl Builder {
                         "expects a flat input, got {shape:?}; put a flatten layer before it"
                     )));
                 }
-                let mut layer =
+                let layer =
                     Dense::new(shape[0], units.unwrap_or(self.classes)).map_err(|e| shape_error(e.to_string()))?;
-                crate::init::glorot_uniform(layer.weight_mut(), self.seed, index);
-                Box::new(if *bias { layer } else { layer.without_bias() })
+                let mut layer = if *bias { layer } else { layer.without_bias() };
+                let (weight, bias) = layer.weight_and_bias_mut();
+                self.init.fill(weight, bias, false, self.seed, index);
+                Box::new(layer)
             }
             LayerSpec::Dropout { rate } => Box::new(Dropout::new(*rate).map_err(|e| shape_error(e.to_string()))?),
             LayerSpec::Softmax => Box::new(Softmax),
