@@ -23,11 +23,17 @@
 //!   output transform `A^T M A` with its bias, ReLU and the phases joined back
 //!   into pixels (`output_transform_f32`), and for `A dY A^T` in the weight
 //!   gradient (`grad_transform_f32`).
-//! - **Blocks stay in cache.** Tiles are taken [`TILE_BLOCK`] at a time (a chunk
-//!   of one tile row): the transformed input `V` `(36, C, tb)` and the products
-//!   `M` `(36, K, tb)` of one block (conv2: 147 KB + 295 KB at 32 tiles) stay
-//!   in L2 between the three stages instead of streaming ~100 MB of
-//!   transformed tiles through memory per image.
+//! - **Blocks stay in cache.** Tiles are taken [`TILE_BLOCK`] at a time: the
+//!   transformed input `V` `(36, C, tb)` and the products `M` `(36, K, tb)` of
+//!   one block (conv2: 147 KB + 295 KB at 32 tiles) stay in L2 between the
+//!   three stages instead of streaming ~100 MB of transformed tiles through
+//!   memory per image. The forward correlation (and so the input gradient) takes
+//!   them as *spans* of consecutive tiles that run on into the next tile row
+//!   (`tiles::spans`): the transforms work tile row by tile row (a span's
+//!   `segments`), the point GEMM on the whole span, so conv2's 55 tiles a row
+//!   no longer leave a 24-wide GEMM per row (as costly as 32 in 16-lane
+//!   registers): conv2 of `baseline` 120 -> 110 ms a batch (BENCHMARKS.md).
+//!   The weight gradient keeps blocks within one tile row.
 //! - **The 36 point-GEMMs use one register-blocked kernel** ([`point_gemm`]):
 //!   with AVX-512, 12 x 32 blocks of the result (24 of its 32 registers); with
 //!   AVX2, 6 x 16 blocks (12 registers of f32) accumulated over the whole depth, broadcasting 6 values of `A` and loading 2 vectors
@@ -62,7 +68,7 @@ use super::planes::{
     transform_output_plane_maxpool,
 };
 use super::point_gemm::point_gemm;
-use super::tiles::{blocks, Block, Layout, Shape, LANES, POINTS, TILE_BLOCK};
+use super::tiles::{blocks, segments, spans, Block, Layout, Shape, LANES, POINTS, SPAN_STRIDE, TILE_BLOCK};
 use super::transforms::transpose_block;
 use super::ALPHA;
 use super::TILE;
@@ -169,8 +175,7 @@ fn correlate_image_body<T: Element>(
     buf: &mut [T],
 ) {
     let (channels, k_padded) = (shape.channels, shape.out_channels_padded());
-    let tb_max = TILE_BLOCK.next_multiple_of(LANES);
-    let layout = Layout::new(POINTS * channels * tb_max, POINTS * k_padded * tb_max);
+    let layout = Layout::new(POINTS * channels * SPAN_STRIDE, POINTS * k_padded * SPAN_STRIDE);
     // the output planes of this part: its rows only, tile row `tile_rows.0` first
     let out_shape = Shape { out_h: part_rows(shape, tile_rows), ..*shape };
     let (plane, out_plane) = (shape.height * shape.width, (out_shape.out_h / pool) * (shape.out_w / pool));
@@ -178,63 +183,68 @@ fn correlate_image_body<T: Element>(
     let (products_buf, rest) = rest.split_at_mut(layout.rows - layout.products);
     let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
     let (phases, half) = rest.split_at_mut(layout.half - layout.phases);
-    for block in blocks(shape).filter(|block| (tile_rows.0..tile_rows.1).contains(&block.ty)) {
-        let tb = block.padded;
-        let out_block = Block { ty: block.ty - tile_rows.0, ..block };
-        // V (36, C, tb): point stride C*tb
-        for c in 0..channels {
-            transform_input_plane(
-                &image[c * plane..][..plane],
-                shape,
-                block,
-                rows_buf,
-                phases,
-                half,
-                &mut data_buf[c * tb..],
-                channels * tb,
-            );
+    for span in spans(shape, tile_rows) {
+        // V (36, C, SPAN_STRIDE): point stride C*SPAN_STRIDE, each segment from its column
+        for (column, block) in segments(shape, span) {
+            for c in 0..channels {
+                transform_input_plane(
+                    &image[c * plane..][..plane],
+                    shape,
+                    block,
+                    rows_buf,
+                    phases,
+                    half,
+                    &mut data_buf[c * SPAN_STRIDE + column..],
+                    channels * SPAN_STRIDE,
+                );
+            }
         }
-        // M[p] (K4, tb) = U[p] (K4, C) V[p] (C, tb)
+        // M[p] (K4, n) = U[p] (K4, C) V[p] (C, n), n = the span's tiles, padded
+        let n = span.1.next_multiple_of(LANES);
         for p in 0..POINTS {
             point_gemm(
                 k_padded,
-                tb,
+                n,
                 channels,
                 &u[p * k_padded * channels..],
                 channels,
-                &data_buf[p * channels * tb..],
-                tb,
-                &mut products_buf[p * k_padded * tb..],
-                tb,
+                &data_buf[p * channels * SPAN_STRIDE..],
+                SPAN_STRIDE,
+                &mut products_buf[p * k_padded * SPAN_STRIDE..],
+                SPAN_STRIDE,
                 false,
             );
         }
-        // Y[k] = A^T M[k] A (+ b[k]); `phases` is free now: it holds the 4 output phases,
-        // and `rows_buf` the slab of blocks that do not go straight into the plane
-        let (shape, block) = (&out_shape, out_block);
-        let direct = pool == 1 && fits_plane(shape, block);
-        let (slab_shape, slab_block) = slab(shape, block);
-        for k in 0..shape.out_channels {
-            let b = bias.map_or(T::zero(), |b| b[k]);
-            let (m, plane_out) = (&products_buf[k * tb..], &mut image_out[k * out_plane..][..out_plane]);
-            if pool > 1 {
-                transform_output_plane_maxpool(
-                    m,
-                    k_padded * tb,
-                    shape,
-                    block,
-                    b,
-                    pool,
-                    half,
-                    phases,
-                    rows_buf,
-                    plane_out,
-                );
-            } else if direct {
-                transform_output_plane(m, k_padded * tb, shape, block, b, relu, half, phases, plane_out);
-            } else {
-                transform_output_plane(m, k_padded * tb, &slab_shape, slab_block, b, relu, half, phases, rows_buf);
-                slab_to_plane(rows_buf, shape, block, pool, plane_out);
+        // Y[k] = A^T M[k] A (+ b[k]) segment by segment; `phases` is free now: it holds the
+        // 4 output phases, and `rows_buf` the slab of blocks that do not go straight into the plane
+        for (column, block) in segments(shape, span) {
+            let (shape, block) = (&out_shape, Block { ty: block.ty - tile_rows.0, ..block });
+            let direct = pool == 1 && fits_plane(shape, block);
+            let (slab_shape, slab_block) = slab(shape, block);
+            let point_stride = k_padded * SPAN_STRIDE;
+            for k in 0..shape.out_channels {
+                let b = bias.map_or(T::zero(), |b| b[k]);
+                let m = &products_buf[k * SPAN_STRIDE + column..];
+                let plane_out = &mut image_out[k * out_plane..][..out_plane];
+                if pool > 1 {
+                    transform_output_plane_maxpool(
+                        m,
+                        point_stride,
+                        shape,
+                        block,
+                        b,
+                        pool,
+                        half,
+                        phases,
+                        rows_buf,
+                        plane_out,
+                    );
+                } else if direct {
+                    transform_output_plane(m, point_stride, shape, block, b, relu, half, phases, plane_out);
+                } else {
+                    transform_output_plane(m, point_stride, &slab_shape, slab_block, b, relu, half, phases, rows_buf);
+                    slab_to_plane(rows_buf, shape, block, pool, plane_out);
+                }
             }
         }
     }
@@ -242,8 +252,7 @@ fn correlate_image_body<T: Element>(
 
 /// The scratch length one image of [`correlate_image_body`] needs.
 fn correlate_scratch_len(shape: &Shape) -> usize {
-    let tb_max = TILE_BLOCK.next_multiple_of(LANES);
-    Layout::new(POINTS * shape.channels * tb_max, POINTS * shape.out_channels_padded() * tb_max).len
+    Layout::new(POINTS * shape.channels * SPAN_STRIDE, POINTS * shape.out_channels_padded() * SPAN_STRIDE).len
 }
 
 simd_variant! {

@@ -1,6 +1,7 @@
 //! The block geometry of the fast Winograd path ([`super::passes`]): how the
-//! output is cut into 4x4 tiles, tiles into blocks of one tile row, and how a
-//! thread's scratch buffer is laid out for one block.
+//! output is cut into 4x4 tiles, tiles into blocks of one tile row (the weight
+//! gradient) or spans across tile rows (the correlation), and how a thread's
+//! scratch buffer is laid out for one block.
 
 use super::{ALPHA, TILE};
 
@@ -70,6 +71,44 @@ pub(crate) fn blocks(shape: &Shape) -> impl Iterator<Item = Block> {
     })
 }
 
+/// Columns per row of a span's `V` and `M` in the forward correlation: a
+/// span's [`TILE_BLOCK`] tiles, plus room for its last segment's padding.
+pub const SPAN_STRIDE: usize = TILE_BLOCK + LANES;
+
+/// The forward correlation's unit of work: up to [`TILE_BLOCK`] consecutive
+/// tiles in row-major order over the tile rows `tile_rows.0..tile_rows.1`,
+/// crossing from one tile row into the next. A tile row of 55 tiles (conv2 of
+/// `baseline`) cut into blocks of its own is 32 + 24 columns of the point GEMM,
+/// and the 24 cost as much as 32 in 16-lane registers (64 lanes for 55 tiles);
+/// spans keep nearly every GEMM 32 columns wide. Yields (first tile, count) of
+/// the flattened order `ty * tiles_x + tx`.
+pub(crate) fn spans(shape: &Shape, tile_rows: (usize, usize)) -> impl Iterator<Item = (usize, usize)> {
+    let (_, tiles_x) = shape.tiles();
+    let (first, end) = (tile_rows.0 * tiles_x, tile_rows.1 * tiles_x);
+    (first..end).step_by(TILE_BLOCK).map(move |start| (start, (end - start).min(TILE_BLOCK)))
+}
+
+/// The pieces of a span ([`spans`]) within one tile row each, as blocks, with
+/// the column at which each starts in the span's `V` and `M`. A segment
+/// writes its padded width from there (past the span's tiles at most
+/// [`LANES`] - 1 columns, inside [`SPAN_STRIDE`]), so segments are written in
+/// order and each overwrites the padding of the one before.
+pub(crate) fn segments(shape: &Shape, (start, count): (usize, usize)) -> impl Iterator<Item = (usize, Block)> {
+    let (_, tiles_x) = shape.tiles();
+    let mut column = 0;
+    std::iter::from_fn(move || {
+        if column == count {
+            return None;
+        }
+        let tile = start + column;
+        let (ty, tx0) = (tile / tiles_x, tile % tiles_x);
+        let length = (tiles_x - tx0).min(count - column);
+        let segment = (column, Block { ty, tx0, count: length, padded: length.next_multiple_of(LANES) });
+        column += length;
+        Some(segment)
+    })
+}
+
 /// Scratch layout of one block (offsets into a thread's buffer).
 pub(crate) struct Layout {
     /// `M` `(36, K4, tb)`, or `DY'` `(36, K4, tb)` for the weight gradient.
@@ -92,5 +131,38 @@ impl Layout {
         let half = phases + POINTS * tb;
         let len = half + POINTS * tb;
         Layout { products, rows, phases, half, len }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spans cover the part's tiles once each, in order; a span's segments lie
+    /// in one tile row each, at consecutive columns, and their padded widths
+    /// stay inside [`SPAN_STRIDE`].
+    #[test]
+    fn spans_cover_each_tile_once_and_segments_stay_in_their_rows() {
+        for (out_h, out_w) in [(220, 220), (8, 8), (53, 53), (12, 132), (4, 260)] {
+            let shape =
+                Shape { channels: 1, height: 0, width: 0, pad_top: 0, pad_left: 0, out_channels: 1, out_h, out_w };
+            let (tiles_y, tiles_x) = shape.tiles();
+            for tile_rows in [(0, tiles_y), (tiles_y / 2, tiles_y)] {
+                let mut next = tile_rows.0 * tiles_x;
+                for span in spans(&shape, tile_rows) {
+                    assert!(span.1 <= TILE_BLOCK && span.0 == next);
+                    let mut column = 0;
+                    for (at, block) in segments(&shape, span) {
+                        assert_eq!((at, block.ty * tiles_x + block.tx0), (column, next + column));
+                        assert!(block.tx0 + block.count <= tiles_x && block.padded % LANES == 0);
+                        assert!(at + block.padded <= SPAN_STRIDE);
+                        column += block.count;
+                    }
+                    assert_eq!(column, span.1);
+                    next += span.1;
+                }
+                assert_eq!(next, tile_rows.1 * tiles_x);
+            }
+        }
     }
 }
