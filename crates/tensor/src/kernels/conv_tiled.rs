@@ -143,6 +143,34 @@ pub fn conv2d_forward_tiled<T: Element>(
     }
 }
 
+/// [`conv2d_forward_tiled`] for a consumer that takes its output a band of rows
+/// at a time while it is in cache ([`crate::kernels::conv_chain`]): packs the
+/// weights into `workspace`, and returns `rows(image, (r0, r1), out)`, which
+/// writes output rows `r0..r1` of one image `(C, H, W)` into `out`
+/// `(OC, r1 - r0, OW)`, the bias and (with `fused_relu`) the ReLU applied: the
+/// values of the whole pass, bit for bit (each row is the same GEMM).
+pub(crate) fn forward_bands<'a, T: Element>(
+    geom: &'a WindowGeometry,
+    weight: &[T],
+    bias: &'a [T],
+    fused_relu: bool,
+    workspace: &'a mut ConvWorkspace<T>,
+) -> impl Fn(&[T], (usize, usize), &mut [T]) + Sync + 'a {
+    let (out_channels, col_rows) = (bias.len(), geom.col_rows());
+    assert_eq!(weight.len(), out_channels * col_rows, "forward_bands: weight length");
+    let rows_per_tile = tile_rows(geom, FORWARD_TILE_ELEMENTS);
+    workspace.col_scratch.ensure_threads();
+    workspace.packed_weight.pack(Trans::No, out_channels, col_rows, weight, col_rows);
+    let workspace: &'a ConvWorkspace<T> = workspace;
+    move |image: &[T], rows: (usize, usize), out: &mut [T]| {
+        assert_eq!(image.len(), geom.in_len(), "forward_bands: image length");
+        assert_eq!(out.len(), out_channels * (rows.1 - rows.0) * geom.out_w, "forward_bands: band length");
+        workspace.col_scratch.with(col_rows * rows_per_tile * geom.out_w, |col_buf| {
+            forward_rows(geom, &workspace.packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf)
+        });
+    }
+}
+
 /// Output rows `rows.0..rows.1` of one image into `out` `(OC, rows.1 - rows.0, OW)`
 /// (planes of those rows only; the whole output when they are all), in tiles of
 /// `rows_per_tile` rows, as [`conv2d_forward_tiled`] describes.

@@ -12,6 +12,7 @@
 //! | [`gemm_packed`] | `C := A B + beta C` with `A` packed once, AVX-512 micro-kernel | [`gemm::gemm_naive`] |
 //! | [`im2col`] | the convolution's gather and its adjoint, col2im | [`im2col::im2col_naive`], [`im2col::col2im_naive`] |
 //! | [`conv_tiled`] | the whole convolution, tiled, fused with bias and ReLU | `conv2d_forward_im2col`, `conv2d_forward_naive` in [`crate::layers::conv2d`] |
+//! | [`conv_chain`] | inference: a convolution feeding a Winograd one band of rows at a time (+ ReLU, max-pool) | the layers one by one |
 //! | [`conv_groups`] | small outputs: several images per GEMM (forward, input gradient); the bias epilogue | the same as [`conv_tiled`] |
 //! | [`pool2x2`] | the 2x2 stride-2 max-pool body | `maxpool_naive` in [`crate::layers::maxpool2d`] |
 //! | [`pool_separable`] | max-pooling of any window, stride and padding, rows then columns | `maxpool_naive` in [`crate::layers::maxpool2d`] |
@@ -21,6 +22,7 @@
 //! | [`cpu`] | the one seam for instruction sets: features detected once, the `simd_variant!` dispatch pattern | |
 //! | `x86_gemm_nt`, `x86_gemm_packed`, `winograd/x86` | the SIMD bodies, raw pointers, one per (ISA, type) | the generic kernels above |
 
+pub mod conv_chain;
 pub mod conv_groups;
 pub mod conv_tiled;
 pub mod cpu;

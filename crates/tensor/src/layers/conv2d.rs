@@ -89,6 +89,7 @@
 
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
+use crate::kernels::conv_chain::conv_into_winograd_relu_maxpool;
 use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
@@ -484,6 +485,50 @@ impl<T: Element> Conv2d<T> {
             pool,
             &mut self.winograd,
         );
+    }
+
+    /// Whether [`Conv2d::forward_into_relu_maxpool`] can run this layer (on
+    /// `input_shape` `(N, C, H, W)`, its ReLU fused) into `next`: this layer is
+    /// tiled there, `next` is Winograd with its max-pool
+    /// ([`Conv2d::can_fuse_maxpool`]) and unpadded.
+    pub fn can_chain_into(&self, input_shape: &[usize], next: &Conv2d<T>) -> bool {
+        let Some(geom) = self.geometry(input_shape) else { return false };
+        let next_shape = [input_shape[0], self.out_channels, geom.out_h, geom.out_w];
+        self.resolve(Some(&geom)).forward != ConvAlgo::Winograd
+            && next.can_fuse_maxpool(&next_shape)
+            && next.geometry(&next_shape).is_some_and(|g| g.pad_top == 0 && g.pad_left == 0 && g.out_h + 2 == g.in_h)
+    }
+
+    /// Inference's `relu(self(input))` fed to `next`'s
+    /// [`Conv2d::forward_relu_maxpool`] a band of rows at a time, so this layer's
+    /// output is never held whole ([`conv_into_winograd_relu_maxpool`]): the
+    /// values of the layers one by one, bit for bit. `pooled`
+    /// `(N, next's OC, OH / pool, OW / pool)` of `next`'s output. Needs
+    /// [`Conv2d::can_chain_into`].
+    pub fn forward_into_relu_maxpool(
+        &mut self,
+        next: &mut Conv2d<T>,
+        input: ArrayViewD<'_, T>,
+        mut pooled: ArrayViewMutD<'_, T>,
+        pool: usize,
+    ) {
+        assert!(self.can_chain_into(input.shape(), next), "conv2d: forward_into_relu_maxpool cannot chain");
+        let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
+        let next_shape = [input.shape()[0], self.out_channels, geom.out_h, geom.out_w];
+        let next_geom = next.geometry(&next_shape).expect("checked by can_chain_into");
+        let first = (
+            &geom,
+            self.tensors.weight.as_slice().expect("weights are contiguous"),
+            self.tensors.bias.as_slice().expect("bias is contiguous"),
+            &mut self.workspace,
+        );
+        let second = (
+            &next_geom,
+            next.tensors.weight.as_slice().expect("weights are contiguous"),
+            next.tensors.bias.as_slice().expect("bias is contiguous"),
+            &mut next.winograd,
+        );
+        conv_into_winograd_relu_maxpool(first, second, pool, slice(&input), slice_mut(&mut pooled));
     }
 
     /// The geometry for an `(N, C, H, W)` input.

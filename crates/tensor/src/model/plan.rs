@@ -20,8 +20,12 @@
 //! and the 2x2 max-pools after it (one, or two in a row) become one pass that
 //! pools each block of 4x4 output tiles while it is in cache
 //! ([`Conv2d::forward_relu_maxpool`]), saving the write and the reads of the
-//! full-size output (conv2 of `baseline`: 396 MB per batch of 32). Training
-//! cannot: its backward pass reads those activations.
+//! full-size output (conv2 of `baseline`: 396 MB per batch of 32); and when a
+//! convolution with its ReLU comes right before such a pass, unpadded, the two
+//! run a band of rows at a time ([`Conv2d::forward_into_relu_maxpool`],
+//! [`crate::kernels::conv_chain`]), so the first one's output (conv1 of
+//! `baseline`: 200 MB a batch) is never written whole either. Training cannot:
+//! its backward pass reads those activations.
 //!
 //! A layer of your own never fuses: the plan only recognises the built-in
 //! types (through [`Layer::as_any`]).
@@ -55,6 +59,18 @@ pub enum ForwardStep {
     /// Inference only: [`MaxPool2d::forward_values`], the pooled values
     /// without the winners' indices a backward pass would read.
     MaxpoolValues,
+    /// Inference only: [`Conv2d::forward_into_relu_maxpool`], this convolution
+    /// and its ReLU feeding layer `next`'s [`ForwardStep::ConvReluMaxpool`]
+    /// a band of rows at a time, from activation `i` into activation
+    /// `through + 1`; activation `i + 1` (this layer's output) is never written.
+    ConvIntoConvReluMaxpool {
+        /// The second convolution (`i + 2`, after this layer's ReLU).
+        next: usize,
+        /// Window and stride of the pooling done (2 or 4).
+        pool: usize,
+        /// The last layer whose work this step does.
+        through: usize,
+    },
 }
 
 /// How layer `i`'s backward pass runs.
@@ -128,6 +144,17 @@ impl Plan {
             forward[i] = ForwardStep::ConvReluMaxpool { pool, through };
             for step in &mut forward[i + 2..=through] {
                 *step = ForwardStep::DoneByPrevious;
+            }
+        }
+        // a convolution + ReLU right before such a step: the two in bands
+        for i in 0..forward.len().saturating_sub(2) {
+            let ForwardStep::ConvReluMaxpool { pool, through } = forward[i + 2] else { continue };
+            let conv = |i: usize| layers[i].as_any().and_then(|any| any.downcast_ref::<Conv2d<T>>());
+            let (Some(first), Some(second)) = (conv(i), conv(i + 2)) else { continue };
+            let &[channels, height, width] = shapes[i].as_slice() else { continue };
+            if forward[i] == ForwardStep::ConvThenRelu && first.can_chain_into(&[1, channels, height, width], second) {
+                forward[i] = ForwardStep::ConvIntoConvReluMaxpool { next: i + 2, pool, through };
+                forward[i + 2] = ForwardStep::DoneByPrevious;
             }
         }
     }

@@ -418,7 +418,8 @@ impl<T: Element> Sequential<T> {
                 }
             }
         }
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+        for i in 0..self.layers.len() {
+            let layer = &mut self.layers[i];
             let layer_mode = match mode {
                 // a frozen layer computes as in inference: batchnorm with its running statistics, no dropout
                 Mode::Train { .. } if i < self.frozen => Mode::Eval,
@@ -438,6 +439,15 @@ impl<T: Element> Sequential<T> {
                     let (input, output) =
                         (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
                     downcast::<Conv2d<T>, T>(layer).forward_relu_maxpool(input, output, pool);
+                }
+                ForwardStep::ConvIntoConvReluMaxpool { next, pool, through } => {
+                    let target = self.plan.storage[through + 1];
+                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) =
+                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
+                    let (head, tail) = self.layers.split_at_mut(next);
+                    let second = downcast::<Conv2d<T>, T>(&mut tail[0]);
+                    downcast::<Conv2d<T>, T>(&mut head[i]).forward_into_relu_maxpool(second, input, output, pool);
                 }
                 ForwardStep::MaxpoolValues => {
                     let (input, output) = two_buffers(&mut self.activations, source, target);

@@ -86,11 +86,11 @@ pub struct WinogradWorkspace<T> {
     /// `U = G g G^T` as `(36, K4, C)` (`K4`: output channels rounded up to
     /// [`ROW_BLOCK`], zero rows past K); for the input gradient the weights
     /// turned 180 degrees with their channel axes swapped.
-    transformed_weight: Vec<T>,
+    pub(crate) transformed_weight: Vec<T>,
     /// The weights of the input gradient, `(C, K, 3, 3)` (built each backward pass).
     turned_weight: Vec<T>,
     /// Per-thread block buffers.
-    scratch: Scratch<T>,
+    pub(crate) scratch: Scratch<T>,
     /// Per-image weight and bias gradients, summed as a tree afterwards.
     per_image_grads: Vec<T>,
     /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]).
@@ -136,7 +136,13 @@ fn triple_product<T: Element>(
 
 /// `U[p][k][c] = (G g[k, c] G^T)[p]` for `weight` `(K, C, 3, 3)`, K padded to
 /// `k_padded` with zero rows. Once per pass: K*C small transforms.
-fn transform_weights<T: Element>(weight: &[T], out_channels: usize, channels: usize, k_padded: usize, u: &mut Vec<T>) {
+pub(crate) fn transform_weights<T: Element>(
+    weight: &[T],
+    out_channels: usize,
+    channels: usize,
+    k_padded: usize,
+    u: &mut Vec<T>,
+) {
     u.clear();
     u.resize(POINTS * k_padded * channels, T::zero());
     let g_mat = super::G;
@@ -251,14 +257,14 @@ fn correlate_image_body<T: Element>(
 }
 
 /// The scratch length one image of [`correlate_image_body`] needs.
-fn correlate_scratch_len(shape: &Shape) -> usize {
+pub(crate) fn correlate_scratch_len(shape: &Shape) -> usize {
     Layout::new(POINTS * shape.channels * SPAN_STRIDE, POINTS * shape.out_channels_padded() * SPAN_STRIDE).len
 }
 
 simd_variant! {
     /// One image of the correlation: [`correlate_image_body`], compiled for
     /// AVX2 + FMA when the CPU has them (the same operations, so the same bits).
-    fn correlate_image = correlate_image_body, "avx2,fma", avx2_fma;
+    pub(crate) fn correlate_image = correlate_image_body, "avx2,fma", avx2_fma;
     (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, pool: usize, tile_rows: (usize, usize), image: &[T],
      image_out: &mut [T], buf: &mut [T])
 }
@@ -362,7 +368,7 @@ pub fn conv2d_forward_winograd_relu_maxpool<T: Element>(
 }
 
 /// The forward pass's [`Shape`], after checking the weights and the input's length.
-fn forward_shape<T>(geom: &WindowGeometry, weight: &[T], bias: &[T], input_len: usize, pass: &str) -> Shape {
+pub(crate) fn forward_shape<T>(geom: &WindowGeometry, weight: &[T], bias: &[T], input_len: usize, pass: &str) -> Shape {
     let out_channels = bias.len();
     assert!(super::applies(geom), "{pass}: 3x3 stride 1 only");
     assert_eq!(weight.len(), out_channels * geom.in_channels * 9, "{pass}: weight length");
