@@ -5,6 +5,8 @@
 //! (skipped for the first layer, whose input gradient nobody needs). A
 //! Winograd convolution is credited with the FLOPs of the direct convolution
 //! it replaces, so its GFLOP/s are "effective" and comparable across methods.
+//! A layer whose pass also does the forward work of fused layers after it is
+//! credited with theirs too, as its time includes it.
 
 use crate::inputs::model_for;
 use crate::options::{parse_size, set_threads};
@@ -153,7 +155,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .enumerate()
         .map(|(i, layer)| {
             let (fwd, bwd) = (totals[i][0].as_secs_f64() / steps, totals[i][1].as_secs_f64() / steps);
-            let layer_flops = (flops[i].0 + if args.inference { 0 } else { flops[i].1 }) * args.batch_size as u64;
+            // with the forward work of the layers fused into this one's pass (conv1 of `baseline` in
+            // inference does conv2's, in bands)
+            let fused_after: u64 = (i + 1..flops.len()).take_while(|&j| model.is_fused(j)).map(|j| flops[j].0).sum();
+            let own = flops[i].0 + fused_after + if args.inference { 0 } else { flops[i].1 };
+            let layer_flops = own * args.batch_size as u64;
             let seconds = fwd + if args.inference { 0.0 } else { bwd };
             let algo = layer
                 .as_any()

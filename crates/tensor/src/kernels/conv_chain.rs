@@ -36,7 +36,6 @@ use rayon::prelude::*;
 /// stride 1, unpadded: Winograd) and its ReLU and `pool x pool` max-pool
 /// (2, or 4 for two 2x2 pools). `input` `(N, C, H, W)`, `pooled`
 /// `(N, K, OH2 / pool, OW2 / pool)`.
-#[allow(clippy::too_many_arguments)]
 pub fn conv_into_winograd_relu_maxpool<T: Element>(
     first: (&WindowGeometry, &[T], &[T], &mut ConvWorkspace<T>),
     second: (&WindowGeometry, &[T], &[T], &mut WinogradWorkspace<T>),
@@ -68,14 +67,15 @@ pub const BAND_TILE_ROWS: usize = 4;
 /// `band` `(C, r1 - r0, W)` ([`relu_maxpool_in_bands`]).
 pub type MakeRows<'a, T> = dyn Fn(usize, (usize, usize), &mut [T]) + Sync + 'a;
 
-/// [`conv2d_forward_winograd_relu_maxpool`](crate::kernels::winograd::passes::conv2d_forward_winograd_relu_maxpool) on an input that is never held
+/// [`conv2d_forward_winograd_relu_maxpool`] on an input that is never held
 /// whole: `make_rows(image, (r0, r1), band)` writes input rows `r0..r1` of
 /// image `image` as `(C, r1 - r0, W)` (the layer before, a band at a time),
-/// and each band of [`BAND_TILE_ROWS`] tile
-/// rows is correlated, ReLU'd and pooled while it is in cache. The same tiles
-/// through the same kernels: the same bits as the whole-input pass. The
-/// convolution must be unpadded (a band's rows are all inside the input);
-/// `pooled` `(N, K, OH / pool, OW / pool)`.
+/// and each band of [`BAND_TILE_ROWS`] tile rows is correlated, ReLU'd and
+/// pooled while it is in cache. The same tiles through the same kernels: the
+/// same bits as the whole-input pass. The convolution must be unpadded (a
+/// band's rows are all inside the input); `pooled` `(N, K, OH / pool, OW / pool)`.
+///
+/// [`conv2d_forward_winograd_relu_maxpool`]: crate::kernels::winograd::passes::conv2d_forward_winograd_relu_maxpool
 #[allow(clippy::too_many_arguments)]
 pub fn relu_maxpool_in_bands<T: Element>(
     geom: &WindowGeometry,
@@ -107,7 +107,7 @@ pub fn relu_maxpool_in_bands<T: Element>(
     let band_in_len = shape.channels * (TILE * BAND_TILE_ROWS + 2) * shape.width;
     let band_out_len = k * (TILE * BAND_TILE_ROWS / pool) * pooled_w;
     // band `b` of `image`: its input rows made, correlated and pooled into the
-    // returned slice `(K, rows, OW / pool)`; its first pooled row with it
+    // band's part of `buf` `(K, rows, OW / pool)`; returns its first pooled row
     let run_band = |image: usize, b: usize, buf: &mut [T]| -> usize {
         let tile_rows = (b * BAND_TILE_ROWS, ((b + 1) * BAND_TILE_ROWS).min(tiles_y));
         let out_rows = (tile_rows.0 * TILE, (tile_rows.1 * TILE).min(shape.out_h));
@@ -135,18 +135,18 @@ pub fn relu_maxpool_in_bands<T: Element>(
             image_out[channel * pooled_plane + first * pooled_w..][..rows_len].copy_from_slice(rows);
         }
     };
-    let band_out_rows = |b: usize| {
+    let pooled_len_of = |b: usize| {
         let out_rows = (b * BAND_TILE_ROWS * TILE, ((b + 1) * BAND_TILE_ROWS * TILE).min(shape.out_h));
         k * ((out_rows.1 - out_rows.0) / pool) * pooled_w
     };
     let scratch_len = work_len + band_in_len + band_out_len;
-    let band_out_of = |buf: &[T], b: usize| buf[work_len + band_in_len..][..band_out_rows(b)].to_vec();
+    let band_out_of = |buf: &[T], b: usize| buf[work_len + band_in_len..][..pooled_len_of(b)].to_vec();
     if batch >= rayon::current_num_threads() {
         pooled.par_chunks_mut(k * pooled_plane).enumerate().for_each(|(image, image_out)| {
             scratch.with(scratch_len, |buf| {
                 for b in 0..bands {
                     let first = run_band(image, b, buf);
-                    place(&buf[work_len + band_in_len..][..band_out_rows(b)], first, image_out);
+                    place(&buf[work_len + band_in_len..][..pooled_len_of(b)], first, image_out);
                 }
             })
         });
