@@ -121,8 +121,12 @@ fn predict_fuses_conv_relu_and_maxpools_and_gives_the_bits_of_forward() {
     assert!(baseline.is_fused(4) && baseline.is_fused(5), "predict must fuse conv2's two max-pools");
     assert!(baseline.is_fused(2), "predict must feed conv1's rows to conv2 in bands");
     assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits));
+    // conv1's and conv2's full-size outputs were neither written nor kept; the pooled one was
+    assert!(baseline.layer_output(0).is_none() && baseline.layer_output(2).is_none());
+    assert!(baseline.layer_output(5).is_some());
     baseline.forward(x.view(), Mode::Eval).unwrap();
     assert!(!baseline.is_fused(4), "forward keeps every activation");
+    assert!(baseline.layer_output(0).is_some() && baseline.layer_output(2).is_some());
 
     let mut model = Sequential::<f32>::new(vec![4, 41, 37]).unwrap();
     let mut conv = Conv2d::<f32>::new(4, 9, (3, 3), (1, 1), Padding::Same).unwrap();

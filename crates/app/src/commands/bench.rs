@@ -115,6 +115,44 @@ fn print_per_layer(per_layer: &[serde_json::Value]) {
     }
 }
 
+/// Per layer: its kind and algorithm, forward and backward ms per step, GFLOP/s
+/// and its share of the `mean` step, from `totals` (summed over the steps).
+fn per_layer_report(
+    model: &Sequential<f32>,
+    flops: &[(u64, u64)],
+    totals: &[[Duration; 2]],
+    args: &BenchArgs,
+    mean: f64,
+) -> Vec<serde_json::Value> {
+    let steps = args.steps as f64;
+    model
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let (fwd, bwd) = (totals[i][0].as_secs_f64() / steps, totals[i][1].as_secs_f64() / steps);
+            // with the forward work of the layers fused into this one's pass (conv1 of `baseline` in
+            // inference does conv2's, in bands)
+            let fused_after: u64 = (i + 1..flops.len()).take_while(|&j| model.is_fused(j)).map(|j| flops[j].0).sum();
+            let own = flops[i].0 + fused_after + if args.inference { 0 } else { flops[i].1 };
+            let layer_flops = own * args.batch_size as u64;
+            let seconds = fwd + if args.inference { 0.0 } else { bwd };
+            let algo = layer
+                .as_any()
+                .and_then(|any| any.downcast_ref::<convnet_tensor::Conv2d<f32>>())
+                .map(|conv| conv.resolved_algos().describe());
+            // a fused layer's work, and time, are its neighbour's: no rate of its own
+            let fused = model.is_fused(i) || model.is_backward_absorbed(i);
+            json!({
+                "index": i, "kind": layer.kind(), "algo": algo, "fused": fused,
+                "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
+                "gflops": if seconds > 0.0 && !model.is_fused(i) { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
+                "share": seconds / mean,
+            })
+        })
+        .collect()
+}
+
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(
         args.batch_size > 0 && args.steps > 0 && args.channels > 0 && args.classes > 0,
@@ -149,32 +187,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let steps = args.steps as f64;
     let forward_ms: f64 = totals.iter().map(|t| t[0].as_secs_f64()).sum::<f64>() / steps * 1e3;
     let backward_ms: f64 = totals.iter().map(|t| t[1].as_secs_f64()).sum::<f64>() / steps * 1e3;
-    let per_layer: Vec<serde_json::Value> = model
-        .layers()
-        .iter()
-        .enumerate()
-        .map(|(i, layer)| {
-            let (fwd, bwd) = (totals[i][0].as_secs_f64() / steps, totals[i][1].as_secs_f64() / steps);
-            // with the forward work of the layers fused into this one's pass (conv1 of `baseline` in
-            // inference does conv2's, in bands)
-            let fused_after: u64 = (i + 1..flops.len()).take_while(|&j| model.is_fused(j)).map(|j| flops[j].0).sum();
-            let own = flops[i].0 + fused_after + if args.inference { 0 } else { flops[i].1 };
-            let layer_flops = own * args.batch_size as u64;
-            let seconds = fwd + if args.inference { 0.0 } else { bwd };
-            let algo = layer
-                .as_any()
-                .and_then(|any| any.downcast_ref::<convnet_tensor::Conv2d<f32>>())
-                .map(|conv| conv.resolved_algos().describe());
-            // a fused layer's work, and time, are its neighbour's: no rate of its own
-            let fused = model.is_fused(i) || model.is_backward_absorbed(i);
-            json!({
-                "index": i, "kind": layer.kind(), "algo": algo, "fused": fused,
-                "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
-                "gflops": if seconds > 0.0 && !model.is_fused(i) { layer_flops as f64 / seconds / 1e9 } else { 0.0 },
-                "share": seconds / mean,
-            })
-        })
-        .collect();
+    let per_layer = per_layer_report(&model, &flops, &totals, &args, mean);
     if args.json {
         let mut object = json!({
             "model": args.model, "mode": if args.inference { "inference" } else { "training" },

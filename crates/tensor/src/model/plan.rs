@@ -159,6 +159,26 @@ impl Plan {
         }
     }
 
+    /// Which buffers a forward pass by `steps` writes (the input's, and each
+    /// step's target): only those are sized for the batch, so inference's
+    /// fused passes do not allocate the full-size activations they skip
+    /// (`baseline` at batch 32: conv1's and conv2's outputs, 600 MB).
+    pub fn written_buffers(&self, steps: &[ForwardStep]) -> Vec<bool> {
+        let mut written = vec![false; self.buffers];
+        written[self.storage[0]] = true;
+        for (i, step) in steps.iter().enumerate() {
+            let target = match *step {
+                ForwardStep::DoneByPrevious => continue,
+                ForwardStep::ConvReluMaxpool { through, .. } | ForwardStep::ConvIntoConvReluMaxpool { through, .. } => {
+                    through + 1
+                }
+                _ => i + 1,
+            };
+            written[self.storage[target]] = true;
+        }
+        written
+    }
+
     /// Every layer alone: plain forward and backward, one buffer per activation.
     pub fn unfused<T: Element>(layers: &[Box<dyn Layer<T>>]) -> Plan {
         let count = layers.len();

@@ -405,7 +405,8 @@ impl<T: Element> Sequential<T> {
         }
         let batch = *batch;
         self.batch = batch;
-        for (i, shape) in self.shapes.iter().enumerate() {
+        let written = self.plan.written_buffers(&self.last_forward);
+        for (i, shape) in self.shapes.iter().enumerate().filter(|&(i, _)| written[self.plan.storage[i]]) {
             ensure_len(&mut self.activations[self.plan.storage[i]], batch * shape.iter().product::<usize>());
         }
         let input_len = input.len();
@@ -640,12 +641,13 @@ impl<T: Element> Sequential<T> {
         self.timings.as_deref()
     }
 
-    /// The output of layer `index` from the last forward pass, `(N, ...)`
-    /// (feature maps, for inspection). When an in-place layer (ReLU) follows,
-    /// its output has replaced this one.
+    /// The output of layer `index` from the last forward pass, `(N, ...)` (feature maps, for inspection); `None`
+    /// past the last layer or when that pass did not keep it (`predict` skips what its fused passes do not need).
+    /// When an in-place layer (ReLU) follows, its output has replaced this one.
     pub fn layer_output(&self, index: usize) -> Option<ArrayViewD<'_, T>> {
-        (index < self.layers.len())
-            .then(|| view(&self.activations[self.plan.storage[index + 1]], self.batch, &self.shapes[index + 1]))
+        let buffer = *self.plan.storage.get(index + 1)?;
+        self.plan.written_buffers(&self.last_forward)[buffer]
+            .then(|| view(&self.activations[buffer], self.batch, &self.shapes[index + 1]))
     }
 
     /// Every parameter with its gradient, in layer order (weight before bias).
