@@ -145,6 +145,35 @@ fn predict_fuses_conv_relu_and_maxpools_and_gives_the_bits_of_forward() {
 }
 
 #[test]
+fn a_convolution_feeds_a_winograd_one_with_one_pool_in_bands_with_the_bits_of_forward() {
+    // conv (im2col, 5 -> 12) + ReLU into conv (Winograd, 12 -> 16) + ReLU + one 2x2 pool, at 47x41:
+    // 45x39 then 43x37 outputs (11 tile rows: bands of 4, 4 and 3; a partial last tile row and
+    // column; an odd pooled size), batches of 1 and 3 on 1, 2 and 4 threads
+    let mut rng = rng(11);
+    let mut model = Sequential::<f32>::new(vec![5, 47, 41]).unwrap();
+    for (c, k, seed) in [(5, 12, 40), (12, 16, 41)] {
+        let mut conv = Conv2d::<f32>::new(c, k, (3, 3), (1, 1), Padding::Valid).unwrap();
+        convnet::tensor::init::glorot_uniform(conv.weight_mut(), seed, 0);
+        conv.bias_mut().fill(0.05);
+        let algo = if k == 16 { convnet::tensor::ConvAlgo::Winograd } else { convnet::tensor::ConvAlgo::Im2col };
+        conv.set_algos(convnet::tensor::ConvAlgos::all(algo));
+        model.push(Box::new(conv)).unwrap();
+        model.push(Box::new(convnet::tensor::Relu)).unwrap();
+    }
+    model.push(Box::new(MaxPool2d::new((2, 2), (2, 2), Padding::Valid).unwrap())).unwrap();
+    for batch in [1, 3] {
+        let x = random_tensor(&mut rng, &[batch, 5, 47, 41]).mapv(|v| v as f32);
+        let forward = with_threads(1, || model.forward(x.view(), Mode::Eval).unwrap().to_owned());
+        for threads in [1, 2, 4] {
+            let predicted = with_threads(threads, || model.predict(x.view()).unwrap().to_owned());
+            assert!(model.is_fused(2) && model.is_fused(4), "conv1 must feed conv2 and its pool in bands");
+            assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "batch {batch}, {threads} threads");
+        }
+        assert!(forward.iter().any(|&v| v == 0.0) && forward.iter().any(|&v| v > 0.0));
+    }
+}
+
+#[test]
 fn predict_pools_without_winners_and_gives_the_bits_of_forward() {
     // ResNet's padded 3x3 stride-2 stem pool and SqueezeNet's ceil-mode pools
     // take the values-only path in predict; the outputs keep forward's bits
