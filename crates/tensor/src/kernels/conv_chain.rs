@@ -108,22 +108,24 @@ pub fn relu_maxpool_in_bands<T: Element>(
     let band_out_len = k * (TILE * BAND_TILE_ROWS / pool) * pooled_w;
     // band `b` of `image`: its input rows made, correlated and pooled into the
     // band's part of `buf` `(K, rows, OW / pool)`; returns its first pooled row
-    let run_band = |image: usize, b: usize, buf: &mut [T]| -> usize {
+    // and the length of that part
+    let run_band = |image: usize, b: usize, buf: &mut [T]| -> (usize, usize) {
         let tile_rows = (b * BAND_TILE_ROWS, ((b + 1) * BAND_TILE_ROWS).min(tiles_y));
         let out_rows = (tile_rows.0 * TILE, (tile_rows.1 * TILE).min(shape.out_h));
         let in_rows = (out_rows.0, out_rows.1 + 2);
-        if (out_rows.1 - out_rows.0) / pool == 0 {
-            return out_rows.0 / pool; // a last band shorter than a window: nothing to pool
+        let pooled_len = k * ((out_rows.1 - out_rows.0) / pool) * pooled_w;
+        if pooled_len == 0 {
+            return (out_rows.0 / pool, 0); // a last band shorter than a window: nothing to pool
         }
         let (work, rest) = buf.split_at_mut(work_len);
         let (band_in, band_out) = rest.split_at_mut(band_in_len);
         let band_in = &mut band_in[..shape.channels * (in_rows.1 - in_rows.0) * shape.width];
         make_rows(image, in_rows, band_in);
         let band_shape = Shape { height: in_rows.1 - in_rows.0, out_h: out_rows.1 - out_rows.0, ..shape };
-        let band_out = &mut band_out[..k * ((out_rows.1 - out_rows.0) / pool) * pooled_w];
+        let band_out = &mut band_out[..pooled_len];
         let tiles = (0, tile_rows.1 - tile_rows.0);
         correlate_image(&band_shape, u, Some(bias), true, pool, tiles, band_in, band_out, work);
-        out_rows.0 / pool
+        (out_rows.0 / pool, pooled_len)
     };
     // the band's pooled rows `(K, rows, OW / pool)` into the image's planes from row `first`
     let place = |band_out: &[T], first: usize, image_out: &mut [T]| {
@@ -135,18 +137,14 @@ pub fn relu_maxpool_in_bands<T: Element>(
             image_out[channel * pooled_plane + first * pooled_w..][..rows_len].copy_from_slice(rows);
         }
     };
-    let pooled_len_of = |b: usize| {
-        let out_rows = (b * BAND_TILE_ROWS * TILE, ((b + 1) * BAND_TILE_ROWS * TILE).min(shape.out_h));
-        k * ((out_rows.1 - out_rows.0) / pool) * pooled_w
-    };
     let scratch_len = work_len + band_in_len + band_out_len;
-    let band_out_of = |buf: &[T], b: usize| buf[work_len + band_in_len..][..pooled_len_of(b)].to_vec();
+    let pooled_from = work_len + band_in_len;
     if batch >= rayon::current_num_threads() {
         pooled.par_chunks_mut(k * pooled_plane).enumerate().for_each(|(image, image_out)| {
             scratch.with(scratch_len, |buf| {
                 for b in 0..bands {
-                    let first = run_band(image, b, buf);
-                    place(&buf[work_len + band_in_len..][..pooled_len_of(b)], first, image_out);
+                    let (first, len) = run_band(image, b, buf);
+                    place(&buf[pooled_from..][..len], first, image_out);
                 }
             })
         });
@@ -156,7 +154,8 @@ pub fn relu_maxpool_in_bands<T: Element>(
             .into_par_iter()
             .map(|task| {
                 scratch.with(scratch_len, |buf| {
-                    (run_band(task / bands, task % bands, buf), band_out_of(buf, task % bands))
+                    let (first, len) = run_band(task / bands, task % bands, buf);
+                    (first, buf[pooled_from..][..len].to_vec())
                 })
             })
             .collect();

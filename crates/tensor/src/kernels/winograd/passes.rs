@@ -64,7 +64,7 @@
 //! input gradient in f32, against ~8e-7 for im2col (`BENCHMARKS.md`).
 
 use super::planes::{
-    fits_plane, slab, slab_to_plane, transform_grad_plane, transform_input_plane, transform_output_plane,
+    fits_plane, slab, slab_to_plane, transform_grad_plane, transform_input_channels, transform_output_plane,
     transform_output_plane_maxpool,
 };
 use super::point_gemm::point_gemm;
@@ -184,7 +184,7 @@ fn correlate_image_body<T: Element>(
     let layout = Layout::new(POINTS * channels * SPAN_STRIDE, POINTS * k_padded * SPAN_STRIDE);
     // the output planes of this part: its rows only, tile row `tile_rows.0` first
     let out_shape = Shape { out_h: part_rows(shape, tile_rows), ..*shape };
-    let (plane, out_plane) = (shape.height * shape.width, (out_shape.out_h / pool) * (shape.out_w / pool));
+    let out_plane = (out_shape.out_h / pool) * (shape.out_w / pool);
     let (data_buf, rest) = buf[..layout.len].split_at_mut(layout.products);
     let (products_buf, rest) = rest.split_at_mut(layout.rows - layout.products);
     let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
@@ -192,18 +192,8 @@ fn correlate_image_body<T: Element>(
     for span in spans(shape, tile_rows) {
         // V (36, C, SPAN_STRIDE): point stride C*SPAN_STRIDE, each segment from its column
         for (column, block) in segments(shape, span) {
-            for c in 0..channels {
-                transform_input_plane(
-                    &image[c * plane..][..plane],
-                    shape,
-                    block,
-                    rows_buf,
-                    phases,
-                    half,
-                    &mut data_buf[c * SPAN_STRIDE + column..],
-                    channels * SPAN_STRIDE,
-                );
-            }
+            let v = &mut data_buf[column..];
+            transform_input_channels(image, shape, block, rows_buf, phases, half, v, SPAN_STRIDE);
         }
         // M[p] (K4, n) = U[p] (K4, C) V[p] (C, n), n = the span's tiles, padded
         let n = span.1.next_multiple_of(LANES);
@@ -535,7 +525,7 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
     let (channels, out_channels, k_padded) = (shape.channels, shape.out_channels, shape.out_channels_padded());
     let (layout, acc_len, c8) = weight_grad_layout(shape);
     let tb_max = TILE_BLOCK.next_multiple_of(LANES);
-    let (plane, out_plane) = (shape.height * shape.width, shape.out_h * shape.out_w);
+    let out_plane = shape.out_h * shape.out_w;
     let (work, acc) = buf[..layout.len + acc_len].split_at_mut(layout.len);
     let (data_buf, rest) = work.split_at_mut(layout.products);
     let (v, vt) = data_buf.split_at_mut(POINTS * c8 * tb_max);
@@ -552,18 +542,7 @@ fn weight_grad_image_body<T: Element>(shape: &Shape, image: &[T], dy: &[T], part
     for block in blocks(shape) {
         let tb = block.padded;
         // V (36, C, tb) of the input
-        for c in 0..channels {
-            transform_input_plane(
-                &image[c * plane..][..plane],
-                shape,
-                block,
-                rows_buf,
-                phases,
-                half,
-                &mut v[c * tb..],
-                channels * tb,
-            );
-        }
+        transform_input_channels(image, shape, block, rows_buf, phases, half, v, tb);
         // V^T (36, tb, C8), zero past C
         for p in 0..POINTS {
             transpose_block(

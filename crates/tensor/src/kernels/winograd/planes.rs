@@ -118,6 +118,37 @@ pub(crate) fn transform_input_plane<T: Element>(
     }
 }
 
+/// [`transform_input_plane`] for every channel of `image` `(C, H, W)`:
+/// channel `c`'s tiles from `v[c * channel_stride]`, points `C * channel_stride` apart.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn transform_input_channels<T: Element>(
+    image: &[T],
+    shape: &Shape,
+    block: Block,
+    rows_buf: &mut [T],
+    phases: &mut [T],
+    half: &mut [T],
+    v: &mut [T],
+    channel_stride: usize,
+) {
+    let plane = shape.height * shape.width;
+    for c in 0..shape.channels {
+        let image_plane = &image[c * plane..][..plane];
+        let point_stride = shape.channels * channel_stride;
+        transform_input_plane(
+            image_plane,
+            shape,
+            block,
+            rows_buf,
+            phases,
+            half,
+            &mut v[c * channel_stride..],
+            point_stride,
+        );
+    }
+}
+
 /// Reads the products `M[p][k][t]` of one output channel (`m[p * point_stride + t]`),
 /// computes `A^T M A`, adds the bias (and the fused ReLU) and writes the valid
 /// part into the output plane.
