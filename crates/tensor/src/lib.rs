@@ -79,8 +79,8 @@ pub use error::{Result, TensorError};
 pub use geometry::{Padding, WindowGeometry};
 pub use layer::{KinkRecorder, Layer, Mode, Param, ParamMut, WeightAndBias};
 pub use layers::{
-    AvgPool2d, BatchNorm, Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense, Dropout, Flatten,
-    GlobalAvgPool2d, MaxPool2d, Normalize, Relu, Softmax,
+    winograd_pays, AvgPool2d, BatchNorm, Conv2d, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass, Dense,
+    Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, Normalize, Relu, Softmax,
 };
 pub use loss::SoftmaxCrossEntropy;
 pub use model::{Concat, LayerSpec, ModelSpec, Plan, Residual, Sequential};

@@ -85,7 +85,7 @@
 //! multiplications for slightly more rounding. [`ConvAlgo`] chooses, pass by
 //! pass ([`crate::layers::conv_algo`]); `Auto` takes Winograd where it applies
 //! and the layer is big enough for the transforms to pay
-//! ([`AUTO_WINOGRAD_MIN_CHANNELS`], [`AUTO_WINOGRAD_MIN_WIDTH`]).
+//! ([`winograd_pays`]).
 
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
@@ -100,7 +100,7 @@ use crate::kernels::winograd::passes::{
     conv2d_weight_grad_winograd, WinogradWorkspace,
 };
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
-use crate::layers::conv_algo::{ConvAlgo, ConvAlgos, AUTO_WINOGRAD_MIN_CHANNELS, AUTO_WINOGRAD_MIN_WIDTH};
+use crate::layers::conv_algo::{winograd_pays, ConvAlgo, ConvAlgos, ConvPass, AUTO_WINOGRAD_MIN_WIDTH};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 
 // ---------------------------------------------------------------------------
@@ -374,32 +374,29 @@ impl<T: Element> Conv2d<T> {
 
     /// The methods that run on `geom` (`None`: an input of unknown size, taken as wide).
     ///
-    /// `Auto` resolves the same way for all three passes: each is a correlation
-    /// between the same two channel counts over the same tiles (the input
-    /// gradient swaps the channel sides, the weight gradient runs over the
-    /// tiles), and per pass the measurements in `BENCHMARKS.md` ranked the two
-    /// methods alike on every layer of `baseline` and `small`.
+    /// `Auto` takes Winograd for a pass when [`winograd_pays`] says its
+    /// transforms pay on this layer's channels and width: the forward pass and
+    /// the input gradient down to narrower outputs than the weight gradient
+    /// (module docs of [`crate::layers::conv_algo`]).
     fn resolve(&self, geom: Option<&WindowGeometry>) -> ConvAlgos {
-        let (winograd_applies, wide_enough) = match geom {
-            Some(geom) => (winograd::applies(geom), geom.out_w >= AUTO_WINOGRAD_MIN_WIDTH),
+        let (winograd_applies, out_w) = match geom {
+            Some(geom) => (winograd::applies(geom), Some(geom.out_w)),
             None => {
                 let wide = AUTO_WINOGRAD_MIN_WIDTH + self.kernel.1;
                 let geom = self.sample_geometry(wide, wide);
-                (geom.is_some_and(|geom| winograd::applies(&geom)), true)
+                (geom.is_some_and(|geom| winograd::applies(&geom)), None)
             }
         };
-        let worth_it = self.in_channels >= AUTO_WINOGRAD_MIN_CHANNELS
-            && self.out_channels >= AUTO_WINOGRAD_MIN_CHANNELS
-            && wide_enough;
-        let resolve = |algo: ConvAlgo| match algo {
+        let channels = (self.in_channels, self.out_channels);
+        let resolve = |pass: ConvPass| match self.algos.get(pass) {
             ConvAlgo::Winograd if winograd_applies => ConvAlgo::Winograd,
-            ConvAlgo::Auto if winograd_applies && worth_it => ConvAlgo::Winograd,
+            ConvAlgo::Auto if winograd_applies && winograd_pays(pass, channels, out_w) => ConvAlgo::Winograd,
             _ => ConvAlgo::Im2col,
         };
         ConvAlgos {
-            forward: resolve(self.algos.forward),
-            input_grad: resolve(self.algos.input_grad),
-            weight_grad: resolve(self.algos.weight_grad),
+            forward: resolve(ConvPass::Forward),
+            input_grad: resolve(ConvPass::InputGrad),
+            weight_grad: resolve(ConvPass::WeightGrad),
         }
     }
 

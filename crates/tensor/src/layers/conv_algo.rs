@@ -54,9 +54,8 @@ use std::str::FromStr;
 /// im2col's, see `BENCHMARKS.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum ConvAlgo {
-    /// Winograd where it applies (3x3, stride 1), both channel counts are at
-    /// least [`AUTO_WINOGRAD_MIN_CHANNELS`] and the output is at least
-    /// [`AUTO_WINOGRAD_MIN_WIDTH`] wide; im2col otherwise.
+    /// Winograd where it applies (3x3, stride 1) and [`winograd_pays`] for the
+    /// pass (enough channels, a wide enough output); im2col otherwise.
     #[default]
     Auto,
     /// im2col + GEMM ([`crate::kernels::conv_tiled`]).
@@ -72,11 +71,53 @@ pub enum ConvAlgo {
 /// its passes ran 1.5-2x slower by Winograd, measured in `BENCHMARKS.md`).
 pub const AUTO_WINOGRAD_MIN_CHANNELS: usize = 8;
 
-/// With narrower outputs than this, `Auto` keeps im2col: the Winograd path
-/// works on chunks of 8 tiles (32 pixels) of one tile row, and a narrow row
-/// leaves most of each chunk empty (the `small` network's 14-pixel-wide conv2
-/// ran 2.5x slower by Winograd, measured in `BENCHMARKS.md`).
+/// With narrower outputs than this, `Auto` keeps im2col unless the layer
+/// has [`AUTO_WINOGRAD_NARROW_MIN_CHANNELS`] channels on both sides (and for
+/// the weight gradient always). Each image's tiles are cut into spans of 32
+/// (`kernels/winograd/tiles.rs`) and a narrow map has few of them, so the
+/// point GEMMs read all the transformed weights for a few tiles: with few
+/// channels the transforms cost more than the saved products (the `small`
+/// network's 14-pixel-wide conv2, 16 -> 32 channels, forward 0.49 ms by
+/// im2col against 0.61 by Winograd, measured in `BENCHMARKS.md`).
 pub const AUTO_WINOGRAD_MIN_WIDTH: usize = 32;
+
+/// Outputs at least this wide, and narrower than [`AUTO_WINOGRAD_MIN_WIDTH`],
+/// take Winograd for the forward pass and the input gradient when both
+/// channel counts reach [`AUTO_WINOGRAD_NARROW_MIN_CHANNELS`]. ResNet-18's
+/// 28- and 14-wide stages (128 and 256 channels) run their forward passes
+/// 10-20% faster by Winograd; its 7-wide stage (512 channels, 4 tiles an
+/// image) 1.7-2x slower, and the weight gradient on 14-wide maps 1.5x slower
+/// (`BENCHMARKS.md`, round 3, fourth sitting).
+pub const AUTO_WINOGRAD_NARROW_MIN_WIDTH: usize = 14;
+
+/// See [`AUTO_WINOGRAD_NARROW_MIN_WIDTH`]; narrow layers with fewer channels
+/// (ResNet-18's first stage at a 64x64 input, 16 wide at 64 channels) were not
+/// measured faster, and keep im2col.
+pub const AUTO_WINOGRAD_NARROW_MIN_CHANNELS: usize = 128;
+
+/// Whether `Auto` computes `pass` of a 3x3 stride-1 convolution with
+/// `channels = (in, out)` by Winograd, for outputs `out_w` wide (`None`: not
+/// known, taken as wide). A model of the measurements in `BENCHMARKS.md`
+/// (never a timing taken at run time).
+///
+/// ```
+/// use convnet_tensor::{winograd_pays, ConvPass};
+/// assert!(winograd_pays(ConvPass::Forward, (64, 64), Some(56)));
+/// assert!(!winograd_pays(ConvPass::Forward, (3, 32), Some(222))); // 3 input channels
+/// assert!(winograd_pays(ConvPass::Forward, (128, 128), Some(28))); // narrow, many channels
+/// assert!(!winograd_pays(ConvPass::WeightGrad, (128, 128), Some(28)));
+/// assert!(!winograd_pays(ConvPass::Forward, (16, 32), Some(14))); // narrow, few channels
+/// assert!(!winograd_pays(ConvPass::Forward, (64, 64), Some(16)));
+/// assert!(!winograd_pays(ConvPass::Forward, (512, 512), Some(7)));
+/// ```
+pub fn winograd_pays(pass: ConvPass, channels: (usize, usize), out_w: Option<usize>) -> bool {
+    let fewest_channels = channels.0.min(channels.1);
+    let out_w = out_w.unwrap_or(usize::MAX);
+    let narrow_pays = pass != ConvPass::WeightGrad
+        && out_w >= AUTO_WINOGRAD_NARROW_MIN_WIDTH
+        && fewest_channels >= AUTO_WINOGRAD_NARROW_MIN_CHANNELS;
+    fewest_channels >= AUTO_WINOGRAD_MIN_CHANNELS && (out_w >= AUTO_WINOGRAD_MIN_WIDTH || narrow_pays)
+}
 
 impl ConvAlgo {
     /// `"auto"`, `"im2col"` or `"winograd"`.

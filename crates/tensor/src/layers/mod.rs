@@ -39,7 +39,7 @@ pub mod softmax;
 pub use avgpool2d::AvgPool2d;
 pub use batchnorm::BatchNorm;
 pub use conv2d::Conv2d;
-pub use conv_algo::{ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass};
+pub use conv_algo::{winograd_pays, ConvAlgo, ConvAlgoRule, ConvAlgoSpec, ConvAlgos, ConvPass};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
