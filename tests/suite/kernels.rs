@@ -441,3 +441,84 @@ fn small_outputs_give_the_same_bits_in_groups_of_images_as_image_by_image() {
         assert!(max_rel_diff(&to_f64(&dx), &as_f64(&naive_dx)) < 1e-4, "{geom:?}");
     }
 }
+
+#[test]
+fn small_maps_sum_the_weight_gradient_leaf_by_leaf_with_the_bits_of_per_image_partials() {
+    // ResNet's small maps take dW leaf by leaf (`kernels/conv_leaves.rs`): it must give
+    // the bits of per-image partials P_n (each a chain of multiply-adds from zero)
+    // summed in the gradient tree, on any thread count, and the bits of one pass when a
+    // leaf is cut into micro-batches. 20 input channels: a block of 16 and one of 4.
+    use convnet::tensor::kernels::conv_tiled::{conv2d_backward_tiled, ConvWorkspace};
+    use convnet::tensor::kernels::cpu;
+    use convnet::tensor::kernels::reduce::{reduce_in_order, reduce_tree, sum_in_lanes};
+    let mut rng = rng(32);
+    let cases = [
+        ((3, 3), 1, 7, Padding::Explicit(1, 1)),
+        ((3, 3), 2, 14, Padding::Explicit(1, 1)),
+        ((1, 1), 2, 14, Padding::Valid),
+    ];
+    for (kernel, stride, size, padding) in cases {
+        let geom = WindowGeometry::new(20, size, size, kernel, (stride, stride), padding).unwrap();
+        let (batch, out_channels, pixels) = (8, 24, geom.out_pixels());
+        let values = |rng: &mut ChaCha8Rng, len: usize| -> Vec<f32> {
+            random_tensor(rng, &[len]).iter().map(|&v| v as f32).collect()
+        };
+        let (input, weight) =
+            (values(&mut rng, batch * geom.in_len()), values(&mut rng, out_channels * geom.col_rows()));
+        let dy = values(&mut rng, batch * out_channels * pixels);
+        // P_n = (dW_n, db_n), laid out (N, OC*C*KH*KW + OC) as the tiled pass keeps them
+        let per_image = out_channels * geom.col_rows() + out_channels;
+        let mut partials = vec![0f32; batch * per_image];
+        let mut col = vec![0f32; geom.col_rows() * pixels];
+        for (n, partial) in partials.chunks_mut(per_image).enumerate() {
+            im2col(&geom, &input[n * geom.in_len()..][..geom.in_len()], 0, geom.out_h, &mut col);
+            let dy_n = &dy[n * out_channels * pixels..][..out_channels * pixels];
+            for o in 0..out_channels {
+                for j in 0..geom.col_rows() {
+                    let chain = (0..pixels).fold(0f32, |sum, p| dy_n[o * pixels + p].mul_add(col[j * pixels + p], sum));
+                    partial[o * geom.col_rows() + j] = chain;
+                }
+                partial[out_channels * geom.col_rows() + o] = 0.0 + sum_in_lanes(&dy_n[o * pixels..][..pixels]);
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let expected = |leaves: usize| {
+            let mut sum = vec![0f32; per_image];
+            match leaves {
+                1 => reduce_in_order(&partials, per_image, 0, &mut sum),
+                _ => reduce_tree(&partials, per_image, 0, &mut sum, leaves),
+            }
+            sum
+        };
+        // a pass over images `range`, continuing the leaf held in `grads` or not
+        let pass = |range: std::ops::Range<usize>, leaves: usize, continue_leaf: bool, grads: &mut Vec<f32>| {
+            let (dw, db) = grads.split_at_mut(out_channels * geom.col_rows());
+            let mut workspace = ConvWorkspace::default();
+            (workspace.gradient_leaves, workspace.continue_leaf) = (leaves, continue_leaf);
+            let input = &input[range.start * geom.in_len()..range.end * geom.in_len()];
+            let dy = &dy[range.start * out_channels * pixels..range.end * out_channels * pixels];
+            conv2d_backward_tiled(&geom, &weight, input, dy, dw, db, None, &mut workspace);
+        };
+        for (leaves, threads) in [(4, 1), (4, 3), (2, 2), (1, 3)] {
+            let ours = with_threads(threads, || {
+                let mut grads = vec![f32::NAN; per_image];
+                pass(0..batch, leaves, false, &mut grads);
+                grads
+            });
+            let reference = expected(leaves);
+            if cpu::features().avx512f {
+                assert_eq!(bits(&ours), bits(&reference), "{geom:?}, {leaves} leaves, {threads} threads");
+            } else {
+                let as_f64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+                assert!(max_rel_diff(&as_f64(&ours), &as_f64(&reference)) < 1e-4, "{geom:?}");
+            }
+        }
+        // one leaf in two micro-batches, the second continuing the first: the bits of one pass
+        let mut micro = vec![f32::NAN; per_image];
+        pass(0..3, 1, false, &mut micro);
+        pass(3..batch, 1, true, &mut micro);
+        let mut whole = vec![f32::NAN; per_image];
+        pass(0..batch, 1, false, &mut whole);
+        assert_eq!(bits(&micro), bits(&whole), "{geom:?} in micro-batches");
+    }
+}

@@ -29,6 +29,7 @@
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::conv_groups::{add_bias, forward_in_groups, image_group, input_grad_in_groups};
+use crate::kernels::conv_leaves::{weight_grad_in_leaves, LeafTarget, LeafWorkspace};
 use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
 use crate::kernels::gemm_packed::{self, gemm_packed, gemm_packed_rows, PackedA};
@@ -63,6 +64,8 @@ pub struct ConvWorkspace<T> {
     col_scratch: Scratch<T>,
     /// Per-thread buffers of the weight gradient on short tiles ([`by_outer_product`]).
     outer_product: PerThread<OuterProduct<T>>,
+    /// The weight gradient of small images, leaf by leaf ([`crate::kernels::conv_leaves`]).
+    leaves: LeafWorkspace<T>,
     /// The weights as the GEMM's `A`, packed once per pass: `W` `(OC, C*KH*KW)`
     /// for the forward pass, `W^T` for the column gradient.
     packed_weight: PackedA<T>,
@@ -353,6 +356,9 @@ fn backward_tiled<T: Element>(
     let per_image_len = weight_len + out_channels;
     let rows_per_tile = tile_rows(geom, BACKWARD_TILE_ELEMENTS);
     workspace.col_scratch.ensure_threads();
+    // images of one short tile: the weight gradient leaf by leaf, after the input gradient
+    let in_leaves = by_outer_product(geom, rows_per_tile) && rows_per_tile >= geom.out_h;
+    let (weight_grads, leaf_grads) = if in_leaves { (None, weight_grads) } else { (weight_grads, None) };
     let input = weight_grads.as_ref().map(|grads| grads.input);
     if input.is_some() && workspace.per_image_grads.len() < batch * per_image_len {
         workspace.per_image_grads.resize(batch * per_image_len, T::zero());
@@ -430,9 +436,26 @@ fn backward_tiled<T: Element>(
     if let Some(grad_input) = grad_input_grouped {
         input_grad_in_groups(geom, packed_weight_t, group, grad_output, grad_input, col_scratch);
     }
+    finish_weight_grads(geom, batch, grad_output, (weight_grads, leaf_grads), workspace);
+}
 
-    if let Some(grads) = weight_grads {
+/// The batch's weight gradient in the gradient tree the workspace is set to:
+/// from the per-image partials ([`sum_partials`]), or, for images of one
+/// short tile, leaf by leaf ([`crate::kernels::conv_leaves`]), the same bits.
+fn finish_weight_grads<T: Element>(
+    geom: &WindowGeometry,
+    batch: usize,
+    grad_output: &[T],
+    (from_partials, by_leaves): (Option<WeightGrads<'_, T>>, Option<WeightGrads<'_, T>>),
+    workspace: &mut ConvWorkspace<T>,
+) {
+    if let Some(grads) = from_partials {
         sum_partials(workspace, batch, grads);
+    }
+    if let Some(WeightGrads { input, grad_weight, grad_bias }) = by_leaves {
+        let (gradient_leaves, continue_leaf) = (workspace.gradient_leaves, workspace.continue_leaf);
+        let target = LeafTarget { grad_weight, grad_bias, gradient_leaves, continue_leaf };
+        weight_grad_in_leaves(geom, input, grad_output, target, &mut workspace.leaves);
     }
 }
 
