@@ -89,20 +89,22 @@ pub fn channel_statistics<T: Element>(x: &[T], channels: usize, plane: usize) ->
 /// Lanes of [`lane_sum`].
 const LANES: usize = 8;
 
-/// `sum_p f(p)` over the pixels `p` of a plane of `len`, in [`LANES`]
+/// `sum_p f(values[p])` over the pixels `p` of a plane, in [`LANES`]
 /// interleaved partial sums (lane `l` takes `l, l + 8, ...`) added as a tree,
 /// then the tail: a fixed order, so the same bits on any thread count, that
 /// runs at the adder's throughput instead of waiting on one chain of
-/// dependent additions (which made these sums most of batchnorm's time).
-fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+/// dependent additions (which made these sums most of batchnorm's time). The
+/// lanes walk the plane in whole chunks of [`LANES`] values, with no index
+/// to check, so the compiler keeps them in one vector register.
+fn lane_sum<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
     let mut lanes = [0.0f64; LANES];
-    let whole = len - len % LANES;
-    for start in (0..whole).step_by(LANES) {
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            *lane += f(start + l);
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane += f(Element::to_f64(value));
         }
     }
-    (whole..len).fold(lanes_total(lanes), |sum, p| sum + f(p))
+    chunks.remainder().iter().fold(lanes_total(lanes), |sum, &value| sum + f(Element::to_f64(value)))
 }
 
 /// The lanes of [`lane_sum`] added as a balanced tree.
@@ -117,13 +119,16 @@ fn lanes_total(mut lanes: [f64; LANES]) -> f64 {
     lanes[0]
 }
 
-/// `f(value, channel)` summed over each `(image, channel)` plane of `x`
-/// ([`lane_sum`]): `images * channels` sums in (image, channel) order.
-fn plane_sums<T: Element>(x: &[T], channels: usize, plane: usize, f: impl Fn(f64, usize) -> f64 + Sync) -> Vec<f64> {
-    x.par_chunks(plane)
-        .enumerate()
-        .map(|(i, values)| lane_sum(values.len(), |p| f(Element::to_f64(values[p]), i % channels)))
-        .collect()
+/// `f(value)` summed over each `(image, channel)` plane of `x` ([`lane_sum`]),
+/// `f` made for the plane's channel by `for_channel`: `images * channels`
+/// sums in (image, channel) order.
+fn plane_sums<T: Element, F: Fn(f64) -> f64>(
+    x: &[T],
+    channels: usize,
+    plane: usize,
+    for_channel: impl Fn(usize) -> F + Sync,
+) -> Vec<f64> {
+    x.par_chunks(plane).enumerate().map(|(i, values)| lane_sum(values, for_channel(i % channels))).collect()
 }
 
 /// Totals of per-image rows of `row` sums (`(images, row)`), adding the
@@ -253,10 +258,13 @@ impl<T: Element> BatchNorm<T> {
     /// the number of values per channel.
     fn batch_statistics(&self, x: &[T], plane: usize) -> (Vec<(f64, f64)>, usize) {
         let channels = self.channels;
-        let sums = self.whole_batch(plane_sums(x, channels, plane, |v, _| v), channels);
+        let sums = self.whole_batch(plane_sums(x, channels, plane, |_| |v| v), channels);
         let count = sums.len() / channels * plane;
         let mean: Vec<f64> = channel_totals(&sums, channels).iter().map(|s| s / count as f64).collect();
-        let deviations = plane_sums(x, channels, plane, |v, c| (v - mean[c]).powi(2));
+        let deviations = plane_sums(x, channels, plane, |c| {
+            let mean = mean[c];
+            move |v: f64| (v - mean).powi(2)
+        });
         let deviations = self.whole_batch(deviations, channels);
         let var = channel_totals(&deviations, channels).into_iter().map(|s| s / count as f64);
         (mean.iter().copied().zip(var).collect(), count)
