@@ -515,3 +515,37 @@ fn baseline_fuses_every_conv_relu_and_relu_pool_pair() {
     let unfused = convnet::tensor::Plan::unfused(model.layers());
     assert!(unfused.forward.iter().all(|&s| s == F::Plain) && unfused.buffers == model.layers().len() + 1);
 }
+
+#[test]
+fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits_of_forward() {
+    // ResNet's convolution + batchnorm (+ ReLU), in the stem and inside every block's
+    // branches, are one pass in predict (`Conv2d::forward_batchnorm`): the bits of the
+    // layers one by one, for batches smaller and larger than the thread count. Random
+    // running statistics and affine parameters keep each batchnorm far from the identity.
+    use convnet::tensor::Residual;
+    use rand::Rng;
+    let mut rng = rng(12);
+    for (preset, size) in [("resnet-small", 28), ("resnet18", 45)] {
+        let mut model = ModelSpec::preset(preset).unwrap().build::<f32>(&[3, size, size], 5, 4).unwrap();
+        for param in model.params_mut() {
+            param.value.mapv_inplace(|v| v + rng.random_range(-0.2..0.2));
+        }
+        for (name, buffer) in model.buffers_mut() {
+            let floor = if name.ends_with("running_var") { 0.5 } else { -0.3 };
+            buffer.mapv_inplace(|_| floor + rng.random_range(0.0..0.6));
+        }
+        for (batch, threads) in [(1, 1), (1, 2), (3, 2), (3, 3), (4, 1)] {
+            let x = random_tensor(&mut rng, &[batch, 3, size, size]).mapv(|v| v as f32);
+            let forward = with_threads(threads, || model.forward(x.view(), Mode::Eval).unwrap().to_owned());
+            let predicted = with_threads(threads, || model.predict(x.view()).unwrap().to_owned());
+            let what = format!("{preset}, batch {batch}, {threads} threads");
+            assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "{what}");
+        }
+        assert!(model.is_fused(1) && model.is_fused(2), "{preset}: the stem's batchnorm and ReLU");
+        let blocks = model.layers().iter().filter_map(|layer| layer.as_any()?.downcast_ref::<Residual<f32>>());
+        for block in blocks {
+            assert!(block.body().is_fused(1) && block.body().is_fused(2) && block.body().is_fused(4), "{preset}");
+            assert!(block.shortcut().is_none_or(|shortcut| shortcut.is_fused(1)), "{preset}: the projection's");
+        }
+    }
+}

@@ -120,6 +120,14 @@ pub trait Layer<T: Element>: Send + Sync {
     /// is `(N, ...output_shape(in_shape))`.
     fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, mode: Mode);
 
+    /// Inference ([`crate::Sequential::predict`]): the output of
+    /// `forward(input, output, Mode::Eval)` bit for bit, and no backward pass
+    /// follows, so a layer may skip what only backward would read (a block
+    /// runs its branches' own `predict`, which fuse more). Default: that forward.
+    fn predict(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>) {
+        self.forward(input, output, Mode::Eval);
+    }
+
     /// Overwrites the parameter gradients and, if asked, `grad_input` (same shape
     /// as `input`) from `grad_output` (same shape as `output`). `input` and
     /// `output` are those of the most recent forward pass.

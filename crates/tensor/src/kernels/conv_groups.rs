@@ -20,7 +20,8 @@ use rayon::prelude::*;
 /// [`conv2d_forward_tiled`](crate::kernels::conv_tiled::conv2d_forward_tiled)
 /// for small outputs: `group` images' columns side by side in one column
 /// matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of them, then each
-/// image's planes into place with the bias (and ReLU).
+/// image's planes into place with the bias (and ReLU), then `then` on each
+/// image's output while it is in cache.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_in_groups<T: Element>(
     geom: &WindowGeometry,
@@ -31,6 +32,7 @@ pub(crate) fn forward_in_groups<T: Element>(
     input: &[T],
     output: &mut [T],
     col_scratch: &Scratch<T>,
+    then: Option<ImageEpilogue<'_, T>>,
 ) {
     let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), bias.len());
     let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
@@ -48,6 +50,9 @@ pub(crate) fn forward_in_groups<T: Element>(
                 for (o, plane) in image_out.chunks_exact_mut(out_pixels).enumerate() {
                     plane.copy_from_slice(&products[o * columns + g * out_pixels..][..out_pixels]);
                     add_bias(plane, bias[o], fused_relu);
+                }
+                if let Some(then) = then {
+                    then(image_out);
                 }
             }
         });
@@ -107,6 +112,40 @@ pub(crate) fn input_grad_in_groups<T: Element>(
             }
         });
     });
+}
+
+/// Work a convolution's forward pass does on each image's output `(OC, OH*OW)`
+/// right after computing it, while it is in cache (inference's batchnorm,
+/// [`scale_shift`]).
+pub type ImageEpilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
+
+/// The [`ImageEpilogue`] of a batchnorm in evaluation mode (and a ReLU, with
+/// `relu`): [`scale_shift`] on each channel's plane of an image's output,
+/// `affine[c] = (a_c, b_c)`.
+pub(crate) fn batchnorm_epilogue<T: Element>(affine: &[(T, T)], relu: bool) -> impl Fn(&mut [T]) + Sync + '_ {
+    move |image_out: &mut [T]| {
+        let plane = image_out.len() / affine.len();
+        for (values, &(scale, shift)) in image_out.chunks_exact_mut(plane).zip(affine) {
+            scale_shift(values, scale, shift, relu);
+        }
+    }
+}
+
+simd_variant! {
+    /// A batchnorm in evaluation mode on one plane: `y = y * a + b`, then
+    /// `y = max(y, 0)` if a ReLU follows: the multiply and the add rounded
+    /// apart, as [`crate::BatchNorm`]'s forward computes them, so the same bits
+    /// (with AVX2: 8 floats wide).
+    pub(crate) fn scale_shift = scale_shift_body, "avx2", avx2;
+    (plane: &mut [T], scale: T, shift: T, relu: bool)
+}
+
+#[inline(always)]
+fn scale_shift_body<T: Element>(plane: &mut [T], scale: T, shift: T, relu: bool) {
+    for value in plane {
+        let y = *value * scale + shift;
+        *value = if !relu || y > T::zero() { y } else { T::zero() };
+    }
 }
 
 simd_variant! {

@@ -28,7 +28,7 @@
 
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
-use crate::kernels::conv_groups::{add_bias, forward_in_groups, image_group, input_grad_in_groups};
+use crate::kernels::conv_groups::{add_bias, forward_in_groups, image_group, input_grad_in_groups, ImageEpilogue};
 use crate::kernels::conv_leaves::{weight_grad_in_leaves, LeafTarget, LeafWorkspace};
 use crate::kernels::gemm::Trans;
 use crate::kernels::gemm_nt::gemm_nt;
@@ -105,6 +105,23 @@ pub fn conv2d_forward_tiled<T: Element>(
     fused_relu: bool,
     workspace: &mut ConvWorkspace<T>,
 ) {
+    conv2d_forward_tiled_then(geom, weight, bias, input, output, fused_relu, workspace, None);
+}
+
+/// [`conv2d_forward_tiled`], then `then` on each image's output `(OC, OH*OW)`
+/// in the task that computed it, while it is in cache (with fewer images
+/// than threads, after the whole pass).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_tiled_then<T: Element>(
+    geom: &WindowGeometry,
+    weight: &[T],
+    bias: &[T],
+    input: &[T],
+    output: &mut [T],
+    fused_relu: bool,
+    workspace: &mut ConvWorkspace<T>,
+    then: Option<ImageEpilogue<'_, T>>,
+) {
     let out_channels = bias.len();
     assert_eq!(weight.len(), out_channels * geom.col_rows(), "conv2d_forward_tiled: weight length");
     assert_eq!(input.len() % geom.in_len(), 0, "conv2d_forward_tiled: input length");
@@ -126,7 +143,7 @@ pub fn conv2d_forward_tiled<T: Element>(
     let parts = parts_per_image(batch, geom.out_h);
     if group > 1 {
         // small outputs: `group` images' columns side by side, one GEMM for all of them
-        forward_in_groups(geom, packed_weight, bias, fused_relu, group, input, output, col_scratch);
+        forward_in_groups(geom, packed_weight, bias, fused_relu, group, input, output, col_scratch, then);
     } else if parts > 1 {
         // fewer images than threads (a `predict` of one image): each image's rows in parts
         let in_len = geom.in_len();
@@ -137,12 +154,19 @@ pub fn conv2d_forward_tiled<T: Element>(
             |rows| rows,
             |image, rows, out| image_rows(&input[image * in_len..][..in_len], rows, out),
         );
+        if let Some(then) = then {
+            output.par_chunks_mut(out_channels * out_pixels).for_each(then);
+        }
     } else {
         // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
-        input
-            .par_chunks(geom.in_len())
-            .zip(output.par_chunks_mut(out_channels * out_pixels))
-            .for_each(|(image, image_out)| image_rows(image, (0, geom.out_h), image_out));
+        input.par_chunks(geom.in_len()).zip(output.par_chunks_mut(out_channels * out_pixels)).for_each(
+            |(image, image_out)| {
+                image_rows(image, (0, geom.out_h), image_out);
+                if let Some(then) = then {
+                    then(image_out);
+                }
+            },
+        );
     }
 }
 

@@ -254,6 +254,38 @@ impl<T: Element> BatchNorm<T> {
         }
     }
 
+    /// `(mean_c, inv_c)` from `(mean_c, var_c)`: `inv_c = 1 / sqrt(var_c + eps)`.
+    fn normalizers(&self, stats: &[(f64, f64)]) -> Vec<(f64, f64)> {
+        stats.iter().map(|&(mean, var)| (mean, 1.0 / (var + self.eps).sqrt())).collect()
+    }
+
+    /// `y = gamma_c (x - mean_c) inv_c + beta_c` as `y = a_c x + b_c`: `(a_c, b_c)`
+    /// with `a_c = gamma_c inv_c`, `b_c = beta_c - a_c mean_c`, taken in f64 once
+    /// per channel from `(mean_c, inv_c)`.
+    fn affine(&self, normalizers: &[(f64, f64)]) -> Vec<(T, T)> {
+        let (gamma, beta) = (&self.gamma, &self.beta);
+        (normalizers.iter().enumerate())
+            .map(|(c, &(mean, inv))| {
+                let scale = Element::to_f64(gamma[c]) * inv;
+                (T::from_f64(scale), T::from_f64(Element::to_f64(beta[c]) - scale * mean))
+            })
+            .collect()
+    }
+
+    /// The evaluation-mode forward as `y = a_c x + b_c` per channel: `(a_c, b_c)`
+    /// from the running statistics, the values [`Layer::forward`] in
+    /// [`Mode::Eval`] multiplies and adds (inference applies them inside the
+    /// convolution before, [`crate::Conv2d::forward_batchnorm`]).
+    pub fn eval_affine(&self) -> Vec<(T, T)> {
+        self.affine(&self.normalizers(&self.running_statistics()))
+    }
+
+    /// `(running_mean_c, running_var_c)` in f64.
+    fn running_statistics(&self) -> Vec<(f64, f64)> {
+        let (mean, var) = (&self.running_mean, &self.running_var);
+        (0..self.channels).map(|c| (Element::to_f64(mean[c]), Element::to_f64(var[c]))).collect()
+    }
+
     /// `(mean_c, biased var_c)` of the whole batch (see the module docs), and
     /// the number of values per channel.
     fn batch_statistics(&self, x: &[T], plane: usize) -> (Vec<(f64, f64)>, usize) {
@@ -305,23 +337,12 @@ impl<T: Element> Layer<T> for BatchNorm<T> {
             }
             stats
         } else {
-            (0..channels)
-                .map(|c| (Element::to_f64(self.running_mean[c]), Element::to_f64(self.running_var[c])))
-                .collect()
+            self.running_statistics()
         };
-        // inv_c = 1 / sqrt(var_c + eps)
-        self.saved = stats.iter().map(|&(mean, var)| (mean, 1.0 / (var + self.eps).sqrt())).collect();
-        // y = gamma_c * (x - mean_c) * inv_c + beta_c = a_c x + b_c, with a_c = gamma_c inv_c and
-        // b_c = beta_c - a_c mean_c taken in f64 once per channel, then one multiply-add per value in
+        self.saved = self.normalizers(&stats);
+        // y = gamma_c * (x - mean_c) * inv_c + beta_c = a_c x + b_c, then one multiply-add per value in
         // the element type (a pass the compiler vectorises), one plane (image, channel) per task
-        let (gamma, beta, saved) = (&self.gamma, &self.beta, &self.saved);
-        let affine: Vec<(T, T)> = (0..channels)
-            .map(|c| {
-                let (mean, inv) = saved[c];
-                let scale = Element::to_f64(gamma[c]) * inv;
-                (T::from_f64(scale), T::from_f64(Element::to_f64(beta[c]) - scale * mean))
-            })
-            .collect();
+        let affine = self.affine(&self.saved);
         slice_mut(&mut output).par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(i, (y, x))| {
             let (a, b) = affine[i % channels];
             for (y, &x) in y.iter_mut().zip(x) {

@@ -90,13 +90,16 @@
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::conv_chain::conv_into_winograd_relu_maxpool;
-use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
+use crate::kernels::conv_groups::{batchnorm_epilogue, ImageEpilogue};
+use crate::kernels::conv_tiled::{
+    conv2d_backward_tiled, conv2d_forward_tiled_then, conv2d_input_grad_tiled, ConvWorkspace,
+};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
 use crate::kernels::winograd;
 use crate::kernels::winograd::passes::{
-    conv2d_forward_winograd, conv2d_forward_winograd_relu_maxpool, conv2d_input_grad_winograd,
+    conv2d_forward_winograd_relu_maxpool, conv2d_forward_winograd_then, conv2d_input_grad_winograd,
     conv2d_weight_grad_winograd, WinogradWorkspace,
 };
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
@@ -430,30 +433,43 @@ impl<T: Element> Conv2d<T> {
 
     /// The forward pass; with `fused_relu`, `output = max(conv, 0)` (the plan
     /// of [`crate::model`] fuses a ReLU that follows into this pass).
-    pub fn forward_fused_relu(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, fused_relu: bool) {
+    pub fn forward_fused_relu(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, fused_relu: bool) {
+        self.forward_then(input, output, fused_relu, None);
+    }
+
+    /// Inference's convolution, the [`crate::BatchNorm`] after it and, with
+    /// `relu`, a ReLU after that in one pass: the batchnorm's `affine`
+    /// `(a_c, b_c)` ([`crate::BatchNorm::eval_affine`]) is applied to each image's
+    /// output while it is in cache, instead of in passes of their own over the
+    /// batch: the values of the layers one by one, bit for bit.
+    pub fn forward_batchnorm(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        output: ArrayViewMutD<'_, T>,
+        affine: &[(T, T)],
+        relu: bool,
+    ) {
+        assert_eq!(affine.len(), self.out_channels, "conv2d: one batchnorm scale and shift per output channel");
+        self.forward_then(input, output, false, Some(&batchnorm_epilogue(affine, relu)));
+    }
+
+    /// The forward pass by the resolved method, `then` on each image's output.
+    fn forward_then(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        mut output: ArrayViewMutD<'_, T>,
+        fused_relu: bool,
+        then: Option<ImageEpilogue<'_, T>>,
+    ) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
         let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
+        let (input, output) = (slice(&input), slice_mut(&mut output));
         if self.resolve(Some(&geom)).forward == ConvAlgo::Winograd {
-            return conv2d_forward_winograd(
-                &geom,
-                weight,
-                bias,
-                slice(&input),
-                slice_mut(&mut output),
-                fused_relu,
-                &mut self.winograd,
-            );
+            let workspace = &mut self.winograd;
+            return conv2d_forward_winograd_then(&geom, weight, bias, input, output, fused_relu, workspace, then);
         }
-        conv2d_forward_tiled(
-            &geom,
-            weight,
-            bias,
-            slice(&input),
-            slice_mut(&mut output),
-            fused_relu,
-            &mut self.workspace,
-        );
+        conv2d_forward_tiled_then(&geom, weight, bias, input, output, fused_relu, &mut self.workspace, then);
     }
 
     /// Whether this layer can run [`Conv2d::forward_relu_maxpool`] on `input_shape`

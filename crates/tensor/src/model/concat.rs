@@ -87,6 +87,27 @@ impl<T: Element> Concat<T> {
     fn branch_lens(&self) -> Vec<usize> {
         self.branches.iter().map(|b| b.output_shape().iter().product()).collect()
     }
+
+    /// `y[n] = [branch_0(x)[n], branch_1(x)[n], ...]` along the channels, each
+    /// branch by its forward pass in `mode`, or by its inference pass (`None`).
+    fn concatenate(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Option<Mode>) {
+        let lens = self.branch_lens();
+        let (image_len, batch) = (lens.iter().sum::<usize>(), input.shape()[0]);
+        let output = slice_mut(&mut output);
+        let mut offset = 0;
+        for (b, branch) in self.branches.iter_mut().enumerate() {
+            // y[n, channels of b] = branch_b(x)[n]
+            let y_b = match mode {
+                Some(mode) => branch.forward(input.view(), branch_mode(mode, b)),
+                None => branch.predict(input.view()),
+            };
+            let y_b = y_b.expect("shapes checked when built");
+            for (n, image) in slice(&y_b).chunks(lens[b]).enumerate().take(batch) {
+                output[n * image_len + offset..][..lens[b]].copy_from_slice(image);
+            }
+            offset += lens[b];
+        }
+    }
 }
 
 impl<T: Element> Layer<T> for Concat<T> {
@@ -109,19 +130,12 @@ impl<T: Element> Layer<T> for Concat<T> {
         Ok(shape)
     }
 
-    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
-        let lens = self.branch_lens();
-        let (image_len, batch) = (lens.iter().sum::<usize>(), input.shape()[0]);
-        let output = slice_mut(&mut output);
-        let mut offset = 0;
-        for (b, branch) in self.branches.iter_mut().enumerate() {
-            // y[n, channels of b] = branch_b(x)[n]
-            let y_b = branch.forward(input.view(), branch_mode(mode, b)).expect("shapes checked when built");
-            for (n, image) in slice(&y_b).chunks(lens[b]).enumerate().take(batch) {
-                output[n * image_len + offset..][..lens[b]].copy_from_slice(image);
-            }
-            offset += lens[b];
-        }
+    fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, mode: Mode) {
+        self.concatenate(input, output, Some(mode));
+    }
+
+    fn predict(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>) {
+        self.concatenate(input, output, None);
     }
 
     fn backward(

@@ -4,6 +4,7 @@
 //! channels; each branch a small [`Sequential`]), and the architecture
 //! [`spec`] that builds one from a preset or a TOML file.
 
+mod activations;
 mod branches;
 pub mod concat;
 pub mod plan;

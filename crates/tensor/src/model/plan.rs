@@ -25,14 +25,19 @@
 //! run a band of rows at a time ([`Conv2d::forward_into_relu_maxpool`],
 //! [`crate::kernels::conv_chain`]), so the first one's output (conv1 of
 //! `baseline`: 200 MB a batch) is never written whole either. Training cannot:
-//! its backward pass reads those activations.
+//! its backward pass reads those activations. A convolution followed by a
+//! [`BatchNorm`] (ResNet's every convolution) applies the batchnorm's affine
+//! map of its running statistics, and the ReLU after it, to each image's
+//! output while it is in cache ([`Conv2d::forward_batchnorm`]); a block
+//! ([`crate::Residual`], [`crate::Concat`]) runs its branches' own inference
+//! passes ([`Layer::predict`]).
 //!
 //! A layer of your own never fuses: the plan only recognises the built-in
 //! types (through [`Layer::as_any`]).
 
 use crate::element::Element;
 use crate::layer::Layer;
-use crate::layers::{Conv2d, MaxPool2d, Relu};
+use crate::layers::{BatchNorm, Conv2d, MaxPool2d, Relu};
 
 /// How layer `i`'s forward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +58,16 @@ pub enum ForwardStep {
     ConvReluMaxpool {
         /// Window and stride of the pooling done (2 or 4).
         pool: usize,
+        /// The last layer whose work this step does.
+        through: usize,
+    },
+    /// Inference only: [`Conv2d::forward_batchnorm`], the [`BatchNorm`] after
+    /// the convolution (its running statistics: `y = a_c x + b_c`) and, with
+    /// `relu`, the in-place ReLU after that, applied to each image's output
+    /// while it is in cache, from activation `i` into activation `through + 1`.
+    ConvBatchnorm {
+        /// Whether a ReLU follows the batchnorm (layer `i + 2`).
+        relu: bool,
         /// The last layer whose work this step does.
         through: usize,
     },
@@ -146,6 +161,22 @@ impl Plan {
                 *step = ForwardStep::DoneByPrevious;
             }
         }
+        // a convolution, the batchnorm after it (and an in-place ReLU): one pass
+        for i in 0..forward.len().saturating_sub(1) {
+            let conv_then_batchnorm = forward[i] == ForwardStep::Plain
+                && is::<Conv2d<T>, T>(layers[i].as_ref())
+                && forward[i + 1] == ForwardStep::Plain
+                && is::<BatchNorm<T>, T>(layers[i + 1].as_ref());
+            if !conv_then_batchnorm {
+                continue;
+            }
+            let relu = forward.get(i + 2) == Some(&ForwardStep::ReluInPlace);
+            let through = if relu { i + 2 } else { i + 1 };
+            forward[i] = ForwardStep::ConvBatchnorm { relu, through };
+            for step in &mut forward[i + 1..=through] {
+                *step = ForwardStep::DoneByPrevious;
+            }
+        }
         // a convolution + ReLU right before such a step: the two in bands
         for i in 0..forward.len().saturating_sub(2) {
             let ForwardStep::ConvReluMaxpool { pool, through } = forward[i + 2] else { continue };
@@ -169,9 +200,9 @@ impl Plan {
         for (i, step) in steps.iter().enumerate() {
             let target = match *step {
                 ForwardStep::DoneByPrevious => continue,
-                ForwardStep::ConvReluMaxpool { through, .. } | ForwardStep::ConvIntoConvReluMaxpool { through, .. } => {
-                    through + 1
-                }
+                ForwardStep::ConvReluMaxpool { through, .. }
+                | ForwardStep::ConvIntoConvReluMaxpool { through, .. }
+                | ForwardStep::ConvBatchnorm { through, .. } => through + 1,
                 _ => i + 1,
             };
             written[self.storage[target]] = true;

@@ -138,6 +138,18 @@ impl<T: Element> Layer<T> for Residual<T> {
         }
     }
 
+    fn predict(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>) {
+        // the forward's sum, each branch by its own fused inference pass
+        let body = self.body.predict(input.view()).expect("shapes checked when built");
+        match &mut self.shortcut {
+            Some(shortcut) => {
+                let projected = shortcut.predict(input).expect("shapes checked when built");
+                add_pair(slice_mut(&mut output), slice(&body), slice(&projected));
+            }
+            None => add_pair(slice_mut(&mut output), slice(&body), slice(&input)),
+        }
+    }
+
     fn backward(
         &mut self,
         _input: ArrayViewD<'_, T>,

@@ -37,9 +37,10 @@ use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
 use crate::layers::conv_algo::{ConvAlgo, ConvAlgoSpec, ConvAlgos};
-use crate::layers::{Conv2d, MaxPool2d, Relu};
+use crate::layers::{BatchNorm, Conv2d, MaxPool2d, Relu};
+use crate::model::activations::{downcast, ensure_len, two_buffers, view, view_mut};
 use crate::model::plan::{BackwardStep, ForwardStep, Plan};
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD};
 
 /// Largest activation one layer may produce per sample (2^28 elements, 1 GB
 /// of f32).
@@ -80,14 +81,6 @@ impl<T: Element> std::fmt::Debug for Sequential<T> {
     }
 }
 
-/// The built-in layer the plan says layer `layer` is.
-///
-/// # Panics
-/// If it is not: the plan only names a step for a type it recognised.
-fn downcast<L: 'static, T: Element>(layer: &mut Box<dyn Layer<T>>) -> &mut L {
-    layer.as_any_mut().and_then(|any| any.downcast_mut::<L>()).expect("the plan recognised this layer's type")
-}
-
 /// The convolutions of `layer`: itself, or those inside it (a block).
 fn convolutions<T: Element>(layer: &dyn Layer<T>) -> Vec<&Conv2d<T>> {
     let all = std::iter::once(layer).chain(layer.sublayers());
@@ -101,39 +94,6 @@ fn convolutions_mut<T: Element>(layer: &mut dyn Layer<T>) -> Vec<&mut Conv2d<T>>
     }
     let inside = layer.sublayers_mut().into_iter();
     inside.filter_map(|l| l.as_any_mut()?.downcast_mut::<Conv2d<T>>()).collect()
-}
-
-/// View of the first `N * prod(shape)` elements of `buffer` as `(N, ...shape)`.
-fn view<'a, T>(buffer: &'a [T], batch: usize, shape: &[usize]) -> ArrayViewD<'a, T> {
-    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
-    let len = dims.iter().product();
-    ArrayViewD::from_shape(IxDyn(&dims), &buffer[..len]).expect("buffer sized by the model")
-}
-
-fn view_mut<'a, T>(buffer: &'a mut [T], batch: usize, shape: &[usize]) -> ArrayViewMutD<'a, T> {
-    let dims: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
-    let len = dims.iter().product();
-    ArrayViewMutD::from_shape(IxDyn(&dims), &mut buffer[..len]).expect("buffer sized by the model")
-}
-
-/// A shared borrow of `buffers[source]` and a unique one of `buffers[target]`
-/// (`source != target`).
-fn two_buffers<T>(buffers: &mut [Vec<T>], source: usize, target: usize) -> (&[T], &mut [T]) {
-    assert_ne!(source, target);
-    if source < target {
-        let (low, high) = buffers.split_at_mut(target);
-        (&low[source], &mut high[0])
-    } else {
-        let (low, high) = buffers.split_at_mut(source);
-        (&high[0], &mut low[target])
-    }
-}
-
-/// Grows `buffer` to at least `len` elements (never shrinks: reuse).
-fn ensure_len<T: Element>(buffer: &mut Vec<T>, len: usize) {
-    if buffer.len() < len {
-        buffer.resize(len, T::zero());
-    }
 }
 
 impl<T: Element> Sequential<T> {
@@ -376,12 +336,14 @@ impl<T: Element> Sequential<T> {
     /// forward. In [`Mode::Train`], layer `i` gets the seed `derive(seed, i)`.
     pub fn forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode) -> Result<ArrayViewD<'_, T>> {
         self.last_forward.clone_from(&self.plan.forward);
-        self.run_forward(input, mode)
+        self.run_forward(input, mode, false)
     }
 
     /// Inference: the output of [`Sequential::forward`] in [`Mode::Eval`], bit
     /// for bit, with more layers fused ([`Plan::inference_forward`]: a
-    /// convolution, its ReLU and the max-pools after it in one pass). Some
+    /// convolution, its ReLU and the max-pools after it in one pass; a
+    /// convolution and the batchnorm and ReLU after it; blocks' branches by
+    /// their own `predict`). Some
     /// intermediate activations are then never written: to read them
     /// ([`Sequential::layer_output`]) or to backpropagate, use `forward`.
     pub fn predict(&mut self, input: ArrayViewD<'_, T>) -> Result<ArrayViewD<'_, T>> {
@@ -389,11 +351,12 @@ impl<T: Element> Sequential<T> {
             true => self.plan.inference_forward(&self.layers, &self.shapes, &mut self.last_forward),
             false => self.last_forward.clone_from(&self.plan.forward),
         }
-        self.run_forward(input, Mode::Eval)
+        self.run_forward(input, Mode::Eval, self.fuse)
     }
 
-    /// A forward pass by the steps in `last_forward` (one per layer).
-    fn run_forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode) -> Result<ArrayViewD<'_, T>> {
+    /// A forward pass by the steps in `last_forward` (one per layer); with
+    /// `inference`, the layers that run alone run their [`Layer::predict`].
+    fn run_forward(&mut self, input: ArrayViewD<'_, T>, mode: Mode, inference: bool) -> Result<ArrayViewD<'_, T>> {
         let (batch, sample_shape) =
             input.shape().split_first().ok_or_else(|| TensorError::Mismatch("empty input shape".into()))?;
         if sample_shape != self.shapes[0].as_slice() {
@@ -450,6 +413,14 @@ impl<T: Element> Sequential<T> {
                     let second = downcast::<Conv2d<T>, T>(&mut tail[0]);
                     downcast::<Conv2d<T>, T>(&mut head[i]).forward_into_relu_maxpool(second, input, output, pool);
                 }
+                ForwardStep::ConvBatchnorm { relu, through } => {
+                    let target = self.plan.storage[through + 1];
+                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) =
+                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
+                    let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
+                    downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_batchnorm(input, output, &affine, relu);
+                }
                 ForwardStep::MaxpoolValues => {
                     let (input, output) = two_buffers(&mut self.activations, source, target);
                     let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
@@ -464,6 +435,8 @@ impl<T: Element> Sequential<T> {
                     let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
                     if step == ForwardStep::ConvThenRelu {
                         downcast::<Conv2d<T>, T>(layer).forward_fused_relu(input, output, true);
+                    } else if inference {
+                        layer.predict(input, output);
                     } else {
                         layer.forward(input, output, layer_mode);
                     }

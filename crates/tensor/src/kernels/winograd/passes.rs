@@ -74,6 +74,7 @@ use super::ALPHA;
 use super::TILE;
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
+use crate::kernels::conv_groups::ImageEpilogue;
 use crate::kernels::cpu::simd_variant;
 use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
@@ -277,6 +278,7 @@ fn correlate_batch<T: Element>(
     input: &[T],
     output: &mut [T],
     workspace: &mut WinogradWorkspace<T>,
+    then: Option<ImageEpilogue<'_, T>>,
 ) {
     let k_padded = shape.out_channels_padded();
     transform_weights(weight_kc, shape.out_channels, shape.channels, k_padded, &mut workspace.transformed_weight);
@@ -302,11 +304,16 @@ fn correlate_batch<T: Element>(
         in_parts(output, (batch, tiles_y, parts), planes, rows_of, |image, tile_rows, out| {
             image_part(&input[image * in_len..][..in_len], tile_rows, out)
         });
+        if let Some(then) = then {
+            output.par_chunks_mut(out_len).for_each(then);
+        }
     } else {
-        input
-            .par_chunks(in_len)
-            .zip(output.par_chunks_mut(out_len))
-            .for_each(|(image, image_out)| image_part(image, (0, tiles_y), image_out));
+        input.par_chunks(in_len).zip(output.par_chunks_mut(out_len)).for_each(|(image, image_out)| {
+            image_part(image, (0, tiles_y), image_out);
+            if let Some(then) = then {
+                then(image_out);
+            }
+        });
     }
 }
 
@@ -322,9 +329,26 @@ pub fn conv2d_forward_winograd<T: Element>(
     fused_relu: bool,
     workspace: &mut WinogradWorkspace<T>,
 ) {
+    conv2d_forward_winograd_then(geom, weight, bias, input, output, fused_relu, workspace, None);
+}
+
+/// [`conv2d_forward_winograd`], then `then` on each image's output
+/// `(K, OH*OW)` in the task that computed it, while it is in cache (with
+/// fewer images than threads, after the whole pass).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_winograd_then<T: Element>(
+    geom: &WindowGeometry,
+    weight: &[T],
+    bias: &[T],
+    input: &[T],
+    output: &mut [T],
+    fused_relu: bool,
+    workspace: &mut WinogradWorkspace<T>,
+    then: Option<ImageEpilogue<'_, T>>,
+) {
     let shape = forward_shape(geom, weight, bias, input.len(), "conv2d_forward_winograd");
     checked_batch(geom, shape.out_channels, input.len(), output.len(), "conv2d_forward_winograd");
-    correlate_batch(&shape, weight, Some(bias), fused_relu, 1, input, output, workspace);
+    correlate_batch(&shape, weight, Some(bias), fused_relu, 1, input, output, workspace, then);
 }
 
 /// Inference's convolution, ReLU and max-pool in one pass:
@@ -354,7 +378,7 @@ pub fn conv2d_forward_winograd_relu_maxpool<T: Element>(
     if pooled_len == 0 {
         return; // outputs smaller than one window
     }
-    correlate_batch(&shape, weight, Some(bias), true, pool, input, pooled, workspace);
+    correlate_batch(&shape, weight, Some(bias), true, pool, input, pooled, workspace, None);
 }
 
 /// The forward pass's [`Shape`], after checking the weights and the input's length.
@@ -492,7 +516,7 @@ pub fn conv2d_input_grad_winograd<T: Element>(
         out_h: geom.in_h,
         out_w: geom.in_w,
     };
-    correlate_batch(&shape, &turned, None, false, 1, grad_output, grad_input, workspace);
+    correlate_batch(&shape, &turned, None, false, 1, grad_output, grad_input, workspace, None);
     workspace.turned_weight = turned;
 }
 
