@@ -247,3 +247,52 @@ fn point_gemm_equals_a_plain_triple_loop_and_accumulates() {
         }
     }
 }
+
+#[test]
+fn a_winograd_layer_transforms_its_weights_again_after_every_change() {
+    // Inference transforms a layer's weights once per version of them; any mutable
+    // borrow of the weights (params_mut: optimizers and loaders; weight_mut; the
+    // initialisers' weight_and_bias_mut) is a new version, and an input gradient
+    // in between (which uses the same buffer for turned weights) must not be taken
+    // for the forward transform.
+    use convnet::tensor::ndarray::{ArrayD, IxDyn};
+    use convnet::tensor::{Conv2d, ConvAlgo, Layer, Mode};
+    let mut rng = rng(41);
+    let (channels, out_channels, size) = (8, 16, 12);
+    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let x = ArrayD::from_shape_vec(IxDyn(&[2, channels, size, size]), random(2 * channels * size * size)).unwrap();
+    let fresh = |weight: &ArrayD<f32>| {
+        let mut layer = Conv2d::<f32>::new(channels, out_channels, (3, 3), (1, 1), Padding::Same).unwrap();
+        layer.set_algo(ConvAlgo::Winograd);
+        layer.weight_mut().assign(weight);
+        let mut y = ArrayD::zeros(IxDyn(&[2, out_channels, size, size]));
+        layer.forward(x.view(), y.view_mut(), Mode::Eval);
+        y.mapv(f32::to_bits)
+    };
+    let mut layer = Conv2d::<f32>::new(channels, out_channels, (3, 3), (1, 1), Padding::Same).unwrap();
+    layer.set_algo(ConvAlgo::Winograd);
+    let run = |layer: &mut Conv2d<f32>| {
+        let mut y = ArrayD::zeros(IxDyn(&[2, out_channels, size, size]));
+        layer.forward(x.view(), y.view_mut(), Mode::Eval);
+        y
+    };
+    let bits = |y: &ArrayD<f32>| y.mapv(f32::to_bits);
+    type Change = dyn Fn(&mut Conv2d<f32>, Vec<f32>);
+    let changes: [&Change; 3] = [
+        &|layer, values| layer.weight_mut().iter_mut().zip(values).for_each(|(w, v)| *w = v),
+        &|layer, values| layer.params_mut()[0].value.iter_mut().zip(values).for_each(|(w, v)| *w = v),
+        &|layer, values| layer.weight_and_bias_mut().0.iter_mut().zip(values).for_each(|(w, v)| *w = v),
+    ];
+    for change in changes {
+        let before = bits(&run(&mut layer));
+        change(&mut layer, random(out_channels * channels * 9));
+        let y = run(&mut layer);
+        assert_ne!(before, bits(&y), "the change must show");
+        assert_eq!(bits(&y), fresh(layer.weight()), "the forward pass after a change reads the new weights");
+        // an input gradient between two forward passes
+        let dy = ArrayD::from_elem(IxDyn(&[2, out_channels, size, size]), 0.5f32);
+        let mut dx = ArrayD::zeros(x.raw_dim());
+        layer.backward(x.view(), y.view(), dy.view(), Some(dx.view_mut()));
+        assert_eq!(bits(&run(&mut layer)), bits(&y), "after an input gradient");
+    }
+}

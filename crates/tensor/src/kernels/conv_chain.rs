@@ -24,9 +24,7 @@
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::conv_tiled::{self, ConvWorkspace};
-use crate::kernels::winograd::passes::{
-    correlate_image, correlate_scratch_len, forward_shape, transform_weights, WinogradWorkspace,
-};
+use crate::kernels::winograd::passes::{correlate_image, correlate_scratch_len, forward_shape, WinogradWorkspace};
 use crate::kernels::winograd::tiles::Shape;
 use crate::kernels::winograd::TILE;
 use rayon::prelude::*;
@@ -98,7 +96,7 @@ pub fn relu_maxpool_in_bands<T: Element>(
         return;
     }
     let k_padded = shape.out_channels_padded();
-    transform_weights(weight, k, shape.channels, k_padded, &mut workspace.transformed_weight);
+    workspace.forward_weights(weight, k, shape.channels, k_padded);
     workspace.scratch.ensure_threads();
     let (u, scratch) = (&workspace.transformed_weight, &workspace.scratch);
     let (tiles_y, _) = shape.tiles();

@@ -418,11 +418,13 @@ impl<T: Element> Conv2d<T> {
     /// Mutable weights and, if the layer has one, bias (see
     /// [`WeightAndBias::parameters_mut`]).
     pub fn weight_and_bias_mut(&mut self) -> (&mut ArrayD<T>, Option<&mut ArrayD<T>>) {
+        self.winograd.weights_lent();
         self.tensors.parameters_mut()
     }
 
     /// Mutable weights.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
+        self.winograd.weights_lent();
         &mut self.tensors.weight
     }
 
@@ -437,11 +439,10 @@ impl<T: Element> Conv2d<T> {
         self.forward_then(input, output, fused_relu, None);
     }
 
-    /// Inference's convolution, the [`crate::BatchNorm`] after it and, with
-    /// `relu`, a ReLU after that in one pass: the batchnorm's `affine`
-    /// `(a_c, b_c)` ([`crate::BatchNorm::eval_affine`]) is applied to each image's
-    /// output while it is in cache, instead of in passes of their own over the
-    /// batch: the values of the layers one by one, bit for bit.
+    /// Inference's convolution, the [`crate::BatchNorm`] after it and (`relu`) a
+    /// ReLU in one pass: the batchnorm's `affine` ([`crate::BatchNorm::eval_affine`])
+    /// applied to each image's output while in cache, not in passes of their own
+    /// over the batch: the values of the layers one by one, bit for bit.
     pub fn forward_batchnorm(
         &mut self,
         input: ArrayViewD<'_, T>,
@@ -693,6 +694,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     }
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
+        self.winograd.weights_lent();
         self.tensors.params_mut()
     }
 }

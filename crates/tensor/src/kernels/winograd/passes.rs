@@ -88,6 +88,16 @@ pub struct WinogradWorkspace<T> {
     /// [`ROW_BLOCK`], zero rows past K); for the input gradient the weights
     /// turned 180 degrees with their channel axes swapped.
     pub(crate) transformed_weight: Vec<T>,
+    /// The version of the weights ([`WinogradWorkspace::weight_version`])
+    /// whose forward transform `transformed_weight` holds; `None`: anything
+    /// else (the input gradient's turned weights, or nothing yet).
+    transformed_version: Option<u64>,
+    /// The version of the weights the next forward pass reads, kept by a layer
+    /// that counts every change to its weights (a [`crate::Conv2d`] counts each
+    /// time it lends them out mutably, from the first): while it stays the same,
+    /// inference transforms the weights once instead of every batch. `None`
+    /// (the default, a layer never lent out): every pass transforms them.
+    pub weight_version: Option<u64>,
     /// The weights of the input gradient, `(C, K, 3, 3)` (built each backward pass).
     turned_weight: Vec<T>,
     /// Per-thread block buffers.
@@ -99,6 +109,24 @@ pub struct WinogradWorkspace<T> {
     /// The pass continues a gradient leaf's sum from the gradients the layer
     /// holds (a micro-batch after the leaf's first, see [`crate::gradient_tree::LeafPart`]).
     pub continue_leaf: bool,
+}
+
+impl<T: Element> WinogradWorkspace<T> {
+    /// The layer lends its weights out mutably, so they may change: a new
+    /// [`Self::weight_version`] (the first one, 0, where there was none).
+    pub(crate) fn weights_lent(&mut self) {
+        self.weight_version = Some(self.weight_version.map_or(0, |v| v.wrapping_add(1)));
+    }
+
+    /// `U` of the forward pass for `weight` `(K, C, 3, 3)`, transformed unless
+    /// `transformed_weight` already holds it for this [`Self::weight_version`].
+    pub(crate) fn forward_weights(&mut self, weight: &[T], k: usize, channels: usize, k_padded: usize) -> &[T] {
+        if self.weight_version.is_none() || self.transformed_version != self.weight_version {
+            transform_weights(weight, k, channels, k_padded, &mut self.transformed_weight);
+            self.transformed_version = self.weight_version;
+        }
+        &self.transformed_weight
+    }
 }
 
 /// `out(r, s) = (L X R)[r][s]` for the small matrices of the transforms:
@@ -281,7 +309,15 @@ fn correlate_batch<T: Element>(
     then: Option<ImageEpilogue<'_, T>>,
 ) {
     let k_padded = shape.out_channels_padded();
-    transform_weights(weight_kc, shape.out_channels, shape.channels, k_padded, &mut workspace.transformed_weight);
+    let (k, channels) = (shape.out_channels, shape.channels);
+    if bias.is_some() {
+        // a forward pass: the weights as they are, transformed once per version
+        workspace.forward_weights(weight_kc, k, channels, k_padded);
+    } else {
+        // the input gradient: the turned weights, which the next forward must not take for its own
+        transform_weights(weight_kc, k, channels, k_padded, &mut workspace.transformed_weight);
+        workspace.transformed_version = None;
+    }
     workspace.scratch.ensure_threads();
     let (in_len, out_len) =
         (shape.channels * shape.height * shape.width, shape.out_channels * (shape.out_h / pool) * (shape.out_w / pool));
