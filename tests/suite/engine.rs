@@ -540,6 +540,11 @@ fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits
             let predicted = with_threads(threads, || model.predict(x.view()).unwrap().to_owned());
             let what = format!("{preset}, batch {batch}, {threads} threads");
             assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "{what}");
+            // predict reads a contiguous batch in place, and copies any other view
+            let reversed = x.slice(convnet::tensor::ndarray::s![..;-1, .., .., ..]).into_dyn();
+            let forward = with_threads(threads, || model.forward(reversed.view(), Mode::Eval).unwrap().to_owned());
+            let predicted = with_threads(threads, || model.predict(reversed.view()).unwrap().to_owned());
+            assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "{what}, a reversed view");
         }
         assert!(model.is_fused(1) && model.is_fused(2), "{preset}: the stem's batchnorm and ReLU");
         let blocks = model.layers().iter().filter_map(|layer| layer.as_any()?.downcast_ref::<Residual<f32>>());

@@ -48,3 +48,18 @@ pub(crate) fn ensure_len<T: Element>(buffer: &mut Vec<T>, len: usize) {
         buffer.resize(len, T::zero());
     }
 }
+
+/// [`two_buffers`], or with `external` the caller's input in place of
+/// `buffers[source]` (inference reading the batch where it lies instead of a
+/// copy of it).
+pub(crate) fn lend<'a, T>(
+    buffers: &'a mut [Vec<T>],
+    source: usize,
+    target: usize,
+    external: Option<&'a [T]>,
+) -> (&'a [T], &'a mut [T]) {
+    match external {
+        Some(input) => (input, &mut buffers[target]),
+        None => two_buffers(buffers, source, target),
+    }
+}

@@ -4,7 +4,8 @@
 //! ## Buffers
 //!
 //! For `L` layers the model holds `L + 1` activations: activation 0 is a copy of
-//! the batch, activation `i + 1` the output of layer `i`, of shape
+//! the batch (in [`Sequential::predict`], the batch itself where it lies, when
+//! only the first layer reads it), activation `i + 1` the output of layer `i`, of shape
 //! `(N, ...shapes[i + 1])`. Which of them share a buffer, and which layers fuse,
 //! is the [`Plan`]'s decision (see [`crate::model::plan`]): by default a ReLU
 //! runs in place, a convolution applies the ReLU after it, and a max-pool does
@@ -38,7 +39,7 @@ use crate::error::{Result, TensorError};
 use crate::layer::{KinkRecorder, Layer, Mode, Param, ParamMut};
 use crate::layers::conv_algo::{ConvAlgo, ConvAlgoSpec, ConvAlgos};
 use crate::layers::{BatchNorm, Conv2d, MaxPool2d, Relu};
-use crate::model::activations::{downcast, ensure_len, two_buffers, view, view_mut};
+use crate::model::activations::{downcast, ensure_len, lend, view, view_mut};
 use crate::model::plan::{BackwardStep, ForwardStep, Plan};
 use ndarray::{ArrayD, ArrayViewD};
 
@@ -368,21 +369,21 @@ impl<T: Element> Sequential<T> {
         }
         let batch = *batch;
         self.batch = batch;
-        let written = self.plan.written_buffers(&self.last_forward);
+        // inference reads the batch where it lies when only the first layer reads it (not in place)
+        let borrowed = input.as_slice().filter(|_| inference && self.plan.storage[1] != self.plan.storage[0]);
+        let mut written = self.plan.written_buffers(&self.last_forward);
+        written[self.plan.storage[0]] = borrowed.is_none();
         for (i, shape) in self.shapes.iter().enumerate().filter(|&(i, _)| written[self.plan.storage[i]]) {
             ensure_len(&mut self.activations[self.plan.storage[i]], batch * shape.iter().product::<usize>());
         }
-        let input_len = input.len();
         let first = &mut self.activations[self.plan.storage[0]];
-        match input.as_slice() {
-            Some(values) => first[..input_len].copy_from_slice(values),
-            None => {
-                for (dst, &src) in first.iter_mut().zip(input.iter()) {
-                    *dst = src;
-                }
-            }
+        match (borrowed, input.as_slice()) {
+            (Some(_), _) => {}
+            (None, Some(values)) => first[..values.len()].copy_from_slice(values),
+            (None, None) => first.iter_mut().zip(input.iter()).for_each(|(dst, &src)| *dst = src),
         }
         for i in 0..self.layers.len() {
+            let external = borrowed.filter(|_| i == 0);
             let layer = &mut self.layers[i];
             let layer_mode = match mode {
                 // a frozen layer computes as in inference: batchnorm with its running statistics, no dropout
@@ -399,14 +400,14 @@ impl<T: Element> Sequential<T> {
                 ForwardStep::DoneByPrevious => {}
                 ForwardStep::ConvReluMaxpool { pool, through } => {
                     let target = self.plan.storage[through + 1];
-                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = lend(&mut self.activations, source, target, external);
                     let (input, output) =
                         (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
                     downcast::<Conv2d<T>, T>(layer).forward_relu_maxpool(input, output, pool);
                 }
                 ForwardStep::ConvIntoConvReluMaxpool { next, pool, through } => {
                     let target = self.plan.storage[through + 1];
-                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = lend(&mut self.activations, source, target, external);
                     let (input, output) =
                         (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
                     let (head, tail) = self.layers.split_at_mut(next);
@@ -415,14 +416,14 @@ impl<T: Element> Sequential<T> {
                 }
                 ForwardStep::ConvBatchnorm { relu, through } => {
                     let target = self.plan.storage[through + 1];
-                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = lend(&mut self.activations, source, target, external);
                     let (input, output) =
                         (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
                     let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
                     downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_batchnorm(input, output, &affine, relu);
                 }
                 ForwardStep::MaxpoolValues => {
-                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = lend(&mut self.activations, source, target, external);
                     let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
                     downcast::<MaxPool2d, T>(layer).forward_values(input, output);
                 }
@@ -431,7 +432,7 @@ impl<T: Element> Sequential<T> {
                     relu.forward_in_place(view_mut(&mut self.activations[target], batch, output_shape));
                 }
                 step @ (ForwardStep::Plain | ForwardStep::ConvThenRelu) => {
-                    let (input, output) = two_buffers(&mut self.activations, source, target);
+                    let (input, output) = lend(&mut self.activations, source, target, external);
                     let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
                     if step == ForwardStep::ConvThenRelu {
                         downcast::<Conv2d<T>, T>(layer).forward_fused_relu(input, output, true);
