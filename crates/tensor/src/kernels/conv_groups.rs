@@ -116,7 +116,7 @@ pub(crate) fn input_grad_in_groups<T: Element>(
 
 /// Work a convolution's forward pass does on each image's output `(OC, OH*OW)`
 /// right after computing it, while it is in cache (inference's batchnorm,
-/// [`scale_shift`]).
+/// `scale_shift`).
 pub type ImageEpilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
 
 /// The [`ImageEpilogue`] of a batchnorm in evaluation mode (and a ReLU, with
