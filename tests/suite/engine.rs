@@ -554,3 +554,13 @@ fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits
         }
     }
 }
+
+#[test]
+fn a_model_without_layers_predicts_its_input() {
+    // predict reads a batch in place only when a first layer reads it: with none, the
+    // output is the input's own buffer, which must hold it
+    let mut empty = Sequential::<f32>::new(vec![2, 3]).unwrap();
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), vec![1.0, -2.0, 3.0, 4.0, 5.0, -6.0]).unwrap();
+    assert_eq!(empty.predict(x.view()).unwrap(), x.view());
+    assert_eq!(empty.forward(x.view(), Mode::Eval).unwrap(), x.view());
+}

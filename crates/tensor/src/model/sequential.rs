@@ -369,8 +369,10 @@ impl<T: Element> Sequential<T> {
         }
         let batch = *batch;
         self.batch = batch;
-        // inference reads the batch where it lies when only the first layer reads it (not in place)
-        let borrowed = input.as_slice().filter(|_| inference && self.plan.storage[1] != self.plan.storage[0]);
+        // inference reads the batch where it lies when only the first layer reads it (not in place;
+        // a model without layers outputs its input, which must then be in its buffer)
+        let first_reads_only = self.plan.storage.get(1).is_some_and(|&next| next != self.plan.storage[0]);
+        let borrowed = input.as_slice().filter(|_| inference && first_reads_only);
         let mut written = self.plan.written_buffers(&self.last_forward);
         written[self.plan.storage[0]] = borrowed.is_none();
         for (i, shape) in self.shapes.iter().enumerate().filter(|&(i, _)| written[self.plan.storage[i]]) {
