@@ -9,6 +9,10 @@ use std::arch::x86_64::*;
 /// Depth per block of the kernel when `beta = 0` (see the kernel's comments).
 const DEPTH_BLOCK: usize = 256;
 
+/// Bytes of one packed block of B (see the kernel's comments): 1 MB, half of
+/// the L2 of a core of the round-3 Xeon.
+const PACKED_B_BYTES: usize = 1 << 20;
+
 /// Where each row of `B` starts, in elements from `b`.
 pub(crate) trait RowStarts: Copy {
     /// The start of row `p`.
@@ -37,9 +41,19 @@ impl RowStarts for &[usize] {
     }
 }
 
+/// A 64-byte aligned run of `len` elements inside `buffer`, which grows to hold it.
+fn aligned<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) -> *mut T {
+    let slack = 64 / std::mem::size_of::<T>();
+    if buffer.len() < len + slack {
+        buffer.resize(len + slack, T::default());
+    }
+    let offset = buffer.as_ptr().align_offset(64);
+    buffer[offset..].as_mut_ptr()
+}
+
 macro_rules! kernel {
     ($name:ident, $t:ty, $vec:ty, $mask:ty, $lanes:expr, $zero:ident, $set1:ident, $fmadd:ident,
-     $add:ident, $max:ident, $maskz_load:ident, $mask_store:ident) => {
+     $add:ident, $max:ident, $maskz_load:ident, $mask_store:ident, $load:ident, $store:ident) => {
         /// `C := A B + beta C`, then `+ bias[i]` on row `i` if `bias` is not
         /// null, then `max(., 0)` if `relu`; `A` packed in panels of `MR` rows,
         /// row `p` of `B` at `b + rows.start(p)`.
@@ -64,6 +78,11 @@ macro_rules! kernel {
             (bias, relu): (*const $t, bool),
         ) {
             // SAFETY: the caller guarantees this function's contract: AVX-512F, `panels` packed by `PackedA::pack` for this `m` and `k` (ceil(m / MR) panels of k x MR, zero-padded: the invariant every panel load below relies on), and `b`, `c` in bounds for the stated dimensions and strides.
+            thread_local! {
+                /// This thread's packed block of B (see the kernel's comments), grown once.
+                static PACKED_B: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            // SAFETY: the caller guarantees this function's contract: AVX-512F, `panels` packed by `PackedA::pack` for this `m` and `k` (ceil(m / MR) panels of k x MR, zero-padded: the invariant every panel load below relies on), and `b`, `c` in bounds for the stated dimensions and strides. The packed block of B is this thread's own buffer, sized below for every element written and read.
             unsafe {
                 const COLS: usize = 3 * $lanes;
                 // a lane mask for `count` (0..=LANES) columns
@@ -74,84 +93,108 @@ macro_rules! kernel {
                         ((1u32 << count) - 1) as $mask
                     }
                 };
+                let masks_for = |cols: usize| -> [$mask; 3] {
+                    [
+                        lane_mask(cols),
+                        lane_mask(cols.saturating_sub($lanes)),
+                        lane_mask(cols.saturating_sub(2 * $lanes)),
+                    ]
+                };
                 // With beta = 0 a long depth runs in blocks of DEPTH_BLOCK: the partial
                 // sums wait in C between blocks (stored and reloaded exactly, so each
-                // value is still one chain of FMAs over k in order: the same bits), and
-                // a block of A's panels (512 x 256 x 4 B = 512 KB at 512 channels) stays
-                // in L2 while every column block passes, its panel slice (8 KB) in L1.
+                // value is still one chain of FMAs over k in order: the same bits).
                 let depth_blocks = if beta == 0.0 && k > DEPTH_BLOCK { k.div_ceil(DEPTH_BLOCK) } else { 1 };
-                for depth_block in 0..depth_blocks {
-                    let (k0, k1) = match depth_blocks {
-                        1 => (0, k),
-                        _ => (depth_block * DEPTH_BLOCK, ((depth_block + 1) * DEPTH_BLOCK).min(k)),
-                    };
-                    let (first, last) = (depth_block == 0, depth_block + 1 == depth_blocks);
-                    let mut j = 0;
-                    while j < n {
-                        let cols = (n - j).min(COLS);
-                        let masks = [
-                            lane_mask(cols),
-                            lane_mask(cols.saturating_sub($lanes)),
-                            lane_mask(cols.saturating_sub(2 * $lanes)),
-                        ];
-                        for panel in 0..m.div_ceil(MR) {
-                            let panel_rows = MR.min(m - panel * MR);
-                            let mut acc = [[$zero(); 3]; MR];
-                            if !first {
-                                // the partial sums of the blocks before
-                                for r in 0..panel_rows {
-                                    let c_row = c.add((panel * MR + r) * ldc + j);
-                                    for v in 0..3 {
-                                        acc[r][v] = $maskz_load(masks[v], c_row.wrapping_add(v * $lanes));
-                                    }
-                                }
-                            }
-                            let mut a_ptr = panels.add(panel * k * MR + k0 * MR);
+                let block_depth = if depth_blocks == 1 { k } else { DEPTH_BLOCK };
+                // Columns per packed block of B: about PACKED_B_BYTES, whole column blocks.
+                let block_cols =
+                    (PACKED_B_BYTES / (block_depth.max(1) * std::mem::size_of::<$t>()) / COLS).max(1) * COLS;
+                // (the pointer outlives the loan: only this kernel touches the buffer,
+                // on this thread, and it does not call itself)
+                let packed_b = PACKED_B.with_borrow_mut(|buffer| aligned(buffer, block_depth * block_cols));
+                for j0 in (0..n).step_by(block_cols) {
+                    let j1 = (j0 + block_cols).min(n);
+                    for depth_block in 0..depth_blocks {
+                        let (k0, k1) = (depth_block * block_depth, ((depth_block + 1) * block_depth).min(k));
+                        let (first, last) = (depth_block == 0, depth_block + 1 == depth_blocks);
+                        let depth = k1 - k0;
+                        // B[k0..k1][j0..j1] into column blocks of (depth, COLS), each
+                        // contiguous and aligned, zero past the last column
+                        for (q, j) in (j0..j1).step_by(COLS).enumerate() {
+                            let masks = masks_for(j1 - j);
+                            let block = packed_b.add(q * depth * COLS);
                             for p in k0..k1 {
-                                // (wrapping: see the masked loads below)
                                 let b_row = b.wrapping_add(rows.start(p) + j);
-                                let b_vecs = [
-                                    $maskz_load(masks[0], b_row),
-                                    // (wrapping: past the end of a row the mask is empty
-                                    // and the address may lie outside B; it is never read)
-                                    $maskz_load(masks[1], b_row.wrapping_add($lanes)),
-                                    $maskz_load(masks[2], b_row.wrapping_add(2 * $lanes)),
-                                ];
-                                for r in 0..MR {
-                                    let a_value = $set1(*a_ptr.add(r));
-                                    for v in 0..3 {
-                                        acc[r][v] = $fmadd(a_value, b_vecs[v], acc[r][v]);
-                                    }
-                                }
-                                a_ptr = a_ptr.wrapping_add(MR);
-                            }
-                            let beta_vec = $set1(beta);
-                            for r in 0..panel_rows {
-                                let c_row = c.add((panel * MR + r) * ldc + j);
-                                // the epilogue, on the last depth block: + bias, then the ReLU
-                                // (max(y, 0) returns its second operand, 0, for a NaN: the same
-                                // as `if y > 0 { y } else { 0 }`)
-                                let bias_vec =
-                                    if last && !bias.is_null() { Some($set1(*bias.add(panel * MR + r))) } else { None };
                                 for v in 0..3 {
-                                    // (wrapping, as for B: a masked-out vector is never touched)
-                                    let target = c_row.wrapping_add(v * $lanes);
-                                    let mut value = if beta == 0.0 || !last {
-                                        acc[r][v]
-                                    } else {
-                                        $fmadd(beta_vec, $maskz_load(masks[v], target), acc[r][v])
-                                    };
-                                    if let Some(bias_vec) = bias_vec {
-                                        value = $add(value, bias_vec);
-                                    }
-                                    if last && relu {
-                                        value = $max(value, $zero());
-                                    }
-                                    $mask_store(target, masks[v], value);
+                                    // (wrapping: past the end of a row the mask is empty and
+                                    // the address may lie outside B; it is never read)
+                                    let value = $maskz_load(masks[v], b_row.wrapping_add(v * $lanes));
+                                    $store(block.add((p - k0) * COLS + v * $lanes), value);
                                 }
                             }
                         }
-                        j += COLS;
+                        for panel in 0..m.div_ceil(MR) {
+                            let panel_rows = MR.min(m - panel * MR);
+                            let a_panel = panels.add(panel * k * MR + k0 * MR);
+                            for (q, j) in (j0..j1).step_by(COLS).enumerate() {
+                                let masks = masks_for(j1 - j);
+                                let mut acc = [[$zero(); 3]; MR];
+                                if !first {
+                                    // the partial sums of the blocks before (every row index
+                                    // a constant once unrolled, so that `acc` lives in
+                                    // registers: a loop to `panel_rows` would keep it in
+                                    // memory, stored after every multiply-add)
+                                    for r in 0..MR {
+                                        if r < panel_rows {
+                                            let c_row = c.add((panel * MR + r) * ldc + j);
+                                            for v in 0..3 {
+                                                acc[r][v] = $maskz_load(masks[v], c_row.wrapping_add(v * $lanes));
+                                            }
+                                        }
+                                    }
+                                }
+                                let mut a_ptr = a_panel;
+                                let mut b_ptr = packed_b.add(q * depth * COLS) as *const $t;
+                                for _ in 0..depth {
+                                    let b_vecs = [$load(b_ptr), $load(b_ptr.add($lanes)), $load(b_ptr.add(2 * $lanes))];
+                                    for r in 0..MR {
+                                        let a_value = $set1(*a_ptr.add(r));
+                                        for v in 0..3 {
+                                            acc[r][v] = $fmadd(a_value, b_vecs[v], acc[r][v]);
+                                        }
+                                    }
+                                    a_ptr = a_ptr.add(MR);
+                                    b_ptr = b_ptr.add(COLS);
+                                }
+                                let beta_vec = $set1(beta);
+                                for r in (0..MR).filter(|&r| r < panel_rows) {
+                                    let c_row = c.add((panel * MR + r) * ldc + j);
+                                    // the epilogue, on the last depth block: + bias, then the ReLU
+                                    // (max(y, 0) returns its second operand, 0, for a NaN: the same
+                                    // as `if y > 0 { y } else { 0 }`)
+                                    let bias_vec = if last && !bias.is_null() {
+                                        Some($set1(*bias.add(panel * MR + r)))
+                                    } else {
+                                        None
+                                    };
+                                    for v in 0..3 {
+                                        // (wrapping, as for B: a masked-out vector is never touched)
+                                        let target = c_row.wrapping_add(v * $lanes);
+                                        let mut value = if beta == 0.0 || !last {
+                                            acc[r][v]
+                                        } else {
+                                            $fmadd(beta_vec, $maskz_load(masks[v], target), acc[r][v])
+                                        };
+                                        if let Some(bias_vec) = bias_vec {
+                                            value = $add(value, bias_vec);
+                                        }
+                                        if last && relu {
+                                            value = $max(value, $zero());
+                                        }
+                                        $mask_store(target, masks[v], value);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -171,7 +214,9 @@ kernel!(
     _mm512_add_ps,
     _mm512_max_ps,
     _mm512_maskz_loadu_ps,
-    _mm512_mask_storeu_ps
+    _mm512_mask_storeu_ps,
+    _mm512_load_ps,
+    _mm512_store_ps
 );
 kernel!(
     avx512_f64,
@@ -185,5 +230,7 @@ kernel!(
     _mm512_add_pd,
     _mm512_max_pd,
     _mm512_maskz_loadu_pd,
-    _mm512_mask_storeu_pd
+    _mm512_mask_storeu_pd,
+    _mm512_load_pd,
+    _mm512_store_pd
 );
