@@ -46,7 +46,7 @@ pub fn run<T: Element>(case: &Case, values: &Values, relu: bool, threads: usize)
         let (input, weight, bias, grad_output) =
             (to::<T>(&values.input), to::<T>(&values.weight), to::<T>(&values.bias), to::<T>(&values.grad_output));
         let mut output = vec![T::from_f64(7.0); grad_output.len()];
-        conv2d_forward_winograd(geom, &weight, &bias, &input, &mut output, relu, &mut workspace);
+        conv2d_forward_winograd(geom, &weight, &bias, &input, &mut output, relu, &mut workspace, None);
         let mut grad_input = vec![T::from_f64(9.0); input.len()];
         let (mut grad_weight, mut grad_bias) = (vec![T::zero(); weight.len()], vec![T::zero(); bias.len()]);
         conv2d_backward_winograd(

@@ -89,30 +89,17 @@ struct OuterProduct<T> {
 }
 
 /// The tiled forward pass of a batch: `output := W * im2col(input) + b`, and
-/// `max(., 0)` of that with `fused_relu`.
+/// `max(., 0)` of that with `fused_relu`, then `then` (if any) on each image's
+/// output `(OC, OH*OW)` in the task that computed it, while it is in cache
+/// (with fewer images than threads, after the whole pass).
 ///
 /// - `input` `(N, C, H, W)`, `output` `(N, OC, OH, OW)`;
 /// - `weight` `(OC, C, KH, KW)`, read as the matrix `W` `(OC, C*KH*KW)`; `bias` `(OC,)`.
 ///
 /// Equal (to rounding) to `conv2d_forward_im2col` and `conv2d_forward_naive` in
 /// `layers/conv2d.rs`; `tests/suite/kernels.rs` checks it.
-pub fn conv2d_forward_tiled<T: Element>(
-    geom: &WindowGeometry,
-    weight: &[T],
-    bias: &[T],
-    input: &[T],
-    output: &mut [T],
-    fused_relu: bool,
-    workspace: &mut ConvWorkspace<T>,
-) {
-    conv2d_forward_tiled_then(geom, weight, bias, input, output, fused_relu, workspace, None);
-}
-
-/// [`conv2d_forward_tiled`], then `then` on each image's output `(OC, OH*OW)`
-/// in the task that computed it, while it is in cache (with fewer images
-/// than threads, after the whole pass).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_forward_tiled_then<T: Element>(
+pub fn conv2d_forward_tiled<T: Element>(
     geom: &WindowGeometry,
     weight: &[T],
     bias: &[T],

@@ -91,15 +91,13 @@ use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::conv_chain::conv_into_winograd_relu_maxpool;
 use crate::kernels::conv_groups::{batchnorm_epilogue, ImageEpilogue};
-use crate::kernels::conv_tiled::{
-    conv2d_backward_tiled, conv2d_forward_tiled_then, conv2d_input_grad_tiled, ConvWorkspace,
-};
+use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
 use crate::kernels::winograd;
 use crate::kernels::winograd::passes::{
-    conv2d_forward_winograd_relu_maxpool, conv2d_forward_winograd_then, conv2d_input_grad_winograd,
+    conv2d_forward_winograd, conv2d_forward_winograd_relu_maxpool, conv2d_input_grad_winograd,
     conv2d_weight_grad_winograd, WinogradWorkspace,
 };
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
@@ -468,9 +466,9 @@ impl<T: Element> Conv2d<T> {
         let (input, output) = (slice(&input), slice_mut(&mut output));
         if self.resolve(Some(&geom)).forward == ConvAlgo::Winograd {
             let workspace = &mut self.winograd;
-            return conv2d_forward_winograd_then(&geom, weight, bias, input, output, fused_relu, workspace, then);
+            return conv2d_forward_winograd(&geom, weight, bias, input, output, fused_relu, workspace, then);
         }
-        conv2d_forward_tiled_then(&geom, weight, bias, input, output, fused_relu, &mut self.workspace, then);
+        conv2d_forward_tiled(&geom, weight, bias, input, output, fused_relu, &mut self.workspace, then);
     }
 
     /// Whether this layer can run [`Conv2d::forward_relu_maxpool`] on `input_shape`

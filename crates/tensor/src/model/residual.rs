@@ -104,6 +104,31 @@ impl<T: Element> Residual<T> {
         let shortcut = self.shortcut.as_ref().map(|s| ("shortcut".to_string(), s));
         std::iter::once(("body".to_string(), &self.body)).chain(shortcut)
     }
+
+    /// `y = body(x) + shortcut(x)`, or `body(x) + x`, in one pass over `y`: each
+    /// branch by its forward pass in `mode`, or by its own fused inference pass
+    /// (`None`).
+    fn add_branches(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Option<Mode>) {
+        fn run<'a, T: Element>(
+            branch: &'a mut Sequential<T>,
+            input: ArrayViewD<'_, T>,
+            (mode, index): (Option<Mode>, usize),
+        ) -> ArrayViewD<'a, T> {
+            let y = match mode {
+                Some(mode) => branch.forward(input, branch_mode(mode, index)),
+                None => branch.predict(input),
+            };
+            y.expect("shapes checked when built")
+        }
+        let body = run(&mut self.body, input.view(), (mode, 0));
+        match &mut self.shortcut {
+            Some(shortcut) => {
+                let projected = run(shortcut, input, (mode, 1));
+                add_pair(slice_mut(&mut output), slice(&body), slice(&projected));
+            }
+            None => add_pair(slice_mut(&mut output), slice(&body), slice(&input)),
+        }
+    }
 }
 
 impl<T: Element> Layer<T> for Residual<T> {
@@ -126,28 +151,12 @@ impl<T: Element> Layer<T> for Residual<T> {
         Ok(self.body.output_shape().to_vec())
     }
 
-    fn forward(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Mode) {
-        // y = body(x) + shortcut(x), or body(x) + x: one pass over y
-        let body = self.body.forward(input.view(), branch_mode(mode, 0)).expect("shapes checked when built");
-        match &mut self.shortcut {
-            Some(shortcut) => {
-                let projected = shortcut.forward(input, branch_mode(mode, 1)).expect("shapes checked when built");
-                add_pair(slice_mut(&mut output), slice(&body), slice(&projected));
-            }
-            None => add_pair(slice_mut(&mut output), slice(&body), slice(&input)),
-        }
+    fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, mode: Mode) {
+        self.add_branches(input, output, Some(mode));
     }
 
-    fn predict(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>) {
-        // the forward's sum, each branch by its own fused inference pass
-        let body = self.body.predict(input.view()).expect("shapes checked when built");
-        match &mut self.shortcut {
-            Some(shortcut) => {
-                let projected = shortcut.predict(input).expect("shapes checked when built");
-                add_pair(slice_mut(&mut output), slice(&body), slice(&projected));
-            }
-            None => add_pair(slice_mut(&mut output), slice(&body), slice(&input)),
-        }
+    fn predict(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>) {
+        self.add_branches(input, output, None);
     }
 
     fn backward(

@@ -120,12 +120,11 @@ impl<T: Element> WinogradWorkspace<T> {
 
     /// `U` of the forward pass for `weight` `(K, C, 3, 3)`, transformed unless
     /// `transformed_weight` already holds it for this [`Self::weight_version`].
-    pub(crate) fn forward_weights(&mut self, weight: &[T], k: usize, channels: usize, k_padded: usize) -> &[T] {
+    pub(crate) fn forward_weights(&mut self, weight: &[T], k: usize, channels: usize, k_padded: usize) {
         if self.weight_version.is_none() || self.transformed_version != self.weight_version {
             transform_weights(weight, k, channels, k_padded, &mut self.transformed_weight);
             self.transformed_version = self.weight_version;
         }
-        &self.transformed_weight
     }
 }
 
@@ -354,25 +353,12 @@ fn correlate_batch<T: Element>(
 }
 
 /// The forward pass by F(4x4, 3x3): `output := W ⋆ input + b`, then
-/// `max(., 0)` with `fused_relu`. Shapes as in
+/// `max(., 0)` with `fused_relu`, then `then` (if any) on each image's output
+/// `(K, OH*OW)` in the task that computed it, while it is in cache (with fewer
+/// images than threads, after the whole pass). Shapes as in
 /// [`crate::kernels::conv_tiled::conv2d_forward_tiled`]; needs [`super::applies`].
-pub fn conv2d_forward_winograd<T: Element>(
-    geom: &WindowGeometry,
-    weight: &[T],
-    bias: &[T],
-    input: &[T],
-    output: &mut [T],
-    fused_relu: bool,
-    workspace: &mut WinogradWorkspace<T>,
-) {
-    conv2d_forward_winograd_then(geom, weight, bias, input, output, fused_relu, workspace, None);
-}
-
-/// [`conv2d_forward_winograd`], then `then` on each image's output
-/// `(K, OH*OW)` in the task that computed it, while it is in cache (with
-/// fewer images than threads, after the whole pass).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_forward_winograd_then<T: Element>(
+pub fn conv2d_forward_winograd<T: Element>(
     geom: &WindowGeometry,
     weight: &[T],
     bias: &[T],
