@@ -7,7 +7,7 @@
 use crate::common::rng;
 use crate::winograd_support::*;
 use convnet::tensor::kernels::winograd::point_gemm::point_gemm;
-use convnet::tensor::{Padding, WindowGeometry};
+use convnet::tensor::{ConvAlgo, Padding, WindowGeometry};
 use rand::Rng;
 
 #[test]
@@ -74,7 +74,7 @@ fn fused_relu_maxpool_gives_the_bits_of_the_three_layers_one_by_one() {
 #[test]
 fn f32_error_of_winograd_on_a_conv2_like_and_a_wide_layer_is_reported_and_within_2e_5() {
     use convnet::tensor::ndarray::{ArrayD, IxDyn};
-    use convnet::tensor::{Conv2d, ConvAlgo, Layer, Mode};
+    use convnet::tensor::{Conv2d, Layer, Mode};
     let mut rng = rng(43);
     let mut report = Vec::new();
     for (name, channels, out_channels, size, batch) in
@@ -128,7 +128,7 @@ fn f32_error_of_winograd_on_a_conv2_like_and_a_wide_layer_is_reported_and_within
 #[test]
 fn every_mix_of_methods_per_pass_gives_each_pass_the_bits_of_its_method() {
     use convnet::tensor::ndarray::{ArrayD, IxDyn};
-    use convnet::tensor::{Conv2d, ConvAlgo, ConvAlgos, Layer, Mode};
+    use convnet::tensor::{Conv2d, ConvAlgos, Layer, Mode};
     let mut rng = rng(45);
     for padding in [Padding::Valid, Padding::Same] {
         let geom = WindowGeometry::new(9, 13, 37, (3, 3), (1, 1), padding).unwrap();
@@ -249,28 +249,34 @@ fn point_gemm_equals_a_plain_triple_loop_and_accumulates() {
 }
 
 #[test]
-fn a_winograd_layer_transforms_its_weights_again_after_every_change() {
-    // Inference transforms a layer's weights once per version of them; any mutable
-    // borrow of the weights (params_mut: optimizers and loaders; weight_mut; the
-    // initialisers' weight_and_bias_mut) is a new version, and an input gradient
-    // in between (which uses the same buffer for turned weights) must not be taken
-    // for the forward transform.
+fn a_convolution_prepares_its_weights_again_after_every_change() {
+    for algo in [ConvAlgo::Winograd, ConvAlgo::Im2col] {
+        prepares_its_weights_again_after_every_change(algo);
+    }
+}
+
+/// Inference transforms (Winograd) or packs (im2col) a layer's weights once per
+/// version of them; any mutable borrow of the weights (params_mut: optimizers
+/// and loaders; weight_mut; the initialisers' weight_and_bias_mut) is a new
+/// version, and an input gradient in between (which uses the same buffer for
+/// turned or transposed weights) must not be taken for the forward pass's.
+fn prepares_its_weights_again_after_every_change(algo: ConvAlgo) {
     use convnet::tensor::ndarray::{ArrayD, IxDyn};
-    use convnet::tensor::{Conv2d, ConvAlgo, Layer, Mode};
+    use convnet::tensor::{Conv2d, Layer, Mode};
     let mut rng = rng(41);
     let (channels, out_channels, size) = (8, 16, 12);
     let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
     let x = ArrayD::from_shape_vec(IxDyn(&[2, channels, size, size]), random(2 * channels * size * size)).unwrap();
     let fresh = |weight: &ArrayD<f32>| {
         let mut layer = Conv2d::<f32>::new(channels, out_channels, (3, 3), (1, 1), Padding::Same).unwrap();
-        layer.set_algo(ConvAlgo::Winograd);
+        layer.set_algo(algo);
         layer.weight_mut().assign(weight);
         let mut y = ArrayD::zeros(IxDyn(&[2, out_channels, size, size]));
         layer.forward(x.view(), y.view_mut(), Mode::Eval);
         y.mapv(f32::to_bits)
     };
     let mut layer = Conv2d::<f32>::new(channels, out_channels, (3, 3), (1, 1), Padding::Same).unwrap();
-    layer.set_algo(ConvAlgo::Winograd);
+    layer.set_algo(algo);
     let run = |layer: &mut Conv2d<f32>| {
         let mut y = ArrayD::zeros(IxDyn(&[2, out_channels, size, size]));
         layer.forward(x.view(), y.view_mut(), Mode::Eval);

@@ -26,6 +26,7 @@
 pub mod conv_chain;
 pub mod conv_groups;
 pub mod conv_leaves;
+pub(crate) mod conv_rows;
 pub mod conv_tiled;
 pub mod cpu;
 pub mod gemm;

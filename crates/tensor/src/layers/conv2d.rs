@@ -416,13 +416,19 @@ impl<T: Element> Conv2d<T> {
     /// Mutable weights and, if the layer has one, bias (see
     /// [`WeightAndBias::parameters_mut`]).
     pub fn weight_and_bias_mut(&mut self) -> (&mut ArrayD<T>, Option<&mut ArrayD<T>>) {
-        self.winograd.weights_lent();
+        self.weights_lent();
         self.tensors.parameters_mut()
+    }
+
+    /// Each mutable loan of the weights: every workspace prepares them again.
+    fn weights_lent(&mut self) {
+        self.winograd.weights_lent();
+        self.workspace.weights_lent();
     }
 
     /// Mutable weights.
     pub fn weight_mut(&mut self) -> &mut ArrayD<T> {
-        self.winograd.weights_lent();
+        self.weights_lent();
         &mut self.tensors.weight
     }
 
@@ -564,15 +570,11 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     }
 
     fn describe(&self) -> String {
+        let bias = if self.tensors.has_bias { "" } else { ", no bias" };
+        let (kernel, padding, algos) = (self.kernel, self.padding.describe(), self.resolved_algos().describe());
         format!(
-            "{} filters, {}x{}, stride {}, {}{}, {}",
-            self.out_channels,
-            self.kernel.0,
-            self.kernel.1,
-            self.stride.0,
-            self.padding.describe(),
-            if self.tensors.has_bias { "" } else { ", no bias" },
-            self.resolved_algos().describe()
+            "{} filters, {}x{}, stride {}, {padding}{bias}, {algos}",
+            self.out_channels, kernel.0, kernel.1, self.stride.0
         )
     }
 
@@ -692,7 +694,7 @@ impl<T: Element> Layer<T> for Conv2d<T> {
     }
 
     fn params_mut(&mut self) -> Vec<ParamMut<'_, T>> {
-        self.winograd.weights_lent();
+        self.weights_lent();
         self.tensors.params_mut()
     }
 }
