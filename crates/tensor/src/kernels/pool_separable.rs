@@ -43,7 +43,8 @@ pub fn pool_plane_separable<T: Element>(
     scratch: &mut RowMaxima<T>,
 ) {
     let (in_h, in_w, out_h, out_w) = (geom.in_h, geom.in_w, geom.out_h, geom.out_w);
-    let columns = (0..out_w).map(|j| span(j, geom.kernel_w, geom.stride_w, geom.pad_left, in_w));
+    let (kernel, stride, pad) = (geom.kernel_w, geom.stride_w, geom.pad_left);
+    let (inner_first, inner_end) = inner_columns(geom);
     // pass 1: row_max[r][j] = max over the columns of window j in input row r, and its column
     let (row_max, row_arg) = scratch;
     row_max.resize(in_h * out_w, T::zero());
@@ -51,15 +52,21 @@ pub fn pool_plane_separable<T: Element>(
     for r in 0..in_h {
         let row = &plane[r * in_w..(r + 1) * in_w];
         let (maxima, args) = (&mut row_max[r * out_w..(r + 1) * out_w], &mut row_arg[r * out_w..(r + 1) * out_w]);
-        for ((best_out, arg_out), (first, end)) in maxima.iter_mut().zip(args.iter_mut()).zip(columns.clone()) {
-            let window = &row[first..end];
-            let (mut best, mut offset) = (window[0], 0u32);
-            for (c, &value) in window.iter().enumerate().skip(1) {
-                let better = value > best; // strict: ties keep the first; NaN never wins
-                (best, offset) = if better { (value, c as u32) } else { (best, offset) };
+        for j in (0..inner_first).chain(inner_end..out_w) {
+            let (first, end) = span(j, kernel, stride, pad, in_w);
+            (maxima[j], args[j]) = first_maximum_at(&row[first..end], first);
+        }
+        let (maxima, args) = (&mut maxima[inner_first..inner_end], &mut args[inner_first..inner_end]);
+        let from = (inner_first * stride).saturating_sub(pad);
+        match (kernel, stride) {
+            (3, 2) => row_maxima_at::<T, 3, 2>(row, from, maxima, args),
+            (2, 2) => row_maxima_at::<T, 2, 2>(row, from, maxima, args),
+            _ => {
+                for (j, (best, arg)) in maxima.iter_mut().zip(args.iter_mut()).enumerate() {
+                    let first = from + j * stride;
+                    (*best, *arg) = first_maximum_at(&row[first..first + kernel], first);
+                }
             }
-            *best_out = best;
-            *arg_out = first as u32 + offset;
         }
     }
     // pass 2: out[i][j] = max over the rows of window i of row_max[.][j]
@@ -99,12 +106,7 @@ pub fn pool_plane_separable<T: Element>(
 pub fn pool_plane_values<T: Element>(geom: &WindowGeometry, plane: &[T], out: &mut [T], row_max: &mut Vec<T>) {
     let (in_h, in_w, out_h, out_w) = (geom.in_h, geom.in_w, geom.out_h, geom.out_w);
     let (kernel, stride, pad) = (geom.kernel_w, geom.stride_w, geom.pad_left);
-    // the output columns whose windows lie wholly inside the row: [inner_first, inner_end)
-    let inner_first = pad.div_ceil(stride).min(out_w);
-    let inner_end = match (in_w + pad).checked_sub(kernel) {
-        Some(room) => (room / stride + 1).clamp(inner_first, out_w),
-        None => inner_first,
-    };
+    let (inner_first, inner_end) = inner_columns(geom);
     // pass 1: row_max[r][j] = max over the columns of window j in input row r
     row_max.resize(in_h * out_w, T::zero());
     for r in 0..in_h {
@@ -141,6 +143,45 @@ pub fn pool_plane_values<T: Element>(geom: &WindowGeometry, plane: &[T], out: &m
                 *best = if value > *best { value } else { *best };
             }
         }
+    }
+}
+
+/// The output columns whose windows lie wholly inside the row:
+/// `[inner_first, inner_end)`.
+fn inner_columns(geom: &WindowGeometry) -> (usize, usize) {
+    let (in_w, out_w, kernel, stride, pad) = (geom.in_w, geom.out_w, geom.kernel_w, geom.stride_w, geom.pad_left);
+    let inner_first = pad.div_ceil(stride).min(out_w);
+    let inner_end = match (in_w + pad).checked_sub(kernel) {
+        Some(room) => (room / stride + 1).clamp(inner_first, out_w),
+        None => inner_first,
+    };
+    (inner_first, inner_end)
+}
+
+/// [`first_maximum`] and its column, for a window starting at column `first`.
+#[inline(always)]
+fn first_maximum_at<T: Element>(window: &[T], first: usize) -> (T, u32) {
+    let (mut best, mut offset) = (window[0], 0u32);
+    for (c, &value) in window.iter().enumerate().skip(1) {
+        let better = value > best; // strict: ties keep the first; NaN never wins
+        (best, offset) = if better { (value, c as u32) } else { (best, offset) };
+    }
+    (best, first as u32 + offset)
+}
+
+/// [`first_maximum_at`] of each window `j` starting at column `from + j * S`,
+/// window and stride known at compile time (what [`row_maxima`] does for the
+/// values alone).
+fn row_maxima_at<T: Element, const K: usize, const S: usize>(
+    row: &[T],
+    from: usize,
+    maxima: &mut [T],
+    columns: &mut [u32],
+) {
+    for (j, (best, column)) in maxima.iter_mut().zip(columns.iter_mut()).enumerate() {
+        let first = from + j * S;
+        let window: &[T; K] = row[first..first + K].try_into().expect("a window lies inside its row");
+        (*best, *column) = first_maximum_at(window, first);
     }
 }
 
