@@ -77,7 +77,6 @@ macro_rules! kernel {
             ldc: usize,
             (bias, relu): (*const $t, bool),
         ) {
-            // SAFETY: the caller guarantees this function's contract: AVX-512F, `panels` packed by `PackedA::pack` for this `m` and `k` (ceil(m / MR) panels of k x MR, zero-padded: the invariant every panel load below relies on), and `b`, `c` in bounds for the stated dimensions and strides.
             thread_local! {
                 /// This thread's packed block of B (see the kernel's comments), grown once.
                 static PACKED_B: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
