@@ -43,6 +43,29 @@ fn fast_winograd_in_f32_is_within_its_error_budget_and_thread_count_independent(
     }
 }
 
+/// On small maps the tiles of several images share a span (`images_per_group`
+/// in `kernels/winograd/passes.rs`: a 7x7 output has 4 tiles, so up to 8
+/// images): 9 images of 7x7 outputs (on 1 thread a group of 8 filling a span
+/// and a group of 1) and of 4x4 (one tile an image, all 9 in one group) equal
+/// the direct convolution in f64, and in f32 give the bits of 1 thread on 2, 3
+/// and 9 threads (groups of 5, 3 and 1).
+#[test]
+fn images_sharing_spans_on_small_maps_equal_the_direct_convolution_bit_for_bit_on_any_thread_count() {
+    let mut rng = rng(47);
+    for (size, padding) in [(7, Padding::Same), (9, Padding::Valid), (4, Padding::Same)] {
+        let geom = WindowGeometry::new(5, size, size, (3, 3), (1, 1), padding).unwrap();
+        let case = Case { batch: 9, out_channels: 6, geom };
+        let values = values(&mut rng, &case);
+        assert_within(&run::<f64>(&case, &values, true, 1), &direct(&case, &values, true), 1e-12, &describe(&case));
+        let one = run::<f32>(&case, &values, true, 1);
+        for threads in [2, 3, 9] {
+            let many = run::<f32>(&case, &values, true, threads);
+            assert_eq!(bits(&many.output), bits(&one.output), "{threads} threads, output, {}", describe(&case));
+            assert_eq!(bits(&many.grad_input), bits(&one.grad_input), "{threads} threads, grad_input");
+        }
+    }
+}
+
 /// Inference's fused convolution + ReLU + max-pool gives the bits of the three
 /// layers one by one, for 2x2 and 4x4 pools, f32 (the AVX2 body pooling on the
 /// phases) and f64 (the slab), on partial tiles, odd sizes and several tile

@@ -85,10 +85,13 @@ pub const AUTO_WINOGRAD_MIN_WIDTH: usize = 32;
 /// take Winograd for the forward pass and the input gradient when both
 /// channel counts reach [`AUTO_WINOGRAD_NARROW_MIN_CHANNELS`]. ResNet-18's
 /// 28- and 14-wide stages (128 and 256 channels) run their forward passes
-/// 10-20% faster by Winograd; its 7-wide stage (512 channels, 4 tiles an
-/// image) 1.7-2x slower, and the weight gradient on 14-wide maps 1.5x slower
-/// (`BENCHMARKS.md`, round 3, fourth sitting).
-pub const AUTO_WINOGRAD_NARROW_MIN_WIDTH: usize = 14;
+/// 10-20% faster by Winograd, and the weight gradient on 14-wide maps 1.5x
+/// slower (`BENCHMARKS.md`, round 3, fourth sitting). Its 7-wide stage (512
+/// channels, 4 tiles an image) ran 1.7-2x slower while each image's tiles
+/// made a point GEMM of their own; with the tiles of 8 images in one span
+/// (`kernels/winograd/passes.rs`, `images_per_group`) its blocks run 65 -> 42
+/// ms a batch in inference (round 3, sixth sitting).
+pub const AUTO_WINOGRAD_NARROW_MIN_WIDTH: usize = 7;
 
 /// See [`AUTO_WINOGRAD_NARROW_MIN_WIDTH`]; narrow layers with fewer channels
 /// (ResNet-18's first stage at a 64x64 input, 16 wide at 64 channels) were not
@@ -108,7 +111,8 @@ pub const AUTO_WINOGRAD_NARROW_MIN_CHANNELS: usize = 128;
 /// assert!(!winograd_pays(ConvPass::WeightGrad, (128, 128), Some(28)));
 /// assert!(!winograd_pays(ConvPass::Forward, (16, 32), Some(14))); // narrow, few channels
 /// assert!(!winograd_pays(ConvPass::Forward, (64, 64), Some(16)));
-/// assert!(!winograd_pays(ConvPass::Forward, (512, 512), Some(7)));
+/// assert!(winograd_pays(ConvPass::Forward, (512, 512), Some(7)));
+/// assert!(!winograd_pays(ConvPass::WeightGrad, (512, 512), Some(7)));
 /// ```
 pub fn winograd_pays(pass: ConvPass, channels: (usize, usize), out_w: Option<usize>) -> bool {
     let fewest_channels = channels.0.min(channels.1);

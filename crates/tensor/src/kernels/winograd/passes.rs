@@ -163,7 +163,12 @@ fn triple_product<T: Element>(
 }
 
 /// `U[p][k][c] = (G g[k, c] G^T)[p]` for `weight` `(K, C, 3, 3)`, K padded to
-/// `k_padded` with zero rows. Once per pass: K*C small transforms.
+/// `k_padded` with zero rows. Once per pass: K*C small transforms, each the
+/// sums of [`triple_product`] in its order (so the same bits). The six rows
+/// `r` of `G g G^T` run as six tasks: row `r` needs only `(G g)[r]` and fills
+/// points `6r..6r + 6`, one contiguous sixth of `U` (a training step
+/// transforms every Winograd layer's weights twice, ResNet-18's 7x7 stage
+/// 2.4M weights each, too many for one thread).
 pub(crate) fn transform_weights<T: Element>(
     weight: &[T],
     out_channels: usize,
@@ -171,55 +176,76 @@ pub(crate) fn transform_weights<T: Element>(
     k_padded: usize,
     u: &mut Vec<T>,
 ) {
-    u.clear();
-    u.resize(POINTS * k_padded * channels, T::zero());
+    let point_len = k_padded * channels;
+    // every value is written below (the rows past K as zeros), so a kept buffer is not cleared
+    u.resize(POINTS * point_len, T::zero());
     let g_mat = super::G;
-    for k in 0..out_channels {
-        for c in 0..channels {
-            let g = &weight[(k * channels + c) * 9..][..9];
-            // G (6x3) g (3x3) G^T (3x6)
-            triple_product(
-                (ALPHA, 3, 3, ALPHA),
-                |r, i| g_mat[r][i],
-                |i, j| g[i * 3 + j],
-                |j, s| g_mat[s][j],
-                |r, s, value| u[((r * ALPHA + s) * k_padded + k) * channels + c] = value,
-            );
+    let at = |r: usize, i: usize| T::from_f64(g_mat[r][i]);
+    u.par_chunks_mut(ALPHA * point_len).enumerate().for_each(|(r, u_row)| {
+        for point in u_row.chunks_exact_mut(point_len) {
+            point[out_channels * channels..].fill(T::zero());
         }
-    }
+        for k in 0..out_channels {
+            for c in 0..channels {
+                let g = &weight[(k * channels + c) * 9..][..9];
+                // (G g)[r] (3): the first product's row r, summed over i in order
+                let mut g_row = [T::zero(); 3];
+                for (j, value) in g_row.iter_mut().enumerate() {
+                    for i in 0..3 {
+                        *value += at(r, i) * g[i * 3 + j];
+                    }
+                }
+                // (G g G^T)[r][s] = sum_j (G g)[r][j] G[s][j]
+                for s in 0..ALPHA {
+                    let mut sum = T::zero();
+                    for (j, value) in g_row.iter().enumerate() {
+                        sum += *value * at(s, j);
+                    }
+                    u_row[(s * k_padded + k) * channels + c] = sum;
+                }
+            }
+        }
+    });
 }
 
-/// One image of the Winograd correlation: `output (K, OH, OW) := W ⋆ input (C, H, W) (+ bias, ReLU)`
+/// A group of images of the Winograd correlation, their tiles in shared spans
+/// ([`spans`]): `output (G, K, OH, OW) := W ⋆ input (G, C, H, W) (+ bias, ReLU)`
 /// with `u` the transformed weights `(36, K4, C)`; with `pool` 2 or 4 (after a
-/// ReLU) `output` is `(K, OH / pool, OW / pool)`, the maxima of `pool x pool`
-/// windows, and the full-size output is never written. Only the tile rows
-/// `tile_rows.0..tile_rows.1` are computed, into planes whose first row is that
-/// of tile row `tile_rows.0` ([`part_rows`] rows each).
+/// ReLU) `output` is `(G, K, OH / pool, OW / pool)`, the maxima of `pool x pool`
+/// windows, and the full-size output is never written. With one image, only
+/// the tile rows `tile_rows.0..tile_rows.1` may be computed, into planes whose
+/// first row is that of tile row `tile_rows.0` ([`part_rows`] rows each). Each
+/// output value is the same sum in the same order whatever the group: the point
+/// GEMM sums every column on its own.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn correlate_image_body<T: Element>(
+fn correlate_group_body<T: Element>(
     shape: &Shape,
     u: &[T],
     bias: Option<&[T]>,
     relu: bool,
     pool: usize,
     tile_rows: (usize, usize),
-    image: &[T],
-    image_out: &mut [T],
+    images: &[T],
+    images_out: &mut [T],
     buf: &mut [T],
 ) {
     let (channels, k_padded) = (shape.channels, shape.out_channels_padded());
+    let in_len = channels * shape.height * shape.width;
+    let group = images.len() / in_len;
     let layout = Layout::new(POINTS * channels * SPAN_STRIDE, POINTS * k_padded * SPAN_STRIDE);
     // the output planes of this part: its rows only, tile row `tile_rows.0` first
     let out_shape = Shape { out_h: part_rows(shape, tile_rows), ..*shape };
     let out_plane = (out_shape.out_h / pool) * (shape.out_w / pool);
+    let out_len = shape.out_channels * out_plane;
     let (data_buf, rest) = buf[..layout.len].split_at_mut(layout.products);
     let (products_buf, rest) = rest.split_at_mut(layout.rows - layout.products);
     let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
     let (phases, half) = rest.split_at_mut(layout.half - layout.phases);
-    for span in spans(shape, tile_rows) {
+    for span in spans(shape, tile_rows, group) {
         // V (36, C, SPAN_STRIDE): point stride C*SPAN_STRIDE, each segment from its column
-        for (column, block) in segments(shape, span) {
+        for (column, image, block) in segments(shape, span) {
+            let image = &images[image * in_len..][..in_len];
             let v = &mut data_buf[column..];
             transform_input_channels(image, shape, block, rows_buf, phases, half, v, SPAN_STRIDE);
         }
@@ -241,7 +267,8 @@ fn correlate_image_body<T: Element>(
         }
         // Y[k] = A^T M[k] A (+ b[k]) segment by segment; `phases` is free now: it holds the
         // 4 output phases, and `rows_buf` the slab of blocks that do not go straight into the plane
-        for (column, block) in segments(shape, span) {
+        for (column, image, block) in segments(shape, span) {
+            let image_out = &mut images_out[image * out_len..][..out_len];
             let (shape, block) = (&out_shape, Block { ty: block.ty - tile_rows.0, ..block });
             let direct = pool == 1 && fits_plane(shape, block);
             let (slab_shape, slab_block) = slab(shape, block);
@@ -274,15 +301,15 @@ fn correlate_image_body<T: Element>(
     }
 }
 
-/// The scratch length one image of [`correlate_image_body`] needs.
+/// The scratch length of [`correlate_group_body`] (whatever the group) needs.
 pub(crate) fn correlate_scratch_len(shape: &Shape) -> usize {
     Layout::new(POINTS * shape.channels * SPAN_STRIDE, POINTS * shape.out_channels_padded() * SPAN_STRIDE).len
 }
 
 simd_variant! {
-    /// One image of the correlation: [`correlate_image_body`], compiled for
+    /// A group of images of the correlation: [`correlate_group_body`], compiled for
     /// AVX2 + FMA when the CPU has them (the same operations, so the same bits).
-    pub(crate) fn correlate_image = correlate_image_body, "avx2,fma", avx2_fma;
+    pub(crate) fn correlate_group = correlate_group_body, "avx2,fma", avx2_fma;
     (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, pool: usize, tile_rows: (usize, usize), image: &[T],
      image_out: &mut [T], buf: &mut [T])
 }
@@ -292,9 +319,10 @@ fn part_rows(shape: &Shape, tile_rows: (usize, usize)) -> usize {
     (tile_rows.1 * TILE).min(shape.out_h) - tile_rows.0 * TILE
 }
 
-/// A batch of the Winograd correlation, one task per image (`pool` as in
-/// [`correlate_image_body`]); with fewer images than threads (a `predict` of
-/// one image), each image's tile rows are cut into parts, one task each.
+/// A batch of the Winograd correlation, one task per group of images
+/// ([`images_per_group`]; `pool` as in [`correlate_group_body`]); with fewer
+/// images than threads (a `predict` of one image), each image's tile rows are
+/// cut into parts, one task each.
 #[allow(clippy::too_many_arguments)]
 fn correlate_batch<T: Element>(
     shape: &Shape,
@@ -324,9 +352,10 @@ fn correlate_batch<T: Element>(
     let scratch = &workspace.scratch;
     let scratch_len = correlate_scratch_len(shape);
     let (tiles_y, _) = shape.tiles();
-    let parts = parts_per_image(input.len() / in_len, tiles_y);
-    let image_part = |image: &[T], tile_rows: (usize, usize), out: &mut [T]| {
-        scratch.with(scratch_len, |buf| correlate_image(shape, u, bias, relu, pool, tile_rows, image, out, buf))
+    let batch = input.len() / in_len;
+    let parts = parts_per_image(batch, tiles_y);
+    let image_part = |images: &[T], tile_rows: (usize, usize), out: &mut [T]| {
+        scratch.with(scratch_len, |buf| correlate_group(shape, u, bias, relu, pool, tile_rows, images, out, buf))
     };
     if parts > 1 {
         // fewer images than threads (a `predict` of one image): each image's tile rows in parts
@@ -334,7 +363,6 @@ fn correlate_batch<T: Element>(
             let from = tile_rows.0 * TILE / pool;
             (from, from + part_rows(shape, tile_rows) / pool)
         };
-        let batch = input.len() / in_len;
         let planes = (shape.out_channels, shape.out_w / pool);
         in_parts(output, (batch, tiles_y, parts), planes, rows_of, |image, tile_rows, out| {
             image_part(&input[image * in_len..][..in_len], tile_rows, out)
@@ -343,13 +371,25 @@ fn correlate_batch<T: Element>(
             output.par_chunks_mut(out_len).for_each(then);
         }
     } else {
-        input.par_chunks(in_len).zip(output.par_chunks_mut(out_len)).for_each(|(image, image_out)| {
-            image_part(image, (0, tiles_y), image_out);
+        let group = images_per_group(shape, batch);
+        input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(|(images, out)| {
+            image_part(images, (0, tiles_y), out);
             if let Some(then) = then {
-                then(image_out);
+                out.chunks_mut(out_len).for_each(then);
             }
         });
     }
+}
+
+/// Images per task of [`correlate_batch`]: as many as fill a span of
+/// [`TILE_BLOCK`] tiles when an image has fewer (ResNet-18's 7x7 maps: 4 tiles
+/// an image, 8 images), as long as each thread keeps a task; otherwise 1. The
+/// group changes which columns share a point GEMM, never a value (the GEMM sums
+/// every column on its own), so the bits do not depend on it nor on the threads.
+fn images_per_group(shape: &Shape, batch: usize) -> usize {
+    let (tiles_y, tiles_x) = shape.tiles();
+    let to_fill_a_span = TILE_BLOCK / (tiles_y * tiles_x).max(1);
+    to_fill_a_span.min(batch.div_ceil(rayon::current_num_threads())).max(1)
 }
 
 /// The forward pass by F(4x4, 3x3): `output := W ⋆ input + b`, then

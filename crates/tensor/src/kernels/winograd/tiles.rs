@@ -77,33 +77,42 @@ pub const SPAN_STRIDE: usize = TILE_BLOCK + LANES;
 
 /// The forward correlation's unit of work: up to [`TILE_BLOCK`] consecutive
 /// tiles in row-major order over the tile rows `tile_rows.0..tile_rows.1`,
-/// crossing from one tile row into the next. A tile row of 55 tiles (conv2 of
-/// `baseline`) cut into blocks of its own is 32 + 24 columns of the point GEMM,
-/// and the 24 cost as much as 32 in 16-lane registers (64 lanes for 55 tiles);
-/// spans keep nearly every GEMM 32 columns wide. Yields (first tile, count) of
-/// the flattened order `ty * tiles_x + tx`.
-pub(crate) fn spans(shape: &Shape, tile_rows: (usize, usize)) -> impl Iterator<Item = (usize, usize)> {
-    let (_, tiles_x) = shape.tiles();
-    let (first, end) = (tile_rows.0 * tiles_x, tile_rows.1 * tiles_x);
+/// crossing from one tile row into the next, and from one image into the next
+/// when `images` images of a group follow one another (then `tile_rows` must
+/// be all of an image's rows). A tile row of 55 tiles (conv2 of `baseline`) cut
+/// into blocks of its own is 32 + 24 columns of the point GEMM, and the 24
+/// cost as much as 32 in 16-lane registers (64 lanes for 55 tiles); spans keep
+/// nearly every GEMM 32 columns wide. On small maps (ResNet-18's 7x7: 4 tiles
+/// an image) the spans of a group's images keep the GEMMs wide, so the
+/// transformed weights are read once per 32 tiles instead of once per image.
+/// Yields (first tile, count) of the flattened order
+/// `(image * tiles_y + ty) * tiles_x + tx`.
+pub(crate) fn spans(shape: &Shape, tile_rows: (usize, usize), images: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (tiles_y, tiles_x) = shape.tiles();
+    assert!(images == 1 || tile_rows == (0, tiles_y), "spans: a group of images takes whole images");
+    let (first, end) = (tile_rows.0 * tiles_x, ((images - 1) * tiles_y + tile_rows.1) * tiles_x);
     (first..end).step_by(TILE_BLOCK).map(move |start| (start, (end - start).min(TILE_BLOCK)))
 }
 
-/// The pieces of a span ([`spans`]) within one tile row each, as blocks, with
-/// the column at which each starts in the span's `V` and `M`. A segment
-/// writes its padded width from there (past the span's tiles at most
-/// [`LANES`] - 1 columns, inside [`SPAN_STRIDE`]), so segments are written in
-/// order and each overwrites the padding of the one before.
-pub(crate) fn segments(shape: &Shape, (start, count): (usize, usize)) -> impl Iterator<Item = (usize, Block)> {
-    let (_, tiles_x) = shape.tiles();
+/// The pieces of a span ([`spans`]) within one tile row of one image each, as
+/// blocks, with the column at which each starts in the span's `V` and `M` and
+/// the image of the group it lies in. A segment writes its padded width from
+/// there (past the span's tiles at most [`LANES`] - 1 columns, inside
+/// [`SPAN_STRIDE`]), so segments are written in order and each overwrites the
+/// padding of the one before.
+pub(crate) fn segments(shape: &Shape, (start, count): (usize, usize)) -> impl Iterator<Item = (usize, usize, Block)> {
+    let (tiles_y, tiles_x) = shape.tiles();
     let mut column = 0;
     std::iter::from_fn(move || {
         if column == count {
             return None;
         }
         let tile = start + column;
-        let (ty, tx0) = (tile / tiles_x, tile % tiles_x);
+        let (image, tile_row) = (tile / (tiles_y * tiles_x), tile / tiles_x % tiles_y);
+        let tx0 = tile % tiles_x;
         let length = (tiles_x - tx0).min(count - column);
-        let segment = (column, Block { ty, tx0, count: length, padded: length.next_multiple_of(LANES) });
+        let block = Block { ty: tile_row, tx0, count: length, padded: length.next_multiple_of(LANES) };
+        let segment = (column, image, block);
         column += length;
         Some(segment)
     })
@@ -138,22 +147,25 @@ impl Layout {
 mod tests {
     use super::*;
 
-    /// Spans cover the part's tiles once each, in order; a span's segments lie
-    /// in one tile row each, at consecutive columns, and their padded widths
-    /// stay inside [`SPAN_STRIDE`].
+    /// Spans cover the part's tiles (or a group's images) once each, in order;
+    /// a span's segments lie in one tile row of one image each, at consecutive
+    /// columns, and their padded widths stay inside [`SPAN_STRIDE`].
     #[test]
     fn spans_cover_each_tile_once_and_segments_stay_in_their_rows() {
-        for (out_h, out_w) in [(220, 220), (8, 8), (53, 53), (12, 132), (4, 260)] {
+        for (out_h, out_w) in [(220, 220), (8, 8), (53, 53), (12, 132), (4, 260), (7, 7), (14, 14)] {
             let shape =
                 Shape { channels: 1, height: 0, width: 0, pad_top: 0, pad_left: 0, out_channels: 1, out_h, out_w };
             let (tiles_y, tiles_x) = shape.tiles();
-            for tile_rows in [(0, tiles_y), (tiles_y / 2, tiles_y)] {
+            let whole = [(1, (0, tiles_y)), (1, (tiles_y / 2, tiles_y)), (3, (0, tiles_y)), (8, (0, tiles_y))];
+            for (images, tile_rows) in whole {
                 let mut next = tile_rows.0 * tiles_x;
-                for span in spans(&shape, tile_rows) {
+                for span in spans(&shape, tile_rows, images) {
                     assert!(span.1 <= TILE_BLOCK && span.0 == next);
                     let mut column = 0;
-                    for (at, block) in segments(&shape, span) {
-                        assert_eq!((at, block.ty * tiles_x + block.tx0), (column, next + column));
+                    for (at, image, block) in segments(&shape, span) {
+                        let tile = (image * tiles_y + block.ty) * tiles_x + block.tx0;
+                        assert_eq!((at, tile), (column, next + column));
+                        assert!(image < images && block.ty < tiles_y);
                         assert!(block.tx0 + block.count <= tiles_x && block.padded % LANES == 0);
                         assert!(at + block.padded <= SPAN_STRIDE);
                         column += block.count;
@@ -161,7 +173,7 @@ mod tests {
                     assert_eq!(column, span.1);
                     next += span.1;
                 }
-                assert_eq!(next, tile_rows.1 * tiles_x);
+                assert_eq!(next, ((images - 1) * tiles_y + tile_rows.1) * tiles_x);
             }
         }
     }
