@@ -154,7 +154,8 @@ pub const CONV_ALGO_SHORT: &str =
 
 /// The help of every `--conv-algo` (`--help`).
 pub const CONV_ALGO_HELP: &str = "How convolutions are computed: auto (Winograd on 3x3 stride-1 layers with \
->= 8 channels in and out and outputs >= 32 wide, im2col elsewhere), im2col or winograd; per pass and layer \
+>= 8 channels in and out and outputs >= 32 wide, or >= 7 wide with >= 128 channels for the forward pass and \
+input gradient; im2col elsewhere), im2col or winograd; per pass and layer \
 with comma-separated rules [LAYER][.PASS]=ALGO, later ones winning, e.g. winograd,dw=im2col or \
 auto,2.input-grad=im2col (PASS: forward|input-grad|weight-grad or fwd|dx|dw; LAYER: the numbers in \
 `convnet summary`)";

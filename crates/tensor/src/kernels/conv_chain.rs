@@ -24,7 +24,8 @@
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::conv_tiled::{self, ConvWorkspace};
-use crate::kernels::winograd::passes::{correlate_group, correlate_scratch_len, forward_shape, WinogradWorkspace};
+use crate::kernels::winograd::correlate::{correlate_group, correlate_scratch_len, Correlation};
+use crate::kernels::winograd::passes::{forward_shape, WinogradWorkspace};
 use crate::kernels::winograd::tiles::Shape;
 use crate::kernels::winograd::TILE;
 use rayon::prelude::*;
@@ -122,7 +123,8 @@ pub fn relu_maxpool_in_bands<T: Element>(
         let band_shape = Shape { height: in_rows.1 - in_rows.0, out_h: out_rows.1 - out_rows.0, ..shape };
         let band_out = &mut band_out[..pooled_len];
         let tiles = (0, tile_rows.1 - tile_rows.0);
-        correlate_group(&band_shape, u, Some(bias), true, pool, tiles, band_in, band_out, work);
+        let correlation = Correlation::new(&band_shape, u, Some(bias), true, pool);
+        correlate_group(&correlation, tiles, band_in, band_out, work);
         (out_rows.0 / pool, pooled_len)
     };
     // the band's pooled rows `(K, rows, OW / pool)` into the image's planes from row `first`

@@ -40,11 +40,15 @@
 //!   `B`, with `A` and `G` trading places), accumulated in the transformed
 //!   domain and transformed back once per `(k, c)`, as Nervana neon does.
 
+pub(crate) mod correlate;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod gathered;
 pub mod passes;
 pub mod planes;
 pub mod point_gemm;
 pub mod tiles;
 pub mod transforms;
+mod workspace;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]

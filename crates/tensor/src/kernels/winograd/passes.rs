@@ -34,6 +34,14 @@
 //!   no longer leave a 24-wide GEMM per row (as costly as 32 in 16-lane
 //!   registers): conv2 of `baseline` 120 -> 110 ms a batch (BENCHMARKS.md).
 //!   The weight gradient keeps blocks within one tile row.
+//! - **Small maps fill the lanes too.** A 7x7 map has 4 tiles, 2 a tile row.
+//!   The forward correlation (`correlate.rs`) puts the tiles of up to 8
+//!   images in one span, so the point GEMM reads the transformed weights once
+//!   per 32 tiles instead of once per image; and tile rows of fewer than 8
+//!   tiles are transformed tile by tile (`gathered.rs`), each tile in a
+//!   lane of its own instead of 2 tiles in 8 lanes: ResNet-18's 7-wide blocks
+//!   65 -> 35 ms a batch in inference, the whole network 67 -> 79 img/s
+//!   (BENCHMARKS.md, round 3, sixth sitting).
 //! - **The 36 point-GEMMs use one register-blocked kernel** ([`point_gemm`]):
 //!   with AVX-512, 12 x 32 blocks of the result (24 of its 32 registers); with
 //!   AVX2, 6 x 16 blocks (12 registers of f32) accumulated over the whole depth, broadcasting 6 values of `A` and loading 2 vectors
@@ -63,334 +71,20 @@
 //! convolution, max |error| / max |output| ~3e-6 forward and ~7e-6 for the
 //! input gradient in f32, against ~8e-7 for im2col (`BENCHMARKS.md`).
 
-use super::planes::{
-    fits_plane, slab, slab_to_plane, transform_grad_plane, transform_input_channels, transform_output_plane,
-    transform_output_plane_maxpool,
-};
+use super::correlate::correlate_batch;
+use super::planes::{transform_grad_plane, transform_input_channels};
 use super::point_gemm::point_gemm;
-use super::tiles::{blocks, segments, spans, Block, Layout, Shape, LANES, POINTS, SPAN_STRIDE, TILE_BLOCK};
+use super::tiles::{blocks, Layout, Shape, LANES, POINTS, TILE_BLOCK};
 use super::transforms::transpose_block;
+use super::workspace::triple_product;
+pub use super::workspace::WinogradWorkspace;
 use super::ALPHA;
-use super::TILE;
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
 use crate::kernels::conv_groups::ImageEpilogue;
 use crate::kernels::cpu::simd_variant;
-use crate::kernels::parts::{in_parts, parts_per_image};
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
-use crate::kernels::scratch::Scratch;
 use rayon::prelude::*;
-
-/// The buffers of the Winograd path a layer keeps between passes.
-#[derive(Debug, Default)]
-pub struct WinogradWorkspace<T> {
-    /// `U = G g G^T` as `(36, K4, C)` (`K4`: output channels rounded up to
-    /// [`ROW_BLOCK`], zero rows past K); for the input gradient the weights
-    /// turned 180 degrees with their channel axes swapped.
-    pub(crate) transformed_weight: Vec<T>,
-    /// The version of the weights ([`WinogradWorkspace::weight_version`])
-    /// whose forward transform `transformed_weight` holds; `None`: anything
-    /// else (the input gradient's turned weights, or nothing yet).
-    transformed_version: Option<u64>,
-    /// The version of the weights the next forward pass reads, kept by a layer
-    /// that counts every change to its weights (a [`crate::Conv2d`] counts each
-    /// time it lends them out mutably, from the first): while it stays the same,
-    /// inference transforms the weights once instead of every batch. `None`
-    /// (the default, a layer never lent out): every pass transforms them.
-    pub weight_version: Option<u64>,
-    /// The weights of the input gradient, `(C, K, 3, 3)` (built each backward pass).
-    turned_weight: Vec<T>,
-    /// Per-thread block buffers.
-    pub(crate) scratch: Scratch<T>,
-    /// Per-image weight and bias gradients, summed as a tree afterwards.
-    per_image_grads: Vec<T>,
-    /// Leaves of the batch's gradient sum ([`crate::kernels::reduce`]).
-    pub gradient_leaves: usize,
-    /// The pass continues a gradient leaf's sum from the gradients the layer
-    /// holds (a micro-batch after the leaf's first, see [`crate::gradient_tree::LeafPart`]).
-    pub continue_leaf: bool,
-}
-
-impl<T: Element> WinogradWorkspace<T> {
-    /// The layer lends its weights out mutably, so they may change: a new
-    /// [`Self::weight_version`] (the first one, 0, where there was none).
-    pub(crate) fn weights_lent(&mut self) {
-        self.weight_version = Some(self.weight_version.map_or(0, |v| v.wrapping_add(1)));
-    }
-
-    /// `U` of the forward pass for `weight` `(K, C, 3, 3)`, transformed unless
-    /// `transformed_weight` already holds it for this [`Self::weight_version`].
-    pub(crate) fn forward_weights(&mut self, weight: &[T], k: usize, channels: usize, k_padded: usize) {
-        if self.weight_version.is_none() || self.transformed_version != self.weight_version {
-            transform_weights(weight, k, channels, k_padded, &mut self.transformed_weight);
-            self.transformed_version = self.weight_version;
-        }
-    }
-}
-
-/// `out(r, s) = (L X R)[r][s]` for the small matrices of the transforms:
-/// `L` `(rows, n)`, `X` `(n, m)`, `R` `(m, cols)`, every sum in index order
-/// (as in the plain reference's `two_sided`). `G g G^T` and `G^T Acc G` are both this.
-#[inline(always)]
-fn triple_product<T: Element>(
-    (rows, n, m, cols): (usize, usize, usize, usize),
-    left: impl Fn(usize, usize) -> f64,
-    x: impl Fn(usize, usize) -> T,
-    right: impl Fn(usize, usize) -> f64,
-    mut out: impl FnMut(usize, usize, T),
-) {
-    // L X: rows x m
-    let mut lx = [T::zero(); ALPHA * ALPHA];
-    for r in 0..rows {
-        for j in 0..m {
-            let mut sum = T::zero();
-            for i in 0..n {
-                sum += T::from_f64(left(r, i)) * x(i, j);
-            }
-            lx[r * m + j] = sum;
-        }
-    }
-    // (L X) R: rows x cols
-    for r in 0..rows {
-        for s in 0..cols {
-            let mut sum = T::zero();
-            for j in 0..m {
-                sum += lx[r * m + j] * T::from_f64(right(j, s));
-            }
-            out(r, s, sum);
-        }
-    }
-}
-
-/// `U[p][k][c] = (G g[k, c] G^T)[p]` for `weight` `(K, C, 3, 3)`, K padded to
-/// `k_padded` with zero rows. Once per pass: K*C small transforms, each the
-/// sums of [`triple_product`] in its order (so the same bits). The six rows
-/// `r` of `G g G^T` run as six tasks: row `r` needs only `(G g)[r]` and fills
-/// points `6r..6r + 6`, one contiguous sixth of `U` (a training step
-/// transforms every Winograd layer's weights twice, ResNet-18's 7x7 stage
-/// 2.4M weights each, too many for one thread).
-pub(crate) fn transform_weights<T: Element>(
-    weight: &[T],
-    out_channels: usize,
-    channels: usize,
-    k_padded: usize,
-    u: &mut Vec<T>,
-) {
-    let point_len = k_padded * channels;
-    // every value is written below (the rows past K as zeros), so a kept buffer is not cleared
-    u.resize(POINTS * point_len, T::zero());
-    let g_mat = super::G;
-    let at = |r: usize, i: usize| T::from_f64(g_mat[r][i]);
-    u.par_chunks_mut(ALPHA * point_len).enumerate().for_each(|(r, u_row)| {
-        for point in u_row.chunks_exact_mut(point_len) {
-            point[out_channels * channels..].fill(T::zero());
-        }
-        for k in 0..out_channels {
-            for c in 0..channels {
-                let g = &weight[(k * channels + c) * 9..][..9];
-                // (G g)[r] (3): the first product's row r, summed over i in order
-                let mut g_row = [T::zero(); 3];
-                for (j, value) in g_row.iter_mut().enumerate() {
-                    for i in 0..3 {
-                        *value += at(r, i) * g[i * 3 + j];
-                    }
-                }
-                // (G g G^T)[r][s] = sum_j (G g)[r][j] G[s][j]
-                for s in 0..ALPHA {
-                    let mut sum = T::zero();
-                    for (j, value) in g_row.iter().enumerate() {
-                        sum += *value * at(s, j);
-                    }
-                    u_row[(s * k_padded + k) * channels + c] = sum;
-                }
-            }
-        }
-    });
-}
-
-/// A group of images of the Winograd correlation, their tiles in shared spans
-/// ([`spans`]): `output (G, K, OH, OW) := W ⋆ input (G, C, H, W) (+ bias, ReLU)`
-/// with `u` the transformed weights `(36, K4, C)`; with `pool` 2 or 4 (after a
-/// ReLU) `output` is `(G, K, OH / pool, OW / pool)`, the maxima of `pool x pool`
-/// windows, and the full-size output is never written. With one image, only
-/// the tile rows `tile_rows.0..tile_rows.1` may be computed, into planes whose
-/// first row is that of tile row `tile_rows.0` ([`part_rows`] rows each). Each
-/// output value is the same sum in the same order whatever the group: the point
-/// GEMM sums every column on its own.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn correlate_group_body<T: Element>(
-    shape: &Shape,
-    u: &[T],
-    bias: Option<&[T]>,
-    relu: bool,
-    pool: usize,
-    tile_rows: (usize, usize),
-    images: &[T],
-    images_out: &mut [T],
-    buf: &mut [T],
-) {
-    let (channels, k_padded) = (shape.channels, shape.out_channels_padded());
-    let in_len = channels * shape.height * shape.width;
-    let group = images.len() / in_len;
-    let layout = Layout::new(POINTS * channels * SPAN_STRIDE, POINTS * k_padded * SPAN_STRIDE);
-    // the output planes of this part: its rows only, tile row `tile_rows.0` first
-    let out_shape = Shape { out_h: part_rows(shape, tile_rows), ..*shape };
-    let out_plane = (out_shape.out_h / pool) * (shape.out_w / pool);
-    let out_len = shape.out_channels * out_plane;
-    let (data_buf, rest) = buf[..layout.len].split_at_mut(layout.products);
-    let (products_buf, rest) = rest.split_at_mut(layout.rows - layout.products);
-    let (rows_buf, rest) = rest.split_at_mut(layout.phases - layout.rows);
-    let (phases, half) = rest.split_at_mut(layout.half - layout.phases);
-    for span in spans(shape, tile_rows, group) {
-        // V (36, C, SPAN_STRIDE): point stride C*SPAN_STRIDE, each segment from its column
-        for (column, image, block) in segments(shape, span) {
-            let image = &images[image * in_len..][..in_len];
-            let v = &mut data_buf[column..];
-            transform_input_channels(image, shape, block, rows_buf, phases, half, v, SPAN_STRIDE);
-        }
-        // M[p] (K4, n) = U[p] (K4, C) V[p] (C, n), n = the span's tiles, padded
-        let n = span.1.next_multiple_of(LANES);
-        for p in 0..POINTS {
-            point_gemm(
-                k_padded,
-                n,
-                channels,
-                &u[p * k_padded * channels..],
-                channels,
-                &data_buf[p * channels * SPAN_STRIDE..],
-                SPAN_STRIDE,
-                &mut products_buf[p * k_padded * SPAN_STRIDE..],
-                SPAN_STRIDE,
-                false,
-            );
-        }
-        // Y[k] = A^T M[k] A (+ b[k]) segment by segment; `phases` is free now: it holds the
-        // 4 output phases, and `rows_buf` the slab of blocks that do not go straight into the plane
-        for (column, image, block) in segments(shape, span) {
-            let image_out = &mut images_out[image * out_len..][..out_len];
-            let (shape, block) = (&out_shape, Block { ty: block.ty - tile_rows.0, ..block });
-            let direct = pool == 1 && fits_plane(shape, block);
-            let (slab_shape, slab_block) = slab(shape, block);
-            let point_stride = k_padded * SPAN_STRIDE;
-            for k in 0..shape.out_channels {
-                let b = bias.map_or(T::zero(), |b| b[k]);
-                let m = &products_buf[k * SPAN_STRIDE + column..];
-                let plane_out = &mut image_out[k * out_plane..][..out_plane];
-                if pool > 1 {
-                    transform_output_plane_maxpool(
-                        m,
-                        point_stride,
-                        shape,
-                        block,
-                        b,
-                        pool,
-                        half,
-                        phases,
-                        rows_buf,
-                        plane_out,
-                    );
-                } else if direct {
-                    transform_output_plane(m, point_stride, shape, block, b, relu, half, phases, plane_out);
-                } else {
-                    transform_output_plane(m, point_stride, &slab_shape, slab_block, b, relu, half, phases, rows_buf);
-                    slab_to_plane(rows_buf, shape, block, pool, plane_out);
-                }
-            }
-        }
-    }
-}
-
-/// The scratch length of [`correlate_group_body`] (whatever the group) needs.
-pub(crate) fn correlate_scratch_len(shape: &Shape) -> usize {
-    Layout::new(POINTS * shape.channels * SPAN_STRIDE, POINTS * shape.out_channels_padded() * SPAN_STRIDE).len
-}
-
-simd_variant! {
-    /// A group of images of the correlation: [`correlate_group_body`], compiled for
-    /// AVX2 + FMA when the CPU has them (the same operations, so the same bits).
-    pub(crate) fn correlate_group = correlate_group_body, "avx2,fma", avx2_fma;
-    (shape: &Shape, u: &[T], bias: Option<&[T]>, relu: bool, pool: usize, tile_rows: (usize, usize), image: &[T],
-     image_out: &mut [T], buf: &mut [T])
-}
-
-/// Output rows of the tile rows `tile_rows.0..tile_rows.1` (the last tile row may be partial).
-fn part_rows(shape: &Shape, tile_rows: (usize, usize)) -> usize {
-    (tile_rows.1 * TILE).min(shape.out_h) - tile_rows.0 * TILE
-}
-
-/// A batch of the Winograd correlation, one task per group of images
-/// ([`images_per_group`]; `pool` as in [`correlate_group_body`]); with fewer
-/// images than threads (a `predict` of one image), each image's tile rows are
-/// cut into parts, one task each.
-#[allow(clippy::too_many_arguments)]
-fn correlate_batch<T: Element>(
-    shape: &Shape,
-    weight_kc: &[T],
-    bias: Option<&[T]>,
-    relu: bool,
-    pool: usize,
-    input: &[T],
-    output: &mut [T],
-    workspace: &mut WinogradWorkspace<T>,
-    then: Option<ImageEpilogue<'_, T>>,
-) {
-    let k_padded = shape.out_channels_padded();
-    let (k, channels) = (shape.out_channels, shape.channels);
-    if bias.is_some() {
-        // a forward pass: the weights as they are, transformed once per version
-        workspace.forward_weights(weight_kc, k, channels, k_padded);
-    } else {
-        // the input gradient: the turned weights, which the next forward must not take for its own
-        transform_weights(weight_kc, k, channels, k_padded, &mut workspace.transformed_weight);
-        workspace.transformed_version = None;
-    }
-    workspace.scratch.ensure_threads();
-    let (in_len, out_len) =
-        (shape.channels * shape.height * shape.width, shape.out_channels * (shape.out_h / pool) * (shape.out_w / pool));
-    let u = &workspace.transformed_weight;
-    let scratch = &workspace.scratch;
-    let scratch_len = correlate_scratch_len(shape);
-    let (tiles_y, _) = shape.tiles();
-    let batch = input.len() / in_len;
-    let parts = parts_per_image(batch, tiles_y);
-    let image_part = |images: &[T], tile_rows: (usize, usize), out: &mut [T]| {
-        scratch.with(scratch_len, |buf| correlate_group(shape, u, bias, relu, pool, tile_rows, images, out, buf))
-    };
-    if parts > 1 {
-        // fewer images than threads (a `predict` of one image): each image's tile rows in parts
-        let rows_of = |tile_rows: (usize, usize)| {
-            let from = tile_rows.0 * TILE / pool;
-            (from, from + part_rows(shape, tile_rows) / pool)
-        };
-        let planes = (shape.out_channels, shape.out_w / pool);
-        in_parts(output, (batch, tiles_y, parts), planes, rows_of, |image, tile_rows, out| {
-            image_part(&input[image * in_len..][..in_len], tile_rows, out)
-        });
-        if let Some(then) = then {
-            output.par_chunks_mut(out_len).for_each(then);
-        }
-    } else {
-        let group = images_per_group(shape, batch);
-        input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(|(images, out)| {
-            image_part(images, (0, tiles_y), out);
-            if let Some(then) = then {
-                out.chunks_mut(out_len).for_each(then);
-            }
-        });
-    }
-}
-
-/// Images per task of [`correlate_batch`]: as many as fill a span of
-/// [`TILE_BLOCK`] tiles when an image has fewer (ResNet-18's 7x7 maps: 4 tiles
-/// an image, 8 images), as long as each thread keeps a task; otherwise 1. The
-/// group changes which columns share a point GEMM, never a value (the GEMM sums
-/// every column on its own), so the bits do not depend on it nor on the threads.
-fn images_per_group(shape: &Shape, batch: usize) -> usize {
-    let (tiles_y, tiles_x) = shape.tiles();
-    let to_fill_a_span = TILE_BLOCK / (tiles_y * tiles_x).max(1);
-    to_fill_a_span.min(batch.div_ceil(rayon::current_num_threads())).max(1)
-}
 
 /// The forward pass by F(4x4, 3x3): `output := W ⋆ input + b`, then
 /// `max(., 0)` with `fused_relu`, then `then` (if any) on each image's output

@@ -118,13 +118,19 @@ pub(crate) fn segments(shape: &Shape, (start, count): (usize, usize)) -> impl It
     })
 }
 
+/// Values per tile in the gathered layout of small maps (`super::gathered`):
+/// a tile's 6x6 input patch (36), padded to five 8-wide columns for the
+/// transposes; its 4x4 output patch takes the first 16.
+pub const PATCH: usize = 40;
+
 /// Scratch layout of one block (offsets into a thread's buffer).
 pub(crate) struct Layout {
     /// `M` `(36, K4, tb)`, or `DY'` `(36, K4, tb)` for the weight gradient.
     pub(crate) products: usize,
     /// Six padded input rows `(6, 4 tb + 2)`.
     pub(crate) rows: usize,
-    /// Phases `(36, tb)` and a second `(36, tb)` for the half-transformed.
+    /// Phases `(36, tb)` and a second `(36, tb)` for the half-transformed (or
+    /// a span's gathered patches, `(SPAN_STRIDE, PATCH)`).
     pub(crate) phases: usize,
     pub(crate) half: usize,
     pub(crate) len: usize,
@@ -138,7 +144,7 @@ impl Layout {
         let rows = products + products_len;
         let phases = rows + ALPHA * (TILE * tb + 4);
         let half = phases + POINTS * tb;
-        let len = half + POINTS * tb;
+        let len = half + (POINTS * tb).max(SPAN_STRIDE * PATCH);
         Layout { products, rows, phases, half, len }
     }
 }

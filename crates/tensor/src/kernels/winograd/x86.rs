@@ -5,6 +5,7 @@
 //! the same order (with separate multiply and add where these fuse them), and
 //! runs for f64 and on CPUs without AVX2.
 
+use super::tiles::PATCH;
 use std::arch::x86_64::*;
 
 /// One `R x (8 NV)` block of the point GEMM, held in `R NV` registers over the
@@ -405,20 +406,59 @@ pub(crate) unsafe fn input_transform_f32(rows: [*const f32; 6], n: usize, v: *mu
                 let next = split4(row.add(4 * t + 4));
                 d[l] = [first[0], first[1], first[2], first[3], next[0], next[1]];
             }
-            // along y: e[j][ph] = sum_l B^T[j][l] d[l][ph]
-            let mut e = [[_mm256_setzero_ps(); 6]; 6];
-            for ph in 0..6 {
-                let column = bt6([d[0][ph], d[1][ph], d[2][ph], d[3][ph], d[4][ph], d[5][ph]]);
-                for j in 0..6 {
-                    e[j][ph] = column[j];
-                }
+            bt_d_bt(d, v.add(t), point_stride);
+        }
+    }
+}
+
+/// `V[j*6 + i] = (B^T d B)[j][i]` for 8 tiles, stored at `v[(j*6 + i) * point_stride]`:
+/// `B^T` along y, then along x, as every input transform runs it.
+///
+/// # Safety
+/// AVX2 is enabled in the caller; `v` holds `35 point_stride + 8`.
+#[inline(always)]
+unsafe fn bt_d_bt(d: [[__m256; 6]; 6], v: *mut f32, point_stride: usize) {
+    // SAFETY: register arithmetic, and 36 stores of 8 inside the range the caller vouches for.
+    unsafe {
+        // along y: e[j][ph] = sum_l B^T[j][l] d[l][ph]
+        let mut e = [[_mm256_setzero_ps(); 6]; 6];
+        for ph in 0..6 {
+            let column = bt6([d[0][ph], d[1][ph], d[2][ph], d[3][ph], d[4][ph], d[5][ph]]);
+            for j in 0..6 {
+                e[j][ph] = column[j];
             }
-            // along x: V[j*6 + i] = sum_ph B^T[i][ph] e[j][ph]
-            for (j, e_row) in e.iter().enumerate() {
-                for (i, &value) in bt6(*e_row).iter().enumerate() {
-                    _mm256_storeu_ps(v.add((j * 6 + i) * point_stride + t), value);
-                }
+        }
+        // along x: V[j*6 + i] = sum_ph B^T[i][ph] e[j][ph]
+        for (j, e_row) in e.iter().enumerate() {
+            for (i, &value) in bt6(*e_row).iter().enumerate() {
+                _mm256_storeu_ps(v.add((j * 6 + i) * point_stride), value);
             }
+        }
+    }
+}
+
+/// [`input_transform_f32`] for tiles gathered one by one (`super::gathered`):
+/// tile `t`'s 6x6 input patch row-major at `patches[t * PATCH..][..36]`. Each
+/// chunk of 8 patches is transposed (five 8x8 transposes) into `d[l][ph]`,
+/// then transformed by the same operations (so the same bits as the rows).
+///
+/// # Safety
+/// The CPU has AVX2; `patches` holds `n * PATCH` elements; `v` holds
+/// `35 point_stride + n`; `n` is a multiple of 8.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn input_transform_patches_f32(patches: *const f32, n: usize, v: *mut f32, point_stride: usize) {
+    // SAFETY: reads end at patches[n PATCH - 1], writes at v[35 point_stride + n - 1];
+    // the transposes write inside `by_value`.
+    unsafe {
+        // by_value[k * 8 + i] = value k (= l*6 + ph) of tile t + i
+        let mut by_value = [0.0f32; PATCH * 8];
+        for t in (0..n).step_by(8) {
+            for column in 0..PATCH / 8 {
+                let src = patches.add(t * PATCH + 8 * column);
+                transpose8x8_f32(src, PATCH, by_value.as_mut_ptr().add(64 * column), 8);
+            }
+            let d = std::array::from_fn(|l| std::array::from_fn(|ph| _mm256_loadu_ps(&by_value[8 * (l * 6 + ph)])));
+            bt_d_bt(d, v.add(t), point_stride);
         }
     }
 }
@@ -449,6 +489,48 @@ pub(crate) unsafe fn output_transform_f32(
             for (r, &row) in rows.iter().enumerate().take(valid_rows) {
                 // along x, then + b, ReLU, and the phases joined back into pixels
                 join4(at6(h[r]), row.add(32 * chunk), bias, relu);
+            }
+        }
+    }
+}
+
+/// [`output_transform_f32`] for tiles gathered one by one (`super::gathered`):
+/// the same `A^T M A`, bias and ReLU (so the same bits), each tile's 4x4
+/// outputs stored row-major at `patches[t * 16..][..16]` (two 8x8 transposes
+/// per chunk of 8 tiles) for the caller to put in place.
+///
+/// # Safety
+/// The CPU has AVX2; `m` holds `35 point_stride + n`; `patches` holds `16 n`;
+/// `n` is a multiple of 8.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn output_transform_patches_f32(
+    m: *const f32,
+    point_stride: usize,
+    n: usize,
+    bias: f32,
+    relu: bool,
+    patches: *mut f32,
+) {
+    // SAFETY: reads end at m[35 point_stride + n - 1], writes at patches[16 n - 1]; the
+    // stores into `by_pixel` stay inside it.
+    unsafe {
+        let (bias, zero) = (_mm256_set1_ps(bias), _mm256_setzero_ps());
+        // by_pixel[(r * 4 + s) * 8 + i] = output (r, s) of tile t + i
+        let mut by_pixel = [0.0f32; 16 * 8];
+        for t in (0..n).step_by(8) {
+            let h = along_y(m, point_stride, t);
+            for (r, h_row) in h.iter().enumerate() {
+                for (s, phase) in at6(*h_row).into_iter().enumerate() {
+                    // as join4: + b, then y > 0 ? y : 0
+                    let mut value = _mm256_add_ps(phase, bias);
+                    if relu {
+                        value = _mm256_and_ps(value, _mm256_cmp_ps::<_CMP_GT_OQ>(value, zero));
+                    }
+                    _mm256_storeu_ps(by_pixel.as_mut_ptr().add(8 * (r * 4 + s)), value);
+                }
+            }
+            for half in 0..2 {
+                transpose8x8_f32(by_pixel.as_ptr().add(64 * half), 8, patches.add(16 * t + 8 * half), 16);
             }
         }
     }
