@@ -20,8 +20,39 @@ use super::x86_avx512::{input_transform_avx512_f32, output_transform_avx512_f32,
 use super::{ALPHA, TILE};
 use crate::element::Element;
 
+/// The six input rows of `block` (`y0..y0 + 6`, columns `x0..x0 + row_len`,
+/// zeros outside the plane) into `rows_buf`, `row_len` apart, for a block
+/// that does not lie inside the plane. With `zeros_ready`, `rows_buf` already
+/// holds these rows of another channel of the same block: the zeros lie in
+/// the same places, and only the plane's values are copied.
+#[inline(always)]
+fn block_rows<T: Element>(
+    plane: &[T],
+    shape: &Shape,
+    (y0, x0): (isize, isize),
+    row_len: usize,
+    rows_buf: &mut [T],
+    zeros_ready: bool,
+) {
+    let (x_start, x_end) = (x0.max(0) as usize, ((x0 + row_len as isize).min(shape.width as isize)).max(0) as usize);
+    if !zeros_ready {
+        rows_buf[..ALPHA * row_len].fill(T::zero());
+    }
+    if x_start >= x_end {
+        return;
+    }
+    let first = (x_start as isize - x0) as usize;
+    for l in 0..ALPHA {
+        let y = y0 + l as isize;
+        if y >= 0 && y < shape.height as isize {
+            let src = &plane[y as usize * shape.width..][x_start..x_end];
+            rows_buf[l * row_len + first..][..x_end - x_start].copy_from_slice(src);
+        }
+    }
+}
+
 /// `V[p][c][t] = (B^T d B)[p]` for the tiles of `block` in one input plane,
-/// `v` addressed as `v[p * point_stride + t]`.
+/// `v` addressed as `v[p * point_stride + t]`; `zeros_ready` as in [`block_rows`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn transform_input_plane<T: Element>(
@@ -33,6 +64,7 @@ pub(crate) fn transform_input_plane<T: Element>(
     half: &mut [T],
     v: &mut [T],
     point_stride: usize,
+    zeros_ready: bool,
 ) {
     let tb = block.padded;
     // 4 tb + 2 pixels reach the last tile; 2 more of zeros let the SIMD split read 32 at a time
@@ -46,22 +78,7 @@ pub(crate) fn transform_input_plane<T: Element>(
     // with SIMD, rows that lie inside the plane are read where they are
     let inside = y0 >= 0 && y0 as usize + ALPHA <= shape.height && x0 >= 0 && x0 as usize + row_len <= shape.width;
     if !(simd && inside) {
-        // the six input rows y0..y0+6, columns x0..x0+row_len, zeros outside the plane
-        let (x_start, x_end) =
-            (x0.max(0) as usize, ((x0 + row_len as isize).min(shape.width as isize)).max(0) as usize);
-        for l in 0..ALPHA {
-            let row = &mut rows_buf[l * row_len..][..row_len];
-            let y = y0 + l as isize;
-            if y < 0 || y >= shape.height as isize || x_start >= x_end {
-                row.fill(T::zero());
-                continue;
-            }
-            let src = &plane[y as usize * shape.width..][..shape.width];
-            let first = (x_start as isize - x0) as usize;
-            row[..first].fill(T::zero());
-            row[first..first + x_end - x_start].copy_from_slice(&src[x_start..x_end]);
-            row[first + x_end - x_start..].fill(T::zero());
-        }
+        block_rows(plane, shape, (y0, x0), row_len, rows_buf, zeros_ready);
     }
     #[cfg(target_arch = "x86_64")]
     if simd {
@@ -136,16 +153,9 @@ pub(crate) fn transform_input_channels<T: Element>(
     for c in 0..shape.channels {
         let image_plane = &image[c * plane..][..plane];
         let point_stride = shape.channels * channel_stride;
-        transform_input_plane(
-            image_plane,
-            shape,
-            block,
-            rows_buf,
-            phases,
-            half,
-            &mut v[c * channel_stride..],
-            point_stride,
-        );
+        let v = &mut v[c * channel_stride..];
+        // after the first channel, the block's rows keep their zeros
+        transform_input_plane(image_plane, shape, block, rows_buf, phases, half, v, point_stride, c > 0);
     }
 }
 
