@@ -18,7 +18,7 @@
 //! other). f32 with AVX2 only ([`applies`]); other element types and CPUs keep
 //! the plane transforms.
 
-use super::tiles::{segments, Shape, LANES, PATCH, SPAN_STRIDE};
+use super::tiles::{segments, Shape, LANES, PATCH, POINTS, SPAN_STRIDE};
 use super::transforms::{f32_mut_ptr, f32_ptr, simd_f32};
 use super::x86::{input_transform_patches_f32, output_transform_patches_f32};
 use super::{ALPHA, TILE};
@@ -57,7 +57,7 @@ pub(crate) fn transform_input<T: Element>(
     let (channels, plane) = (shape.channels, shape.height * shape.width);
     let n = span.1.next_multiple_of(LANES);
     let point_stride = channels * SPAN_STRIDE;
-    assert!(n <= SPAN_STRIDE && patches.len() >= SCRATCH && v.len() >= 35 * point_stride + n);
+    assert!(n <= SPAN_STRIDE && patches.len() >= SCRATCH && v.len() >= POINTS * point_stride);
     // the padding lanes' patches: zeros, never written by the gathering below
     patches[span.1 * PATCH..n * PATCH].fill(T::zero());
     for c in 0..channels {
@@ -67,9 +67,9 @@ pub(crate) fn transform_input<T: Element>(
             gather_patch(source, shape, (ty * TILE, tx * TILE), patch);
         }
         // SAFETY: simd_f32 (the caller's `applies`) says T is f32 and the CPU has AVX2 and
-        // FMA; `patches` holds n PATCH values and `v` from channel c's column 35
-        // point_stride + n (asserted, c * SPAN_STRIDE + 35 point_stride + n <= v.len() since
-        // c < channels); n is a multiple of 8.
+        // FMA; `patches` holds n PATCH values (asserted); the body writes v[c SPAN_STRIDE +
+        // p point_stride + t] for p < 36, t < n <= SPAN_STRIDE, below (c + 1) SPAN_STRIDE + 35
+        // point_stride <= 36 point_stride <= v.len() (asserted, c < channels); n is a multiple of 8.
         unsafe {
             input_transform_patches_f32(f32_ptr(patches), n, f32_mut_ptr(&mut v[c * SPAN_STRIDE..]), point_stride)
         }
@@ -119,20 +119,28 @@ pub(crate) fn transform_output<T: Element>(
     let (out_channels, out_plane) = (shape.out_channels, part_h * shape.out_w);
     let n = span.1.next_multiple_of(LANES);
     let point_stride = shape.out_channels_padded() * SPAN_STRIDE;
-    assert!(n <= SPAN_STRIDE && patches.len() >= 16 * n && products.len() >= 35 * point_stride + n);
+    assert!(n <= SPAN_STRIDE && patches.len() >= TILE * TILE * n && products.len() >= 35 * point_stride + n);
     for k in 0..out_channels {
         let b = bias.map_or(0.0, |b| b[k].to_f64() as f32);
         let m = &products[k * SPAN_STRIDE..];
         assert!(m.len() >= 35 * point_stride + n);
         // SAFETY: simd_f32 (the caller's `applies`) says T is f32 and the CPU has AVX2 and
-        // FMA; `m` holds 35 point_stride + n values and `patches` 16 n (asserted).
+        // FMA; `m` holds 35 point_stride + n values and `patches` 16 n (asserted, TILE = 4).
         unsafe { output_transform_patches_f32(f32_ptr(m), point_stride, n, b, relu, f32_mut_ptr(patches)) };
         for (column, image, ty, tx) in span_tiles(shape, span) {
             let (y, x) = ((ty - tile_rows.0) * TILE, tx * TILE);
             let (rows, width) = (TILE.min(part_h - y), TILE.min(shape.out_w - x));
             let plane = &mut images_out[(image * out_channels + k) * out_plane..][..out_plane];
-            for (r, outputs) in patches[column * 16..][..16].chunks_exact(TILE).take(rows).enumerate() {
-                plane[(y + r) * shape.out_w + x..][..width].copy_from_slice(&outputs[..width]);
+            for (r, outputs) in patches[column * TILE * TILE..][..TILE * TILE].chunks_exact(TILE).take(rows).enumerate()
+            {
+                let target = &mut plane[(y + r) * shape.out_w + x..][..width];
+                if let (Ok(target), Ok(outputs)) =
+                    (<&mut [T; TILE]>::try_from(&mut *target), <&[T; TILE]>::try_from(outputs))
+                {
+                    *target = *outputs; // a whole row of the tile: one move, not a call to memmove
+                } else {
+                    target.copy_from_slice(&outputs[..width]);
+                }
             }
         }
     }
