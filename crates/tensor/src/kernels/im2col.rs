@@ -44,9 +44,17 @@ pub fn im2col<T: Element>(geom: &WindowGeometry, image: &[T], row_start: usize, 
     im2col_strided(geom, image, row_start, row_end, col, (row_end - row_start) * geom.out_w);
 }
 
-/// [`im2col`] into rows `ld_col` apart: `col[r * ld_col + (i - row_start) * OW + j]`
-/// (several images' columns side by side in one matrix, for one GEMM over all).
-pub fn im2col_strided<T: Element>(
+simd_variant! {
+    /// [`im2col`] into rows `ld_col` apart: `col[r * ld_col + (i - row_start) * OW + j]`
+    /// (several images' columns side by side in one matrix, for one GEMM over all).
+    /// With AVX2 the stride-2 runs (ResNet's stem) take every other value of the
+    /// input row in vectors (the same values: a copy).
+    pub fn im2col_strided = im2col_strided_body, "avx2,fma", avx2_fma;
+    (geom: &WindowGeometry, image: &[T], row_start: usize, row_end: usize, col: &mut [T], ld_col: usize)
+}
+
+#[inline(always)]
+fn im2col_strided_body<T: Element>(
     geom: &WindowGeometry,
     image: &[T],
     row_start: usize,
@@ -80,6 +88,15 @@ pub fn im2col_strided<T: Element>(
                         let iw0 = first * geom.stride_w + kj - geom.pad_left;
                         if geom.stride_w == 1 {
                             dst[first..end].copy_from_slice(&src_row[iw0..iw0 + (end - first)]);
+                        } else if geom.stride_w == 2 {
+                            // pairs of input values, the first of each (a form the compiler vectorises)
+                            let run = &mut dst[first..end];
+                            let last = run.len() - 1;
+                            let pairs = src_row[iw0..iw0 + 2 * last].chunks_exact(2);
+                            for (value, pair) in run[..last].iter_mut().zip(pairs) {
+                                *value = pair[0];
+                            }
+                            run[last] = src_row[iw0 + 2 * last];
                         } else {
                             for (offset, value) in dst[first..end].iter_mut().enumerate() {
                                 *value = src_row[iw0 + offset * geom.stride_w];
