@@ -89,8 +89,10 @@ pub const AUTO_WINOGRAD_MIN_WIDTH: usize = 32;
 /// slower (`BENCHMARKS.md`, round 3, fourth sitting). Its 7-wide stage (512
 /// channels, 4 tiles an image) ran 1.7-2x slower while each image's tiles
 /// made a point GEMM of their own; with the tiles of 8 images in one span
-/// (`kernels/winograd/passes.rs`, `images_per_group`) its blocks run 65 -> 42
-/// ms a batch in inference (round 3, sixth sitting).
+/// (`kernels/winograd/correlate.rs`, `images_per_group`) and each tile in a
+/// lane of its own (`kernels/winograd/gathered.rs`) its blocks run 67 and 53
+/// -> 35 and 37 ms a batch in inference (round 3, sixth sitting); a pair of
+/// 128-channel layers at 8x8 (ResNet-18 at 64x64) 2.8x faster than by im2col.
 pub const AUTO_WINOGRAD_NARROW_MIN_WIDTH: usize = 7;
 
 /// See [`AUTO_WINOGRAD_NARROW_MIN_WIDTH`]; narrow layers with fewer channels
