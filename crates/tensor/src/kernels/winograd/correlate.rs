@@ -98,7 +98,7 @@ fn correlate_group_body<T: Element>(
         for (column, image, block) in segments(shape, span) {
             let image_out = &mut images_out[image * out_len..][..out_len];
             let (shape, block) = (&out_shape, Block { ty: block.ty - tile_rows.0, ..block });
-            let direct = pool == 1 && fits_plane(shape, block);
+            let direct = pool == 1 && fits_plane::<T>(shape, block);
             let (slab_shape, slab_block) = slab(shape, block);
             let point_stride = k_padded * SPAN_STRIDE;
             for k in 0..shape.out_channels {

@@ -16,7 +16,10 @@ use super::x86::{
     split_phases4_f32,
 };
 #[cfg(target_arch = "x86_64")]
-use super::x86_avx512::{input_transform_avx512_f32, output_transform_avx512_f32, output_transform_maxpool_avx512_f32};
+use super::x86_avx512::{
+    input_transform_avx512_f32, input_transform_in_plane_avx512_f32, output_transform_avx512_f32,
+    output_transform_in_plane_avx512_f32, output_transform_maxpool_avx512_f32,
+};
 use super::{ALPHA, TILE};
 use crate::element::Element;
 
@@ -75,10 +78,27 @@ pub(crate) fn transform_input_plane<T: Element>(
     let simd = simd_f32::<T>();
     #[cfg(not(target_arch = "x86_64"))]
     let simd = false;
-    // with SIMD, rows that lie inside the plane are read where they are
+    // with SIMD, rows that lie inside the plane are read where they are, and with AVX-512
+    // those of a block that overhangs it too (masked loads)
     let inside = y0 >= 0 && y0 as usize + ALPHA <= shape.height && x0 >= 0 && x0 as usize + row_len <= shape.width;
-    if !(simd && inside) {
+    let in_plane = simd && (inside || in_plane_edges());
+    if !in_plane {
         block_rows(plane, shape, (y0, x0), row_len, rows_buf, zeros_ready);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if in_plane && !inside {
+        let row = |l: usize| match usize::try_from(y0 + l as isize) {
+            Ok(y) if y < shape.height => f32_ptr(&plane[y * shape.width..][..shape.width]),
+            _ => std::ptr::null(),
+        };
+        assert!(v.len() >= 35 * point_stride + tb);
+        // SAFETY: AVX-512F, AVX2 and FMA are present (in_plane_edges); each non-null row holds
+        // `width` elements of the plane, `v` the 36 points (asserted); T is f32.
+        unsafe {
+            let rows = [row(0), row(1), row(2), row(3), row(4), row(5)];
+            input_transform_in_plane_avx512_f32(rows, x0, shape.width, tb, f32_mut_ptr(v), point_stride)
+        };
+        return;
     }
     #[cfg(target_arch = "x86_64")]
     if simd {
@@ -181,6 +201,23 @@ pub(crate) fn transform_output_plane<T: Element>(
     {
         let x_first = block.tx0 * TILE;
         let valid = (shape.out_w - x_first).min(block.count * TILE);
+        if simd_f32::<T>() && !valid.is_multiple_of(TILE * LANES) && in_plane_edges() {
+            let valid_rows = TILE.min(shape.out_h - y_first);
+            assert!(m.len() >= 35 * point_stride + tb && valid <= TILE * tb);
+            let mut row = |r: usize| {
+                let r = r.min(valid_rows - 1);
+                f32_mut_ptr(&mut plane[(y_first + r) * shape.out_w + x_first..][..valid])
+            };
+            let rows = [row(0), row(1), row(2), row(3)];
+            let bias = bias.to_f64() as f32;
+            // SAFETY: AVX-512F, AVX2 and FMA are present (in_plane_edges); `m` holds the 36
+            // points of tb tiles (asserted), each of the first `valid_rows` rows `valid` pixels
+            // of the plane (rows past those are never written); T is f32.
+            unsafe {
+                output_transform_in_plane_avx512_f32(f32_ptr(m), point_stride, rows, valid_rows, tb, valid, bias, relu)
+            };
+            return;
+        }
         if simd_f32::<T>() && valid.is_multiple_of(TILE * LANES) {
             let valid_rows = TILE.min(shape.out_h - y_first);
             assert!(m.len() >= 35 * point_stride + tb);
@@ -312,12 +349,34 @@ pub(crate) fn transform_output_plane_maxpool<T: Element>(
 }
 
 /// Whether the output transform can write `block`'s pixels straight into the
-/// output plane: its fused SIMD body stores 8 tiles (32 pixels) at a time, so
-/// the valid width must be a multiple of that. Other blocks (the last of a
-/// tile row, usually) and pooled outputs go through a slab ([`slab`]).
-pub(crate) fn fits_plane(shape: &Shape, block: Block) -> bool {
+/// output plane: its fused AVX2 body stores 8 tiles (32 pixels) at a time, so
+/// the valid width must be a multiple of that, unless the AVX-512 body stores
+/// the rest with masks ([`in_plane_edges`]). Other blocks (the last of a tile
+/// row, usually) and pooled outputs go through a slab ([`slab`]).
+pub(crate) fn fits_plane<T: Element>(shape: &Shape, block: Block) -> bool {
     let valid = (shape.out_w - block.tx0 * TILE).min(block.count * TILE);
-    valid.is_multiple_of(TILE * LANES)
+    valid.is_multiple_of(TILE * LANES) || (simd_f32_here::<T>() && in_plane_edges())
+}
+
+/// Whether blocks that overhang the plane are transformed where they lie,
+/// their edges read and written with AVX-512's masked loads and stores
+/// ([`input_transform_in_plane_avx512_f32`], [`output_transform_in_plane_avx512_f32`]),
+/// instead of through copies of their rows: on a CPU with AVX-512F.
+#[inline(always)]
+fn in_plane_edges() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::kernels::cpu::isa() == crate::kernels::cpu::Isa::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// [`simd_f32`] where it exists (x86-64), false elsewhere.
+#[inline(always)]
+fn simd_f32_here<T: Element>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd_f32::<T>();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
 }
 
 /// The slab: `block`'s four output rows at its full padded width, `(4, 4 tb)`,
