@@ -20,21 +20,18 @@ use rayon::prelude::*;
 /// [`conv2d_forward_tiled`](crate::kernels::conv_tiled::conv2d_forward_tiled)
 /// for small outputs: `group` images' columns side by side in one column
 /// matrix `(C*KH*KW, group * OH*OW)`, one GEMM for all of them, then each
-/// image's planes into place with the bias (and ReLU), then `then` on each
-/// image's output while it is in cache.
-#[allow(clippy::too_many_arguments)]
+/// image's planes into place with the epilogue `finish` (bias, ReLU or
+/// batchnorm) while they are in cache.
 pub(crate) fn forward_in_groups<T: Element>(
     geom: &WindowGeometry,
     packed_weight: &PackedA<T>,
-    bias: &[T],
-    fused_relu: bool,
+    finish: &Finish<'_, T>,
     group: usize,
     input: &[T],
     output: &mut [T],
     col_scratch: &Scratch<T>,
-    then: Option<ImageEpilogue<'_, T>>,
 ) {
-    let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), bias.len());
+    let (col_rows, out_pixels, out_channels) = (geom.col_rows(), geom.out_pixels(), finish.bias.len());
     let (in_len, out_len) = (geom.in_len(), out_channels * out_pixels);
     let columns = group * out_pixels;
     input.par_chunks(group * in_len).zip(output.par_chunks_mut(group * out_len)).for_each(|(images, images_out)| {
@@ -49,10 +46,7 @@ pub(crate) fn forward_in_groups<T: Element>(
             for (g, image_out) in images_out.chunks_exact_mut(out_len).enumerate() {
                 for (o, plane) in image_out.chunks_exact_mut(out_pixels).enumerate() {
                     plane.copy_from_slice(&products[o * columns + g * out_pixels..][..out_pixels]);
-                    add_bias(plane, bias[o], fused_relu);
-                }
-                if let Some(then) = then {
-                    then(image_out);
+                    finish.apply(o, plane);
                 }
             }
         });
@@ -115,9 +109,58 @@ pub(crate) fn input_grad_in_groups<T: Element>(
 }
 
 /// Work a convolution's forward pass does on each image's output `(OC, OH*OW)`
-/// right after computing it, while it is in cache (inference's batchnorm,
-/// `scale_shift`).
-pub type ImageEpilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
+/// right after computing it, while it is in cache (the Winograd path's
+/// batchnorm, [`batchnorm_epilogue`]).
+pub(crate) type ImageEpilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
+
+/// A batchnorm in evaluation mode after a convolution (inference fuses them):
+/// `y = y * a_c + b_c` with `affine[c] = (a_c, b_c)`
+/// ([`crate::BatchNorm::eval_affine`]), then `max(y, 0)` with `relu` (a ReLU
+/// after the batchnorm).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchnormAffine<'a, T> {
+    /// `(a_c, b_c)` per output channel.
+    pub affine: &'a [(T, T)],
+    /// Whether a ReLU follows the batchnorm.
+    pub relu: bool,
+}
+
+/// The epilogue of the im2col forward pass: what happens to each value `y` of
+/// output channel `o` right after the GEMM, tile by tile while the tile is in
+/// cache: `y + bias[o]`, then either `max(y, 0)` (`relu`, a ReLU fused into the
+/// convolution) or the `batchnorm` (and its ReLU). Each operation rounded on
+/// its own, as the layers one by one compute them: the same bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finish<'a, T> {
+    pub(crate) bias: &'a [T],
+    pub(crate) relu: bool,
+    pub(crate) batchnorm: Option<BatchnormAffine<'a, T>>,
+}
+
+impl<'a, T: Element> Finish<'a, T> {
+    /// `+ bias`, then with `batchnorm` its affine map and ReLU, or else with
+    /// `relu` a ReLU (the plan never fuses both: the batchnorm comes right
+    /// after the convolution).
+    pub(crate) fn new(bias: &'a [T], relu: bool, batchnorm: Option<BatchnormAffine<'a, T>>) -> Self {
+        assert!(!(relu && batchnorm.is_some()), "a convolution fuses a ReLU or a batchnorm, not both");
+        if let Some(batchnorm) = batchnorm {
+            assert_eq!(batchnorm.affine.len(), bias.len(), "one batchnorm scale and shift per output channel");
+        }
+        Finish { bias, relu, batchnorm }
+    }
+
+    /// The epilogue on `values`, a run of output channel `o`.
+    #[inline]
+    pub(crate) fn apply(&self, o: usize, values: &mut [T]) {
+        match self.batchnorm {
+            None => add_bias(values, self.bias[o], self.relu),
+            Some(BatchnormAffine { affine, relu }) => {
+                let (scale, shift) = affine[o];
+                bias_scale_shift(values, self.bias[o], scale, shift, relu)
+            }
+        }
+    }
+}
 
 /// The [`ImageEpilogue`] of a batchnorm in evaluation mode (and a ReLU, with
 /// `relu`): [`scale_shift`] on each channel's plane of an image's output,
@@ -128,6 +171,23 @@ pub(crate) fn batchnorm_epilogue<T: Element>(affine: &[(T, T)], relu: bool) -> i
         for (values, &(scale, shift)) in image_out.chunks_exact_mut(plane).zip(affine) {
             scale_shift(values, scale, shift, relu);
         }
+    }
+}
+
+simd_variant! {
+    /// The conv + batchnorm epilogue on a run of one channel: `y = (y + bias) * a + b`,
+    /// then `y = max(y, 0)` if a ReLU follows: [`add_bias`] then [`scale_shift`]
+    /// in one pass, each operation rounded apart as there, so the same bits
+    /// (with AVX2: 8 floats wide).
+    pub(crate) fn bias_scale_shift = bias_scale_shift_body, "avx2", avx2;
+    (values: &mut [T], bias: T, scale: T, shift: T, relu: bool)
+}
+
+#[inline(always)]
+fn bias_scale_shift_body<T: Element>(values: &mut [T], bias: T, scale: T, shift: T, relu: bool) {
+    for value in values {
+        let y = (*value + bias) * scale + shift;
+        *value = if !relu || y > T::zero() { y } else { T::zero() };
     }
 }
 
@@ -180,5 +240,23 @@ mod tests {
         assert_eq!(row, [0.0, 0.5, 1.0, 1.5, 3.0]);
         add_bias_body(&mut row, -1.0, false);
         assert_eq!(row, [-1.0, -0.5, 0.0, 0.5, 2.0]);
+    }
+
+    /// The conv + batchnorm epilogue gives the bits of the bias pass and then
+    /// the batchnorm pass, with and without the ReLU, `-0.0` included.
+    #[test]
+    fn the_batchnorm_epilogue_in_one_pass_gives_the_bits_of_two() {
+        let values: Vec<f32> = (0..40).map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0).chain([-0.0, 0.0]).collect();
+        for (bias, scale, shift, relu) in
+            [(0.3f32, 1.7f32, -0.2f32, true), (0.0, -0.9, 0.0, false), (-1.0, 0.1, 0.5, false)]
+        {
+            let (mut one_pass, mut two_passes) = (values.clone(), values.clone());
+            bias_scale_shift(&mut one_pass, bias, scale, shift, relu);
+            add_bias(&mut two_passes, bias, false);
+            scale_shift(&mut two_passes, scale, shift, relu);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&one_pass), bits(&two_passes), "bias {bias} scale {scale} shift {shift} relu {relu}");
+            assert_eq!(one_pass[0], ((values[0] + bias) * scale + shift).max(if relu { 0.0 } else { f32::MIN }));
+        }
     }
 }

@@ -5,19 +5,19 @@
 
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
-use crate::kernels::conv_groups::add_bias;
+use crate::kernels::conv_groups::{scale_shift, Finish};
 use crate::kernels::gemm_packed::{self, gemm_packed, gemm_packed_rows, PackedA};
 use crate::kernels::im2col::im2col;
 
 /// Output rows `rows.0..rows.1` of one image into `out` `(OC, rows.1 - rows.0, OW)`
 /// (planes of those rows only; the whole output when they are all), in tiles of
-/// `rows_per_tile` rows, as [`conv2d_forward_tiled`] describes.
+/// `rows_per_tile` rows, each finished (`finish`: bias, ReLU or batchnorm) while
+/// in cache, as [`conv2d_forward_tiled`] describes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_rows<T: Element>(
     geom: &WindowGeometry,
     packed_weight: &PackedA<T>,
-    bias: &[T],
-    fused_relu: bool,
+    finish: &Finish<'_, T>,
     rows_per_tile: usize,
     image: &[T],
     rows: (usize, usize),
@@ -25,20 +25,20 @@ pub(crate) fn forward_rows<T: Element>(
     col_buf: &mut [T],
 ) {
     if reads_columns_in_place(geom) {
-        forward_rows_in_place(geom, packed_weight, bias, fused_relu, image, rows, out);
+        forward_rows_in_place(geom, packed_weight, finish, image, rows, out);
     } else {
-        forward_rows_by_im2col(geom, packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf);
+        forward_rows_by_im2col(geom, packed_weight, finish, rows_per_tile, image, rows, out, col_buf);
     }
 }
 
 /// [`forward_rows`] by im2col: each tile's columns built in `col_buf`, one GEMM
-/// per tile, then the bias (and ReLU) pass over the tile while it is in cache.
+/// per tile, then the epilogue (bias, ReLU or batchnorm) over the tile while it
+/// is in cache.
 #[allow(clippy::too_many_arguments)]
 fn forward_rows_by_im2col<T: Element>(
     geom: &WindowGeometry,
     packed_weight: &PackedA<T>,
-    bias: &[T],
-    fused_relu: bool,
+    finish: &Finish<'_, T>,
     rows_per_tile: usize,
     image: &[T],
     rows: (usize, usize),
@@ -54,9 +54,9 @@ fn forward_rows_by_im2col<T: Element>(
         let (col, ld_col) = columns(geom, image, (row_start, row_end), col_buf);
         // Y[:, tile] (OC, tile_cols) = W (OC, C*KH*KW) * col (C*KH*KW, tile_cols)
         gemm_packed(packed_weight, tile_cols, col, ld_col, T::zero(), &mut out[first_col..], out_plane);
-        // + b (and the fused ReLU, max(y, 0)) while the tile is still in cache
-        for (o, &bias_o) in bias.iter().enumerate() {
-            add_bias(&mut out[o * out_plane + first_col..][..tile_cols], bias_o, fused_relu);
+        // + b (and the fused ReLU, max(y, 0), or the batchnorm) while the tile is still in cache
+        for o in 0..finish.bias.len() {
+            finish.apply(o, &mut out[o * out_plane + first_col..][..tile_cols]);
         }
     }
 }
@@ -84,12 +84,10 @@ fn reads_columns_in_place(geom: &WindowGeometry) -> bool {
 /// Why: `baseline`'s conv1 has a depth of only 27 (3 channels x 3 x 3), so
 /// building the columns (27 x 49,284 floats an image) and a separate pass over
 /// the 6.3 MB output for the bias cost as much as the multiply-adds.
-#[allow(clippy::too_many_arguments)]
 fn forward_rows_in_place<T: Element>(
     geom: &WindowGeometry,
     packed_weight: &PackedA<T>,
-    bias: &[T],
-    fused_relu: bool,
+    finish: &Finish<'_, T>,
     image: &[T],
     rows: (usize, usize),
     out: &mut [T],
@@ -106,16 +104,14 @@ fn forward_rows_in_place<T: Element>(
     for i in rows.0..rows.1 {
         // Y[:, row i] (OC, OW) = W (OC, C*KH*KW) * col_i (C*KH*KW, OW) + b
         let out_row = &mut out[(i - rows.0) * geom.out_w..];
-        gemm_packed_rows(
-            packed_weight,
-            geom.out_w,
-            &image[i * in_w..],
-            &row_starts,
-            out_row,
-            out_plane,
-            bias,
-            fused_relu,
-        );
+        let (bias, relu) = (finish.bias, finish.relu);
+        gemm_packed_rows(packed_weight, geom.out_w, &image[i * in_w..], &row_starts, out_row, out_plane, bias, relu);
+        // then the batchnorm (and its ReLU) on the row of each channel, still in cache
+        if let Some(batchnorm) = finish.batchnorm {
+            for (o, &(scale, shift)) in batchnorm.affine.iter().enumerate() {
+                scale_shift(&mut out_row[o * out_plane..][..geom.out_w], scale, shift, batchnorm.relu);
+            }
+        }
     }
 }
 
@@ -139,11 +135,12 @@ pub(crate) fn columns<'a, T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::conv_groups::BatchnormAffine;
     use crate::kernels::gemm::Trans;
 
     /// Columns read in place (a stride-1 unpadded convolution on an AVX-512
     /// CPU) give the bits of im2col + GEMM + the bias pass, with and without the
-    /// ReLU, for whole images and for a part of an image's rows.
+    /// ReLU or a batchnorm, for whole images and for a part of an image's rows.
     #[test]
     fn columns_read_in_place_equal_im2col_bit_for_bit() {
         use crate::geometry::Padding;
@@ -159,14 +156,25 @@ mod tests {
             );
             let mut packed = PackedA::new();
             packed.pack(Trans::No, out_channels, geom.col_rows(), &weight, geom.col_rows());
-            for (relu, rows) in [(false, (0, geom.out_h)), (true, (0, geom.out_h)), (true, (2, geom.out_h - 1))] {
+            let affine: Vec<(f32, f32)> =
+                random::<f32>(&mut rng, 2 * out_channels).chunks(2).map(|p| (p[0], p[1])).collect();
+            let batchnorm = |relu| Some(BatchnormAffine { affine: &affine, relu });
+            let cases = [
+                (false, None, (0, geom.out_h)),
+                (true, None, (0, geom.out_h)),
+                (true, None, (2, geom.out_h - 1)),
+                (false, batchnorm(true), (0, geom.out_h)),
+                (false, batchnorm(false), (1, geom.out_h)),
+            ];
+            for (relu, batchnorm, rows) in cases {
                 let len = out_channels * (rows.1 - rows.0) * geom.out_w;
                 let (mut in_place, mut by_im2col) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-                forward_rows_in_place(&geom, &packed, &bias, relu, &image, rows, &mut in_place);
+                let finish = Finish::new(&bias, relu, batchnorm);
+                forward_rows_in_place(&geom, &packed, &finish, &image, rows, &mut in_place);
                 let mut col_buf = vec![0.0; geom.col_rows() * 2 * geom.out_w];
-                forward_rows_by_im2col(&geom, &packed, &bias, relu, 2, &image, rows, &mut by_im2col, &mut col_buf);
+                forward_rows_by_im2col(&geom, &packed, &finish, 2, &image, rows, &mut by_im2col, &mut col_buf);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&in_place), bits(&by_im2col), "{geom:?} relu {relu} rows {rows:?}");
+                assert_eq!(bits(&in_place), bits(&by_im2col), "{geom:?} relu {relu} {batchnorm:?} rows {rows:?}");
             }
         }
     }

@@ -29,7 +29,7 @@
 
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
-use crate::kernels::conv_groups::{forward_in_groups, image_group, input_grad_in_groups, ImageEpilogue};
+use crate::kernels::conv_groups::{forward_in_groups, image_group, input_grad_in_groups, BatchnormAffine, Finish};
 use crate::kernels::conv_leaves::{weight_grad_in_leaves, LeafTarget, LeafWorkspace};
 use crate::kernels::conv_rows::{columns, forward_rows};
 use crate::kernels::gemm::Trans;
@@ -120,9 +120,8 @@ struct OuterProduct<T> {
 }
 
 /// The tiled forward pass of a batch: `output := W * im2col(input) + b`, and
-/// `max(., 0)` of that with `fused_relu`, then `then` (if any) on each image's
-/// output `(OC, OH*OW)` in the task that computed it, while it is in cache
-/// (with fewer images than threads, after the whole pass).
+/// `max(., 0)` of that with `fused_relu`, or with `batchnorm` (inference's conv
+/// + batchnorm) its affine map and ReLU, on each tile while it is in cache.
 ///
 /// - `input` `(N, C, H, W)`, `output` `(N, OC, OH, OW)`;
 /// - `weight` `(OC, C, KH, KW)`, read as the matrix `W` `(OC, C*KH*KW)`; `bias` `(OC,)`.
@@ -138,7 +137,7 @@ pub fn conv2d_forward_tiled<T: Element>(
     output: &mut [T],
     fused_relu: bool,
     workspace: &mut ConvWorkspace<T>,
-    then: Option<ImageEpilogue<'_, T>>,
+    batchnorm: Option<BatchnormAffine<'_, T>>,
 ) {
     let out_channels = bias.len();
     assert_eq!(weight.len(), out_channels * geom.col_rows(), "conv2d_forward_tiled: weight length");
@@ -146,6 +145,7 @@ pub fn conv2d_forward_tiled<T: Element>(
     let batch = input.len() / geom.in_len();
     assert_eq!(output.len(), batch * out_channels * geom.out_pixels(), "conv2d_forward_tiled: output length");
     let (col_rows, out_pixels) = (geom.col_rows(), geom.out_pixels());
+    let finish = Finish::new(bias, fused_relu, batchnorm);
     let rows_per_tile = tile_rows(geom, FORWARD_TILE_ELEMENTS);
     workspace.col_scratch.ensure_threads();
     // W (OC, C*KH*KW), packed once for every tile of every image
@@ -154,14 +154,14 @@ pub fn conv2d_forward_tiled<T: Element>(
     let col_scratch = &workspace.col_scratch;
     let image_rows = |image: &[T], rows: (usize, usize), out: &mut [T]| {
         col_scratch.with(col_rows * rows_per_tile * geom.out_w, |col_buf| {
-            forward_rows(geom, packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf)
+            forward_rows(geom, packed_weight, &finish, rows_per_tile, image, rows, out, col_buf)
         });
     };
     let group = image_group(out_pixels, batch.div_ceil(rayon::current_num_threads()));
     let parts = parts_per_image(batch, geom.out_h);
     if group > 1 {
         // small outputs: `group` images' columns side by side, one GEMM for all of them
-        forward_in_groups(geom, packed_weight, bias, fused_relu, group, input, output, col_scratch, then);
+        forward_in_groups(geom, packed_weight, &finish, group, input, output, col_scratch);
     } else if parts > 1 {
         // fewer images than threads (a `predict` of one image): each image's rows in parts
         let in_len = geom.in_len();
@@ -172,19 +172,12 @@ pub fn conv2d_forward_tiled<T: Element>(
             |rows| rows,
             |image, rows, out| image_rows(&input[image * in_len..][..in_len], rows, out),
         );
-        if let Some(then) = then {
-            output.par_chunks_mut(out_channels * out_pixels).for_each(then);
-        }
     } else {
         // input is (N, C, H, W), output is (N, OC, OH, OW): one task per image
-        input.par_chunks(geom.in_len()).zip(output.par_chunks_mut(out_channels * out_pixels)).for_each(
-            |(image, image_out)| {
-                image_rows(image, (0, geom.out_h), image_out);
-                if let Some(then) = then {
-                    then(image_out);
-                }
-            },
-        );
+        input
+            .par_chunks(geom.in_len())
+            .zip(output.par_chunks_mut(out_channels * out_pixels))
+            .for_each(|(image, image_out)| image_rows(image, (0, geom.out_h), image_out));
     }
 }
 
@@ -210,8 +203,9 @@ pub(crate) fn forward_bands<'a, T: Element>(
     move |image: &[T], rows: (usize, usize), out: &mut [T]| {
         assert_eq!(image.len(), geom.in_len(), "forward_bands: image length");
         assert_eq!(out.len(), out_channels * (rows.1 - rows.0) * geom.out_w, "forward_bands: band length");
+        let finish = Finish::new(bias, fused_relu, None);
         workspace.col_scratch.with(col_rows * rows_per_tile * geom.out_w, |col_buf| {
-            forward_rows(geom, &workspace.packed_weight, bias, fused_relu, rows_per_tile, image, rows, out, col_buf)
+            forward_rows(geom, &workspace.packed_weight, &finish, rows_per_tile, image, rows, out, col_buf)
         });
     }
 }

@@ -90,7 +90,7 @@
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
 use crate::kernels::conv_chain::conv_into_winograd_relu_maxpool;
-use crate::kernels::conv_groups::{batchnorm_epilogue, ImageEpilogue};
+use crate::kernels::conv_groups::BatchnormAffine;
 use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
 use crate::kernels::gemm::gemm_naive;
 use crate::kernels::gemm::Trans;
@@ -445,8 +445,9 @@ impl<T: Element> Conv2d<T> {
 
     /// Inference's convolution, the [`crate::BatchNorm`] after it and (`relu`) a
     /// ReLU in one pass: the batchnorm's `affine` ([`crate::BatchNorm::eval_affine`])
-    /// applied to each image's output while in cache, not in passes of their own
-    /// over the batch: the values of the layers one by one, bit for bit.
+    /// applied while in cache (by im2col to each tile with its bias, by Winograd
+    /// to each image's output), not in passes of their own over the batch: the
+    /// values of the layers one by one, bit for bit.
     pub fn forward_batchnorm(
         &mut self,
         input: ArrayViewD<'_, T>,
@@ -455,16 +456,16 @@ impl<T: Element> Conv2d<T> {
         relu: bool,
     ) {
         assert_eq!(affine.len(), self.out_channels, "conv2d: one batchnorm scale and shift per output channel");
-        self.forward_then(input, output, false, Some(&batchnorm_epilogue(affine, relu)));
+        self.forward_then(input, output, false, Some(BatchnormAffine { affine, relu }));
     }
 
-    /// The forward pass by the resolved method, `then` on each image's output.
+    /// The forward pass by the resolved method, with the `batchnorm` after it.
     fn forward_then(
         &mut self,
         input: ArrayViewD<'_, T>,
         mut output: ArrayViewMutD<'_, T>,
         fused_relu: bool,
-        then: Option<ImageEpilogue<'_, T>>,
+        batchnorm: Option<BatchnormAffine<'_, T>>,
     ) {
         let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
         let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
@@ -472,9 +473,9 @@ impl<T: Element> Conv2d<T> {
         let (input, output) = (slice(&input), slice_mut(&mut output));
         if self.resolve(Some(&geom)).forward == ConvAlgo::Winograd {
             let workspace = &mut self.winograd;
-            return conv2d_forward_winograd(&geom, weight, bias, input, output, fused_relu, workspace, then);
+            return conv2d_forward_winograd(&geom, weight, bias, input, output, fused_relu, workspace, batchnorm);
         }
-        conv2d_forward_tiled(&geom, weight, bias, input, output, fused_relu, &mut self.workspace, then);
+        conv2d_forward_tiled(&geom, weight, bias, input, output, fused_relu, &mut self.workspace, batchnorm);
     }
 
     /// Whether this layer can run [`Conv2d::forward_relu_maxpool`] on `input_shape`

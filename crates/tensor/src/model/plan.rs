@@ -27,8 +27,9 @@
 //! `baseline`: 200 MB a batch) is never written whole either. Training cannot:
 //! its backward pass reads those activations. A convolution followed by a
 //! [`BatchNorm`] (ResNet's every convolution) applies the batchnorm's affine
-//! map of its running statistics, and the ReLU after it, to each image's
-//! output while it is in cache ([`Conv2d::forward_batchnorm`]); a block
+//! map of its running statistics, and the ReLU after it, while its output is
+//! in cache: by im2col to each tile with the bias, by Winograd to each image's
+//! output ([`Conv2d::forward_batchnorm`]); a block
 //! ([`crate::Residual`], [`crate::Concat`]) runs its branches' own inference
 //! passes ([`Layer::predict`]).
 //!

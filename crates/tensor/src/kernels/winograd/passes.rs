@@ -81,15 +81,16 @@ pub use super::workspace::WinogradWorkspace;
 use super::ALPHA;
 use crate::element::Element;
 use crate::geometry::WindowGeometry;
-use crate::kernels::conv_groups::ImageEpilogue;
+use crate::kernels::conv_groups::{batchnorm_epilogue, BatchnormAffine, ImageEpilogue};
 use crate::kernels::cpu::simd_variant;
 use crate::kernels::reduce::{reduce_in_order_onto, reduce_tree, sum_in_lanes};
 use rayon::prelude::*;
 
 /// The forward pass by F(4x4, 3x3): `output := W ⋆ input + b`, then
-/// `max(., 0)` with `fused_relu`, then `then` (if any) on each image's output
-/// `(K, OH*OW)` in the task that computed it, while it is in cache (with fewer
-/// images than threads, after the whole pass). Shapes as in
+/// `max(., 0)` with `fused_relu`, or the `batchnorm` (inference's conv +
+/// batchnorm) on each image's output `(K, OH*OW)` in the task that computed
+/// it, while it is in cache (with fewer images than threads, after the whole
+/// pass). Shapes as in
 /// [`crate::kernels::conv_tiled::conv2d_forward_tiled`]; needs [`super::applies`].
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_winograd<T: Element>(
@@ -100,10 +101,16 @@ pub fn conv2d_forward_winograd<T: Element>(
     output: &mut [T],
     fused_relu: bool,
     workspace: &mut WinogradWorkspace<T>,
-    then: Option<ImageEpilogue<'_, T>>,
+    batchnorm: Option<BatchnormAffine<'_, T>>,
 ) {
     let shape = forward_shape(geom, weight, bias, input.len(), "conv2d_forward_winograd");
     checked_batch(geom, shape.out_channels, input.len(), output.len(), "conv2d_forward_winograd");
+    assert!(!(fused_relu && batchnorm.is_some()), "a convolution fuses a ReLU or a batchnorm, not both");
+    let epilogue = batchnorm.map(|BatchnormAffine { affine, relu }| {
+        assert_eq!(affine.len(), shape.out_channels, "one batchnorm scale and shift per output channel");
+        batchnorm_epilogue(affine, relu)
+    });
+    let then = epilogue.as_ref().map(|epilogue| epilogue as ImageEpilogue<'_, T>);
     correlate_batch(&shape, weight, Some(bias), fused_relu, 1, input, output, workspace, then);
 }
 
