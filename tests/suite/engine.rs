@@ -519,7 +519,8 @@ fn baseline_fuses_every_conv_relu_and_relu_pool_pair() {
 #[test]
 fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits_of_forward() {
     // ResNet's convolution + batchnorm (+ ReLU), in the stem and inside every block's
-    // branches, are one pass in predict (`Conv2d::forward_batchnorm`): the bits of the
+    // branches, are one pass in predict (`Conv2d::forward_batchnorm`), and so are each
+    // block's addition and the ReLU after it (`Layer::predict_relu`): the bits of the
     // layers one by one, for batches smaller and larger than the thread count. Random
     // running statistics and affine parameters keep each batchnorm far from the identity.
     use convnet::tensor::Residual;
@@ -547,6 +548,10 @@ fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits
             assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "{what}, a reversed view");
         }
         assert!(model.is_fused(1) && model.is_fused(2), "{preset}: the stem's batchnorm and ReLU");
+        // the ReLU after each block is done in the block's addition (Layer::predict_relu)
+        let kinds: Vec<&str> = model.layers().iter().map(|layer| layer.kind()).collect();
+        let after_blocks: Vec<usize> = (1..kinds.len()).filter(|&i| kinds[i - 1] == "residual").collect();
+        assert!(!after_blocks.is_empty() && after_blocks.iter().all(|&i| kinds[i] == "relu" && model.is_fused(i)));
         let blocks = model.layers().iter().filter_map(|layer| layer.as_any()?.downcast_ref::<Residual<f32>>());
         for block in blocks {
             assert!(block.body().is_fused(1) && block.body().is_fused(2) && block.body().is_fused(4), "{preset}");

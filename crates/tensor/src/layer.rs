@@ -128,6 +128,22 @@ pub trait Layer<T: Element>: Send + Sync {
         self.forward(input, output, Mode::Eval);
     }
 
+    /// Whether [`Layer::predict_relu`] folds a following ReLU into the layer's
+    /// own last pass over its output (a residual block: into its addition), so
+    /// that inference's plan gives it that ReLU
+    /// ([`crate::model::plan::ForwardStep::PredictRelu`]). Default: `false`.
+    fn folds_relu_in_predict(&self) -> bool {
+        false
+    }
+
+    /// `output = max(predict(input), 0)`: inference and the ReLU after it.
+    /// Default: the two one after the other; a layer that says
+    /// [`Layer::folds_relu_in_predict`] does it in one pass, with the same bits.
+    fn predict_relu(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>) {
+        self.predict(input, output.view_mut());
+        output.mapv_inplace(|v| if v > T::zero() { v } else { T::zero() });
+    }
+
     /// Overwrites the parameter gradients and, if asked, `grad_input` (same shape
     /// as `input`) from `grad_output` (same shape as `output`). `input` and
     /// `output` are those of the most recent forward pass.

@@ -33,11 +33,23 @@ pub(crate) fn add_into<T: Element>(target: &mut [T], addend: &[T]) {
 /// addition, so the result does not depend on the thread count). The same
 /// bits as copying `a` into `target` and then [`add_into`] `b`, in one pass.
 pub(crate) fn add_pair<T: Element>(target: &mut [T], a: &[T], b: &[T]) {
+    add_pair_then(target, a, b, false);
+}
+
+/// [`add_pair`], then with `relu` `max(., 0)` (the ReLU after a residual
+/// block, in inference): `y > 0 ? y : 0` as [`crate::Relu`] computes it, in
+/// the same pass.
+pub(crate) fn add_pair_then<T: Element>(target: &mut [T], a: &[T], b: &[T], relu: bool) {
     const CHUNK: usize = 1 << 14;
     let sources = a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK));
     target.par_chunks_mut(CHUNK).zip(sources).for_each(|(target, (a, b))| {
-        for ((t, &a), &b) in target.iter_mut().zip(a).zip(b) {
-            *t = a + b;
+        let pairs = target.iter_mut().zip(a).zip(b);
+        match relu {
+            false => pairs.for_each(|((t, &a), &b)| *t = a + b),
+            true => pairs.for_each(|((t, &a), &b)| {
+                let sum = a + b;
+                *t = if sum > T::zero() { sum } else { T::zero() };
+            }),
         }
     });
 }

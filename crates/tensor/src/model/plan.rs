@@ -29,7 +29,9 @@
 //! [`BatchNorm`] (ResNet's every convolution) applies the batchnorm's affine
 //! map of its running statistics, and the ReLU after it, while its output is
 //! in cache: by im2col to each tile with the bias, by Winograd to each image's
-//! output ([`Conv2d::forward_batchnorm`]); a block
+//! output ([`Conv2d::forward_batchnorm`]); a layer that folds the ReLU after
+//! it into its own last pass ([`Layer::folds_relu_in_predict`]: a residual
+//! block, into its addition) is given that ReLU ([`Layer::predict_relu`]); a block
 //! ([`crate::Residual`], [`crate::Concat`]) runs its branches' own inference
 //! passes ([`Layer::predict`]).
 //!
@@ -72,6 +74,11 @@ pub enum ForwardStep {
         /// The last layer whose work this step does.
         through: usize,
     },
+    /// Inference only: [`Layer::predict_relu`], the layer and the in-place
+    /// ReLU after it (layer `i + 1`) in the layer's own pass, from activation
+    /// `i` into activation `i + 1` (which the ReLU's output shares), for a
+    /// layer that [`Layer::folds_relu_in_predict`] (a residual block).
+    PredictRelu,
     /// Inference only: [`MaxPool2d::forward_values`], the pooled values
     /// without the winners' indices a backward pass would read.
     MaxpoolValues,
@@ -176,6 +183,13 @@ impl Plan {
             forward[i] = ForwardStep::ConvBatchnorm { relu, through };
             for step in &mut forward[i + 1..=through] {
                 *step = ForwardStep::DoneByPrevious;
+            }
+        }
+        // a layer that folds the in-place ReLU after it into its own pass (a residual block's addition)
+        for i in 0..forward.len().saturating_sub(1) {
+            let folds = forward[i] == ForwardStep::Plain && layers[i].folds_relu_in_predict();
+            if folds && forward[i + 1] == ForwardStep::ReluInPlace {
+                (forward[i], forward[i + 1]) = (ForwardStep::PredictRelu, ForwardStep::DoneByPrevious);
             }
         }
         // a convolution + ReLU right before such a step: the two in bands

@@ -52,8 +52,8 @@ use crate::element::Element;
 use crate::error::{Result, TensorError};
 use crate::layer::{slice, slice_mut, KinkRecorder, Layer, Mode, Param, ParamMut};
 use crate::model::branches::{
-    add_pair, branch_mode, nested_buffers, nested_buffers_mut, nested_param_names, set_fused_all, sublayers_of,
-    sublayers_of_mut,
+    add_pair, add_pair_then, branch_mode, nested_buffers, nested_buffers_mut, nested_param_names, set_fused_all,
+    sublayers_of, sublayers_of_mut,
 };
 use crate::model::sequential::Sequential;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
@@ -105,10 +105,16 @@ impl<T: Element> Residual<T> {
         std::iter::once(("body".to_string(), &self.body)).chain(shortcut)
     }
 
-    /// `y = body(x) + shortcut(x)`, or `body(x) + x`, in one pass over `y`: each
-    /// branch by its forward pass in `mode`, or by its own fused inference pass
-    /// (`None`).
-    fn add_branches(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>, mode: Option<Mode>) {
+    /// `y = body(x) + shortcut(x)`, or `body(x) + x`, in one pass over `y` (with
+    /// `relu`, `max(y, 0)` in the same pass): each branch by its forward pass in
+    /// `mode`, or by its own fused inference pass (`None`).
+    fn add_branches(
+        &mut self,
+        input: ArrayViewD<'_, T>,
+        mut output: ArrayViewMutD<'_, T>,
+        mode: Option<Mode>,
+        relu: bool,
+    ) {
         fn run<'a, T: Element>(
             branch: &'a mut Sequential<T>,
             input: ArrayViewD<'_, T>,
@@ -124,9 +130,9 @@ impl<T: Element> Residual<T> {
         match &mut self.shortcut {
             Some(shortcut) => {
                 let projected = run(shortcut, input, (mode, 1));
-                add_pair(slice_mut(&mut output), slice(&body), slice(&projected));
+                add_pair_then(slice_mut(&mut output), slice(&body), slice(&projected), relu);
             }
-            None => add_pair(slice_mut(&mut output), slice(&body), slice(&input)),
+            None => add_pair_then(slice_mut(&mut output), slice(&body), slice(&input), relu),
         }
     }
 }
@@ -152,11 +158,20 @@ impl<T: Element> Layer<T> for Residual<T> {
     }
 
     fn forward(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>, mode: Mode) {
-        self.add_branches(input, output, Some(mode));
+        self.add_branches(input, output, Some(mode), false);
     }
 
     fn predict(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>) {
-        self.add_branches(input, output, None);
+        self.add_branches(input, output, None, false);
+    }
+
+    fn folds_relu_in_predict(&self) -> bool {
+        true
+    }
+
+    /// ResNet's ReLU after the block, in the pass that adds the branches.
+    fn predict_relu(&mut self, input: ArrayViewD<'_, T>, output: ArrayViewMutD<'_, T>) {
+        self.add_branches(input, output, None, true);
     }
 
     fn backward(

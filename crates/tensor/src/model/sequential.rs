@@ -424,6 +424,10 @@ impl<T: Element> Sequential<T> {
                     let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
                     downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_batchnorm(input, output, &affine, relu);
                 }
+                ForwardStep::PredictRelu => {
+                    let (input, output) = lend(&mut self.activations, source, target, external);
+                    layer.predict_relu(view(input, batch, input_shape), view_mut(output, batch, output_shape));
+                }
                 ForwardStep::MaxpoolValues => {
                     let (input, output) = lend(&mut self.activations, source, target, external);
                     let (input, output) = (view(input, batch, input_shape), view_mut(output, batch, output_shape));
