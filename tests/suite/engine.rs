@@ -518,8 +518,9 @@ fn baseline_fuses_every_conv_relu_and_relu_pool_pair() {
 
 #[test]
 fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits_of_forward() {
-    // ResNet's convolution + batchnorm (+ ReLU), in the stem and inside every block's
-    // branches, are one pass in predict (`Conv2d::forward_batchnorm`), and so are each
+    // ResNet's convolution + batchnorm (+ ReLU), in the stem (with its max-pool:
+    // `Conv2d::forward_batchnorm_maxpool`) and inside every block's branches, are one
+    // pass in predict (`Conv2d::forward_batchnorm`), and so are each
     // block's addition and the ReLU after it (`Layer::predict_relu`): the bits of the
     // layers one by one, for batches smaller and larger than the thread count. Random
     // running statistics and affine parameters keep each batchnorm far from the identity.
@@ -548,6 +549,8 @@ fn predict_applies_each_batchnorm_inside_the_convolution_before_it_with_the_bits
             assert_eq!(predicted.mapv(f32::to_bits), forward.mapv(f32::to_bits), "{what}, a reversed view");
         }
         assert!(model.is_fused(1) && model.is_fused(2), "{preset}: the stem's batchnorm and ReLU");
+        // resnet18's 7x7 stem runs by im2col: its max-pool too, image by image (resnet-small has none)
+        assert_eq!(model.is_fused(3), preset == "resnet18", "{preset}: the stem's max-pool");
         // the ReLU after each block is done in the block's addition (Layer::predict_relu)
         let kinds: Vec<&str> = model.layers().iter().map(|layer| layer.kind()).collect();
         let after_blocks: Vec<usize> = (1..kinds.len()).filter(|&i| kinds[i - 1] == "residual").collect();

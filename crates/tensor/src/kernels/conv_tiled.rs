@@ -64,6 +64,10 @@ fn tile_rows(geom: &WindowGeometry, target: usize) -> usize {
 pub struct ConvWorkspace<T> {
     /// Per-thread column buffers.
     col_scratch: Scratch<T>,
+    /// Per-thread buffers of one image's output, pooled before the next
+    /// ([`conv2d_forward_tiled_pooled`]), and the whole batch's output when it
+    /// has fewer images than threads.
+    pooled_scratch: Scratch<T>,
     /// Per-thread buffers of the weight gradient on short tiles ([`by_outer_product`]).
     outer_product: PerThread<OuterProduct<T>>,
     /// The weight gradient of small images, leaf by leaf ([`crate::kernels::conv_leaves`]).
@@ -179,6 +183,65 @@ pub fn conv2d_forward_tiled<T: Element>(
             .zip(output.par_chunks_mut(out_channels * out_pixels))
             .for_each(|(image, image_out)| image_rows(image, (0, geom.out_h), image_out));
     }
+}
+
+/// Pools one plane into `pooled_plane` with a row buffer of the thread's own:
+/// `pool(plane, pooled_plane, row_max)` ([`crate::kernels::pool_separable::pool_plane_values`]).
+pub(crate) type PlanePool<'a, T> = &'a (dyn Fn(&[T], &mut [T], &mut Vec<T>) + Sync);
+
+/// Inference's [`conv2d_forward_tiled`] with its `batchnorm` (and ReLU), then
+/// a max-pool, image by image: each image's output `(OC, OH*OW)` is computed
+/// into a buffer of the thread's own and pooled plane by plane
+/// (`pool_plane(plane, pooled_plane, row_max)`, `pooled_plane` values each)
+/// into `pooled` `(N, OC, PH*PW)` while it is in cache, so the full-size
+/// output (ResNet's stem: 3.2 MB an image, 103 MB a batch of 32) is neither
+/// written whole nor read back. Each image's output is the same sums as the
+/// pass over the batch ([`forward_rows`] over all its rows), so the same bits.
+/// With fewer images than threads each image's rows are cut into parts as in
+/// [`conv2d_forward_tiled`], into a batch-sized buffer kept for the next call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_forward_tiled_pooled<T: Element>(
+    geom: &WindowGeometry,
+    weight: &[T],
+    bias: &[T],
+    batchnorm: BatchnormAffine<'_, T>,
+    input: &[T],
+    (pooled, pooled_plane): (&mut [T], usize),
+    pool_plane: PlanePool<'_, T>,
+    workspace: &mut ConvWorkspace<T>,
+) {
+    let (out_channels, col_rows, out_pixels) = (bias.len(), geom.col_rows(), geom.out_pixels());
+    let batch = input.len() / geom.in_len();
+    assert_eq!(pooled.len(), batch * out_channels * pooled_plane, "conv2d_forward_tiled_pooled: pooled length");
+    workspace.pooled_scratch.ensure_threads();
+    if batch < rayon::current_num_threads() {
+        // the two passes one after the other: the pool takes every image's output when the pass is done
+        let output = std::mem::take(&mut workspace.pooled_scratch);
+        output.with(batch * out_channels * out_pixels, |output| {
+            conv2d_forward_tiled(geom, weight, bias, input, output, false, workspace, Some(batchnorm));
+            let planes = output.par_chunks(out_pixels).zip(pooled.par_chunks_mut(pooled_plane));
+            planes.for_each_init(Vec::new, |row_max, (plane, pooled)| pool_plane(plane, pooled, row_max));
+        });
+        workspace.pooled_scratch = output;
+        return;
+    }
+    let finish = Finish::new(bias, false, Some(batchnorm));
+    let rows_per_tile = tile_rows(geom, FORWARD_TILE_ELEMENTS);
+    workspace.col_scratch.ensure_threads();
+    workspace.pack_forward_weights(weight, out_channels, col_rows);
+    let (packed_weight, col_scratch) = (&workspace.packed_weight, &workspace.col_scratch);
+    let images = input.par_chunks(geom.in_len()).zip(pooled.par_chunks_mut(out_channels * pooled_plane));
+    images.for_each_init(Vec::new, |row_max, (image, image_pooled)| {
+        workspace.pooled_scratch.with(out_channels * out_pixels, |image_out| {
+            col_scratch.with(col_rows * rows_per_tile * geom.out_w, |col_buf| {
+                forward_rows(geom, packed_weight, &finish, rows_per_tile, image, (0, geom.out_h), image_out, col_buf)
+            });
+            // each channel's plane pooled while the image's output is in cache
+            for (plane, pooled) in image_out.chunks_exact(out_pixels).zip(image_pooled.chunks_exact_mut(pooled_plane)) {
+                pool_plane(plane, pooled, row_max);
+            }
+        });
+    });
 }
 
 /// [`conv2d_forward_tiled`] for a consumer that takes its output a band of rows

@@ -89,7 +89,6 @@
 
 use crate::element::Element;
 use crate::geometry::{Padding, WindowGeometry};
-use crate::kernels::conv_chain::conv_into_winograd_relu_maxpool;
 use crate::kernels::conv_groups::BatchnormAffine;
 use crate::kernels::conv_tiled::{conv2d_backward_tiled, conv2d_forward_tiled, conv2d_input_grad_tiled, ConvWorkspace};
 use crate::kernels::gemm::gemm_naive;
@@ -97,12 +96,13 @@ use crate::kernels::gemm::Trans;
 use crate::kernels::im2col::{col2im_naive, im2col_naive};
 use crate::kernels::winograd;
 use crate::kernels::winograd::passes::{
-    conv2d_forward_winograd, conv2d_forward_winograd_relu_maxpool, conv2d_input_grad_winograd,
-    conv2d_weight_grad_winograd, WinogradWorkspace,
+    conv2d_forward_winograd, conv2d_input_grad_winograd, conv2d_weight_grad_winograd, WinogradWorkspace,
 };
 use crate::layer::{expect_rank, slice, slice_mut, Layer, Mode, Param, ParamMut, WeightAndBias};
 use crate::layers::conv_algo::{winograd_pays, ConvAlgo, ConvAlgos, ConvPass, AUTO_WINOGRAD_MIN_WIDTH};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+
+mod fused;
 
 // ---------------------------------------------------------------------------
 // The references: plain code to read, and the twins the fast path must equal.
@@ -379,7 +379,7 @@ impl<T: Element> Conv2d<T> {
     /// transforms pay on this layer's channels and width: the forward pass and
     /// the input gradient down to narrower outputs than the weight gradient
     /// (module docs of [`crate::layers::conv_algo`]).
-    fn resolve(&self, geom: Option<&WindowGeometry>) -> ConvAlgos {
+    pub(super) fn resolve(&self, geom: Option<&WindowGeometry>) -> ConvAlgos {
         let (winograd_applies, out_w) = match geom {
             Some(geom) => (winograd::applies(geom), Some(geom.out_w)),
             None => {
@@ -443,24 +443,8 @@ impl<T: Element> Conv2d<T> {
         self.forward_then(input, output, fused_relu, None);
     }
 
-    /// Inference's convolution, the [`crate::BatchNorm`] after it and (`relu`) a
-    /// ReLU in one pass: the batchnorm's `affine` ([`crate::BatchNorm::eval_affine`])
-    /// applied while in cache (by im2col to each tile with its bias, by Winograd
-    /// to each image's output), not in passes of their own over the batch: the
-    /// values of the layers one by one, bit for bit.
-    pub fn forward_batchnorm(
-        &mut self,
-        input: ArrayViewD<'_, T>,
-        output: ArrayViewMutD<'_, T>,
-        affine: &[(T, T)],
-        relu: bool,
-    ) {
-        assert_eq!(affine.len(), self.out_channels, "conv2d: one batchnorm scale and shift per output channel");
-        self.forward_then(input, output, false, Some(BatchnormAffine { affine, relu }));
-    }
-
     /// The forward pass by the resolved method, with the `batchnorm` after it.
-    fn forward_then(
+    pub(super) fn forward_then(
         &mut self,
         input: ArrayViewD<'_, T>,
         mut output: ArrayViewMutD<'_, T>,
@@ -478,80 +462,8 @@ impl<T: Element> Conv2d<T> {
         conv2d_forward_tiled(&geom, weight, bias, input, output, fused_relu, &mut self.workspace, batchnorm);
     }
 
-    /// Whether this layer can run [`Conv2d::forward_relu_maxpool`] on `input_shape`
-    /// `(N, C, H, W)`: its forward pass is Winograd there (the pooling is done
-    /// inside the Winograd output transform).
-    pub fn can_fuse_maxpool(&self, input_shape: &[usize]) -> bool {
-        self.geometry(input_shape).is_some_and(|geom| self.resolve(Some(&geom)).forward == ConvAlgo::Winograd)
-    }
-
-    /// Inference's convolution, ReLU and `pool x pool` max-pool (stride `pool`,
-    /// 2 or 4) in one pass, `pooled` `(N, OC, OH / pool, OW / pool)`: the
-    /// values of the three layers one by one, bit for bit, without the
-    /// full-size output ([`conv2d_forward_winograd_relu_maxpool`]). Needs
-    /// [`Conv2d::can_fuse_maxpool`].
-    pub fn forward_relu_maxpool(&mut self, input: ArrayViewD<'_, T>, mut pooled: ArrayViewMutD<'_, T>, pool: usize) {
-        assert!(self.can_fuse_maxpool(input.shape()), "conv2d: forward_relu_maxpool without Winograd");
-        let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
-        let weight = self.tensors.weight.as_slice().expect("weights are contiguous");
-        let bias = self.tensors.bias.as_slice().expect("bias is contiguous");
-        conv2d_forward_winograd_relu_maxpool(
-            &geom,
-            weight,
-            bias,
-            slice(&input),
-            slice_mut(&mut pooled),
-            pool,
-            &mut self.winograd,
-        );
-    }
-
-    /// Whether [`Conv2d::forward_into_relu_maxpool`] can run this layer (on
-    /// `input_shape` `(N, C, H, W)`, its ReLU fused) into `next`: this layer is
-    /// tiled there, `next` is Winograd with its max-pool
-    /// ([`Conv2d::can_fuse_maxpool`]) and unpadded.
-    pub fn can_chain_into(&self, input_shape: &[usize], next: &Conv2d<T>) -> bool {
-        let Some(geom) = self.geometry(input_shape) else { return false };
-        let next_shape = [input_shape[0], self.out_channels, geom.out_h, geom.out_w];
-        self.resolve(Some(&geom)).forward != ConvAlgo::Winograd
-            && next.can_fuse_maxpool(&next_shape)
-            && next.geometry(&next_shape).is_some_and(|g| g.pad_top == 0 && g.pad_left == 0 && g.out_h + 2 == g.in_h)
-    }
-
-    /// Inference's `relu(self(input))` fed to `next`'s
-    /// [`Conv2d::forward_relu_maxpool`] a band of rows at a time, so this layer's
-    /// output is never held whole ([`conv_into_winograd_relu_maxpool`]): the
-    /// values of the layers one by one, bit for bit. `pooled`
-    /// `(N, next's OC, OH / pool, OW / pool)` of `next`'s output. Needs
-    /// [`Conv2d::can_chain_into`].
-    pub fn forward_into_relu_maxpool(
-        &mut self,
-        next: &mut Conv2d<T>,
-        input: ArrayViewD<'_, T>,
-        mut pooled: ArrayViewMutD<'_, T>,
-        pool: usize,
-    ) {
-        assert!(self.can_chain_into(input.shape(), next), "conv2d: forward_into_relu_maxpool cannot chain");
-        let geom = self.geometry(input.shape()).expect("conv2d: input shape was not validated");
-        let next_shape = [input.shape()[0], self.out_channels, geom.out_h, geom.out_w];
-        let next_geom = next.geometry(&next_shape).expect("checked by can_chain_into");
-        let first = (
-            &geom,
-            self.tensors.weight.as_slice().expect("weights are contiguous"),
-            self.tensors.bias.as_slice().expect("bias is contiguous"),
-            &mut self.workspace,
-        );
-        let second = (
-            &next_geom,
-            next.tensors.weight.as_slice().expect("weights are contiguous"),
-            next.tensors.bias.as_slice().expect("bias is contiguous"),
-            &mut next.winograd,
-        );
-        conv_into_winograd_relu_maxpool(first, second, pool, slice(&input), slice_mut(&mut pooled));
-    }
-
     /// The geometry for an `(N, C, H, W)` input.
-    fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
+    pub(super) fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
         if shape.len() != 4 || shape[1] != self.in_channels {
             return None;
         }

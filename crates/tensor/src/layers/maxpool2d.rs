@@ -122,8 +122,16 @@ impl MaxPool2d {
         (w.pool.0 == w.pool.1 && w.stride == w.pool && unpadded && !w.ceil_mode).then_some(w.pool.0)
     }
 
-    fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
+    /// The window geometry on an `(N, C, H, W)` input (each plane pooled on its own).
+    pub fn geometry(&self, shape: &[usize]) -> Option<WindowGeometry> {
         self.window.geometry(shape)
+    }
+
+    /// Drops the winners the last forward pass recorded: inference, which
+    /// computes the pool's values without them (here, or inside the
+    /// convolution before it), leaves none a backward pass could misread.
+    pub fn clear_winners(&mut self) {
+        self.argmax.clear();
     }
 
     /// Inference's forward ([`crate::model::Plan::inference_forward`]): the
@@ -133,7 +141,7 @@ impl MaxPool2d {
     pub fn forward_values<T: Element>(&mut self, input: ArrayViewD<'_, T>, mut output: ArrayViewMutD<'_, T>) {
         let geom = self.geometry(input.shape()).expect("maxpool2d: input shape was not validated");
         let (in_plane, out_plane) = (geom.in_h * geom.in_w, geom.out_pixels());
-        self.argmax.clear();
+        self.clear_winners();
         slice(&input)
             .par_chunks(in_plane)
             .zip(slice_mut(&mut output).par_chunks_mut(out_plane))

@@ -74,6 +74,16 @@ pub enum ForwardStep {
         /// The last layer whose work this step does.
         through: usize,
     },
+    /// Inference only: [`Conv2d::forward_batchnorm_maxpool`], a
+    /// [`ForwardStep::ConvBatchnorm`] by im2col and the max-pool after it
+    /// (layer `through`), each image's output pooled while in cache, from
+    /// activation `i` into activation `through + 1`.
+    ConvBatchnormMaxpool {
+        /// Whether a ReLU follows the batchnorm.
+        relu: bool,
+        /// The max-pool.
+        through: usize,
+    },
     /// Inference only: [`Layer::predict_relu`], the layer and the in-place
     /// ReLU after it (layer `i + 1`) in the layer's own pass, from activation
     /// `i` into activation `i + 1` (which the ReLU's output shares), for a
@@ -185,6 +195,18 @@ impl Plan {
                 *step = ForwardStep::DoneByPrevious;
             }
         }
+        // such a step by im2col and a max-pool right after it (ResNet's stem): each image pooled in cache
+        for i in 0..forward.len() {
+            let ForwardStep::ConvBatchnorm { relu, through } = forward[i] else { continue };
+            let by_im2col = layers[i].as_any().and_then(|any| any.downcast_ref::<Conv2d<T>>()).is_some_and(|conv| {
+                let &[channels, height, width] = shapes[i].as_slice() else { return false };
+                conv.forward_is_im2col(&[1, channels, height, width])
+            });
+            if by_im2col && forward.get(through + 1) == Some(&ForwardStep::MaxpoolValues) {
+                forward[i] = ForwardStep::ConvBatchnormMaxpool { relu, through: through + 1 };
+                forward[through + 1] = ForwardStep::DoneByPrevious;
+            }
+        }
         // a layer that folds the in-place ReLU after it into its own pass (a residual block's addition)
         for i in 0..forward.len().saturating_sub(1) {
             let folds = forward[i] == ForwardStep::Plain && layers[i].folds_relu_in_predict();
@@ -217,7 +239,8 @@ impl Plan {
                 ForwardStep::DoneByPrevious => continue,
                 ForwardStep::ConvReluMaxpool { through, .. }
                 | ForwardStep::ConvIntoConvReluMaxpool { through, .. }
-                | ForwardStep::ConvBatchnorm { through, .. } => through + 1,
+                | ForwardStep::ConvBatchnorm { through, .. }
+                | ForwardStep::ConvBatchnormMaxpool { through, .. } => through + 1,
                 _ => i + 1,
             };
             written[self.storage[target]] = true;

@@ -424,6 +424,17 @@ impl<T: Element> Sequential<T> {
                     let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
                     downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_batchnorm(input, output, &affine, relu);
                 }
+                ForwardStep::ConvBatchnormMaxpool { relu, through } => {
+                    let pool_layer = downcast::<MaxPool2d, T>(&mut self.layers[through]);
+                    pool_layer.clear_winners();
+                    let pool = pool_layer.geometry(&self.shapes[through]);
+                    let (input, output) = lend(&mut self.activations, source, self.plan.storage[through + 1], external);
+                    let (input, output) =
+                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
+                    let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
+                    let conv = downcast::<Conv2d<T>, T>(&mut self.layers[i]);
+                    conv.forward_batchnorm_maxpool(input, output, (&affine, relu), &pool.expect("checked when built"));
+                }
                 ForwardStep::PredictRelu => {
                     let (input, output) = lend(&mut self.activations, source, target, external);
                     layer.predict_relu(view(input, batch, input_shape), view_mut(output, batch, output_shape));
