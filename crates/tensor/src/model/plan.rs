@@ -106,6 +106,20 @@ pub enum ForwardStep {
     },
 }
 
+impl ForwardStep {
+    /// The last layer whose work a fused step does (its output is activation
+    /// `through + 1`); `None` for a step that ends at its own layer.
+    pub fn through(&self) -> Option<usize> {
+        match *self {
+            ForwardStep::ConvReluMaxpool { through, .. }
+            | ForwardStep::ConvIntoConvReluMaxpool { through, .. }
+            | ForwardStep::ConvBatchnorm { through, .. }
+            | ForwardStep::ConvBatchnormMaxpool { through, .. } => Some(through),
+            _ => None,
+        }
+    }
+}
+
 /// How layer `i`'s backward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackwardStep {
@@ -235,14 +249,10 @@ impl Plan {
         let mut written = vec![false; self.buffers];
         written[self.storage[0]] = true;
         for (i, step) in steps.iter().enumerate() {
-            let target = match *step {
-                ForwardStep::DoneByPrevious => continue,
-                ForwardStep::ConvReluMaxpool { through, .. }
-                | ForwardStep::ConvIntoConvReluMaxpool { through, .. }
-                | ForwardStep::ConvBatchnorm { through, .. }
-                | ForwardStep::ConvBatchnormMaxpool { through, .. } => through + 1,
-                _ => i + 1,
-            };
+            if *step == ForwardStep::DoneByPrevious {
+                continue;
+            }
+            let target = step.through().map_or(i + 1, |through| through + 1);
             written[self.storage[target]] = true;
         }
         written

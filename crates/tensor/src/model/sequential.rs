@@ -400,41 +400,10 @@ impl<T: Element> Sequential<T> {
             let (input_shape, output_shape) = (&self.shapes[i], &self.shapes[i + 1]);
             match self.last_forward[i] {
                 ForwardStep::DoneByPrevious => {}
-                ForwardStep::ConvReluMaxpool { pool, through } => {
-                    let target = self.plan.storage[through + 1];
-                    let (input, output) = lend(&mut self.activations, source, target, external);
-                    let (input, output) =
-                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
-                    downcast::<Conv2d<T>, T>(layer).forward_relu_maxpool(input, output, pool);
-                }
-                ForwardStep::ConvIntoConvReluMaxpool { next, pool, through } => {
-                    let target = self.plan.storage[through + 1];
-                    let (input, output) = lend(&mut self.activations, source, target, external);
-                    let (input, output) =
-                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
-                    let (head, tail) = self.layers.split_at_mut(next);
-                    let second = downcast::<Conv2d<T>, T>(&mut tail[0]);
-                    downcast::<Conv2d<T>, T>(&mut head[i]).forward_into_relu_maxpool(second, input, output, pool);
-                }
-                ForwardStep::ConvBatchnorm { relu, through } => {
-                    let target = self.plan.storage[through + 1];
-                    let (input, output) = lend(&mut self.activations, source, target, external);
-                    let (input, output) =
-                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
-                    let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
-                    downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_batchnorm(input, output, &affine, relu);
-                }
-                ForwardStep::ConvBatchnormMaxpool { relu, through } => {
-                    let pool_layer = downcast::<MaxPool2d, T>(&mut self.layers[through]);
-                    pool_layer.clear_winners();
-                    let pool = pool_layer.geometry(&self.shapes[through]);
-                    let (input, output) = lend(&mut self.activations, source, self.plan.storage[through + 1], external);
-                    let (input, output) =
-                        (view(input, batch, input_shape), view_mut(output, batch, &self.shapes[through + 1]));
-                    let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
-                    let conv = downcast::<Conv2d<T>, T>(&mut self.layers[i]);
-                    conv.forward_batchnorm_maxpool(input, output, (&affine, relu), &pool.expect("checked when built"));
-                }
+                step @ (ForwardStep::ConvReluMaxpool { .. }
+                | ForwardStep::ConvIntoConvReluMaxpool { .. }
+                | ForwardStep::ConvBatchnorm { .. }
+                | ForwardStep::ConvBatchnormMaxpool { .. }) => self.run_fused_convolution(i, step, external),
                 ForwardStep::PredictRelu => {
                     let (input, output) = lend(&mut self.activations, source, target, external);
                     layer.predict_relu(view(input, batch, input_shape), view_mut(output, batch, output_shape));
@@ -465,6 +434,40 @@ impl<T: Element> Sequential<T> {
             }
         }
         Ok(self.output())
+    }
+
+    /// Inference's step `step` of layer `i`, a convolution fused with the layers
+    /// after it ([`ForwardStep`]), from activation `i` (or the caller's batch,
+    /// `external`) into activation `through + 1`.
+    fn run_fused_convolution(&mut self, i: usize, step: ForwardStep, external: Option<&[T]>) {
+        let through = step.through().expect("a fused convolution ends past its own layer");
+        let (source, target) = (self.plan.storage[i], self.plan.storage[through + 1]);
+        let (input, output) = lend(&mut self.activations, source, target, external);
+        let (input, output) =
+            (view(input, self.batch, &self.shapes[i]), view_mut(output, self.batch, &self.shapes[through + 1]));
+        match step {
+            ForwardStep::ConvReluMaxpool { pool, .. } => {
+                downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_relu_maxpool(input, output, pool)
+            }
+            ForwardStep::ConvIntoConvReluMaxpool { next, pool, .. } => {
+                let (head, tail) = self.layers.split_at_mut(next);
+                let second = downcast::<Conv2d<T>, T>(&mut tail[0]);
+                downcast::<Conv2d<T>, T>(&mut head[i]).forward_into_relu_maxpool(second, input, output, pool);
+            }
+            ForwardStep::ConvBatchnorm { relu, .. } => {
+                let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
+                downcast::<Conv2d<T>, T>(&mut self.layers[i]).forward_batchnorm(input, output, &affine, relu);
+            }
+            ForwardStep::ConvBatchnormMaxpool { relu, .. } => {
+                let pool_layer = downcast::<MaxPool2d, T>(&mut self.layers[through]);
+                pool_layer.clear_winners();
+                let pool = pool_layer.geometry(&self.shapes[through]).expect("checked when built");
+                let affine = downcast::<BatchNorm<T>, T>(&mut self.layers[i + 1]).eval_affine();
+                let conv = downcast::<Conv2d<T>, T>(&mut self.layers[i]);
+                conv.forward_batchnorm_maxpool(input, output, (&affine, relu), &pool);
+            }
+            _ => unreachable!(),
+        }
     }
 
     /// The output of the last forward pass.

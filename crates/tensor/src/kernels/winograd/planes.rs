@@ -202,21 +202,7 @@ pub(crate) fn transform_output_plane<T: Element>(
         let x_first = block.tx0 * TILE;
         let valid = (shape.out_w - x_first).min(block.count * TILE);
         if simd_f32::<T>() && !valid.is_multiple_of(TILE * LANES) && in_plane_edges() {
-            let valid_rows = TILE.min(shape.out_h - y_first);
-            assert!(m.len() >= 35 * point_stride + tb && valid <= TILE * tb);
-            let mut row = |r: usize| {
-                let r = r.min(valid_rows - 1);
-                f32_mut_ptr(&mut plane[(y_first + r) * shape.out_w + x_first..][..valid])
-            };
-            let rows = [row(0), row(1), row(2), row(3)];
-            let bias = bias.to_f64() as f32;
-            // SAFETY: AVX-512F, AVX2 and FMA are present (in_plane_edges); `m` holds the 36
-            // points of tb tiles (asserted), each of the first `valid_rows` rows `valid` pixels
-            // of the plane (rows past those are never written); T is f32.
-            unsafe {
-                output_transform_in_plane_avx512_f32(f32_ptr(m), point_stride, rows, valid_rows, tb, valid, bias, relu)
-            };
-            return;
+            return output_in_plane_avx512(m, point_stride, shape, block, (bias, relu), plane);
         }
         if simd_f32::<T>() && valid.is_multiple_of(TILE * LANES) {
             let valid_rows = TILE.min(shape.out_h - y_first);
@@ -292,6 +278,35 @@ pub(crate) fn transform_output_plane<T: Element>(
             row[x] = epilogue(out4[(x % TILE) * tb + x / TILE]);
         }
     }
+}
+
+/// [`transform_output_plane`] for a block whose valid width does not end on a
+/// chunk of 8 tiles, straight into the plane with AVX-512's masked stores
+/// ([`output_transform_in_plane_avx512_f32`]), with `bias` and then `relu`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn output_in_plane_avx512<T: Element>(
+    m: &[T],
+    point_stride: usize,
+    shape: &Shape,
+    block: Block,
+    (bias, relu): (T, bool),
+    plane: &mut [T],
+) {
+    let (tb, y_first, x_first) = (block.padded, block.ty * TILE, block.tx0 * TILE);
+    let valid = (shape.out_w - x_first).min(block.count * TILE);
+    let valid_rows = TILE.min(shape.out_h - y_first);
+    assert!(in_plane_edges() && m.len() >= 35 * point_stride + tb && valid <= TILE * tb);
+    let mut row = |r: usize| {
+        let r = r.min(valid_rows - 1);
+        f32_mut_ptr(&mut plane[(y_first + r) * shape.out_w + x_first..][..valid])
+    };
+    let rows = [row(0), row(1), row(2), row(3)];
+    let bias = bias.to_f64() as f32;
+    // SAFETY: AVX-512F, AVX2 and FMA are present (in_plane_edges, asserted); `m` holds the 36
+    // points of tb tiles (asserted), each of the first `valid_rows` rows `valid` pixels of the
+    // plane (rows past those are never written); T is f32 (f32_mut_ptr checks).
+    unsafe { output_transform_in_plane_avx512_f32(f32_ptr(m), point_stride, rows, valid_rows, tb, valid, bias, relu) };
 }
 
 /// The products of one output channel (as [`transform_output_plane`]) through
