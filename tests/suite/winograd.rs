@@ -66,6 +66,28 @@ fn images_sharing_spans_on_small_maps_equal_the_direct_convolution_bit_for_bit_o
     }
 }
 
+/// With fewer images than threads on maps of one span of tiles (ResNet's 7-
+/// and 14-wide), each image is cut into parts by output channels (each part
+/// reading its rows of the transformed weights): the direct convolution in f64,
+/// and in f32 the bits of 1 thread on 2, 3 and 4 threads (parts of 12 + 8,
+/// 8 + 8 + 4 channels), forward and input gradient.
+#[test]
+fn parts_by_output_channels_equal_the_direct_convolution_bit_for_bit_on_any_thread_count() {
+    let mut rng = rng(49);
+    for (size, batch) in [(7, 1), (14, 1), (12, 2)] {
+        let geom = WindowGeometry::new(6, size, size, (3, 3), (1, 1), Padding::Same).unwrap();
+        let case = Case { batch, out_channels: 20, geom };
+        let values = values(&mut rng, &case);
+        assert_within(&run::<f64>(&case, &values, true, 2), &direct(&case, &values, true), 1e-12, &describe(&case));
+        let one = run::<f32>(&case, &values, true, 1);
+        for threads in [2, 3, 4] {
+            let many = run::<f32>(&case, &values, true, threads);
+            assert_eq!(bits(&many.output), bits(&one.output), "{threads} threads, output, {}", describe(&case));
+            assert_eq!(bits(&many.grad_input), bits(&one.grad_input), "{threads} threads, grad_input");
+        }
+    }
+}
+
 /// Inference's fused convolution + ReLU + max-pool gives the bits of the three
 /// layers one by one, for 2x2 and 4x4 pools, f32 (the AVX2 body pooling on the
 /// phases) and f64 (the slab), on partial tiles, odd sizes and several tile
