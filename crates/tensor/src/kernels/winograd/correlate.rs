@@ -228,11 +228,11 @@ pub(super) fn correlate_batch<T: Element>(
     let image_part = |images: &[T], tile_rows: (usize, usize), out: &mut [T]| {
         scratch.with(scratch_len, |buf| correlate_group(&correlation, tile_rows, images, out, buf))
     };
-    if parts > 1 && splits_channels(shape) {
+    let out_plane = (shape.out_h / pool) * (shape.out_w / pool);
+    if parts > 1 && out_plane > 0 && splits_channels(shape) {
         // fewer images than threads, on a map of one span: each part its own output channels, so
         // each reads its share of U (a 512-channel layer's is 37.7 MB) instead of all of it
         let k_part = shape.out_channels.div_ceil(parts).next_multiple_of(ROW_BLOCK);
-        let out_plane = (shape.out_h / pool) * (shape.out_w / pool);
         let images = input.par_chunks(in_len).zip(output.par_chunks_mut(out_len));
         let parts =
             images.flat_map(|(image, out)| out.par_chunks_mut(k_part * out_plane).enumerate().map(move |p| (image, p)));
