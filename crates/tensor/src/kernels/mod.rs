@@ -14,7 +14,7 @@
 //! | [`conv_tiled`] | the whole convolution, tiled, fused with bias and ReLU | `conv2d_forward_im2col`, `conv2d_forward_naive` in [`crate::layers::conv2d`] |
 //! | [`conv_chain`] | inference: a convolution feeding a Winograd one band of rows at a time (+ ReLU, max-pool) | the layers one by one |
 //! | [`conv_leaves`] | small maps: the weight gradient leaf by leaf, no per-image copies of `dW` | the per-image partials of [`conv_tiled`], bit for bit |
-//! | [`conv_groups`] | small outputs: several images per GEMM (forward, input gradient); the bias epilogue | the same as [`conv_tiled`] |
+//! | [`conv_groups`] | small outputs: several images per GEMM (forward, input gradient); the bias and batchnorm epilogue | the same as [`conv_tiled`] |
 //! | [`pool2x2`] | the 2x2 stride-2 max-pool body | `maxpool_naive` in [`crate::layers::maxpool2d`] |
 //! | [`pool_separable`] | max-pooling of any window, stride and padding, rows then columns | `maxpool_naive` in [`crate::layers::maxpool2d`] |
 //! | [`reduce`] | sums in a fixed order (reproducibility), the gradient tree of leaves | plain sums |

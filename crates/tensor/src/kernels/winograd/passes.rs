@@ -19,10 +19,13 @@
 //!   SIMD, 8 tiles per instruction. With AVX2 the split (a 4x4 transpose of
 //!   pixel pairs), both passes of `B^T . B` and the stores run fused in
 //!   registers, reading the rows straight from the image when the block lies
-//!   inside it (`x86::input_transform_f32`); the same holds for the
+//!   inside it (`x86::input_transform_f32`), and with AVX-512 when it
+//!   overhangs the image too, the pixels outside masked off
+//!   (`x86_avx512::input_transform_in_plane_avx512_f32`: ResNet's 56-wide
+//!   maps, where every block overhangs); the same holds for the
 //!   output transform `A^T M A` with its bias, ReLU and the phases joined back
-//!   into pixels (`output_transform_f32`), and for `A dY A^T` in the weight
-//!   gradient (`grad_transform_f32`).
+//!   into pixels (`output_transform_f32`, with masked stores at the edge), and
+//!   for `A dY A^T` in the weight gradient (`grad_transform_f32`).
 //! - **Blocks stay in cache.** Tiles are taken [`TILE_BLOCK`] at a time: the
 //!   transformed input `V` `(36, C, tb)` and the products `M` `(36, K, tb)` of
 //!   one block (conv2: 147 KB + 295 KB at 32 tiles) stay in L2 between the
