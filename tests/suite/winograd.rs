@@ -56,13 +56,20 @@ fn images_sharing_spans_on_small_maps_equal_the_direct_convolution_bit_for_bit_o
         let geom = WindowGeometry::new(5, size, size, (3, 3), (1, 1), padding).unwrap();
         let case = Case { batch: 9, out_channels: 6, geom };
         let values = values(&mut rng, &case);
-        assert_within(&run::<f64>(&case, &values, true, 1), &direct(&case, &values, true), 1e-12, &describe(&case));
-        let one = run::<f32>(&case, &values, true, 1);
-        for threads in [2, 3, 9] {
-            let many = run::<f32>(&case, &values, true, threads);
-            assert_eq!(bits(&many.output), bits(&one.output), "{threads} threads, output, {}", describe(&case));
-            assert_eq!(bits(&many.grad_input), bits(&one.grad_input), "{threads} threads, grad_input");
-        }
+        equals_direct_and_one_threads_bits(&case, &values, (1, &[2, 3, 9]));
+    }
+}
+
+/// The f64 forward and input gradient on `f64_threads` threads equal the
+/// direct convolution, and the f32 ones on each of `threads` threads give the
+/// bits of 1 thread.
+fn equals_direct_and_one_threads_bits(case: &Case, values: &Values, (f64_threads, threads): (usize, &[usize])) {
+    assert_within(&run::<f64>(case, values, true, f64_threads), &direct(case, values, true), 1e-12, &describe(case));
+    let one = run::<f32>(case, values, true, 1);
+    for &threads in threads {
+        let many = run::<f32>(case, values, true, threads);
+        assert_eq!(bits(&many.output), bits(&one.output), "{threads} threads, output, {}", describe(case));
+        assert_eq!(bits(&many.grad_input), bits(&one.grad_input), "{threads} threads, grad_input");
     }
 }
 
@@ -78,13 +85,7 @@ fn parts_by_output_channels_equal_the_direct_convolution_bit_for_bit_on_any_thre
         let geom = WindowGeometry::new(6, size, size, (3, 3), (1, 1), Padding::Same).unwrap();
         let case = Case { batch, out_channels: 20, geom };
         let values = values(&mut rng, &case);
-        assert_within(&run::<f64>(&case, &values, true, 2), &direct(&case, &values, true), 1e-12, &describe(&case));
-        let one = run::<f32>(&case, &values, true, 1);
-        for threads in [2, 3, 4] {
-            let many = run::<f32>(&case, &values, true, threads);
-            assert_eq!(bits(&many.output), bits(&one.output), "{threads} threads, output, {}", describe(&case));
-            assert_eq!(bits(&many.grad_input), bits(&one.grad_input), "{threads} threads, grad_input");
-        }
+        equals_direct_and_one_threads_bits(&case, &values, (2, &[2, 3, 4]));
     }
 }
 

@@ -5,7 +5,7 @@
 //! tiles per register instead of 8, so the same bits. A leaf module: raw
 //! pointers, f32 only.
 
-use super::x86::{input_transform_f32, output_transform_f32, output_transform_maxpool_f32};
+use super::x86::{input_transform_f32, output_transform_maxpool_f32};
 use std::arch::x86_64::*;
 
 /// `LOW[s]` picks pixels `s, s + 4, ..., s + 28` of two registers (32 pixels, 8
@@ -382,9 +382,10 @@ unsafe fn join16(phases: [__m512; 4], out: *mut f32, bias: __m512, relu: bool, l
     }
 }
 
-/// [`output_transform_f32`] 16 tiles at a time (the last 8, when the block is
-/// not a multiple of 16 tiles, by the AVX2 body): `A^T M A`, + b (and ReLU),
-/// the phases joined into pixels in the first `valid_rows` rows.
+/// [`super::x86::output_transform_f32`] 16 tiles at a time: `A^T M A`, + b (and ReLU), the
+/// phases joined into pixels in the first `valid_rows` rows, all `32 chunks`
+/// pixels of each ([`output_transform_in_plane_avx512_f32`] with every pixel
+/// valid: the last 8 tiles, when there are not 16, as half a register).
 ///
 /// # Safety
 /// The CPU has AVX-512F, AVX2 and FMA; `m` holds `35 point_stride + 8 chunks`;
@@ -399,23 +400,9 @@ pub(crate) unsafe fn output_transform_avx512_f32(
     bias: f32,
     relu: bool,
 ) {
-    // SAFETY: reads and writes stay in the ranges the caller vouches for.
+    // SAFETY: the same ranges, n = 8 chunks tiles and valid = 32 chunks = 4 n pixels.
     unsafe {
-        let bias_vec = _mm512_set1_ps(bias);
-        let tiles = 8 * chunks;
-        let mut t = 0;
-        while t + 16 <= tiles {
-            let h = along_y(m, point_stride, t, 0xFFFF);
-            for (&row, h_row) in rows.iter().zip(&h).take(valid_rows) {
-                // along x, then + b, ReLU, and the phases joined back into pixels
-                join16(at6(*h_row), row.add(4 * t), bias_vec, relu, 64);
-            }
-            t += 16;
-        }
-        if t < tiles {
-            let rows = rows.map(|row| row.wrapping_add(4 * t));
-            output_transform_f32(m.add(t), point_stride, rows, valid_rows, (tiles - t) / 8, bias, relu);
-        }
+        output_transform_in_plane_avx512_f32(m, point_stride, rows, valid_rows, 8 * chunks, 32 * chunks, bias, relu)
     }
 }
 
@@ -465,6 +452,7 @@ unsafe fn bias_value(bias: __m512) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::x86::output_transform_f32;
     use super::*;
     use crate::kernels::cpu;
 
